@@ -1,0 +1,50 @@
+//! Configuration of each filter. Every type rejects unknown fields, so a typo in Envoy's YAML makes Envoy
+//! refuse the config with a log line naming the field, instead of silently doing less than asked.
+
+use serde::Deserialize;
+
+/// `llm_auth` configuration. Consumers, keys and limits arrive with the auth issue.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {}
+
+/// `llm_router` configuration. The model table arrives with the router issue.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {}
+
+/// `llm_pii` configuration. Detectors and actions arrive with the PII issue.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PiiConfig {}
+
+/// `llm_usage` configuration. Price table and limits arrive with the usage issue.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UsageConfig {}
+
+/// `llm_provider` configuration. Provider adapters arrive with the provider issue.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    #[test]
+    fn every_filter_accepts_empty_and_rejects_unknown_fields() {
+        fn check<T: serde::de::DeserializeOwned + std::fmt::Debug>() {
+            parse::<T>(b"").unwrap();
+            parse::<T>(b"{}").unwrap();
+            let err = parse::<T>(br#"{"bogus":1}"#).unwrap_err();
+            assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
+        }
+        check::<AuthConfig>();
+        check::<RouterConfig>();
+        check::<PiiConfig>();
+        check::<UsageConfig>();
+        check::<ProviderConfig>();
+    }
+}

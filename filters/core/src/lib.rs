@@ -1,0 +1,9 @@
+//! Pure logic shared by the LLM gateway filters.
+//!
+//! Nothing here depends on proxy-wasm: filter crates read what they need from the host, call into this
+//! crate, and apply the data it returns. That keeps the logic testable on the host and under wasm.
+
+pub mod api;
+pub mod config;
+pub mod filters;
+pub mod metrics;

@@ -1,0 +1,103 @@
+//! Glue shared by every filter crate: the root context that loads and validates configuration, and the
+//! metrics every filter reports. Filter crates implement [`Filter`] and call [`register`].
+
+use llm_core::config::{self, ConfigError};
+use llm_core::metrics::labeled_name;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{ContextType, LogLevel, MetricType};
+use serde::de::DeserializeOwned;
+use std::rc::Rc;
+
+/// One HTTP filter: its name, its configuration, and how it handles a request.
+pub trait Filter: Sized + 'static {
+    /// The filter's name, as in logs and the `filter` metric label (`llm_auth`, ...).
+    const NAME: &'static str;
+    /// The configuration as written in Envoy's `configuration` field (JSON).
+    type Config: DeserializeOwned;
+
+    /// The compile step after parsing: build regexes, tables, ...; an error names the field at fault.
+    fn from_config(config: Self::Config) -> Result<Self, ConfigError>;
+
+    /// The per-request (per-attempt, for upstream filters) context.
+    fn http_context(self: &Rc<Self>, context_id: u32) -> Box<dyn HttpContext>;
+}
+
+/// Installs `F` as this module's root context. Call from `proxy_wasm::main!`.
+pub fn register<F: Filter>() {
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(FilterRoot::<F>::new()) });
+}
+
+/// A counter metric; failures to count are ignored because metrics must never fail a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Counter {
+    id: u32,
+}
+
+impl Counter {
+    pub fn define(name: &str) -> Option<Self> {
+        match hostcalls::define_metric(MetricType::Counter, name) {
+            Ok(id) => Some(Counter { id }),
+            Err(status) => {
+                log::error!("cannot define metric {name}: {status:?}");
+                None
+            }
+        }
+    }
+
+    pub fn increment(&self, by: i64) {
+        let _ = hostcalls::increment_metric(self.id, by);
+    }
+}
+
+struct FilterRoot<F: Filter> {
+    filter: Option<Rc<F>>,
+    /// `llm_filter_requests_total{filter=...}`: one per HTTP context, i.e. per request (per attempt for
+    /// the upstream filter). It shows at a glance that the filter is on the request path.
+    requests: Option<Counter>,
+}
+
+impl<F: Filter> FilterRoot<F> {
+    fn new() -> Self {
+        FilterRoot {
+            filter: None,
+            requests: None,
+        }
+    }
+}
+
+impl<F: Filter> Context for FilterRoot<F> {}
+
+impl<F: Filter> RootContext for FilterRoot<F> {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        // One line naming the filter and the field; never the configuration itself (it may hold secrets).
+        let filter = match config::parse::<F::Config>(&bytes).and_then(F::from_config) {
+            Ok(filter) => filter,
+            Err(err) => {
+                log::error!("{}: invalid configuration: {err}", F::NAME);
+                return false;
+            }
+        };
+        self.filter = Some(Rc::new(filter));
+        let short_name = F::NAME.strip_prefix("llm_").unwrap_or(F::NAME);
+        self.requests = Counter::define(&labeled_name(
+            "llm_filter_requests_total",
+            &[("filter", short_name)],
+        ));
+        true
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let filter = self.filter.as_ref()?;
+        if let Some(requests) = self.requests {
+            requests.increment(1);
+        }
+        Some(filter.http_context(context_id))
+    }
+}

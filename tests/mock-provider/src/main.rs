@@ -1,0 +1,409 @@
+//! mock-provider: a deterministic OpenAI- and Anthropic-compatible server for tests, the demo and
+//! benchmarks. See README.md for endpoints, rules and fault headers.
+
+mod anthropic;
+mod openai;
+mod record;
+mod reply;
+mod text;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use reply::{Api, Body, StreamFaults};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const USAGE: &str = "\
+usage: mock-provider [options]
+  --listen ADDR          address to bind (default 127.0.0.1:0; the bound address is printed)
+  --name NAME            instance name, sent back in the x-mock-instance header (default: mock)
+  --api openai|anthropic|both
+                         which API this instance serves (default: both)
+  --always-status CODE   answer every API request with this status (an always-failing provider)
+  --require-key KEY      answer 401 unless Authorization: Bearer KEY, x-api-key or api-key carries KEY
+  --models a,b,c         model ids listed by GET /v1/models
+  --max-recorded N       requests kept for GET /mock/requests (default 1000)";
+
+#[derive(Debug, Clone)]
+struct Options {
+    listen: SocketAddr,
+    name: String,
+    openai: bool,
+    anthropic: bool,
+    always_status: Option<u16>,
+    require_key: Option<String>,
+    models: Vec<String>,
+    max_recorded: usize,
+}
+
+fn parse_options(args: &[String]) -> Result<Options, String> {
+    let mut options = Options {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        name: "mock".to_string(),
+        openai: true,
+        anthropic: true,
+        always_status: None,
+        require_key: None,
+        models: [
+            "gpt-4o-mini",
+            "gpt-4o",
+            "text-embedding-3-small",
+            "claude-sonnet-4-5",
+        ]
+        .map(String::from)
+        .to_vec(),
+        max_recorded: 1000,
+    };
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        if flag == "-h" || flag == "--help" {
+            return Err(String::new());
+        }
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--listen" => {
+                options.listen = value
+                    .parse()
+                    .map_err(|_| format!("--listen: not an address: {value}"))?
+            }
+            "--name" => options.name = value.clone(),
+            "--api" => {
+                (options.openai, options.anthropic) = match value.as_str() {
+                    "openai" => (true, false),
+                    "anthropic" => (false, true),
+                    "both" => (true, true),
+                    _ => {
+                        return Err(format!(
+                            "--api: expected openai, anthropic or both, got {value}"
+                        ))
+                    }
+                }
+            }
+            "--always-status" => {
+                options.always_status = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|code| (100..=999).contains(code))
+                        .ok_or_else(|| format!("--always-status: not a status code: {value}"))?,
+                )
+            }
+            "--require-key" => options.require_key = Some(value.clone()),
+            "--models" => {
+                options.models = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
+            "--max-recorded" => {
+                options.max_recorded = value
+                    .parse()
+                    .map_err(|_| format!("--max-recorded: not a number: {value}"))?
+            }
+            _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    Ok(options)
+}
+
+struct State {
+    options: Options,
+    log: record::RequestLog,
+    next_id: AtomicU64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = match parse_options(&args) {
+        Ok(options) => options,
+        Err(message) => {
+            if !message.is_empty() {
+                eprintln!("mock-provider: {message}");
+            }
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("mock-provider: cannot start runtime: {err}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(err) = runtime.block_on(serve(options)) {
+        eprintln!("mock-provider: {err}");
+        std::process::exit(1);
+    }
+}
+
+async fn serve(options: Options) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(options.listen).await?;
+    let address = listener.local_addr()?;
+    // The harness reads this line to learn the port; keep its shape.
+    println!(
+        "mock-provider {} listening on http://{address}",
+        options.name
+    );
+    let state = Arc::new(State {
+        log: record::RequestLog::new(options.max_recorded),
+        options,
+        next_id: AtomicU64::new(1),
+    });
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                eprintln!("mock-provider: accept: {err}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, std::convert::Infallible>(handle(&state, request).await) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn header<'a>(request: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    request.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn header_number(request: &Request<Incoming>, name: &str) -> Option<u64> {
+    header(request, name).and_then(|v| v.trim().parse().ok())
+}
+
+fn presented_key(request: &Request<Incoming>) -> Option<&str> {
+    header(request, "authorization")
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .or_else(|| header(request, "x-api-key"))
+        .or_else(|| header(request, "api-key"))
+}
+
+/// Which API a path belongs to; Azure OpenAI deployment paths count as OpenAI.
+fn api_of(path: &str) -> Api {
+    if path == "/v1/messages" {
+        Api::Anthropic
+    } else {
+        Api::OpenAi
+    }
+}
+
+async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let mut response = respond(state, request).await;
+    reply::set_header(&mut response, "x-mock-instance", &state.options.name);
+    reply::set_header(
+        &mut response,
+        "x-mock-handled-us",
+        &started.elapsed().as_micros().to_string(),
+    );
+    response
+}
+
+async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| path.clone());
+
+    if path == "/mock/requests" {
+        return match method {
+            Method::GET => reply::json(200, &state.log.to_json()),
+            Method::DELETE => {
+                state.log.clear();
+                reply::full(204, "text/plain", Bytes::new())
+            }
+            _ => reply::full(405, "text/plain", "GET or DELETE"),
+        };
+    }
+    if path == "/healthz" {
+        return reply::full(200, "text/plain", "ok");
+    }
+
+    let api = api_of(&path);
+    let faults = StreamFaults {
+        chunk_delay: header_number(&request, "x-mock-chunk-delay-ms").map(Duration::from_millis),
+        error_after: header_number(&request, "x-mock-stream-error-after")
+            .and_then(|n| usize::try_from(n).ok()),
+        reset_after: header_number(&request, "x-mock-stream-reset-after")
+            .and_then(|n| usize::try_from(n).ok()),
+    };
+    let forced_status = header_number(&request, "x-mock-status")
+        .and_then(|s| u16::try_from(s).ok())
+        .filter(|s| (100..=999).contains(s));
+    let delay = header_number(&request, "x-mock-delay-ms").map(Duration::from_millis);
+    let key_ok = match &state.options.require_key {
+        None => true,
+        Some(expected) => presented_key(&request) == Some(expected.as_str()),
+    };
+    let anthropic_version = header(&request, "anthropic-version").map(str::to_string);
+    let cached_tokens = header_number(&request, "x-mock-cached-tokens").unwrap_or(0);
+    let no_usage = header(&request, "x-mock-no-usage").is_some();
+
+    let (parts, body) = request.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return reply::error(api, 400, "could not read the request body"),
+    };
+    state.log.push(record::Recorded {
+        method: parts.method.to_string(),
+        path: path_and_query.clone(),
+        headers: parts.headers,
+        body: body.clone(),
+    });
+
+    if let Some(status) = state.options.always_status {
+        return reply::error(
+            api,
+            status,
+            &format!("mock instance always answers {status}"),
+        );
+    }
+    if !key_ok {
+        return reply::error(
+            api,
+            401,
+            "Incorrect API key provided. The mock provider requires its configured key.",
+        );
+    }
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(status) = forced_status {
+        return reply::error(
+            api,
+            status,
+            &format!("mock error: status {status} requested by x-mock-status"),
+        );
+    }
+
+    let call = openai::Call {
+        id: format!("mock{}", state.next_id.fetch_add(1, Ordering::Relaxed)),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        faults,
+        cached_tokens,
+        no_usage,
+    };
+    let options = &state.options;
+
+    // Azure OpenAI: /openai/deployments/{deployment}/<operation>?api-version=...
+    let (operation, azure) = match path.strip_prefix("/openai/deployments/") {
+        Some(rest) => match rest.split_once('/') {
+            Some((_deployment, operation)) => (format!("/v1/{operation}"), true),
+            None => (path.clone(), true),
+        },
+        None => (path.clone(), false),
+    };
+    if azure && !path_and_query.contains("api-version=") {
+        return reply::error(
+            Api::OpenAi,
+            400,
+            "Missing required query parameter: api-version",
+        );
+    }
+
+    match (&method, operation.as_str()) {
+        (&Method::GET, "/v1/models") if options.openai => openai::models(&options.models),
+        (&Method::GET, model_path) if options.openai && model_path.starts_with("/v1/models/") => {
+            openai::model(
+                &options.models,
+                model_path.trim_start_matches("/v1/models/"),
+            )
+        }
+        (&Method::POST, "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings")
+            if options.openai =>
+        {
+            let Some(json) = parse_json(&body) else {
+                return reply::error(
+                    Api::OpenAi,
+                    400,
+                    "We could not parse the JSON body of your request. The body must be a JSON object.",
+                );
+            };
+            match operation.as_str() {
+                "/v1/chat/completions" => openai::chat_completions(&json, &call),
+                "/v1/completions" => openai::completions(&json, &call),
+                _ => openai::embeddings(&json, &call),
+            }
+        }
+        (&Method::POST, "/v1/messages") if options.anthropic && !azure => {
+            let Some(json) = parse_json(&body) else {
+                return reply::error(Api::Anthropic, 400, "The request body is not valid JSON.");
+            };
+            anthropic::messages(&json, anthropic_version.as_deref(), &call)
+        }
+        _ => reply::error(
+            api,
+            404,
+            &format!(
+                "mock instance {} does not serve {method} {path}",
+                options.name
+            ),
+        ),
+    }
+}
+
+fn parse_json(body: &Bytes) -> Option<Value> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .filter(Value::is_object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn options() {
+        let o = parse_options(&args(&[
+            "--api",
+            "anthropic",
+            "--always-status",
+            "503",
+            "--name",
+            "x",
+        ]))
+        .unwrap();
+        assert!(!o.openai && o.anthropic);
+        assert_eq!(o.always_status, Some(503));
+        assert_eq!(o.name, "x");
+        assert!(parse_options(&args(&["--api", "grpc"])).is_err());
+        assert!(parse_options(&args(&["--always-status", "abc"])).is_err());
+        assert!(parse_options(&args(&["--listen"])).is_err());
+        assert!(parse_options(&args(&["--bogus", "1"])).is_err());
+    }
+}

@@ -1,0 +1,380 @@
+//! OpenAI-compatible endpoints: chat completions (JSON and SSE), completions, embeddings, models.
+
+use crate::reply::{self, data_event, Api, Body, StreamFaults};
+use crate::text;
+use base64::Engine;
+use hyper::Response;
+use serde_json::{json, Value};
+
+/// Per-request settings the handlers need besides the body.
+pub struct Call {
+    pub id: String,
+    pub created: u64,
+    pub faults: StreamFaults,
+    pub cached_tokens: u64,
+    pub no_usage: bool,
+}
+
+const MAX_STREAM_PIECES: usize = 64;
+
+fn bad_request(message: &str) -> Response<Body> {
+    reply::error(Api::OpenAi, 400, message)
+}
+
+fn model_of(body: &Value) -> Result<String, Response<Body>> {
+    match body.get("model") {
+        Some(Value::String(model)) => Ok(model.clone()),
+        Some(_) => Err(bad_request("`model` must be a string.")),
+        None => Err(bad_request("you must provide a model parameter")),
+    }
+}
+
+fn wants_stream(body: &Value) -> bool {
+    body.get("stream").and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn include_usage(body: &Value) -> bool {
+    body.pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+fn usage(prompt: u64, completion: u64, cached: u64) -> Value {
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached.min(prompt), "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0, "audio_tokens": 0,
+            "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0
+        }
+    })
+}
+
+fn stream_error_event() -> String {
+    data_event(&json!({"error": {
+        "message": "The server had an error while processing your request (mock stream error).",
+        "type": "server_error", "param": null, "code": null
+    }}))
+}
+
+fn declared_tools(body: &Value) -> Vec<String> {
+    body.get("tools")
+        .and_then(Value::as_array)
+        .map(|tools| {
+            tools
+                .iter()
+                .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn chat_completions(body: &Value, call: &Call) -> Response<Body> {
+    let model = match model_of(body) {
+        Ok(model) => model,
+        Err(response) => return response,
+    };
+    let Some(messages) = body.get("messages").and_then(Value::as_array) else {
+        return bad_request("`messages` must be a non-empty array.");
+    };
+    if messages.is_empty() {
+        return bad_request("`messages` must be a non-empty array.");
+    }
+    let max_tokens = body
+        .get("max_completion_tokens")
+        .or_else(|| body.get("max_tokens"))
+        .and_then(Value::as_u64);
+    let prompt = text::last_user_text(messages);
+    let prompt_tokens = text::prompt_tokens(messages, None);
+    let tool = text::tool_request(&prompt, &declared_tools(body));
+
+    let (reply_text, finish_reason, completion_tokens, tool_call) = match tool {
+        Some((name, rest)) => {
+            let arguments = json!({ "text": rest }).to_string();
+            let tokens = text::tokens(&arguments) + text::tokens(&name);
+            (None, "tool_calls", tokens, Some((name, arguments)))
+        }
+        None => {
+            let (reply, cut) = text::truncate_to_tokens(&prompt, max_tokens);
+            let tokens = text::tokens(&reply);
+            (
+                Some(reply),
+                if cut { "length" } else { "stop" },
+                tokens,
+                None,
+            )
+        }
+    };
+    let usage = usage(prompt_tokens, completion_tokens, call.cached_tokens);
+    let call_id = format!("call_{}", call.id);
+
+    if !wants_stream(body) {
+        let mut message = json!({"role": "assistant", "content": reply_text, "refusal": null});
+        if let Some((name, arguments)) = &tool_call {
+            message["tool_calls"] = json!([{
+                "id": call_id, "type": "function",
+                "function": {"name": name, "arguments": arguments}
+            }]);
+        }
+        let mut response = json!({
+            "id": format!("chatcmpl-{}", call.id),
+            "object": "chat.completion",
+            "created": call.created,
+            "model": model,
+            "system_fingerprint": "fp_mock",
+            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish_reason}],
+        });
+        if !call.no_usage {
+            response["usage"] = usage;
+        }
+        return reply::json(200, &response);
+    }
+
+    let with_usage = include_usage(body) && !call.no_usage;
+    let chunk = |delta: Value, finish: Option<&str>| {
+        let mut chunk = json!({
+            "id": format!("chatcmpl-{}", call.id),
+            "object": "chat.completion.chunk",
+            "created": call.created,
+            "model": model,
+            "system_fingerprint": "fp_mock",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        if with_usage {
+            chunk["usage"] = Value::Null;
+        }
+        data_event(&chunk)
+    };
+    let mut events = Vec::new();
+    match (&reply_text, &tool_call) {
+        (_, Some((name, arguments))) => {
+            events.push(chunk(json!({"role": "assistant", "content": null}), None));
+            events.push(chunk(
+                json!({"tool_calls": [{"index": 0, "id": call_id, "type": "function",
+                                       "function": {"name": name, "arguments": ""}}]}),
+                None,
+            ));
+            for piece in text::split_even(arguments, 3) {
+                events.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+                    None,
+                ));
+            }
+        }
+        (Some(reply_text), None) => {
+            events.push(chunk(
+                json!({"role": "assistant", "content": "", "refusal": null}),
+                None,
+            ));
+            for piece in text::stream_pieces(reply_text, MAX_STREAM_PIECES) {
+                events.push(chunk(json!({"content": piece}), None));
+            }
+        }
+        (None, None) => {}
+    }
+    events.push(chunk(json!({}), Some(finish_reason)));
+    if with_usage {
+        events.push(data_event(&json!({
+            "id": format!("chatcmpl-{}", call.id),
+            "object": "chat.completion.chunk",
+            "created": call.created,
+            "model": model,
+            "system_fingerprint": "fp_mock",
+            "choices": [],
+            "usage": usage,
+        })));
+    }
+    events.push("data: [DONE]\n\n".to_string());
+    reply::sse(events, stream_error_event(), call.faults)
+}
+
+pub fn completions(body: &Value, call: &Call) -> Response<Body> {
+    let model = match model_of(body) {
+        Ok(model) => model,
+        Err(response) => return response,
+    };
+    let (prompt, prompt_tokens) = match body.get("prompt") {
+        Some(Value::String(prompt)) => (prompt.clone(), text::tokens(prompt)),
+        Some(Value::Array(prompts)) if prompts.iter().all(Value::is_string) => {
+            let texts: Vec<&str> = prompts.iter().filter_map(Value::as_str).collect();
+            let tokens = texts.iter().map(|t| text::tokens(t)).sum();
+            (texts.last().copied().unwrap_or("").to_string(), tokens)
+        }
+        _ => return bad_request("`prompt` must be a string or an array of strings."),
+    };
+    let (reply_text, cut) =
+        text::truncate_to_tokens(&prompt, body.get("max_tokens").and_then(Value::as_u64));
+    let finish_reason = if cut { "length" } else { "stop" };
+    let completion_tokens = text::tokens(&reply_text);
+    let usage = json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    });
+    let envelope = |choices: Value| {
+        json!({
+            "id": format!("cmpl-{}", call.id),
+            "object": "text_completion",
+            "created": call.created,
+            "model": model,
+            "choices": choices,
+        })
+    };
+    if !wants_stream(body) {
+        let mut response = envelope(json!([{
+            "text": reply_text, "index": 0, "logprobs": null, "finish_reason": finish_reason
+        }]));
+        if !call.no_usage {
+            response["usage"] = usage;
+        }
+        return reply::json(200, &response);
+    }
+    let mut events: Vec<String> = text::stream_pieces(&reply_text, MAX_STREAM_PIECES)
+        .into_iter()
+        .map(|piece| {
+            data_event(&envelope(json!([{
+                "text": piece, "index": 0, "logprobs": null, "finish_reason": null
+            }])))
+        })
+        .collect();
+    events.push(data_event(&envelope(json!([{
+        "text": "", "index": 0, "logprobs": null, "finish_reason": finish_reason
+    }]))));
+    if include_usage(body) && !call.no_usage {
+        let mut last = envelope(json!([]));
+        last["usage"] = usage;
+        events.push(data_event(&last));
+    }
+    events.push("data: [DONE]\n\n".to_string());
+    reply::sse(events, stream_error_event(), call.faults)
+}
+
+/// A deterministic unit-free vector for `input`: FNV-1a of the input seeds an xorshift generator.
+fn embedding_vector(seed_bytes: &[u8], dimensions: usize) -> Vec<f32> {
+    let mut state: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in seed_bytes {
+        state ^= u64::from(*byte);
+        state = state.wrapping_mul(0x0100_0000_01b3);
+    }
+    (0..dimensions)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Top 24 bits to a float in [-1, 1).
+            ((state >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+        })
+        .collect()
+}
+
+pub fn embeddings(body: &Value, call: &Call) -> Response<Body> {
+    let model = match model_of(body) {
+        Ok(model) => model,
+        Err(response) => return response,
+    };
+    // Inputs as (seed bytes, tokens): strings, or token arrays (whose length is their token count).
+    let token_array = |v: &Value| -> Option<(Vec<u8>, u64)> {
+        let ids = v.as_array()?;
+        let mut seed = Vec::with_capacity(ids.len() * 8);
+        for id in ids {
+            seed.extend_from_slice(&id.as_u64()?.to_le_bytes());
+        }
+        Some((seed, ids.len() as u64))
+    };
+    let inputs: Vec<(Vec<u8>, u64)> = match body.get("input") {
+        Some(Value::String(s)) => vec![(s.as_bytes().to_vec(), text::tokens(s))],
+        Some(Value::Array(items)) if !items.is_empty() => {
+            if items.iter().all(Value::is_string) {
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(|s| (s.as_bytes().to_vec(), text::tokens(s)))
+                    .collect()
+            } else if items.iter().all(Value::is_u64) {
+                token_array(&Value::Array(items.clone()))
+                    .into_iter()
+                    .collect()
+            } else {
+                match items.iter().map(token_array).collect::<Option<Vec<_>>>() {
+                    Some(arrays) => arrays,
+                    None => {
+                        return bad_request(
+                            "`input` must be a string, an array of strings, or token arrays.",
+                        )
+                    }
+                }
+            }
+        }
+        _ => return bad_request("`input` must be a non-empty string or array."),
+    };
+    let dimensions = match body.get("dimensions") {
+        None => 8,
+        Some(d) => match d.as_u64() {
+            Some(d @ 1..=4096) => d as usize,
+            _ => return bad_request("`dimensions` must be an integer between 1 and 4096."),
+        },
+    };
+    let base64 = match body.get("encoding_format").and_then(Value::as_str) {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(_) => return bad_request("`encoding_format` must be `float` or `base64`."),
+    };
+    let mut prompt_tokens = 0;
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, (seed, tokens))| {
+            prompt_tokens += tokens;
+            let vector = embedding_vector(seed, dimensions);
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(vector)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    let mut response = json!({"object": "list", "data": data, "model": model});
+    if !call.no_usage {
+        response["usage"] = json!({"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens});
+    }
+    reply::json(200, &response)
+}
+
+pub fn models(models: &[String]) -> Response<Body> {
+    let data: Vec<Value> = models.iter().map(|id| model_object(id)).collect();
+    reply::json(200, &json!({"object": "list", "data": data}))
+}
+
+pub fn model(models: &[String], id: &str) -> Response<Body> {
+    if models.iter().any(|m| m == id) {
+        reply::json(200, &model_object(id))
+    } else {
+        reply::error(
+            Api::OpenAi,
+            404,
+            &format!("The model `{id}` does not exist or you do not have access to it."),
+        )
+    }
+}
+
+fn model_object(id: &str) -> Value {
+    json!({"id": id, "object": "model", "created": 1_700_000_000u64, "owned_by": "mock-provider"})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embeddings_are_deterministic_and_in_range() {
+        let a = embedding_vector(b"hello", 16);
+        assert_eq!(a, embedding_vector(b"hello", 16));
+        assert_ne!(a, embedding_vector(b"hellp", 16));
+        assert!(a.iter().all(|v| (-1.0..1.0).contains(v)));
+    }
+}

@@ -1,0 +1,139 @@
+//! Building responses: JSON, provider-shaped errors, and SSE streams with optional faults.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Response, StatusCode};
+use serde_json::{json, Value};
+use std::io;
+use std::time::Duration;
+use tokio_stream::wrappers::ReceiverStream;
+
+pub type Body = http_body_util::combinators::BoxBody<Bytes, io::Error>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    OpenAi,
+    Anthropic,
+}
+
+pub fn full(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(body.into())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    set_header(&mut response, "content-type", content_type);
+    response
+}
+
+pub fn json(status: u16, value: &Value) -> Response<Body> {
+    full(status, "application/json", value.to_string())
+}
+
+pub fn set_header(response: &mut Response<Body>, name: &str, value: &str) {
+    if let (Ok(name), Ok(value)) = (
+        HeaderName::from_bytes(name.as_bytes()),
+        HeaderValue::from_str(value),
+    ) {
+        response.headers_mut().insert(name, value);
+    }
+}
+
+/// An error in the provider's own format: OpenAI `{"error":{...}}`, Anthropic `{"type":"error",...}`.
+pub fn error(api: Api, status: u16, message: &str) -> Response<Body> {
+    let body = match api {
+        Api::OpenAi => {
+            let kind = match status {
+                400 | 404 | 413 | 422 => "invalid_request_error",
+                401 => "authentication_error",
+                403 => "permission_error",
+                429 => "rate_limit_error",
+                _ => "server_error",
+            };
+            json!({"error": {"message": message, "type": kind, "param": null, "code": null}})
+        }
+        Api::Anthropic => {
+            let kind = match status {
+                400 | 422 => "invalid_request_error",
+                401 => "authentication_error",
+                403 => "permission_error",
+                404 => "not_found_error",
+                413 => "request_too_large",
+                429 => "rate_limit_error",
+                529 | 503 => "overloaded_error",
+                _ => "api_error",
+            };
+            json!({"type": "error", "error": {"type": kind, "message": message}})
+        }
+    };
+    let mut response = json(status, &body);
+    if status == 429 {
+        set_header(&mut response, "retry-after", "1");
+    }
+    response
+}
+
+/// Faults applied to a stream, from the request's `x-mock-*` headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamFaults {
+    /// Pause between events.
+    pub chunk_delay: Option<Duration>,
+    /// After this many events, send the API's error event and end the stream.
+    pub error_after: Option<usize>,
+    /// After this many events, abort the connection (the client sees a reset, not a clean end).
+    pub reset_after: Option<usize>,
+}
+
+/// An SSE response sending each event as its own body frame. `error_event` is what `error_after` sends.
+pub fn sse(events: Vec<String>, error_event: String, faults: StreamFaults) -> Response<Body> {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, io::Error>>(8);
+    tokio::spawn(async move {
+        for (index, event) in events.into_iter().enumerate() {
+            if faults.reset_after == Some(index) {
+                let _ = sender
+                    .send(Err(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        "mock reset",
+                    )))
+                    .await;
+                return;
+            }
+            if faults.error_after == Some(index) {
+                let _ = sender.send(Ok(Frame::data(Bytes::from(error_event)))).await;
+                return;
+            }
+            if index > 0 {
+                if let Some(delay) = faults.chunk_delay {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            if sender
+                .send(Ok(Frame::data(Bytes::from(event))))
+                .await
+                .is_err()
+            {
+                return; // the client went away
+            }
+        }
+    });
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(ReceiverStream::new(
+        receiver,
+    ))));
+    set_header(&mut response, "content-type", "text/event-stream");
+    set_header(&mut response, "cache-control", "no-cache");
+    response
+}
+
+/// `data: <json>\n\n`
+pub fn data_event(value: &Value) -> String {
+    format!("data: {value}\n\n")
+}
+
+/// `event: <name>\ndata: <json>\n\n`, the Anthropic framing.
+pub fn named_event(name: &str, value: &Value) -> String {
+    format!("event: {name}\ndata: {value}\n\n")
+}
