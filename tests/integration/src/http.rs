@@ -9,6 +9,8 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// Set when the body ended with an error (e.g. the connection was reset mid-stream).
+    pub body_error: Option<String>,
 }
 
 impl Response {
@@ -46,12 +48,18 @@ fn convert(response: ureq::http::Response<ureq::Body>) -> Response {
             )
         })
         .collect();
-    let mut body = String::new();
-    let _ = response.into_body().into_reader().read_to_string(&mut body);
+    let mut bytes = Vec::new();
+    let body_error = response
+        .into_body()
+        .into_reader()
+        .read_to_end(&mut bytes)
+        .err()
+        .map(|e| e.to_string());
     Response {
         status,
         headers,
-        body,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+        body_error,
     }
 }
 

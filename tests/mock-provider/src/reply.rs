@@ -94,6 +94,9 @@ pub fn sse(events: Vec<String>, error_event: String, faults: StreamFaults) -> Re
     tokio::spawn(async move {
         for (index, event) in events.into_iter().enumerate() {
             if faults.reset_after == Some(index) {
+                // Let hyper flush the events already sent (it writes when the body is pending);
+                // otherwise the reset discards them and the client sees no event at all.
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 let _ = sender
                     .send(Err(io::Error::new(
                         io::ErrorKind::ConnectionReset,

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Starts the demo gateway in the foreground: three mock providers and Envoy with envoy/demo.yaml.
+# Ctrl-C (or any of them exiting) stops all of them. Run through `make run`, which builds first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ENVOY_BIN=${ENVOY_BIN:-.venv/bin/envoy}
+MOCK=target/release/mock-provider
+for needed in "$ENVOY_BIN" "$MOCK" target/wasm32-wasip1/release/llm_auth.wasm; do
+  [[ -x $needed || -f $needed ]] || { echo "missing $needed: run 'make run' (it builds first)" >&2; exit 1; }
+done
+
+port_in_use() { { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null && exec 3>&-; }
+for port in 10000 9901 18080 18081 18082; do
+  if port_in_use "$port"; then
+    echo "port 127.0.0.1:$port is already in use (another 'make run'?); stop that first" >&2
+    exit 1
+  fi
+done
+
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap 'stop_all; echo "demo stopped" >&2; exit 0' INT TERM
+trap stop_all EXIT
+
+"$MOCK" --listen 127.0.0.1:18080 --name openai --api openai & pids+=($!)
+"$MOCK" --listen 127.0.0.1:18081 --name anthropic --api anthropic & pids+=($!)
+"$MOCK" --listen 127.0.0.1:18082 --name unavailable --always-status 503 & pids+=($!)
+# Envoy's own log at warning level keeps the terminal for the JSON access log (one line per request).
+"$ENVOY_BIN" -c envoy/demo.yaml --concurrency 2 --use-dynamic-base-id --log-level warning & pids+=($!)
+
+is_ready() {
+  "${PYTHON:-python3}" - <<'PY' 2>/dev/null
+import sys, urllib.request
+try:
+    sys.exit(0 if urllib.request.urlopen("http://127.0.0.1:9901/ready", timeout=1).status == 200 else 1)
+except Exception:
+    sys.exit(1)
+PY
+}
+ready=
+for _ in $(seq 1 300); do
+  if is_ready; then ready=1; break; fi
+  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || { echo "a demo process exited during startup" >&2; exit 1; }; done
+  sleep 0.1
+done
+[[ -n $ready ]] || { echo "Envoy did not become ready within 30 s" >&2; exit 1; }
+
+cat <<'BANNER'
+
+  LLM gateway demo is up.
+    API          http://127.0.0.1:10000   (OpenAI: /v1/chat/completions /v1/completions /v1/embeddings
+                                           /v1/models; Anthropic: /v1/messages)
+    Envoy admin  http://127.0.0.1:9901    (metrics: /stats/prometheus)
+    Upstreams    mock providers on 127.0.0.1:18080 (OpenAI format), :18081 (Anthropic format),
+                 :18082 (always 503); what they received: curl 127.0.0.1:18080/mock/requests
+
+  Demo API keys
+    sk-demo-team-a   every model, generous limits
+    sk-demo-team-b   only gpt-4o-mini and fast
+    sk-demo-tiny     5 requests a minute, 2,000 tokens a minute
+  Demo models: gpt-4o-mini, fast, claude-sonnet-4-5, gpt-4o (failover pool), text-embedding-3-small
+  (Keys, model routing and translation take effect as each filter lands: see README, "Status".)
+
+  Try:
+    curl -s 127.0.0.1:10000/v1/chat/completions -H 'authorization: Bearer sk-demo-team-a' \
+      -H 'content-type: application/json' \
+      -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+
+  Ctrl-C stops everything. Access log (JSON) follows.
+
+BANNER
+
+# Exit (and stop the rest) as soon as any process ends.
+wait -n "${pids[@]}" || true
+echo "a demo process exited; stopping the others" >&2
+exit 1
