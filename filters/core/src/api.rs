@@ -77,9 +77,10 @@ impl ErrorKind {
     }
 }
 
-/// A complete local reply: what a filter sends instead of forwarding the request.
+/// A complete local reply: what a filter sends instead of forwarding the request (errors, and answers
+/// such as `GET /v1/models`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ErrorReply {
+pub struct LocalReply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
@@ -101,7 +102,7 @@ pub fn error_reply(
     kind: ErrorKind,
     message: &str,
     detail: ErrorDetail<'_>,
-) -> ErrorReply {
+) -> LocalReply {
     let body = match flavor {
         ApiFlavor::OpenAi => json!({
             "error": {
@@ -116,7 +117,7 @@ pub fn error_reply(
             "error": { "type": kind.anthropic_type(), "message": message }
         }),
     };
-    ErrorReply {
+    LocalReply {
         status: kind.status(),
         headers: vec![("content-type".to_string(), "application/json".to_string())],
         body: body.to_string(),

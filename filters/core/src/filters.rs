@@ -8,10 +8,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {}
 
-/// `llm_router` configuration. The model table arrives with the router issue.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RouterConfig {}
+pub use crate::router::RouterConfig;
 
 /// `llm_pii` configuration. Detectors and actions arrive with the PII issue.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]

@@ -7,3 +7,6 @@ pub mod api;
 pub mod config;
 pub mod filters;
 pub mod metrics;
+pub mod pattern;
+pub mod request;
+pub mod router;

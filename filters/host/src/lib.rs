@@ -101,3 +101,26 @@ impl<F: Filter> RootContext for FilterRoot<F> {
         Some(filter.http_context(context_id))
     }
 }
+
+/// Sends `reply` to the client instead of forwarding the request. The caller returns `Action::Pause`.
+pub fn send_local_reply(reply: &llm_core::api::LocalReply) {
+    let headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    if let Err(status) = hostcalls::send_http_response(
+        u32::from(reply.status),
+        headers,
+        Some(reply.body.as_bytes()),
+    ) {
+        log::warn!("cannot send local reply {}: {status:?}", reply.status);
+    }
+}
+
+/// Sets filter state `wasm.<key>` (readable in access logs as `%FILTER_STATE(wasm.<key>:PLAIN)%`).
+pub fn set_filter_state(key: &str, value: &str) {
+    if let Err(status) = hostcalls::set_property(vec![key], Some(value.as_bytes())) {
+        log::debug!("cannot set filter state {key}: {status:?}");
+    }
+}

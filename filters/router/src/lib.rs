@@ -1,41 +1,188 @@
 //! `llm_router`: reads the model from the request body and routes it to a provider cluster.
 //!
-//! Thin glue: the logic lives in `llm-core`. See README.md for the configuration reference.
+//! Thin glue: the decisions live in `llm_core::router`. See README.md for the configuration reference.
 
+use llm_core::api::{ApiFlavor, LocalReply};
 use llm_core::config::ConfigError;
-use llm_core::filters::RouterConfig;
-use llm_host::Filter;
+use llm_core::metrics::labeled_name;
+use llm_core::router::{HeadersDecision, RequestHead, Router, RouterConfig};
+use llm_host::{send_local_reply, set_filter_state, Counter, Filter};
 use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 proxy_wasm::main! {{
-    llm_host::register::<Router>();
+    llm_host::register::<RouterFilter>();
 }}
 
-pub struct Router {
-    #[allow(dead_code)]
-    config: RouterConfig,
+/// Headers only this filter may set: a client-sent value is deleted before anything reads it.
+const PUBLISHED_HEADERS: [&str; 2] = ["x-llm-model", "x-llm-route"];
+
+pub struct RouterFilter {
+    router: Router,
+    /// `llm_router_requests_total{model=<table entry>,route=...}`, defined up front: labels come from
+    /// the config, never from client input, so cardinality is bounded.
+    routed: HashMap<(String, String), Counter>,
+    /// `llm_router_rejected_total{reason=...}`.
+    rejected: HashMap<u16, Counter>,
 }
 
-impl Filter for Router {
+fn rejection_reason(status: u16) -> &'static str {
+    match status {
+        404 => "unknown_model",
+        413 => "too_large",
+        _ => "invalid_request",
+    }
+}
+
+impl Filter for RouterFilter {
     const NAME: &'static str = "llm_router";
     type Config = RouterConfig;
 
     fn from_config(config: RouterConfig) -> Result<Self, ConfigError> {
-        Ok(Router { config })
+        let router = Router::compile(config)?;
+        let mut routed = HashMap::new();
+        for (entry, route) in router.decision_labels() {
+            let name = labeled_name(
+                "llm_router_requests_total",
+                &[("model", &entry), ("route", &route)],
+            );
+            if let Some(counter) = Counter::define(&name) {
+                routed.insert((entry, route), counter);
+            }
+        }
+        let mut rejected = HashMap::new();
+        for status in [400, 404, 413] {
+            let name = labeled_name(
+                "llm_router_rejected_total",
+                &[("reason", rejection_reason(status))],
+            );
+            if let Some(counter) = Counter::define(&name) {
+                rejected.insert(status, counter);
+            }
+        }
+        Ok(RouterFilter {
+            router,
+            routed,
+            rejected,
+        })
     }
 
     fn http_context(self: &Rc<Self>, _context_id: u32) -> Box<dyn HttpContext> {
         Box::new(RouterRequest {
-            _filter: Rc::clone(self),
+            filter: Rc::clone(self),
+            reading_body: None,
+            body_size: 0,
         })
     }
 }
 
 struct RouterRequest {
-    _filter: Rc<Router>,
+    filter: Rc<RouterFilter>,
+    /// Set while the body of an inference request is being buffered.
+    reading_body: Option<ApiFlavor>,
+    body_size: usize,
+}
+
+impl RouterRequest {
+    fn reply(&self, reply: &LocalReply) -> Action {
+        if reply.status >= 400 {
+            if let Some(counter) = self.filter.rejected.get(&reply.status) {
+                counter.increment(1);
+            }
+        }
+        send_local_reply(reply);
+        Action::Pause
+    }
+
+    /// Routes the buffered body: publishes the decision, rewrites the model if needed.
+    fn route_buffered_body(&mut self, flavor: ApiFlavor) -> Action {
+        self.reading_body = None;
+        let body = self
+            .get_http_request_body(0, self.body_size)
+            .unwrap_or_default();
+        let request_id = self
+            .get_http_request_header("x-request-id")
+            .unwrap_or_default();
+        let filter = Rc::clone(&self.filter);
+        let sticky = |header: &str| self.get_http_request_header(header);
+        let routed = match filter.router.on_body(flavor, &body, &sticky, &request_id) {
+            Ok(routed) => routed,
+            Err(reply) => return self.reply(&reply),
+        };
+        let resolution = &routed.resolution;
+        // Changing a header clears Envoy's route cache, so the route is chosen again with these.
+        self.set_http_request_header("x-llm-model", Some(&routed.model));
+        self.set_http_request_header("x-llm-route", Some(&resolution.route));
+        if let Some(new_body) = &routed.new_body {
+            self.set_http_request_body(0, self.body_size, new_body);
+            self.set_http_request_header("content-length", Some(&new_body.len().to_string()));
+        }
+        set_filter_state("llm_model", &routed.model);
+        set_filter_state("llm_route", &resolution.route);
+        set_filter_state("llm_upstream_model", &resolution.upstream_model);
+        set_filter_state("llm_stream", if routed.stream { "true" } else { "false" });
+        if let Some(counter) = filter
+            .routed
+            .get(&(resolution.entry.clone(), resolution.route.clone()))
+        {
+            counter.increment(1);
+        }
+        Action::Continue
+    }
 }
 
 impl Context for RouterRequest {}
 
-impl HttpContext for RouterRequest {}
+impl HttpContext for RouterRequest {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        for header in PUBLISHED_HEADERS {
+            self.set_http_request_header(header, None);
+        }
+        let method = self.get_http_request_header(":method").unwrap_or_default();
+        let path = self.get_http_request_header(":path").unwrap_or_default();
+        let content_type = self.get_http_request_header("content-type");
+        let content_length = self.get_http_request_header("content-length");
+        let head = RequestHead {
+            method: &method,
+            path: &path,
+            content_type: content_type.as_deref(),
+            content_length: content_length.as_deref(),
+            end_of_stream,
+        };
+        match self.filter.router.on_headers(&head) {
+            HeadersDecision::PassThrough => Action::Continue,
+            HeadersDecision::Reply(reply) => self.reply(&reply),
+            HeadersDecision::ReadBody(flavor) => {
+                // Hold the headers until the body names the model (needs
+                // allow_on_headers_stop_iteration in the plugin config).
+                self.reading_body = Some(flavor);
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(flavor) = self.reading_body else {
+            return Action::Continue;
+        };
+        self.body_size = body_size;
+        if body_size as u64 > self.filter.router.max_body_bytes() {
+            self.reading_body = None;
+            return self.reply(&self.filter.router.too_large(flavor));
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.route_buffered_body(flavor)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        // A body followed by trailers never sees end_of_stream in the body callback.
+        match self.reading_body {
+            Some(flavor) => self.route_buffered_body(flavor),
+            None => Action::Continue,
+        }
+    }
+}

@@ -405,8 +405,13 @@ pub fn replace_port(config: &str, from: u16, to: u16) -> String {
     config.replace(&needle, &format!("port_value: {to} "))
 }
 
-/// Sets the JSON `configuration` of the filter whose `root_id` is `filter` (a single-line `value:`).
+/// Sets the JSON `configuration` of the filter whose `root_id` is `filter`, replacing its `value:`
+/// (a single-line scalar or a `|` block).
 pub fn set_filter_config(config: &str, filter: &str, json: &str) -> String {
+    assert!(
+        !json.contains('\''),
+        "configuration JSON must not contain single quotes"
+    );
     let anchor = format!("root_id: {filter}\n");
     let start = config
         .find(&anchor)
@@ -415,19 +420,34 @@ pub fn set_filter_config(config: &str, filter: &str, json: &str) -> String {
         + config[start..]
             .find("value: ")
             .unwrap_or_else(|| panic!("no configuration value for {filter}"));
-    let line_end = value_at
-        + config[value_at..]
-            .find('\n')
-            .unwrap_or(config.len() - value_at);
-    assert!(
-        !json.contains('\''),
-        "configuration JSON must not contain single quotes"
-    );
+    let line_start = config[..value_at].rfind('\n').map_or(0, |i| i + 1);
+    let indent = value_at - line_start;
+    let line_end = config[value_at..]
+        .find('\n')
+        .map_or(config.len(), |i| value_at + i + 1);
+    let is_block = config[value_at + "value: ".len()..line_end]
+        .trim()
+        .starts_with(['|', '>']);
+    let mut end = line_end;
+    if is_block {
+        // The block runs while lines are blank or indented deeper than `value:`.
+        while end < config.len() {
+            let next = config[end..]
+                .find('\n')
+                .map_or(config.len(), |i| end + i + 1);
+            let line = &config[end..next];
+            let deeper = line.len() - line.trim_start().len() > indent;
+            if !(line.trim().is_empty() || deeper) {
+                break;
+            }
+            end = next;
+        }
+    }
     format!(
-        "{}value: '{}'{}",
+        "{}value: '{}'\n{}",
         &config[..value_at],
         json,
-        &config[line_end..]
+        &config[end..]
     )
 }
 

@@ -86,10 +86,10 @@ fn streaming_arrives_event_by_event_through_the_chain() {
 fn failover_pool_moves_to_the_second_priority() {
     require_envoy!();
     let demo = Demo::start();
-    // llm_router will set x-llm-route from the model; here the header selects the pool directly.
+    // llm_router sends gpt-4o to the pool; Envoy's retry moves from priority 0 to priority 1.
     let response = chat(
         &demo,
-        &[("x-llm-route", "gpt-4o-pool")],
+        &[],
         r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#,
     );
     // The second attempt reached the Anthropic-format mock: exactly one request each.

@@ -1,0 +1,173 @@
+//! Reading the few fields a filter needs from an LLM request body without building a JSON DOM.
+//!
+//! serde_json still validates the whole body, but fields other than those named here are skipped without
+//! allocation, and `model` comes back with its byte span so it can be replaced in place: the rest of the
+//! body is never re-serialized.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::ops::Range;
+
+/// The fields of an OpenAI or Anthropic request body that routing needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestFields {
+    /// `model`, unescaped; `None` when absent.
+    pub model: Option<String>,
+    /// Where the `model` JSON value (with its quotes) sits in the body.
+    pub model_span: Option<Range<usize>>,
+    /// `stream: true`.
+    pub stream: bool,
+}
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    Empty,
+    /// Not JSON; the text is serde's description of where (no input is echoed).
+    Syntax(String),
+    NotAnObject,
+    DuplicateModel,
+    ModelNotAString,
+}
+
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stream: Option<&'a RawValue>,
+}
+
+pub fn read_fields(body: &[u8]) -> Result<RequestFields, BodyError> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(BodyError::Empty),
+        // serde's derived visitor would also accept an array (positional fields): only objects count.
+        Some(b'{') => {}
+        Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
+            if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+                return Err(BodyError::NotAnObject);
+            }
+        }
+        Some(_) => {}
+    }
+    let probe: Probe<'_> = serde_json::from_slice(body).map_err(|err| {
+        if err.is_syntax() || err.is_eof() {
+            BodyError::Syntax(err.to_string())
+        } else if err.to_string().starts_with("duplicate field `model`") {
+            // Two `model` keys: different parsers would pick different ones, so refuse.
+            BodyError::DuplicateModel
+        } else {
+            BodyError::NotAnObject
+        }
+    })?;
+    let (model, model_span) = match probe.model {
+        None => (None, None),
+        Some(raw) if raw.get() == "null" => (None, None),
+        Some(raw) => {
+            let text = raw.get();
+            let model: String =
+                serde_json::from_str(text).map_err(|_| BodyError::ModelNotAString)?;
+            (Some(model), span_within(body, text.as_bytes()))
+        }
+    };
+    Ok(RequestFields {
+        model,
+        model_span,
+        stream: probe.stream.is_some_and(|raw| raw.get() == "true"),
+    })
+}
+
+/// The range `inner` occupies in `outer`; `inner` must borrow from `outer`.
+fn span_within(outer: &[u8], inner: &[u8]) -> Option<Range<usize>> {
+    let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
+    let end = start.checked_add(inner.len())?;
+    (end <= outer.len()).then_some(start..end)
+}
+
+/// `body` with the value at `span` replaced by `model` as a JSON string.
+pub fn replace_model(body: &[u8], span: Range<usize>, model: &str) -> Option<Vec<u8>> {
+    let encoded = serde_json::to_string(model).ok()?;
+    let mut out = Vec::with_capacity(body.len() + encoded.len());
+    out.extend_from_slice(body.get(..span.start)?);
+    out.extend_from_slice(encoded.as_bytes());
+    out.extend_from_slice(body.get(span.end..)?);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_model_and_stream() {
+        let body = br#"{"messages":[{"role":"user","content":"x","model":"inner"}],"model":"gpt-4o","stream":true}"#;
+        let fields = read_fields(body).unwrap();
+        assert_eq!(fields.model.as_deref(), Some("gpt-4o"));
+        assert!(fields.stream);
+        let span = fields.model_span.unwrap();
+        assert_eq!(&body[span], br#""gpt-4o""#);
+    }
+
+    #[test]
+    fn escaped_model_is_unescaped_and_spanned_whole() {
+        let body = br#"{"model":"gpt\u002d4o","stream":"true"}"#;
+        let fields = read_fields(body).unwrap();
+        assert_eq!(fields.model.as_deref(), Some("gpt-4o"));
+        assert!(!fields.stream, "only the boolean true means streaming");
+        assert_eq!(&body[fields.model_span.unwrap()], br#""gpt\u002d4o""#);
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(read_fields(b""), Err(BodyError::Empty));
+        assert_eq!(read_fields(b" \n"), Err(BodyError::Empty));
+        assert!(matches!(
+            read_fields(b"{\"model\":"),
+            Err(BodyError::Syntax(_))
+        ));
+        assert!(matches!(read_fields(b"{nope}"), Err(BodyError::Syntax(_))));
+        assert!(matches!(
+            read_fields(b"{\"a\":1} trailing"),
+            Err(BodyError::Syntax(_))
+        ));
+        assert_eq!(read_fields(b"[1,2]"), Err(BodyError::NotAnObject));
+        assert_eq!(read_fields(b"\"str\""), Err(BodyError::NotAnObject));
+        assert_eq!(
+            read_fields(br#"{"model":1}"#),
+            Err(BodyError::ModelNotAString)
+        );
+        assert_eq!(
+            read_fields(br#"{"model":["a"]}"#),
+            Err(BodyError::ModelNotAString)
+        );
+        assert_eq!(
+            read_fields(br#"{"model":"a","model":"b"}"#),
+            Err(BodyError::DuplicateModel)
+        );
+        assert!(matches!(
+            read_fields(b"\xff\xfe"),
+            Err(BodyError::Syntax(_))
+        ));
+    }
+
+    #[test]
+    fn missing_or_null_model() {
+        assert_eq!(read_fields(b"{}").unwrap().model, None);
+        assert_eq!(read_fields(br#"{"model":null}"#).unwrap().model, None);
+    }
+
+    #[test]
+    fn replace_keeps_everything_else_byte_for_byte() {
+        let body = br#"{ "model" : "fast" ,"x":[1,2,{"model":"keep"}],"t":"\u00e9"}"#;
+        let fields = read_fields(body).unwrap();
+        let out = replace_model(body, fields.model_span.unwrap(), "gpt-4o-mini\"q").unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{ "model" : "gpt-4o-mini\"q" ,"x":[1,2,{"model":"keep"}],"t":"\u00e9"}"#
+        );
+        assert_eq!(
+            read_fields(&out).unwrap().model.as_deref(),
+            Some("gpt-4o-mini\"q")
+        );
+    }
+}
