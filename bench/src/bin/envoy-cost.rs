@@ -1,0 +1,90 @@
+//! Envoy CPU per request with one filter vs bare Envoy, for 2 KB and 200 KB chat bodies.
+//!
+//! One Envoy worker, one keep-alive client sending sequential requests, the mock provider upstream.
+//! CPU comes from the Envoy process's per-thread schedstat (ns). Rounds are interleaved and the median
+//! is reported. Usage: envoy-cost [rounds] [requests-per-round-for-2KB]
+
+use integration::http::Client;
+use integration::{Envoy, EnvoyOptions, MockProvider};
+use llm_bench::{chat_body, envoy_config, median, process_cpu_ns, ROUTER_CONFIG};
+use std::time::Instant;
+
+struct Variant {
+    name: &'static str,
+    envoy: Envoy,
+}
+
+fn measure(envoy: &Envoy, body: &str, requests: usize) -> (f64, f64) {
+    let client = Client::default();
+    let url = envoy.url("/v1/chat/completions");
+    for _ in 0..20 {
+        client.post_json(&url, &[], body);
+    }
+    let cpu_before = process_cpu_ns(envoy.pid());
+    let started = Instant::now();
+    for _ in 0..requests {
+        let response = client.post_json(&url, &[], body);
+        assert_eq!(response.status, 200, "{}", response.body);
+    }
+    let wall = started.elapsed().as_secs_f64() * 1e6 / requests as f64;
+    let cpu = (process_cpu_ns(envoy.pid()) - cpu_before) as f64 / 1e3 / requests as f64;
+    (cpu, wall)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
+    let small_requests: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let mock = MockProvider::start("bench", &["--api", "openai", "--max-recorded", "0"]);
+    let options = EnvoyOptions {
+        concurrency: 1,
+        log_level: "warning",
+        ..EnvoyOptions::default()
+    };
+    let variants = [
+        Variant {
+            name: "bare Envoy",
+            envoy: Envoy::start(&envoy_config(None, mock.port()), &options),
+        },
+        Variant {
+            name: "llm_router",
+            envoy: Envoy::start(
+                &envoy_config(Some(("llm_router", ROUTER_CONFIG)), mock.port()),
+                &options,
+            ),
+        },
+    ];
+    println!("| body | model | variant | Envoy CPU µs/request | wall µs/request | added CPU µs vs bare |");
+    println!("|---|---|---|---|---|---|");
+    for (label, size, requests) in [
+        ("2 KB", 2 * 1024, small_requests),
+        ("200 KB", 200 * 1024, small_requests / 10),
+    ] {
+        for model in ["gpt-4o-mini", "fast"] {
+            let body = chat_body(model, size);
+            let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+            let mut wall: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+            for _ in 0..rounds {
+                for (i, variant) in variants.iter().enumerate() {
+                    let (c, w) = measure(&variant.envoy, &body, requests);
+                    cpu[i].push(c);
+                    wall[i].push(w);
+                }
+            }
+            let medians: Vec<(f64, f64)> = (0..variants.len())
+                .map(|i| (median(&mut cpu[i]), median(&mut wall[i])))
+                .collect();
+            for (i, variant) in variants.iter().enumerate() {
+                if model == "fast" && i == 0 {
+                    continue; // bare Envoy does not care about the model name
+                }
+                let (c, w) = medians[i];
+                println!(
+                    "| {label} | {model} | {} | {c:.1} | {w:.1} | {:+.1} |",
+                    variant.name,
+                    c - medians[0].0
+                );
+            }
+        }
+    }
+}

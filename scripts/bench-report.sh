@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Writes bench/router.md: the machine, Criterion's router numbers and the Envoy CPU cost table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=bench/router.md
+{
+  echo "# llm_router parse cost"
+  echo
+  echo "Measured $(date -u +%Y-%m-%d) by \`make bench\` on: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs),"
+  echo "$(free -g | awk '/Mem:/ {print $2}') GiB RAM, Envoy $(${ENVOY_BIN:-.venv/bin/envoy} --version | grep -o '1\.[0-9.]*' | head -1). Noisy shared machine: trust ratios more than absolutes."
+  echo
+  echo "## Native (Criterion, llm-core, median time per call)"
+  echo
+  echo "| benchmark | time |"
+  echo "|---|---|"
+  for dir in target/criterion/router_on_body/*/*/; do
+    estimates="$dir/new/estimates.json"
+    [[ -f $estimates ]] || continue
+    name=${dir#target/criterion/router_on_body/}
+    ns=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['median']['point_estimate'])" "$estimates")
+    python3 -c "import sys; ns=float(sys.argv[2]); print(f'| {sys.argv[1].rstrip(\"/\")} | {ns/1000:.1f} µs |')" "$name" "$ns"
+  done
+  echo
+  echo "## Inside Envoy (one worker, sequential keep-alive requests, medians of interleaved rounds)"
+  echo
+  target/release/envoy-cost "${BENCH_ROUNDS:-5}" "${BENCH_REQUESTS:-2000}"
+} > "$out.tmp"
+mv "$out.tmp" "$out"
+cat "$out"
