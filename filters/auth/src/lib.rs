@@ -1,41 +1,273 @@
 //! `llm_auth`: caller authentication, per-model access and request rate limits.
 //!
-//! Thin glue: the logic lives in `llm-core`. See README.md for the configuration reference.
+//! Thin glue: the decisions live in `llm_core::auth`. See README.md for the configuration reference.
 
+use llm_core::api::{
+    classify, error_reply, ApiFlavor, Endpoint, ErrorDetail, ErrorKind, LocalReply,
+};
+use llm_core::auth::{
+    bucket_key, model_not_allowed, rate_limit_headers, rate_limited, Auth, AuthConfig, AuthMethod,
+    Credentials, CREDENTIAL_HEADERS,
+};
 use llm_core::config::ConfigError;
-use llm_core::filters::AuthConfig;
-use llm_host::Filter;
+use llm_core::metrics::labeled_name;
+use llm_core::ratelimit::Outcome;
+use llm_core::request::{body_error_reply, missing_model_reply, read_fields};
+use llm_host::{
+    now_unix_nanos, send_local_reply, set_filter_state, take_from_bucket, Counter, Filter,
+};
 use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 proxy_wasm::main! {{
-    llm_host::register::<Auth>();
+    llm_host::register::<AuthFilter>();
 }}
 
-pub struct Auth {
-    #[allow(dead_code)]
-    config: AuthConfig,
+/// The header this filter publishes; every client-sent `x-llm-*` header is deleted first.
+const CONSUMER_HEADER: &str = "x-llm-consumer";
+
+pub struct AuthFilter {
+    auth: Auth,
+    /// `llm_auth_rejected_total{reason=...}`.
+    rejected: HashMap<&'static str, Counter>,
+    /// `llm_auth_requests_total{method=...}`: authenticated requests.
+    accepted: HashMap<&'static str, Counter>,
 }
 
-impl Filter for Auth {
+impl Filter for AuthFilter {
     const NAME: &'static str = "llm_auth";
     type Config = AuthConfig;
 
     fn from_config(config: AuthConfig) -> Result<Self, ConfigError> {
-        Ok(Auth { config })
+        let auth = Auth::compile(config)?;
+        let mut rejected = HashMap::new();
+        for reason in [
+            "unauthenticated",
+            "model_not_allowed",
+            "rate_limited",
+            "invalid_request",
+            "unavailable",
+        ] {
+            let name = labeled_name("llm_auth_rejected_total", &[("reason", reason)]);
+            if let Some(counter) = Counter::define(&name) {
+                rejected.insert(reason, counter);
+            }
+        }
+        let mut accepted = HashMap::new();
+        for method in [AuthMethod::ApiKey, AuthMethod::Jwt] {
+            let name = labeled_name("llm_auth_requests_total", &[("kind", method.as_str())]);
+            if let Some(counter) = Counter::define(&name) {
+                accepted.insert(method.as_str(), counter);
+            }
+        }
+        Ok(AuthFilter {
+            auth,
+            rejected,
+            accepted,
+        })
     }
 
     fn http_context(self: &Rc<Self>, _context_id: u32) -> Box<dyn HttpContext> {
         Box::new(AuthRequest {
-            _filter: Rc::clone(self),
+            filter: Rc::clone(self),
+            flavor: ApiFlavor::OpenAi,
+            caller: None,
+            reading_body: false,
+            body_size: 0,
+            outcome: None,
         })
     }
 }
 
+/// Who is calling, kept for the body phase and the response.
+struct Caller {
+    name: String,
+    method: AuthMethod,
+    grant_id: usize,
+}
+
 struct AuthRequest {
-    _filter: Rc<Auth>,
+    filter: Rc<AuthFilter>,
+    flavor: ApiFlavor,
+    caller: Option<Caller>,
+    /// Set while the body is buffered to check the model against a restricted allow-list.
+    reading_body: bool,
+    body_size: usize,
+    /// The rate-limit decision, echoed in the response headers.
+    outcome: Option<Outcome>,
+}
+
+impl AuthRequest {
+    fn reject(&self, reason: &'static str, reply: &LocalReply) -> Action {
+        if let Some(counter) = self.filter.rejected.get(reason) {
+            counter.increment(1);
+        }
+        send_local_reply(reply);
+        Action::Pause
+    }
+
+    /// A string claim of the JWT that `jwt_authn` verified, from its metadata. Non-string claims
+    /// (lists, objects, numbers) read as absent; the SDK's `get_property` would panic on some of them.
+    fn claim(&self, name: &str) -> Option<String> {
+        let path = self.filter.auth.jwt_claim_path(name)?;
+        let bytes = proxy_wasm::hostcalls::get_property(path.to_vec()).ok()??;
+        String::from_utf8(bytes).ok().filter(|v| !v.is_empty())
+    }
+
+    /// Charges the consumer's request bucket; continues, or answers 429.
+    fn admit(&mut self) -> Action {
+        let Some(caller) = &self.caller else {
+            return Action::Continue;
+        };
+        let Some(limit) = self
+            .filter
+            .auth
+            .grant(caller.grant_id)
+            .and_then(|g| g.rate_limit)
+        else {
+            return Action::Continue;
+        };
+        let key = bucket_key(caller.method, &caller.name);
+        match take_from_bucket(&key, &limit, now_unix_nanos(), 1) {
+            Some(outcome) if outcome.allowed => {
+                self.outcome = Some(outcome);
+                Action::Continue
+            }
+            Some(outcome) => {
+                let reply = rate_limited(self.flavor, &caller.name, &outcome);
+                self.reject("rate_limited", &reply)
+            }
+            // Auth fails closed: without a working limiter the request does not go through.
+            None => {
+                let reply = error_reply(
+                    self.flavor,
+                    ErrorKind::Unavailable,
+                    "The gateway could not check your rate limit. Retry shortly.",
+                    ErrorDetail::default(),
+                );
+                self.reject("unavailable", &reply)
+            }
+        }
+    }
+
+    /// The body is complete: check the model against the allow-list, then the rate limit.
+    fn check_model(&mut self) -> Action {
+        self.reading_body = false;
+        let body = self
+            .get_http_request_body(0, self.body_size)
+            .unwrap_or_default();
+        let fields = match read_fields(&body) {
+            Ok(fields) => fields,
+            Err(err) => {
+                return self.reject("invalid_request", &body_error_reply(self.flavor, &err))
+            }
+        };
+        let Some(model) = fields.model else {
+            return self.reject("invalid_request", &missing_model_reply(self.flavor));
+        };
+        let filter = Rc::clone(&self.filter);
+        if let Some(caller) = &self.caller {
+            if let Some(grant) = filter.auth.grant(caller.grant_id) {
+                if !grant.allows(&model) {
+                    let reply = model_not_allowed(self.flavor, &caller.name, grant, &model);
+                    return self.reject("model_not_allowed", &reply);
+                }
+            }
+        }
+        self.admit()
+    }
 }
 
 impl Context for AuthRequest {}
 
-impl HttpContext for AuthRequest {}
+impl HttpContext for AuthRequest {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        // Facts travel between filters as x-llm-* headers: none may come from the client.
+        for (name, _) in self.get_http_request_headers() {
+            if name.starts_with("x-llm-") {
+                self.set_http_request_header(&name, None);
+            }
+        }
+        let method = self.get_http_request_header(":method").unwrap_or_default();
+        let path = self.get_http_request_header(":path").unwrap_or_default();
+        self.flavor = ApiFlavor::from_path(&path);
+        let authorization = self.get_http_request_header("authorization");
+        let x_api_key = self.get_http_request_header("x-api-key");
+        let api_key = self.get_http_request_header("api-key");
+        let credentials = Credentials {
+            authorization: authorization.as_deref(),
+            x_api_key: x_api_key.as_deref(),
+            api_key: api_key.as_deref(),
+        };
+        let filter = Rc::clone(&self.filter);
+        let claim = |name: &str| self.claim(name);
+        let now_secs = now_unix_nanos() / 1_000_000_000;
+        let principal = match filter
+            .auth
+            .authenticate(self.flavor, &credentials, &claim, now_secs)
+        {
+            Ok(principal) => principal,
+            Err(reply) => return self.reject("unauthenticated", &reply),
+        };
+        // The client's credential must never reach a provider (llm_provider injects the provider's).
+        for header in CREDENTIAL_HEADERS {
+            self.set_http_request_header(header, None);
+        }
+        self.set_http_request_header(CONSUMER_HEADER, Some(&principal.name));
+        set_filter_state("llm_consumer", &principal.name);
+        set_filter_state("llm_auth_method", principal.method.as_str());
+        if let Some(metadata) = principal.metadata.filter(|m| !m.is_empty()) {
+            if let Ok(json) = serde_json::to_string(metadata) {
+                set_filter_state("llm_consumer_metadata", &json);
+            }
+        }
+        if let Some(counter) = filter.accepted.get(principal.method.as_str()) {
+            counter.increment(1);
+        }
+        let restricted = !principal.grant.unrestricted();
+        self.caller = Some(Caller {
+            name: principal.name.into_owned(),
+            method: principal.method,
+            grant_id: principal.grant_id,
+        });
+        let needs_model = restricted && matches!(classify(&method, &path), Endpoint::Inference(_));
+        if !needs_model {
+            return self.admit();
+        }
+        if end_of_stream {
+            let reply = body_error_reply(self.flavor, &llm_core::request::BodyError::Empty);
+            return self.reject("invalid_request", &reply);
+        }
+        self.reading_body = true;
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.reading_body {
+            return Action::Continue;
+        }
+        self.body_size = body_size;
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.check_model()
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.reading_body {
+            return self.check_model();
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(outcome) = &self.outcome {
+            for (name, value) in rate_limit_headers(outcome) {
+                self.set_http_response_header(name, Some(&value));
+            }
+        }
+        Action::Continue
+    }
+}

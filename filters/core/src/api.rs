@@ -124,6 +124,41 @@ pub fn error_reply(
     }
 }
 
+/// What kind of request this is, from its method and path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint<'a> {
+    /// A POST whose JSON body names a model.
+    Inference(ApiFlavor),
+    ListModels,
+    GetModel(&'a str),
+    /// Not the router's business: passes through untouched.
+    Other,
+}
+
+pub fn classify<'a>(method: &str, path: &'a str) -> Endpoint<'a> {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    match method {
+        "POST" => match path {
+            "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/responses" => {
+                Endpoint::Inference(ApiFlavor::OpenAi)
+            }
+            "/v1/messages" | "/v1/messages/count_tokens" => {
+                Endpoint::Inference(ApiFlavor::Anthropic)
+            }
+            _ => Endpoint::Other,
+        },
+        "GET" => match path.strip_prefix("/v1/models") {
+            Some("") | Some("/") => Endpoint::ListModels,
+            Some(rest) => match rest.strip_prefix('/') {
+                Some(id) if !id.is_empty() => Endpoint::GetModel(id),
+                _ => Endpoint::Other,
+            },
+            None => Endpoint::Other,
+        },
+        _ => Endpoint::Other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

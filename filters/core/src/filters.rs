@@ -3,10 +3,7 @@
 
 use serde::Deserialize;
 
-/// `llm_auth` configuration. Consumers, keys and limits arrive with the auth issue.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {}
+pub use crate::auth::AuthConfig;
 
 pub use crate::router::RouterConfig;
 
@@ -38,7 +35,6 @@ mod tests {
             let err = parse::<T>(br#"{"bogus":1}"#).unwrap_err();
             assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
         }
-        check::<AuthConfig>();
         check::<RouterConfig>();
         check::<PiiConfig>();
         check::<UsageConfig>();

@@ -4,9 +4,11 @@
 //! crate, and apply the data it returns. That keeps the logic testable on the host and under wasm.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod filters;
 pub mod metrics;
 pub mod pattern;
+pub mod ratelimit;
 pub mod request;
 pub mod router;

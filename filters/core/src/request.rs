@@ -4,6 +4,7 @@
 //! allocation, and `model` comes back with its byte span so it can be replaced in place: the rest of the
 //! body is never re-serialized.
 
+use crate::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind, LocalReply};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::ops::Range;
@@ -92,6 +93,48 @@ pub fn replace_model(body: &[u8], span: Range<usize>, model: &str) -> Option<Vec
     out.extend_from_slice(encoded.as_bytes());
     out.extend_from_slice(body.get(span.end..)?);
     Some(out)
+}
+
+/// The 400 reply for a body that could not be read, in the caller's API shape.
+pub fn body_error_reply(flavor: ApiFlavor, err: &BodyError) -> LocalReply {
+    let (message, param) = match err {
+        BodyError::Empty => (
+            "The request body is empty: send a JSON object with a `model` field.".to_string(),
+            None,
+        ),
+        BodyError::Syntax(detail) => (
+            format!("The request body is not valid JSON ({detail})."),
+            None,
+        ),
+        BodyError::NotAnObject => ("The request body must be a JSON object.".to_string(), None),
+        BodyError::DuplicateModel => (
+            "The request body has more than one `model` field; send exactly one.".to_string(),
+            Some("model"),
+        ),
+        BodyError::ModelNotAString => (
+            "`model` must be a string, e.g. \"gpt-4o-mini\".".to_string(),
+            Some("model"),
+        ),
+    };
+    error_reply(
+        flavor,
+        ErrorKind::InvalidRequest,
+        &message,
+        ErrorDetail { code: None, param },
+    )
+}
+
+/// The 400 reply for a body without `model`.
+pub fn missing_model_reply(flavor: ApiFlavor) -> LocalReply {
+    error_reply(
+        flavor,
+        ErrorKind::InvalidRequest,
+        "You must provide a model parameter: add `\"model\"` to the request body.",
+        ErrorDetail {
+            code: None,
+            param: Some("model"),
+        },
+    )
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! `llm_router`: resolves the requested model to a route (the `x-llm-route` value Envoy's routes match)
 //! and the model name the provider should see.
 
-use crate::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind, LocalReply};
+use crate::api::{classify, error_reply, ApiFlavor, Endpoint, ErrorDetail, ErrorKind, LocalReply};
 use crate::config::ConfigError;
 use crate::pattern::Pattern;
-use crate::request::{read_fields, replace_model, BodyError};
+use crate::request::{body_error_reply, missing_model_reply, read_fields, replace_model};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
@@ -426,41 +426,6 @@ fn stable_hash(key: &[u8]) -> u64 {
     hash ^ (hash >> 31)
 }
 
-/// What kind of request this is, from its method and path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint<'a> {
-    /// A POST whose JSON body names a model.
-    Inference(ApiFlavor),
-    ListModels,
-    GetModel(&'a str),
-    /// Not the router's business: passes through untouched.
-    Other,
-}
-
-pub fn classify<'a>(method: &str, path: &'a str) -> Endpoint<'a> {
-    let path = path.split(['?', '#']).next().unwrap_or(path);
-    match method {
-        "POST" => match path {
-            "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/responses" => {
-                Endpoint::Inference(ApiFlavor::OpenAi)
-            }
-            "/v1/messages" | "/v1/messages/count_tokens" => {
-                Endpoint::Inference(ApiFlavor::Anthropic)
-            }
-            _ => Endpoint::Other,
-        },
-        "GET" => match path.strip_prefix("/v1/models") {
-            Some("") | Some("/") => Endpoint::ListModels,
-            Some(rest) => match rest.strip_prefix('/') {
-                Some(id) if !id.is_empty() => Endpoint::GetModel(id),
-                _ => Endpoint::Other,
-            },
-            None => Endpoint::Other,
-        },
-        _ => Endpoint::Other,
-    }
-}
-
 /// What to do once the request headers are in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeadersDecision {
@@ -576,37 +541,9 @@ impl Router {
         if body.len() as u64 > self.max_body_bytes {
             return Err(self.too_large(flavor));
         }
-        let fields = read_fields(body).map_err(|err| match err {
-            BodyError::Empty => invalid(
-                flavor,
-                "The request body is empty: send a JSON object with a `model` field.",
-                None,
-            ),
-            BodyError::Syntax(detail) => invalid(
-                flavor,
-                &format!("The request body is not valid JSON ({detail})."),
-                None,
-            ),
-            BodyError::NotAnObject => {
-                invalid(flavor, "The request body must be a JSON object.", None)
-            }
-            BodyError::DuplicateModel => invalid(
-                flavor,
-                "The request body has more than one `model` field; send exactly one.",
-                Some("model"),
-            ),
-            BodyError::ModelNotAString => invalid(
-                flavor,
-                "`model` must be a string, e.g. \"gpt-4o-mini\".",
-                Some("model"),
-            ),
-        })?;
+        let fields = read_fields(body).map_err(|err| body_error_reply(flavor, &err))?;
         let Some(model) = fields.model else {
-            return Err(invalid(
-                flavor,
-                "You must provide a model parameter: add `\"model\"` to the request body.",
-                Some("model"),
-            ));
+            return Err(missing_model_reply(flavor));
         };
         let Some(resolution) = self.resolve(&model, sticky_value, request_key) else {
             return Err(self.unknown_model(flavor, &model));

@@ -124,3 +124,52 @@ pub fn set_filter_state(key: &str, value: &str) {
         log::debug!("cannot set filter state {key}: {status:?}");
     }
 }
+
+/// Unix time in nanoseconds from the host clock.
+pub fn now_unix_nanos() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// How often a compare-and-swap on shared data is retried before giving up. Contention is per key
+/// and short-lived; this bound only guards against a livelock.
+const CAS_ATTEMPTS: usize = 64;
+
+/// Takes `cost` from the token bucket stored under `key` in shared data (shared by every worker of
+/// this VM id), with compare-and-swap so concurrent workers never lose an update. `None` when the
+/// shared data could not be updated; the caller decides whether that fails open or closed.
+pub fn take_from_bucket(
+    key: &str,
+    limit: &llm_core::ratelimit::RateLimit,
+    now_ns: u64,
+    cost: u64,
+) -> Option<llm_core::ratelimit::Outcome> {
+    use llm_core::ratelimit::BucketState;
+    use proxy_wasm::types::Status;
+    for _ in 0..CAS_ATTEMPTS {
+        let (bytes, cas) = match hostcalls::get_shared_data(key) {
+            Ok(found) => found,
+            Err(status) => {
+                log::warn!("shared data read failed: {status:?}");
+                return None;
+            }
+        };
+        let state = bytes.as_deref().and_then(BucketState::decode);
+        let (outcome, next) = limit.take(state, now_ns, cost);
+        if !outcome.allowed && state.is_some() {
+            return Some(outcome); // nothing to write
+        }
+        match hostcalls::set_shared_data(key, Some(&next.encode()), cas) {
+            Ok(()) => return Some(outcome),
+            Err(Status::CasMismatch) => continue,
+            Err(status) => {
+                log::warn!("shared data write failed: {status:?}");
+                return None;
+            }
+        }
+    }
+    log::warn!("shared data stayed contended after {CAS_ATTEMPTS} attempts");
+    None
+}

@@ -236,7 +236,7 @@ fn unknown_and_malformed_requests_are_rejected_in_the_callers_shape() {
     }
     let invalid_body: &[u8] = b"{\"model\":\"\xff\xfe\"}";
     let mut request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-demo-team-a\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         invalid_body.len()
     )
     .into_bytes();
@@ -288,7 +288,7 @@ fn oversized_bodies_get_413_with_or_without_content_length() {
     let half = &big[..big.len() / 2];
     let rest = &big[big.len() / 2..];
     let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{half}\r\n{:x}\r\n{rest}\r\n0\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-demo-team-a\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{half}\r\n{:x}\r\n{rest}\r\n0\r\n\r\n",
         half.len(),
         rest.len()
     );
@@ -300,7 +300,7 @@ fn oversized_bodies_get_413_with_or_without_content_length() {
     // A chunked body under the limit is routed.
     let small = chat_body("gpt-4o-mini");
     let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{small}\r\n0\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-demo-team-a\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{small}\r\n0\r\n\r\n",
         small.len()
     );
     let raw = raw_request(&demo.envoy.listener, request.as_bytes());
