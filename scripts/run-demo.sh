@@ -64,7 +64,8 @@ cat <<'BANNER'
     sk-demo-team-b   only gpt-4o-mini and fast
     sk-demo-tiny     5 requests a minute, 2,000 tokens a minute
   Demo models: gpt-4o-mini, fast, claude-sonnet-4-5, gpt-4o (failover pool), text-embedding-3-small
-  (Keys and translation take effect as llm_auth and llm_provider land: see README, "Status".)
+  JWT: scripts/demo-jwt.py alice team=research   (prints a token for the demo jwt_authn)
+  (OpenAI-API requests to Anthropic-format providers are translated once llm_provider lands.)
 
   Try:
     curl -s 127.0.0.1:10000/v1/chat/completions -H 'authorization: Bearer sk-demo-team-a' \

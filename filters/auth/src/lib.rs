@@ -14,7 +14,8 @@ use llm_core::metrics::labeled_name;
 use llm_core::ratelimit::Outcome;
 use llm_core::request::{body_error_reply, missing_model_reply, read_fields};
 use llm_host::{
-    now_unix_nanos, send_local_reply, set_filter_state, take_from_bucket, Counter, Filter,
+    ensure_bucket, now_unix_nanos, send_local_reply, set_filter_state, take_from_bucket, Counter,
+    Filter,
 };
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -42,6 +43,9 @@ impl Filter for AuthFilter {
 
     fn from_config(config: AuthConfig) -> Result<Self, ConfigError> {
         let auth = Auth::compile(config)?;
+        for (consumer, limit) in auth.api_key_limits() {
+            ensure_bucket(&bucket_key(AuthMethod::ApiKey, consumer), &limit);
+        }
         let mut rejected = HashMap::new();
         for reason in [
             "unauthenticated",

@@ -385,6 +385,15 @@ impl Auth {
         })
     }
 
+    /// Every API-key consumer with a rate limit: their buckets can be created before traffic arrives,
+    /// so no request ever races on the first write of a bucket.
+    pub fn api_key_limits(&self) -> impl Iterator<Item = (&str, RateLimit)> + '_ {
+        self.consumers.iter().filter_map(|consumer| {
+            let limit = self.grants.get(consumer.grant)?.rate_limit?;
+            Some((consumer.name.as_str(), limit))
+        })
+    }
+
     /// The grant behind [`Principal::grant_id`].
     pub fn grant(&self, id: usize) -> Option<&Grant> {
         self.grants.get(id)
@@ -850,6 +859,8 @@ mod tests {
             "llm_auth.requests.api_key.tiny"
         );
         assert!(std::ptr::eq(a.grant(tiny.grant_id).unwrap(), tiny.grant));
+        let limited: Vec<&str> = a.api_key_limits().map(|(name, _)| name).collect();
+        assert_eq!(limited, vec!["tiny"]);
     }
 
     #[test]

@@ -63,6 +63,14 @@ impl RateLimit {
         }
     }
 
+    /// A full bucket, as stored before the first request.
+    pub fn full(&self) -> BucketState {
+        BucketState {
+            level: self.capacity(),
+            last_ns: 0,
+        }
+    }
+
     fn capacity(&self) -> u128 {
         u128::from(self.limit) * u128::from(self.window_ns)
     }
@@ -188,6 +196,15 @@ mod tests {
         // A long pause refills to the limit, never above it.
         let (outcome, _) = limit.take(Some(next), 3600 * SECOND, 1);
         assert_eq!(outcome.remaining, 4);
+    }
+
+    #[test]
+    fn a_stored_full_bucket_behaves_like_a_fresh_one() {
+        let limit = RateLimit::new(3, Duration::from_secs(60));
+        assert_eq!(
+            limit.take(Some(limit.full()), 5 * SECOND, 1),
+            limit.take(None, 5 * SECOND, 1)
+        );
     }
 
     #[test]

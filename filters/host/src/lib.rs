@@ -137,6 +137,16 @@ pub fn now_unix_nanos() -> u64 {
 /// and short-lived; this bound only guards against a livelock.
 const CAS_ATTEMPTS: usize = 64;
 
+/// Stores a full bucket under `key` unless one exists. Envoy does not compare-and-swap the first write
+/// of a key, so buckets known from config are created at configure time, before any request.
+pub fn ensure_bucket(key: &str, limit: &llm_core::ratelimit::RateLimit) {
+    if let Ok((None, _)) = hostcalls::get_shared_data(key) {
+        if let Err(status) = hostcalls::set_shared_data(key, Some(&limit.full().encode()), None) {
+            log::warn!("cannot create bucket: {status:?}");
+        }
+    }
+}
+
 /// Takes `cost` from the token bucket stored under `key` in shared data (shared by every worker of
 /// this VM id), with compare-and-swap so concurrent workers never lose an update. `None` when the
 /// shared data could not be updated; the caller decides whether that fails open or closed.
