@@ -27,11 +27,13 @@ stop_all() {
 trap 'stop_all; echo "demo stopped" >&2; exit 0' INT TERM
 trap stop_all EXIT
 
-"$MOCK" --listen 127.0.0.1:18080 --name openai --api openai & pids+=($!)
-"$MOCK" --listen 127.0.0.1:18081 --name anthropic --api anthropic & pids+=($!)
+# The mocks require the provider keys that llm_provider injects (envoy/demo.yaml), like real providers.
+"$MOCK" --listen 127.0.0.1:18080 --name openai --api openai --require-key sk-mock-openai-key & pids+=($!)
+"$MOCK" --listen 127.0.0.1:18081 --name anthropic --api anthropic --require-key sk-mock-anthropic-key & pids+=($!)
 "$MOCK" --listen 127.0.0.1:18082 --name unavailable --always-status 503 & pids+=($!)
 # Envoy's own log at warning level keeps the terminal for the JSON access log (one line per request).
-"$ENVOY_BIN" -c envoy/demo.yaml --concurrency 2 --use-dynamic-base-id --log-level warning & pids+=($!)
+"$ENVOY_BIN" -c envoy/demo.yaml --concurrency 2 --use-dynamic-base-id --log-level warning \
+  --file-flush-interval-msec 200 & pids+=($!)
 
 is_ready() {
   "${PYTHON:-python3}" - <<'PY' 2>/dev/null
@@ -65,7 +67,6 @@ cat <<'BANNER'
     sk-demo-tiny     5 requests a minute, 2,000 tokens a minute
   Demo models: gpt-4o-mini, fast, claude-sonnet-4-5, gpt-4o (failover pool), text-embedding-3-small
   JWT: scripts/demo-jwt.py alice team=research   (prints a token for the demo jwt_authn)
-  (OpenAI-API requests to Anthropic-format providers are translated once llm_provider lands.)
 
   Try:
     curl -s 127.0.0.1:10000/v1/chat/completions -H 'authorization: Bearer sk-demo-team-a' \

@@ -32,6 +32,28 @@ def main(base, key):
     embedding = client.embeddings.create(model="text-embedding-3-small", input="vector")
     check(len(embedding.data[0].embedding) > 0, "openai embeddings (base64 by default in the SDK)")
 
+    # Claude through the OpenAI SDK, unchanged: llm_provider translates to and from Anthropic's format.
+    claude = client.chat.completions.create(
+        model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hello from openai to claude"}]
+    )
+    check(claude.choices[0].message.content == "hello from openai to claude", "openai sdk -> claude-sonnet-4-5")
+    stream = client.chat.completions.create(
+        model="claude-sonnet-4-5",
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "claude streams through the openai sdk"}],
+    )
+    pieces, usage = [], None
+    for chunk in stream:
+        if chunk.choices:
+            pieces.append(chunk.choices[0].delta.content or "")
+        if chunk.usage:
+            usage = chunk.usage
+    check("".join(pieces) == "claude streams through the openai sdk", "openai sdk streaming from claude-sonnet-4-5")
+    check(usage is not None and usage.completion_tokens > 0, "openai sdk stream usage from claude-sonnet-4-5")
+    failover = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "fail over"}])
+    check(failover.choices[0].message.content == "fail over", "openai sdk gpt-4o across the failover pool")
+
     try:
         openai.OpenAI(base_url=f"{base}/v1", api_key="sk-wrong", max_retries=0).chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]

@@ -306,7 +306,7 @@ pub fn chat_request_to_messages(
                     .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
             });
             if let Some(description) = function.get("description") {
-                entry["description"] = description.clone();
+                set_field(&mut entry, "description", description.clone());
             }
             mapped.push(entry);
         }
@@ -412,7 +412,7 @@ pub fn messages_response_to_chat(body: &[u8], created: u64) -> Result<Vec<u8>, S
         "refusal": null,
     });
     if !tool_calls.is_empty() {
-        message["tool_calls"] = Value::Array(tool_calls);
+        set_field(&mut message, "tool_calls", Value::Array(tool_calls));
     }
     let mut usage = Usage::default();
     if let Some(u) = response.get("usage") {
@@ -431,7 +431,7 @@ pub fn messages_response_to_chat(body: &[u8], created: u64) -> Result<Vec<u8>, S
         }],
     });
     if response.get("usage").is_some() {
-        out["usage"] = usage.to_openai();
+        set_field(&mut out, "usage", usage.to_openai());
     }
     serde_json::to_vec(&out).map_err(|e| e.to_string())
 }
@@ -520,7 +520,7 @@ impl StreamTranslator {
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
         });
         if self.include_usage {
-            chunk["usage"] = Value::Null;
+            set_field(&mut chunk, "usage", Value::Null);
         }
         write_data(&chunk, out);
     }
@@ -660,6 +660,13 @@ impl StreamTranslator {
             self.done = true;
         }
         out
+    }
+}
+
+/// Sets `key` on a JSON object (a no-op on anything else, where `value[key] = ...` would panic).
+fn set_field(value: &mut Value, key: &str, field: Value) {
+    if let Some(object) = value.as_object_mut() {
+        object.insert(key.to_string(), field);
     }
 }
 

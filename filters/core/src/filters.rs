@@ -17,10 +17,7 @@ pub struct PiiConfig {}
 #[serde(deny_unknown_fields)]
 pub struct UsageConfig {}
 
-/// `llm_provider` configuration. Provider adapters arrive with the provider issue.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderConfig {}
+pub use crate::provider::ProviderConfig;
 
 #[cfg(test)]
 mod tests {
@@ -38,6 +35,5 @@ mod tests {
         check::<RouterConfig>();
         check::<PiiConfig>();
         check::<UsageConfig>();
-        check::<ProviderConfig>();
     }
 }

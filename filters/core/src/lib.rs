@@ -10,6 +10,7 @@ pub mod config;
 pub mod filters;
 pub mod metrics;
 pub mod pattern;
+pub mod provider;
 pub mod ratelimit;
 pub mod request;
 pub mod router;

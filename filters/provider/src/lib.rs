@@ -1,41 +1,284 @@
-//! `llm_provider`: upstream filter adapting each attempt to its provider's wire format and credentials.
-//!
-//! Thin glue: the logic lives in `llm-core`. See README.md for the configuration reference.
+//! `llm_provider`: the upstream filter adapting each attempt to its provider's wire format and
+//! credentials. Thin glue: the decisions live in `llm_core::provider` and `llm_core::anthropic`.
 
+use llm_core::anthropic::{error_to_openai, messages_response_to_chat, StreamTranslator};
+use llm_core::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind};
 use llm_core::config::ConfigError;
-use llm_core::filters::ProviderConfig;
-use llm_host::Filter;
+use llm_core::metrics::labeled_name;
+use llm_core::provider::{Attempt, ProviderConfig, Providers, StreamFlags};
+use llm_host::{now_unix_nanos, send_local_reply, Counter, Filter};
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 proxy_wasm::main! {{
-    llm_host::register::<Provider>();
+    llm_host::register::<ProviderFilter>();
 }}
 
-pub struct Provider {
-    #[allow(dead_code)]
-    config: ProviderConfig,
+const PROVIDER_METADATA: [&str; 5] = [
+    "xds",
+    "upstream_host_metadata",
+    "filter_metadata",
+    "llm",
+    "provider",
+];
+
+pub struct ProviderFilter {
+    providers: Providers,
+    /// `llm_provider_attempts_total{provider=...}`: one per attempt, so failovers show per provider.
+    attempts: HashMap<String, Counter>,
+    /// `llm_provider_translated_total{provider=...}`: attempts translated to the Anthropic format.
+    translated: HashMap<String, Counter>,
 }
 
-impl Filter for Provider {
+impl Filter for ProviderFilter {
     const NAME: &'static str = "llm_provider";
     type Config = ProviderConfig;
 
     fn from_config(config: ProviderConfig) -> Result<Self, ConfigError> {
-        Ok(Provider { config })
+        let names: Vec<String> = config.providers.keys().cloned().collect();
+        // Credentials come from vm_config.environment_variables (WASI environment).
+        let providers = Providers::compile(config, &|name| std::env::var(name).ok())?;
+        let mut attempts = HashMap::new();
+        let mut translated = HashMap::new();
+        for name in names {
+            let labels = [("provider", name.as_str())];
+            if let Some(c) = Counter::define(&labeled_name("llm_provider_attempts_total", &labels))
+            {
+                attempts.insert(name.clone(), c);
+            }
+            if let Some(c) =
+                Counter::define(&labeled_name("llm_provider_translated_total", &labels))
+            {
+                translated.insert(name, c);
+            }
+        }
+        Ok(ProviderFilter {
+            providers,
+            attempts,
+            translated,
+        })
     }
 
     fn http_context(self: &Rc<Self>, _context_id: u32) -> Box<dyn HttpContext> {
-        Box::new(ProviderRequest {
-            _filter: Rc::clone(self),
+        Box::new(ProviderAttempt {
+            filter: Rc::clone(self),
+            attempt: None,
+            reading_body: false,
+            body_size: 0,
+            response: ResponseMode::Passthrough,
+            translate: None,
         })
     }
 }
 
-struct ProviderRequest {
-    _filter: Rc<Provider>,
+enum ResponseMode {
+    Passthrough,
+    /// Buffer the whole (JSON) response and translate it at the end; `status` is the provider's.
+    Buffered {
+        status: u16,
+    },
+    Stream(Box<StreamTranslator>),
 }
 
-impl Context for ProviderRequest {}
+struct ProviderAttempt {
+    filter: Rc<ProviderFilter>,
+    attempt: Option<Attempt>,
+    reading_body: bool,
+    body_size: usize,
+    response: ResponseMode,
+    translate: Option<StreamFlags>,
+}
 
-impl HttpContext for ProviderRequest {}
+impl ProviderAttempt {
+    fn apply_headers(&self, attempt: &Attempt, model: Option<&str>) {
+        let plan = self.filter.providers.headers(attempt, model);
+        for name in &plan.remove {
+            self.set_http_request_header(name, None);
+        }
+        for (name, value) in &plan.set {
+            self.set_http_request_header(name, Some(value));
+        }
+        for (name, value) in &plan.set_if_absent {
+            if self.get_http_request_header(name).is_none() {
+                self.set_http_request_header(name, Some(value));
+            }
+        }
+        if let Some(path) = &plan.path {
+            self.set_http_request_header(":path", Some(path));
+        }
+        if let Some(authority) = &plan.authority {
+            self.set_http_request_header(":authority", Some(authority));
+        }
+    }
+
+    fn finish_request(&mut self) -> Action {
+        self.reading_body = false;
+        let Some(attempt) = self.attempt.clone() else {
+            return Action::Continue;
+        };
+        let body = self
+            .get_http_request_body(0, self.body_size)
+            .unwrap_or_default();
+        let plan = match self.filter.providers.body(&attempt, &body) {
+            Ok(plan) => plan,
+            Err(reply) => {
+                send_local_reply(&reply);
+                return Action::Pause;
+            }
+        };
+        self.apply_headers(&attempt, plan.model.as_deref());
+        if let Some(new_body) = &plan.new_body {
+            self.set_http_request_body(0, self.body_size, new_body);
+            self.set_http_request_header("content-length", Some(&new_body.len().to_string()));
+        }
+        if plan.translate_response.is_some() {
+            if let Some(counter) = self
+                .filter
+                .translated
+                .get(self.filter.providers.name(&attempt))
+            {
+                counter.increment(1);
+            }
+        }
+        self.translate = plan.translate_response;
+        Action::Continue
+    }
+}
+
+impl Context for ProviderAttempt {}
+
+impl HttpContext for ProviderAttempt {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        // Internal facts never leave the gateway. Headers are shared across attempts, so every
+        // change below replaces or removes; nothing is added twice.
+        for (name, _) in self.get_http_request_headers() {
+            if name.starts_with("x-llm-") {
+                self.set_http_request_header(&name, None);
+            }
+        }
+        let provider = hostcalls::get_property(PROVIDER_METADATA.to_vec())
+            .ok()
+            .flatten()
+            .and_then(|bytes| String::from_utf8(bytes).ok());
+        let path = self.get_http_request_header(":path").unwrap_or_default();
+        let attempt = match self.filter.providers.attempt(provider.as_deref(), &path) {
+            Ok(attempt) => attempt,
+            Err(reply) => {
+                send_local_reply(&reply);
+                return Action::Pause;
+            }
+        };
+        if let Some(counter) = self
+            .filter
+            .attempts
+            .get(self.filter.providers.name(&attempt))
+        {
+            counter.increment(1);
+        }
+        let needs_body = self.filter.providers.needs_body(&attempt) && !end_of_stream;
+        if !needs_body {
+            self.apply_headers(&attempt, None);
+            self.attempt = Some(attempt);
+            return Action::Continue;
+        }
+        self.attempt = Some(attempt);
+        self.reading_body = true;
+        // Hold the headers until the body says which model (and format) this attempt sends.
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.reading_body {
+            return Action::Continue;
+        }
+        self.body_size = body_size;
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.finish_request()
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.reading_body {
+            return self.finish_request();
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(flags) = self.translate else {
+            return Action::Continue;
+        };
+        let status: u16 = self
+            .get_http_response_header(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(502);
+        let content_type = self
+            .get_http_response_header("content-type")
+            .unwrap_or_default();
+        // The body changes size: let Envoy frame it.
+        self.set_http_response_header("content-length", None);
+        if status == 200 && flags.stream && content_type.starts_with("text/event-stream") {
+            let created = now_unix_nanos() / 1_000_000_000;
+            self.response = ResponseMode::Stream(Box::new(StreamTranslator::new(
+                flags.include_usage,
+                created,
+            )));
+        } else {
+            if status == 529 {
+                self.set_http_response_header(":status", Some("503"));
+            }
+            self.set_http_response_header("content-type", Some("application/json"));
+            self.response = ResponseMode::Buffered { status };
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if matches!(self.response, ResponseMode::Passthrough) {
+            return Action::Continue;
+        }
+        if matches!(self.response, ResponseMode::Buffered { .. }) && !end_of_stream {
+            return Action::Pause;
+        }
+        let chunk = self
+            .get_http_response_body(0, body_size)
+            .unwrap_or_default();
+        match &mut self.response {
+            ResponseMode::Passthrough => Action::Continue,
+            ResponseMode::Stream(translator) => {
+                // Translate chunk by chunk: never hold the stream, only an unfinished event.
+                let mut out = translator.push(&chunk);
+                if end_of_stream {
+                    out.extend(translator.finish());
+                }
+                self.set_http_response_body(0, body_size, &out);
+                Action::Continue
+            }
+            ResponseMode::Buffered { status } => {
+                let status = *status;
+                let body = chunk;
+                let translated = if status == 200 {
+                    let created = now_unix_nanos() / 1_000_000_000;
+                    messages_response_to_chat(&body, created).unwrap_or_else(|message| {
+                        error_reply(
+                            ApiFlavor::OpenAi,
+                            ErrorKind::BadGateway,
+                            &format!("The provider's answer could not be translated: {message}."),
+                            ErrorDetail::default(),
+                        )
+                        .body
+                        .into_bytes()
+                    })
+                } else {
+                    error_to_openai(status, &body).1
+                };
+                self.set_http_response_body(0, body_size, &translated);
+                Action::Continue
+            }
+        }
+    }
+}

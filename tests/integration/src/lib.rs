@@ -208,6 +208,8 @@ fn envoy_command(dir: &Path, config: &str, options: &EnvoyOptions) -> (Command, 
     let admin_path = dir.join("admin-address");
     let log_path = dir.join("envoy.log");
     let log = fs::File::create(&log_path).expect("create Envoy log");
+    // stdout carries the JSON access log: a file of its own, so lines never interleave with Envoy's.
+    let access_log = fs::File::create(dir.join("access.log")).expect("create access log");
     let mut command = Command::new(binary);
     command
         .current_dir(repo_root())
@@ -215,12 +217,14 @@ fn envoy_command(dir: &Path, config: &str, options: &EnvoyOptions) -> (Command, 
         .arg(&config_path)
         .args(["--concurrency", &options.concurrency.to_string()])
         .args(["--log-level", options.log_level])
+        // Access logs are flushed every 10 s by default; tests read them right after a request.
+        .args(["--file-flush-interval-msec", "50"])
         // Several Envoys run at once in tests; each needs its own shared-memory region.
         .arg("--use-dynamic-base-id")
         .arg("--admin-address-path")
         .arg(&admin_path)
         .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("clone log handle"))
+        .stdout(access_log)
         .stderr(log);
     (command, admin_path, log_path)
 }
@@ -348,9 +352,35 @@ impl Envoy {
             .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
     }
 
-    /// Everything Envoy logged so far (including the stdout access log).
+    /// The JSON access-log entries so far (envoy/demo.yaml logs one JSON object per request to stdout),
+    /// oldest first. Access logs are written when a request ends; this waits briefly for `count`.
+    pub fn access_log(&self, count: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = self
+                .log_path
+                .parent()
+                .map(|dir| fs::read_to_string(dir.join("access.log")).unwrap_or_default())
+                .unwrap_or_default();
+            let entries: Vec<Value> = text
+                .lines()
+                .filter(|l| l.starts_with('{'))
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            if entries.len() >= count || Instant::now() > deadline {
+                return entries;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything Envoy logged so far: its own log, then the stdout access log.
     pub fn log(&self) -> String {
-        fs::read_to_string(&self.log_path).unwrap_or_default()
+        let mut text = fs::read_to_string(&self.log_path).unwrap_or_default();
+        if let Some(dir) = self.log_path.parent() {
+            text.push_str(&fs::read_to_string(dir.join("access.log")).unwrap_or_default());
+        }
+        text
     }
 }
 
@@ -388,6 +418,10 @@ pub const DEMO_ADMIN_PORT: u16 = 9901;
 pub const DEMO_OPENAI_PORT: u16 = 18080;
 pub const DEMO_ANTHROPIC_PORT: u16 = 18081;
 pub const DEMO_UNAVAILABLE_PORT: u16 = 18082;
+
+/// The provider keys envoy/demo.yaml gives llm_provider (demo only).
+pub const DEMO_OPENAI_KEY: &str = "sk-mock-openai-key";
+pub const DEMO_ANTHROPIC_KEY: &str = "sk-mock-anthropic-key";
 
 /// `envoy/demo.yaml` as shipped.
 pub fn demo_config() -> String {
@@ -459,8 +493,15 @@ impl Demo {
 
     /// Starts the demo after `edit` changes its config (e.g. with [`set_filter_config`]).
     pub fn start_with(edit: impl FnOnce(String) -> String) -> Demo {
-        let openai = MockProvider::start("openai", &["--api", "openai"]);
-        let anthropic = MockProvider::start("anthropic", &["--api", "anthropic"]);
+        // As in scripts/run-demo.sh: the mocks require the keys llm_provider injects.
+        let openai = MockProvider::start(
+            "openai",
+            &["--api", "openai", "--require-key", DEMO_OPENAI_KEY],
+        );
+        let anthropic = MockProvider::start(
+            "anthropic",
+            &["--api", "anthropic", "--require-key", DEMO_ANTHROPIC_KEY],
+        );
         let unavailable = MockProvider::start("unavailable", &["--always-status", "503"]);
         let mut config = demo_config();
         config = replace_port(&config, DEMO_LISTENER_PORT, 0);

@@ -1,0 +1,770 @@
+//! `llm_provider`: adapts each upstream attempt to the provider Envoy chose for it (wire format,
+//! credential, path and host), so one pool can fail over between OpenAI- and Anthropic-format providers.
+
+use crate::anthropic::{chat_request_to_messages, RequestOptions};
+use crate::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind, LocalReply};
+use crate::config::ConfigError;
+use crate::request::{read_fields, replace_model};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// The filter's configuration, as written in Envoy's `configuration` field.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Providers by name: the value of an endpoint's `metadata.filter_metadata.llm.provider`.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderEntry>,
+    /// Provider for endpoints without that metadata.
+    #[serde(default)]
+    pub default_provider: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WireFormat {
+    /// OpenAI and OpenAI-compatible servers (vLLM, Ollama, ...).
+    Openai,
+    AzureOpenai,
+    Anthropic,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderEntry {
+    pub format: WireFormat,
+    /// Environment variable (in the Wasm VM) holding the provider's API key. None: send no credential.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// `:authority` to send (the provider's host name).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Replaces the `/v1` prefix of the path, e.g. `/openai/v1` or `/api/v1`.
+    #[serde(default)]
+    pub base_path: Option<String>,
+    /// Model names to send this provider instead of the requested ones.
+    #[serde(default)]
+    pub model_map: BTreeMap<String, String>,
+    /// Azure OpenAI: the `api-version` query parameter (required for azure_openai).
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Azure OpenAI: deployment per model (default: the model name).
+    #[serde(default)]
+    pub deployments: BTreeMap<String, String>,
+    /// Anthropic: `anthropic-version` header (default 2023-06-01).
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
+    /// Anthropic: `max_tokens` when an OpenAI request sets none (Anthropic requires it).
+    #[serde(default)]
+    pub default_max_tokens: Option<u64>,
+}
+
+/// A credential: never printed, not even in debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Provider {
+    name: String,
+    format: WireFormat,
+    api_key: Option<Secret>,
+    host: Option<String>,
+    base_path: Option<String>,
+    model_map: HashMap<String, String>,
+    api_version: String,
+    deployments: HashMap<String, String>,
+    anthropic_version: String,
+    default_max_tokens: u64,
+}
+
+/// The compiled configuration.
+#[derive(Debug, Clone)]
+pub struct Providers {
+    providers: Vec<Provider>,
+    by_name: HashMap<String, usize>,
+    default: Option<usize>,
+}
+
+/// The API the client spoke, from the request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientApi {
+    Chat,
+    Completions,
+    Embeddings,
+    Responses,
+    Messages,
+    CountTokens,
+    /// Anything else (e.g. `GET /v1/models`): credentials and path mapping only.
+    Other,
+}
+
+impl ClientApi {
+    pub fn from_path(path: &str) -> Self {
+        match path.split('?').next().unwrap_or(path) {
+            "/v1/chat/completions" => ClientApi::Chat,
+            "/v1/completions" => ClientApi::Completions,
+            "/v1/embeddings" => ClientApi::Embeddings,
+            "/v1/responses" => ClientApi::Responses,
+            "/v1/messages" => ClientApi::Messages,
+            "/v1/messages/count_tokens" => ClientApi::CountTokens,
+            _ => ClientApi::Other,
+        }
+    }
+
+    fn flavor(self) -> ApiFlavor {
+        match self {
+            ClientApi::Messages | ClientApi::CountTokens => ApiFlavor::Anthropic,
+            _ => ApiFlavor::OpenAi,
+        }
+    }
+}
+
+/// One attempt: which provider, which client API, which path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    provider: usize,
+    pub api: ClientApi,
+    path: String,
+}
+
+/// Header changes for an attempt. Headers persist across attempts, so every credential header is
+/// removed and the one this provider needs set again: replace semantics, never add.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeaderPlan {
+    pub path: Option<String>,
+    pub authority: Option<String>,
+    pub remove: Vec<&'static str>,
+    pub set: Vec<(&'static str, String)>,
+    /// Set only when the request does not carry the header already (the client's value wins).
+    pub set_if_absent: Vec<(&'static str, String)>,
+}
+
+/// The body for an attempt, and how to treat the response.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BodyPlan {
+    pub new_body: Option<Vec<u8>>,
+    /// The model this provider will see.
+    pub model: Option<String>,
+    /// Set when the response comes back in Anthropic format and must be turned into OpenAI's.
+    pub translate_response: Option<StreamFlags>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamFlags {
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+/// Credential headers: all removed on every attempt before the provider's own is set.
+pub const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
+
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+impl Providers {
+    /// `env` reads the VM's environment (`vm_config.environment_variables`).
+    pub fn compile(
+        config: ProviderConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Providers, ConfigError> {
+        if config.providers.is_empty() {
+            return Err(ConfigError::new(
+                "providers",
+                "configure at least one provider",
+            ));
+        }
+        let mut providers = Vec::new();
+        let mut by_name = HashMap::new();
+        for (name, entry) in config.providers {
+            let at = |field: &str| format!("providers.{name}.{field}");
+            if !plain_name(&name) {
+                return Err(ConfigError::new(
+                    format!("providers.{name}"),
+                    "provider names are letters, digits, '-', '_' or '.'",
+                ));
+            }
+            let api_key = match &entry.api_key_env {
+                None => None,
+                Some(var) => {
+                    if var.is_empty() {
+                        return Err(ConfigError::new(
+                            at("api_key_env"),
+                            "must name an environment variable",
+                        ));
+                    }
+                    match env(var).filter(|v| !v.trim().is_empty()) {
+                        Some(value) => Some(Secret(value.trim().to_string())),
+                        None => {
+                            return Err(ConfigError::new(
+                                at("api_key_env"),
+                                format!(
+                                    "environment variable `{var}` is not set in the Wasm VM: export it and list it in vm_config.environment_variables.host_env_keys"
+                                ),
+                            ))
+                        }
+                    }
+                }
+            };
+            if let Some(base) = &entry.base_path {
+                if !base.starts_with('/') || base.ends_with('/') {
+                    return Err(ConfigError::new(
+                        at("base_path"),
+                        "must start with '/' and not end with '/'",
+                    ));
+                }
+            }
+            let azure = entry.format == WireFormat::AzureOpenai;
+            let anthropic = entry.format == WireFormat::Anthropic;
+            if azure && entry.api_version.is_none() {
+                return Err(ConfigError::new(
+                    at("api_version"),
+                    "required for azure_openai, e.g. \"2024-10-21\"",
+                ));
+            }
+            if !azure && entry.api_version.is_some() {
+                return Err(ConfigError::new(
+                    at("api_version"),
+                    "only valid for azure_openai",
+                ));
+            }
+            if !azure && !entry.deployments.is_empty() {
+                return Err(ConfigError::new(
+                    at("deployments"),
+                    "only valid for azure_openai",
+                ));
+            }
+            if !anthropic
+                && (entry.anthropic_version.is_some() || entry.default_max_tokens.is_some())
+            {
+                let field = if entry.anthropic_version.is_some() {
+                    "anthropic_version"
+                } else {
+                    "default_max_tokens"
+                };
+                return Err(ConfigError::new(at(field), "only valid for anthropic"));
+            }
+            if entry.default_max_tokens == Some(0) {
+                return Err(ConfigError::new(
+                    at("default_max_tokens"),
+                    "must be greater than 0",
+                ));
+            }
+            by_name.insert(name.clone(), providers.len());
+            providers.push(Provider {
+                name,
+                format: entry.format,
+                api_key,
+                host: entry.host,
+                base_path: entry.base_path,
+                model_map: entry.model_map.into_iter().collect(),
+                api_version: entry.api_version.unwrap_or_default(),
+                deployments: entry.deployments.into_iter().collect(),
+                anthropic_version: entry
+                    .anthropic_version
+                    .unwrap_or_else(|| DEFAULT_ANTHROPIC_VERSION.to_string()),
+                default_max_tokens: entry.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+            });
+        }
+        let default = match &config.default_provider {
+            None => None,
+            Some(name) => Some(*by_name.get(name).ok_or_else(|| {
+                ConfigError::new("default_provider", "names no provider in `providers`")
+            })?),
+        };
+        Ok(Providers {
+            providers,
+            by_name,
+            default,
+        })
+    }
+
+    fn provider(&self, attempt: &Attempt) -> Option<&Provider> {
+        self.providers.get(attempt.provider)
+    }
+
+    /// Starts an attempt on the endpoint whose metadata names `provider` (None: no metadata).
+    pub fn attempt(&self, provider: Option<&str>, path: &str) -> Result<Attempt, LocalReply> {
+        let api = ClientApi::from_path(path);
+        let index = match provider {
+            Some(name) => self.by_name.get(name).copied(),
+            None => self.default,
+        };
+        let Some(index) = index else {
+            let detail = match provider {
+                Some(name) => format!("the chosen endpoint names provider `{name}`, which is not configured"),
+                None => "the chosen endpoint has no `llm.provider` metadata and there is no `default_provider`".to_string(),
+            };
+            return Err(error_reply(
+                api.flavor(),
+                ErrorKind::BadGateway,
+                &format!("The gateway cannot reach a provider for this request: {detail}."),
+                ErrorDetail::default(),
+            ));
+        };
+        let format = self.providers.get(index).map(|p| p.format);
+        let name = self
+            .providers
+            .get(index)
+            .map(|p| p.name.as_str())
+            .unwrap_or("");
+        let unsupported = |what: &str| {
+            Err(error_reply(
+                api.flavor(),
+                ErrorKind::InvalidRequest,
+                &format!("{what} (provider `{name}`)."),
+                ErrorDetail::default(),
+            ))
+        };
+        match (format, api) {
+            (
+                Some(WireFormat::Anthropic),
+                ClientApi::Completions | ClientApi::Embeddings | ClientApi::Responses,
+            ) => {
+                return unsupported(&format!(
+                    "`{}` is not supported by Anthropic-format providers; use /v1/chat/completions",
+                    path.split('?').next().unwrap_or(path)
+                ));
+            }
+            (
+                Some(WireFormat::Openai | WireFormat::AzureOpenai),
+                ClientApi::Messages | ClientApi::CountTokens,
+            ) => {
+                return unsupported(
+                    "The Anthropic Messages API cannot be sent to an OpenAI-format provider; use /v1/chat/completions for this model",
+                );
+            }
+            _ => {}
+        }
+        Ok(Attempt {
+            provider: index,
+            api,
+            path: path.to_string(),
+        })
+    }
+
+    /// The provider's name, for metrics and logs.
+    pub fn name(&self, attempt: &Attempt) -> &str {
+        self.provider(attempt).map_or("", |p| p.name.as_str())
+    }
+
+    fn translates(&self, attempt: &Attempt) -> bool {
+        attempt.api == ClientApi::Chat
+            && self
+                .provider(attempt)
+                .is_some_and(|p| p.format == WireFormat::Anthropic)
+    }
+
+    /// Whether the body must be read before the headers can be finished (translation, a model to
+    /// map, or an Azure deployment to pick). Otherwise the attempt streams straight through.
+    pub fn needs_body(&self, attempt: &Attempt) -> bool {
+        let Some(provider) = self.provider(attempt) else {
+            return false;
+        };
+        let has_model = !matches!(attempt.api, ClientApi::Other);
+        self.translates(attempt)
+            || (has_model && !provider.model_map.is_empty())
+            || (has_model && provider.format == WireFormat::AzureOpenai)
+    }
+
+    /// Reads (and if needed rewrites) the body: the model this provider sees, the translated request.
+    pub fn body(&self, attempt: &Attempt, body: &[u8]) -> Result<BodyPlan, LocalReply> {
+        let Some(provider) = self.provider(attempt) else {
+            return Ok(BodyPlan::default());
+        };
+        let flavor = attempt.api.flavor();
+        let invalid = |message: &str| {
+            error_reply(
+                flavor,
+                ErrorKind::InvalidRequest,
+                message,
+                ErrorDetail::default(),
+            )
+        };
+        let fields = read_fields(body).map_err(|e| crate::request::body_error_reply(flavor, &e))?;
+        let mapped = fields
+            .model
+            .as_deref()
+            .and_then(|m| provider.model_map.get(m))
+            .cloned();
+        let model = mapped.clone().or(fields.model.clone());
+        if self.translates(attempt) {
+            let options = RequestOptions {
+                model: model.as_deref(),
+                default_max_tokens: provider.default_max_tokens,
+            };
+            let translated = chat_request_to_messages(body, options).map_err(|m| invalid(&m))?;
+            return Ok(BodyPlan {
+                new_body: Some(translated.body),
+                model,
+                translate_response: Some(StreamFlags {
+                    stream: translated.stream,
+                    include_usage: translated.include_usage,
+                }),
+            });
+        }
+        let new_body = match (&mapped, fields.model_span) {
+            (Some(to), Some(span)) => replace_model(body, span, to),
+            _ => None,
+        };
+        Ok(BodyPlan {
+            new_body,
+            model,
+            translate_response: None,
+        })
+    }
+
+    /// Header changes for this attempt; `model` is the body's model after mapping (for Azure).
+    pub fn headers(&self, attempt: &Attempt, model: Option<&str>) -> HeaderPlan {
+        let Some(provider) = self.provider(attempt) else {
+            return HeaderPlan::default();
+        };
+        let mut plan = HeaderPlan {
+            remove: CREDENTIAL_HEADERS.to_vec(),
+            ..HeaderPlan::default()
+        };
+        let (path, query) = match attempt.path.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (attempt.path.as_str(), None),
+        };
+        let rest = path
+            .strip_prefix("/v1")
+            .filter(|r| r.is_empty() || r.starts_with('/'));
+        let prefix = provider.base_path.as_deref().unwrap_or("/v1");
+        match provider.format {
+            WireFormat::Openai => {
+                if let Some(key) = &provider.api_key {
+                    plan.set
+                        .push(("authorization", format!("Bearer {}", key.0)));
+                }
+                if let (Some(rest), Some(base)) = (rest, &provider.base_path) {
+                    plan.path = Some(with_query(format!("{base}{rest}"), query));
+                }
+                plan.remove.push("anthropic-version");
+            }
+            WireFormat::AzureOpenai => {
+                if let Some(key) = &provider.api_key {
+                    plan.set.push(("api-key", key.0.clone()));
+                }
+                if let (Some(rest), Some(model)) = (rest, model) {
+                    let deployment = provider
+                        .deployments
+                        .get(model)
+                        .map_or(model, String::as_str);
+                    let mut mapped = format!(
+                        "/openai/deployments/{deployment}{rest}?api-version={}",
+                        provider.api_version
+                    );
+                    if let Some(query) = query.filter(|q| !q.is_empty()) {
+                        mapped.push('&');
+                        mapped.push_str(query);
+                    }
+                    plan.path = Some(mapped);
+                }
+                plan.remove.push("anthropic-version");
+            }
+            WireFormat::Anthropic => {
+                if let Some(key) = &provider.api_key {
+                    plan.set.push(("x-api-key", key.0.clone()));
+                }
+                if self.translates(attempt) {
+                    plan.set
+                        .push(("anthropic-version", provider.anthropic_version.clone()));
+                    plan.path = Some(format!("{prefix}/messages"));
+                    // The response body is translated: it must arrive uncompressed.
+                    plan.remove.push("accept-encoding");
+                    plan.set
+                        .push(("content-type", "application/json".to_string()));
+                } else {
+                    // The client speaks the Anthropic API itself: its own version header wins.
+                    plan.set_if_absent
+                        .push(("anthropic-version", provider.anthropic_version.clone()));
+                    if let (Some(rest), Some(base)) = (rest, &provider.base_path) {
+                        plan.path = Some(with_query(format!("{base}{rest}"), query));
+                    }
+                }
+            }
+        }
+        plan.authority = provider.host.clone();
+        plan
+    }
+}
+
+fn with_query(path: String, query: Option<&str>) -> String {
+    match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use serde_json::{json, Value};
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "OPENAI_API_KEY" => Some("sk-openai-secret".into()),
+            "ANTHROPIC_API_KEY" => Some("sk-ant-secret".into()),
+            "AZURE_KEY" => Some("azure-secret".into()),
+            _ => None,
+        }
+    }
+
+    fn providers(json: &str) -> Providers {
+        Providers::compile(parse::<ProviderConfig>(json.as_bytes()).unwrap(), &env).unwrap()
+    }
+
+    fn demo() -> Providers {
+        providers(
+            r#"{
+            "default_provider": "openai",
+            "providers": {
+                "openai": {"format": "openai", "api_key_env": "OPENAI_API_KEY", "host": "api.openai.com"},
+                "anthropic": {"format": "anthropic", "api_key_env": "ANTHROPIC_API_KEY", "host": "api.anthropic.com",
+                              "model_map": {"gpt-4o": "claude-sonnet-4-5"}, "default_max_tokens": 1000},
+                "azure": {"format": "azure_openai", "api_key_env": "AZURE_KEY", "api_version": "2024-10-21",
+                          "deployments": {"gpt-4o-mini": "mini-deploy"}},
+                "vllm": {"format": "openai", "base_path": "/api/v1"}
+            }}"#,
+        )
+    }
+
+    fn header<'a>(plan: &'a HeaderPlan, name: &str) -> Option<&'a str> {
+        plan.set
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn openai_passthrough_injects_bearer() {
+        let p = demo();
+        let attempt = p.attempt(Some("openai"), "/v1/chat/completions").unwrap();
+        assert!(!p.needs_body(&attempt));
+        let plan = p.headers(&attempt, None);
+        assert_eq!(
+            header(&plan, "authorization"),
+            Some("Bearer sk-openai-secret")
+        );
+        assert_eq!(plan.path, None);
+        assert_eq!(plan.authority.as_deref(), Some("api.openai.com"));
+        for credential in CREDENTIAL_HEADERS {
+            assert!(plan.remove.contains(&credential));
+        }
+        // No metadata: the default provider.
+        assert_eq!(
+            p.name(&p.attempt(None, "/v1/embeddings").unwrap()),
+            "openai"
+        );
+    }
+
+    #[test]
+    fn anthropic_translation_attempt() {
+        let p = demo();
+        let attempt = p
+            .attempt(Some("anthropic"), "/v1/chat/completions")
+            .unwrap();
+        assert!(p.needs_body(&attempt));
+        let body = br#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
+        let plan = p.body(&attempt, body).unwrap();
+        assert_eq!(plan.model.as_deref(), Some("claude-sonnet-4-5"));
+        assert_eq!(
+            plan.translate_response,
+            Some(StreamFlags {
+                stream: true,
+                include_usage: true
+            })
+        );
+        let sent: Value = serde_json::from_slice(&plan.new_body.unwrap()).unwrap();
+        assert_eq!(sent["model"], "claude-sonnet-4-5");
+        assert_eq!(sent["max_tokens"], 1000);
+        let headers = p.headers(&attempt, plan.model.as_deref());
+        assert_eq!(headers.path.as_deref(), Some("/v1/messages"));
+        assert_eq!(header(&headers, "x-api-key"), Some("sk-ant-secret"));
+        assert_eq!(header(&headers, "anthropic-version"), Some("2023-06-01"));
+        assert!(
+            headers.remove.contains(&"authorization")
+                && headers.remove.contains(&"accept-encoding")
+        );
+        // Native Anthropic API: no translation, just the credential.
+        let native = p.attempt(Some("anthropic"), "/v1/messages").unwrap();
+        assert!(p.needs_body(&native), "model_map applies");
+        let plan = p
+            .body(
+                &native,
+                br#"{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[]}"#,
+            )
+            .unwrap();
+        assert_eq!(plan.new_body, None);
+        assert_eq!(plan.translate_response, None);
+        let native_headers = p.headers(&native, None);
+        assert_eq!(native_headers.path, None);
+        assert_eq!(
+            native_headers.set_if_absent,
+            vec![("anthropic-version", "2023-06-01".to_string())]
+        );
+        assert_eq!(header(&native_headers, "x-api-key"), Some("sk-ant-secret"));
+    }
+
+    #[test]
+    fn azure_paths_and_api_key() {
+        let p = demo();
+        let attempt = p.attempt(Some("azure"), "/v1/chat/completions").unwrap();
+        assert!(p.needs_body(&attempt));
+        let plan = p.headers(&attempt, Some("gpt-4o-mini"));
+        assert_eq!(
+            plan.path.as_deref(),
+            Some("/openai/deployments/mini-deploy/chat/completions?api-version=2024-10-21")
+        );
+        assert_eq!(header(&plan, "api-key"), Some("azure-secret"));
+        let other = p.headers(
+            &p.attempt(Some("azure"), "/v1/embeddings?x=1").unwrap(),
+            Some("text-embedding-3-small"),
+        );
+        assert_eq!(
+            other.path.as_deref(),
+            Some(
+                "/openai/deployments/text-embedding-3-small/embeddings?api-version=2024-10-21&x=1"
+            )
+        );
+    }
+
+    #[test]
+    fn openai_compatible_base_path_and_no_credential() {
+        let p = demo();
+        let attempt = p.attempt(Some("vllm"), "/v1/chat/completions").unwrap();
+        let plan = p.headers(&attempt, None);
+        assert_eq!(plan.path.as_deref(), Some("/api/v1/chat/completions"));
+        assert!(plan.set.is_empty());
+        assert!(
+            plan.remove.contains(&"authorization"),
+            "the client's key never goes to a keyless provider"
+        );
+    }
+
+    #[test]
+    fn model_map_rewrites_only_the_model() {
+        let p = providers(
+            r#"{"providers":{"o":{"format":"openai","model_map":{"fast":"gpt-4o-mini"}}}}"#,
+        );
+        let attempt = p.attempt(Some("o"), "/v1/chat/completions").unwrap();
+        let plan = p.body(&attempt, br#"{"model":"fast","x":1}"#).unwrap();
+        assert_eq!(
+            plan.new_body.as_deref(),
+            Some(&br#"{"model":"gpt-4o-mini","x":1}"#[..])
+        );
+        let untouched = p.body(&attempt, br#"{"model":"other"}"#).unwrap();
+        assert_eq!(untouched.new_body, None);
+    }
+
+    #[test]
+    fn unsupported_combinations_and_unknown_providers() {
+        let p = demo();
+        let err = p.attempt(Some("anthropic"), "/v1/embeddings").unwrap_err();
+        assert_eq!(err.status, 400);
+        assert!(err
+            .body
+            .contains("not supported by Anthropic-format providers"));
+        let err = p.attempt(Some("openai"), "/v1/messages").unwrap_err();
+        let body: Value = serde_json::from_str(&err.body).unwrap();
+        assert_eq!(
+            body["type"], "error",
+            "Anthropic shape for an Anthropic client"
+        );
+        let err = p.attempt(Some("nope"), "/v1/chat/completions").unwrap_err();
+        assert_eq!(err.status, 502);
+        assert!(err.body.contains("`nope`"));
+        let attempt = p
+            .attempt(Some("anthropic"), "/v1/chat/completions")
+            .unwrap();
+        let err = p
+            .body(
+                &attempt,
+                br#"{"model":"m","n":3,"messages":[{"role":"user","content":"x"}]}"#,
+            )
+            .unwrap_err();
+        assert_eq!(err.status, 400);
+        assert!(p.body(&attempt, b"{").is_err());
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_or_errors() {
+        let p = demo();
+        assert!(!format!("{p:?}").contains("secret"));
+        let err = Providers::compile(
+            parse::<ProviderConfig>(
+                br#"{"providers":{"x":{"format":"openai","api_key_env":"MISSING_KEY"}}}"#,
+            )
+            .unwrap(),
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(err.path, "providers.x.api_key_env");
+        assert!(err.message.contains("MISSING_KEY") && err.message.contains("host_env_keys"));
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let cases = [
+            (json!({}), "providers"),
+            (
+                json!({"providers": {"a b": {"format": "openai"}}}),
+                "providers.a b",
+            ),
+            (
+                json!({"providers": {"a": {"format": "azure_openai"}}}),
+                "providers.a.api_version",
+            ),
+            (
+                json!({"providers": {"a": {"format": "openai", "api_version": "1"}}}),
+                "providers.a.api_version",
+            ),
+            (
+                json!({"providers": {"a": {"format": "openai", "deployments": {"x": "y"}}}}),
+                "providers.a.deployments",
+            ),
+            (
+                json!({"providers": {"a": {"format": "openai", "anthropic_version": "1"}}}),
+                "providers.a.anthropic_version",
+            ),
+            (
+                json!({"providers": {"a": {"format": "anthropic", "default_max_tokens": 0}}}),
+                "providers.a.default_max_tokens",
+            ),
+            (
+                json!({"providers": {"a": {"format": "openai", "base_path": "v1/"}}}),
+                "providers.a.base_path",
+            ),
+            (
+                json!({"providers": {"a": {"format": "openai"}}, "default_provider": "b"}),
+                "default_provider",
+            ),
+        ];
+        for (config, path) in cases {
+            let err = Providers::compile(
+                parse::<ProviderConfig>(config.to_string().as_bytes()).unwrap(),
+                &env,
+            )
+            .unwrap_err();
+            assert_eq!(err.path, path, "{config}: {err}");
+        }
+        let err =
+            parse::<ProviderConfig>(br#"{"providers":{"a":{"format":"gemini"}}}"#).unwrap_err();
+        assert_eq!(err.path, "providers.a.format");
+    }
+}

@@ -1,0 +1,369 @@
+//! llm_provider in a real Envoy: per-attempt translation to Anthropic's format, credential injection,
+//! Azure path mapping, error mapping, and cross-format failover by Envoy's own retries.
+
+use integration::http::{self, post_json, sse_data};
+use integration::{
+    require_envoy, set_filter_config, Demo, Envoy, EnvoyOptions, DEMO_ANTHROPIC_KEY,
+    DEMO_OPENAI_KEY,
+};
+use serde_json::{json, Value};
+
+const KEY: (&str, &str) = ("authorization", "Bearer sk-demo-team-a");
+
+fn chat(demo: &Demo, extra: &[(&str, &str)], body: &Value) -> http::Response {
+    let mut headers = vec![KEY];
+    headers.extend_from_slice(extra);
+    post_json(
+        &demo.envoy.url("/v1/chat/completions"),
+        &headers,
+        &body.to_string(),
+    )
+}
+
+fn chunks(body: &str) -> Vec<Value> {
+    sse_data(body)
+        .iter()
+        .map(|d| {
+            if d == "[DONE]" {
+                json!("[DONE]")
+            } else {
+                serde_json::from_str(d).unwrap()
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn claude_through_the_openai_api() {
+    require_envoy!();
+    let demo = Demo::start();
+    let response = chat(
+        &demo,
+        &[],
+        &json!({
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 50,
+            "temperature": 0.2,
+            "stop": ["END"],
+            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello claude"}]
+        }),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    let body = response.json();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["choices"][0]["message"]["content"], "hello claude");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(body["usage"]["prompt_tokens"], 2 + 3);
+    assert_eq!(body["usage"]["total_tokens"], 5 + 3);
+
+    let sent = &demo.anthropic.requests()[0];
+    assert_eq!(sent["path"], "/v1/messages");
+    assert_eq!(sent["headers"]["x-api-key"], DEMO_ANTHROPIC_KEY);
+    assert_eq!(sent["headers"]["anthropic-version"], "2023-06-01");
+    assert!(sent["headers"].get("authorization").is_none());
+    assert!(sent["headers"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .all(|h| !h.starts_with("x-llm-")));
+    assert_eq!(
+        sent["json"],
+        json!({
+            "model": "claude-sonnet-4-5", "max_tokens": 50, "system": "be brief", "temperature": 0.2,
+            "stop_sequences": ["END"],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hello claude"}]}]
+        })
+    );
+    assert_eq!(
+        demo.envoy
+            .prometheus_value("llm_provider_translated_total{provider=\"anthropic\"}"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn claude_streaming_with_usage() {
+    require_envoy!();
+    let demo = Demo::start();
+    let response = chat(
+        &demo,
+        &[("x-mock-chunk-delay-ms", "5")],
+        &json!({
+            "model": "claude-sonnet-4-5", "stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "one two three four five"}]
+        }),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.header("content-type"), Some("text/event-stream"));
+    let events = chunks(&response.body);
+    assert_eq!(events.last(), Some(&json!("[DONE]")));
+    assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = events
+        .iter()
+        .filter_map(|e| {
+            e.pointer("/choices/0/delta/content")?
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(text, "one two three four five");
+    let usage = &events[events.len() - 2];
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["completion_tokens"], 6);
+    assert!(events
+        .iter()
+        .all(|e| e == &json!("[DONE]") || e["object"] == "chat.completion.chunk"));
+}
+
+#[test]
+fn a_tool_call_round_trip_through_claude() {
+    require_envoy!();
+    let demo = Demo::start();
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather by city",
+                        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let first = chat(
+        &demo,
+        &[],
+        &json!({
+            "model": "claude-sonnet-4-5", "tools": tools,
+            "messages": [{"role": "user", "content": "!tool Paris"}]
+        }),
+    );
+    assert_eq!(first.status, 200, "{}", first.body);
+    let message = first.json()["choices"][0]["message"].clone();
+    assert_eq!(first.json()["choices"][0]["finish_reason"], "tool_calls");
+    let call = &message["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(call["function"]["arguments"], "{\"text\":\"Paris\"}");
+    assert_eq!(
+        demo.anthropic.requests()[0]["json"]["tools"][0]["input_schema"]["properties"]["city"]
+            ["type"],
+        "string"
+    );
+
+    // Streaming the same call gives the arguments in deltas.
+    let streamed = chat(
+        &demo,
+        &[],
+        &json!({
+            "model": "claude-sonnet-4-5", "tools": tools, "stream": true,
+            "messages": [{"role": "user", "content": "!tool Paris"}]
+        }),
+    );
+    let arguments: String = chunks(&streamed.body)
+        .iter()
+        .filter_map(|e| {
+            e.pointer("/choices/0/delta/tool_calls/0/function/arguments")?
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(arguments, "{\"text\":\"Paris\"}");
+
+    // Send the tool result back: it reaches Claude as a tool_result block, the answer echoes it.
+    let second = chat(
+        &demo,
+        &[],
+        &json!({
+            "model": "claude-sonnet-4-5", "tools": tools,
+            "messages": [
+                {"role": "user", "content": "!tool Paris"},
+                message,
+                {"role": "tool", "tool_call_id": call["id"], "content": "18 degrees and sunny"}
+            ]
+        }),
+    );
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(
+        second.json()["choices"][0]["message"]["content"],
+        "18 degrees and sunny"
+    );
+    let sent = &demo.anthropic.requests()[2]["json"]["messages"];
+    assert_eq!(sent[1]["content"][0]["type"], "tool_use");
+    assert_eq!(sent[1]["content"][0]["input"], json!({"text": "Paris"}));
+    assert_eq!(
+        sent[2]["content"][0],
+        json!({"type": "tool_result", "tool_use_id": call["id"], "content": "18 degrees and sunny"})
+    );
+}
+
+#[test]
+fn gpt_4o_fails_over_from_openai_format_to_anthropic_format() {
+    require_envoy!();
+    let demo = Demo::start();
+    let plain = chat(
+        &demo,
+        &[],
+        &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "failover"}]}),
+    );
+    assert_eq!(plain.status, 200, "{}", plain.body);
+    assert_eq!(plain.json()["object"], "chat.completion");
+    assert_eq!(plain.json()["choices"][0]["message"]["content"], "failover");
+
+    let streamed = chat(
+        &demo,
+        &[],
+        &json!({"model": "gpt-4o", "stream": true,
+                                           "messages": [{"role": "user", "content": "failover stream"}]}),
+    );
+    assert_eq!(streamed.status, 200);
+    let events = chunks(&streamed.body);
+    assert_eq!(events.last(), Some(&json!("[DONE]")));
+    let text: String = events
+        .iter()
+        .filter_map(|e| {
+            e.pointer("/choices/0/delta/content")?
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(text, "failover stream");
+
+    // Attempt 1 went to the OpenAI-format priority with the OpenAI key; attempt 2 to the
+    // Anthropic-format one, translated, with the model mapped and only the Anthropic key.
+    let first_attempts = demo.unavailable.requests();
+    assert_eq!(first_attempts.len(), 2);
+    assert!(first_attempts
+        .iter()
+        .all(|r| r["path"] == "/v1/chat/completions"
+            && r["headers"]["authorization"] == format!("Bearer {DEMO_OPENAI_KEY}")
+            && r["json"]["model"] == "gpt-4o"));
+    let second_attempts = demo.anthropic.requests();
+    assert_eq!(second_attempts.len(), 2);
+    for request in &second_attempts {
+        assert_eq!(request["path"], "/v1/messages");
+        assert_eq!(request["json"]["model"], "claude-sonnet-4-5");
+        assert_eq!(request["headers"]["x-api-key"], DEMO_ANTHROPIC_KEY);
+        assert!(
+            request["headers"].get("authorization").is_none(),
+            "attempt 1's header leaked: {request}"
+        );
+    }
+    assert_eq!(
+        demo.envoy.stat("cluster.pool_gpt_4o.upstream_rq_retry"),
+        Some(2)
+    );
+    let prometheus = demo.envoy.prometheus();
+    assert!(
+        prometheus.contains("llm_provider_attempts_total{provider=\"openai\"} 2"),
+        "{prometheus}"
+    );
+    assert!(
+        prometheus.contains("llm_provider_attempts_total{provider=\"anthropic\"} 2"),
+        "{prometheus}"
+    );
+}
+
+#[test]
+fn provider_errors_arrive_in_openai_shape() {
+    require_envoy!();
+    let demo = Demo::start();
+    let body =
+        json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "x"}]});
+    let overloaded = chat(&demo, &[("x-mock-status", "529")], &body);
+    assert_eq!(overloaded.status, 503);
+    assert_eq!(overloaded.json()["error"]["code"], "overloaded_error");
+    assert_eq!(overloaded.header("content-type"), Some("application/json"));
+    let invalid = chat(&demo, &[("x-mock-status", "400")], &body);
+    assert_eq!(invalid.status, 400);
+    assert_eq!(invalid.json()["error"]["type"], "invalid_request_error");
+    assert!(invalid.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("mock error"));
+
+    // A stream that breaks mid-way ends with an OpenAI error event, not silence.
+    let mut streaming = body.clone();
+    streaming["stream"] = json!(true);
+    let broken = chat(&demo, &[("x-mock-stream-error-after", "4")], &streaming);
+    let events = chunks(&broken.body);
+    assert_eq!(events.last().unwrap()["error"]["code"], "overloaded_error");
+
+    // What the Anthropic format cannot express is refused before it is sent.
+    let unsupported = post_json(
+        &demo.envoy.url("/v1/embeddings"),
+        &[KEY],
+        r#"{"model":"claude-sonnet-4-5","input":"x"}"#,
+    );
+    assert_eq!(unsupported.status, 400);
+    assert!(unsupported.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not supported by Anthropic-format providers"));
+    let n2 = chat(
+        &demo,
+        &[],
+        &json!({"model": "claude-sonnet-4-5", "n": 2, "messages": [{"role": "user", "content": "x"}]}),
+    );
+    assert_eq!(n2.status, 400);
+    assert_eq!(
+        demo.anthropic.requests().len(),
+        3,
+        "only the three real attempts reached the provider"
+    );
+}
+
+#[test]
+fn azure_openai_path_and_key_mapping() {
+    require_envoy!();
+    let demo = Demo::start_with(|config| {
+        // The OpenAI-format mock's endpoint becomes an Azure OpenAI deployment.
+        let config = config.replacen(
+            "metadata: { filter_metadata: { llm: { provider: openai } } }",
+            "metadata: { filter_metadata: { llm: { provider: azure } } }",
+            1,
+        );
+        set_filter_config(
+            &config,
+            "llm_provider",
+            r#"{"default_provider":"openai","providers":{"openai":{"format":"openai","api_key_env":"MOCK_OPENAI_KEY"},"anthropic":{"format":"anthropic","api_key_env":"MOCK_ANTHROPIC_KEY"},"azure":{"format":"azure_openai","api_key_env":"MOCK_OPENAI_KEY","api_version":"2024-10-21","deployments":{"gpt-4o-mini":"mini-prod"}}}}"#,
+        )
+    });
+    let response = chat(
+        &demo,
+        &[],
+        &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "azure"}]}),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    let embeddings = post_json(
+        &demo.envoy.url("/v1/embeddings"),
+        &[KEY],
+        r#"{"model":"text-embedding-3-small","input":"x"}"#,
+    );
+    assert_eq!(embeddings.status, 200, "{}", embeddings.body);
+    let sent = demo.openai.requests();
+    assert_eq!(
+        sent[0]["path"],
+        "/openai/deployments/mini-prod/chat/completions?api-version=2024-10-21"
+    );
+    assert_eq!(
+        sent[1]["path"],
+        "/openai/deployments/text-embedding-3-small/embeddings?api-version=2024-10-21"
+    );
+    for request in &sent {
+        assert_eq!(request["headers"]["api-key"], DEMO_OPENAI_KEY);
+        assert!(request["headers"].get("authorization").is_none());
+    }
+}
+
+#[test]
+fn a_missing_credential_variable_is_refused_at_startup() {
+    require_envoy!();
+    let config = set_filter_config(
+        &integration::demo_config(),
+        "llm_provider",
+        r#"{"providers":{"openai":{"format":"openai","api_key_env":"NOT_SET_ANYWHERE"}}}"#,
+    );
+    let exit = Envoy::start_expecting_exit(&config, &EnvoyOptions::default());
+    assert!(!exit.status.success());
+    let line = exit
+        .log
+        .lines()
+        .find(|l| l.contains("invalid configuration"))
+        .expect("an error line");
+    assert!(
+        line.contains("llm_provider: invalid configuration: field `providers.openai.api_key_env`"),
+        "{line}"
+    );
+    assert!(line.contains("NOT_SET_ANYWHERE"), "{line}");
+}
