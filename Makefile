@@ -65,11 +65,7 @@ test-wasm:
 	CARGO_TARGET_WASM32_WASIP1_RUNNER="$(WASM_TEST_RUNNER)" cargo test -p llm-core --target $(WASM_TARGET)
 
 validate: setup
-	@set -e; for config in $$(find envoy -name '*.yaml' | sort); do \
-		$(ENVOY_BIN) --mode validate --use-dynamic-base-id --log-level error -c $$config >/dev/null \
-			&& echo "valid: $$config" \
-			|| { echo "INVALID: $$config"; $(ENVOY_BIN) --mode validate --use-dynamic-base-id -c $$config; exit 1; }; \
-	done
+	scripts/validate-configs.sh
 
 test-integration:
 	cargo test -p integration -- --test-threads 2

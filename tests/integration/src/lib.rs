@@ -544,9 +544,30 @@ pub fn shipped_envoy_configs() -> Vec<PathBuf> {
 }
 
 /// Runs `envoy --mode validate` on `config`; returns whether it passed and Envoy's output.
+/// Validation runs the filters' configuration checks, so environment variables the config reads
+/// (`host_env_keys`) get a placeholder when unset, as scripts/validate-configs.sh does.
 pub fn validate_config(config: &Path) -> (bool, String) {
     let binary = envoy_binary().expect("Envoy binary (see require_envoy!)");
-    let output = Command::new(binary)
+    let text = fs::read_to_string(config).unwrap_or_default();
+    let mut command = Command::new(binary);
+    for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        if let Some(list) = line
+            .split("host_env_keys:")
+            .nth(1)
+            .and_then(|rest| rest.split('[').nth(1))
+            .and_then(|rest| rest.split(']').next())
+        {
+            let is_name = |n: &&str| {
+                !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            };
+            for name in list.split(',').map(str::trim).filter(is_name) {
+                if std::env::var_os(name).is_none() {
+                    command.env(name, "validate-placeholder");
+                }
+            }
+        }
+    }
+    let output = command
         .current_dir(repo_root())
         .args(["--mode", "validate", "--use-dynamic-base-id", "-c"])
         .arg(config)
