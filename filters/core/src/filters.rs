@@ -12,10 +12,7 @@ pub use crate::router::RouterConfig;
 #[serde(deny_unknown_fields)]
 pub struct PiiConfig {}
 
-/// `llm_usage` configuration. Price table and limits arrive with the usage issue.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct UsageConfig {}
+pub use crate::accounting::UsageConfig;
 
 pub use crate::provider::ProviderConfig;
 
@@ -34,6 +31,5 @@ mod tests {
         }
         check::<RouterConfig>();
         check::<PiiConfig>();
-        check::<UsageConfig>();
     }
 }

@@ -3,6 +3,7 @@
 //! Nothing here depends on proxy-wasm: filter crates read what they need from the host, call into this
 //! crate, and apply the data it returns. That keeps the logic testable on the host and under wasm.
 
+pub mod accounting;
 pub mod anthropic;
 pub mod api;
 pub mod auth;
@@ -15,3 +16,4 @@ pub mod ratelimit;
 pub mod request;
 pub mod router;
 pub mod sse;
+pub mod usage;

@@ -249,3 +249,265 @@ mod tests {
         assert_eq!(retry_after_seconds(Duration::from_millis(12_001)), 13);
     }
 }
+
+/// A token budget that can go into debt: admission needs at least one token left, and the real cost is
+/// charged afterwards (an LLM request's size is only known when its response ends). A request admitted
+/// with budget left may therefore end above the limit; the debt delays the next requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenBucket {
+    pub limit: RateLimit,
+}
+
+/// Stored state of a [`TokenBucket`]: a signed level in the same units as [`BucketState`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DebtState {
+    pub level: i128,
+    pub last_ns: u64,
+}
+
+impl DebtState {
+    pub fn encode(&self) -> [u8; ENCODED_LEN] {
+        BucketState {
+            level: self.level as u128,
+            last_ns: self.last_ns,
+        }
+        .encode()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<DebtState> {
+        BucketState::decode(bytes).map(|s| DebtState {
+            level: s.level as i128,
+            last_ns: s.last_ns,
+        })
+    }
+}
+
+impl TokenBucket {
+    fn capacity(&self) -> i128 {
+        i128::try_from(self.limit.capacity()).unwrap_or(i128::MAX)
+    }
+
+    fn unit(&self) -> i128 {
+        i128::from(self.limit.window_ns.max(1))
+    }
+
+    pub fn full(&self) -> DebtState {
+        DebtState {
+            level: self.capacity(),
+            last_ns: 0,
+        }
+    }
+
+    fn refilled(&self, state: Option<DebtState>, now_ns: u64) -> DebtState {
+        match state {
+            None => DebtState {
+                level: self.capacity(),
+                last_ns: now_ns,
+            },
+            Some(s) => {
+                let elapsed = i128::from(now_ns.saturating_sub(s.last_ns));
+                let level = s
+                    .level
+                    .saturating_add(elapsed.saturating_mul(i128::from(self.limit.limit)))
+                    .min(self.capacity());
+                DebtState {
+                    level,
+                    last_ns: now_ns.max(s.last_ns),
+                }
+            }
+        }
+    }
+
+    fn wait_until(&self, level: i128, target: i128) -> Duration {
+        if level >= target || self.limit.limit == 0 {
+            return Duration::ZERO;
+        }
+        let ns = (target - level).div_euclid(i128::from(self.limit.limit)) + 1;
+        Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+    }
+
+    /// Whether a request may start now: at least one token left.
+    pub fn check(&self, state: Option<DebtState>, now_ns: u64) -> Outcome {
+        let s = self.refilled(state, now_ns);
+        let remaining = s.level.div_euclid(self.unit()).max(0);
+        Outcome {
+            allowed: s.level >= self.unit(),
+            limit: self.limit.limit,
+            remaining: u64::try_from(remaining).unwrap_or(u64::MAX),
+            retry_after: self.wait_until(s.level, self.unit()),
+            reset: self.wait_until(s.level, self.capacity()),
+        }
+    }
+
+    /// Charges the tokens a finished request used.
+    pub fn charge(&self, state: Option<DebtState>, now_ns: u64, tokens: u64) -> DebtState {
+        let mut s = self.refilled(state, now_ns);
+        s.level = s
+            .level
+            .saturating_sub(i128::from(tokens).saturating_mul(self.unit()));
+        s
+    }
+}
+
+/// Calendar windows for budgets, in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Day,
+    Month,
+}
+
+/// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (Howard Hinnant's civil_from_days).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Days since 1970-01-01 of (year, month, day).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let month = i64::from(month);
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+impl Period {
+    /// The window `now` falls in (UTC day or month number) and how long until the next one starts.
+    pub fn window(self, now_secs: u64) -> (u32, Duration) {
+        let days = i64::try_from(now_secs / 86_400).unwrap_or(0);
+        let into_day = now_secs % 86_400;
+        match self {
+            Period::Day => (
+                u32::try_from(days).unwrap_or(u32::MAX),
+                Duration::from_secs(86_400 - into_day),
+            ),
+            Period::Month => {
+                let (year, month, _) = civil_from_days(days);
+                let id = u32::try_from(year * 12 + i64::from(month) - 1).unwrap_or(u32::MAX);
+                let (next_year, next_month) = if month == 12 {
+                    (year + 1, 1)
+                } else {
+                    (year, month + 1)
+                };
+                let next = days_from_civil(next_year, next_month, 1) * 86_400;
+                let left = u64::try_from(next).unwrap_or(0).saturating_sub(now_secs);
+                (id, Duration::from_secs(left))
+            }
+        }
+    }
+}
+
+/// Spending in the current window, stored as (window id, nano-USD spent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spend {
+    pub window: u32,
+    pub spent: u64,
+}
+
+impl Spend {
+    pub fn encode(&self) -> [u8; 12] {
+        let mut out = [0u8; 12];
+        let (w, s) = out.split_at_mut(4);
+        w.copy_from_slice(&self.window.to_le_bytes());
+        s.copy_from_slice(&self.spent.to_le_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Spend> {
+        let window: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
+        let spent: [u8; 8] = bytes.get(4..12)?.try_into().ok()?;
+        (bytes.len() == 12).then(|| Spend {
+            window: u32::from_le_bytes(window),
+            spent: u64::from_le_bytes(spent),
+        })
+    }
+
+    /// What was spent in `window` (a stored spend from an earlier window counts as nothing).
+    pub fn in_window(stored: Option<Spend>, window: u32) -> u64 {
+        stored.filter(|s| s.window == window).map_or(0, |s| s.spent)
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    #[test]
+    fn token_bucket_admits_then_carries_debt() {
+        let bucket = TokenBucket {
+            limit: RateLimit::new(2000, Duration::from_secs(60)),
+        };
+        let now = 1_000 * SECOND;
+        assert!(bucket.check(None, now).allowed);
+        // One big response: 2,500 tokens against 2,000 a minute.
+        let state = bucket.charge(None, now, 2500);
+        let denied = bucket.check(Some(state), now);
+        assert!(!denied.allowed);
+        assert_eq!(denied.remaining, 0);
+        // 500 tokens of debt + 1 token needed, at 2000/60 s a token: just over 15 s.
+        assert_eq!(denied.retry_after.as_secs(), 15);
+        assert!(!bucket.check(Some(state), now + 15 * SECOND).allowed);
+        assert!(bucket.check(Some(state), now + 16 * SECOND).allowed);
+        // A full minute and a quarter refills completely.
+        let later = bucket.check(Some(state), now + 75 * SECOND);
+        assert_eq!(later.remaining, 2000);
+        assert_eq!(DebtState::decode(&state.encode()), Some(state));
+    }
+
+    #[test]
+    fn day_and_month_windows() {
+        // 2026-11-22T10:00:00Z
+        let now = 1_795_341_600;
+        let (day, left) = Period::Day.window(now);
+        assert_eq!(day, 20_779);
+        assert_eq!(left, Duration::from_secs(14 * 3600));
+        let (month, left) = Period::Month.window(now);
+        assert_eq!(month, 2026 * 12 + 10);
+        // Until 2026-12-01T00:00:00Z: 8 days and 14 hours.
+        assert_eq!(left, Duration::from_secs(8 * 86_400 + 14 * 3600));
+        // 31 December rolls over to January of the next year.
+        let (month, left) = Period::Month.window(1_798_761_599); // 2026-12-31T23:59:59Z
+        assert_eq!(month, 2026 * 12 + 11);
+        assert_eq!(left, Duration::from_secs(1));
+        for days in [-1, 0, 59, 60, 365, 11_016, 20_779, 100_000] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+
+    #[test]
+    fn spend_resets_with_the_window() {
+        let stored = Some(Spend {
+            window: 7,
+            spent: 500,
+        });
+        assert_eq!(Spend::in_window(stored, 7), 500);
+        assert_eq!(Spend::in_window(stored, 8), 0);
+        assert_eq!(
+            Spend::decode(
+                &Spend {
+                    window: 9,
+                    spent: u64::MAX
+                }
+                .encode()
+            ),
+            Some(Spend {
+                window: 9,
+                spent: u64::MAX
+            })
+        );
+        assert_eq!(Spend::decode(b"short"), None);
+    }
+}

@@ -1,0 +1,571 @@
+//! Token usage from provider responses: OpenAI and Anthropic, JSON and SSE, extracted as the bytes pass.
+
+use crate::sse::SseParser;
+use serde_json::Value;
+
+/// Tokens one request used. OpenAI counts cached tokens inside `input`; Anthropic reports them apart
+/// (its `input_tokens` excludes them), so Anthropic's numbers are folded into the same shape here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// All prompt tokens, cached ones included.
+    pub input: u64,
+    pub output: u64,
+    /// Prompt tokens served from the provider's cache (priced as cached input).
+    pub cached_input: u64,
+    /// Anthropic: prompt tokens written to the cache.
+    pub cache_creation: u64,
+    /// OpenAI: reasoning tokens (already inside `output`).
+    pub reasoning: u64,
+    /// The provider sent no usage; these numbers are estimates.
+    pub estimated: bool,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.input + self.output
+    }
+
+    fn from_openai(usage: &Value) -> Option<Usage> {
+        let object = usage.as_object()?;
+        let get = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+        let input = get(object
+            .get("prompt_tokens")
+            .or_else(|| object.get("input_tokens")));
+        let output = get(object
+            .get("completion_tokens")
+            .or_else(|| object.get("output_tokens")));
+        Some(Usage {
+            input,
+            output,
+            cached_input: get(usage.pointer("/prompt_tokens_details/cached_tokens"))
+                .max(get(usage.pointer("/input_tokens_details/cached_tokens"))),
+            cache_creation: 0,
+            reasoning: get(usage.pointer("/completion_tokens_details/reasoning_tokens"))
+                .max(get(usage.pointer("/output_tokens_details/reasoning_tokens"))),
+            estimated: false,
+        })
+    }
+
+    /// Merges an Anthropic `usage` object (fields present override).
+    fn absorb_anthropic(&mut self, usage: &Value) {
+        let get = |name: &str| usage.get(name).and_then(Value::as_u64);
+        let uncached = get("input_tokens");
+        if let Some(v) = get("cache_read_input_tokens") {
+            self.cached_input = v;
+        }
+        if let Some(v) = get("cache_creation_input_tokens") {
+            self.cache_creation = v;
+        }
+        if let Some(v) = uncached {
+            self.input = v + self.cached_input + self.cache_creation;
+        }
+        if let Some(v) = get("output_tokens") {
+            self.output = v;
+        }
+    }
+}
+
+/// The response format, from the API the client spoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFormat {
+    OpenAi,
+    Anthropic,
+}
+
+/// Usage (and the model the provider reports) from a complete JSON response.
+pub fn from_json(format: ResponseFormat, body: &[u8]) -> (Option<Usage>, Option<String>) {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return (None, None);
+    };
+    let model = value
+        .get("model")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let usage = match (format, value.get("usage")) {
+        (ResponseFormat::OpenAi, Some(usage)) => Usage::from_openai(usage),
+        (ResponseFormat::Anthropic, Some(usage)) => {
+            let mut u = Usage::default();
+            u.absorb_anthropic(usage);
+            Some(u)
+        }
+        _ => None,
+    };
+    (usage, model)
+}
+
+/// The text a JSON response carries, for estimating output tokens when the provider sent no usage.
+pub fn output_text_len(format: ResponseFormat, body: &[u8]) -> usize {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return 0;
+    };
+    let mut chars = 0;
+    match format {
+        ResponseFormat::OpenAi => {
+            for choice in value
+                .get("choices")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                for text in [choice.pointer("/message/content"), choice.get("text")]
+                    .into_iter()
+                    .flatten()
+                {
+                    chars += text.as_str().map_or(0, |t| t.chars().count());
+                }
+            }
+        }
+        ResponseFormat::Anthropic => {
+            for block in value
+                .get("content")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                chars += block
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .map_or(0, |t| t.chars().count());
+            }
+        }
+    }
+    chars
+}
+
+/// The usual rule of thumb, used only when a provider reports nothing: four characters a token.
+pub fn estimate_tokens(chars: usize) -> u64 {
+    (chars as u64).div_ceil(4)
+}
+
+/// Follows an SSE response as it streams: usage, the reported model, when the first content arrives,
+/// and (when the gateway asked for usage on the client's behalf) removes what the client did not ask for.
+#[derive(Debug)]
+pub struct StreamUsage {
+    format: ResponseFormat,
+    parser: SseParser,
+    /// Drop the usage-only chunk and the `usage: null` fields: the client did not ask for usage.
+    hide_usage: bool,
+    usage: Option<Usage>,
+    model: Option<String>,
+    output_chars: usize,
+    saw_content: bool,
+}
+
+impl StreamUsage {
+    pub fn new(format: ResponseFormat, hide_usage: bool) -> Self {
+        StreamUsage {
+            format,
+            parser: SseParser::new(),
+            hide_usage,
+            usage: None,
+            model: None,
+            output_chars: 0,
+            saw_content: false,
+        }
+    }
+
+    /// Feeds a chunk. Returns whether the first content arrived in it, and, when hiding usage, the
+    /// chunk to send instead (only complete events; an unfinished one is held until it completes).
+    pub fn push(&mut self, chunk: &[u8]) -> (bool, Option<Vec<u8>>) {
+        let before = self.saw_content;
+        if !self.hide_usage {
+            for event in self.parser.push(chunk) {
+                self.observe(&event.data, event.event.as_deref());
+            }
+            return (!before && self.saw_content, None);
+        }
+        let mut out = Vec::with_capacity(chunk.len());
+        for event in self.parser.push(chunk) {
+            if let Some(rewritten) = self.observe(&event.data, event.event.as_deref()) {
+                out.extend_from_slice(&rewritten);
+            }
+        }
+        (!before && self.saw_content, Some(out))
+    }
+
+    /// The stream ended: a final event without its blank line still counts.
+    pub fn finish(&mut self) -> Option<Vec<u8>> {
+        let event = self.parser.finish()?;
+        let rewritten = self.observe(&event.data, event.event.as_deref());
+        if self.hide_usage {
+            rewritten
+        } else {
+            None
+        }
+    }
+
+    /// Handles one event; returns its bytes to forward when hiding usage (None drops it).
+    fn observe(&mut self, data: &str, name: Option<&str>) -> Option<Vec<u8>> {
+        let parsed: Option<Value> = serde_json::from_str(data).ok();
+        match self.format {
+            ResponseFormat::OpenAi => {
+                let Some(mut value) = parsed else {
+                    return Some(format!("data: {data}\n\n").into_bytes()); // [DONE] and the like
+                };
+                if self.model.is_none() {
+                    self.model = value
+                        .get("model")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                }
+                for choice in value
+                    .get("choices")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let delta = choice.get("delta");
+                    let content = delta
+                        .and_then(|d| d.get("content"))
+                        .and_then(Value::as_str)
+                        .or_else(|| choice.get("text").and_then(Value::as_str))
+                        .unwrap_or("");
+                    self.output_chars += content.chars().count();
+                    let tool = delta.and_then(|d| d.get("tool_calls")).is_some();
+                    if !content.is_empty() || tool {
+                        self.saw_content = true;
+                    }
+                }
+                let usage_only = value
+                    .get("choices")
+                    .and_then(Value::as_array)
+                    .is_some_and(Vec::is_empty);
+                if let Some(usage) = value.get("usage").and_then(Usage::from_openai) {
+                    self.usage = Some(usage);
+                }
+                if !self.hide_usage {
+                    return None;
+                }
+                if usage_only && value.get("usage").is_some_and(|u| !u.is_null()) {
+                    return None; // the chunk the client did not ask for
+                }
+                if let Some(object) = value.as_object_mut() {
+                    if object.get("usage").is_some_and(Value::is_null) {
+                        object.remove("usage");
+                    }
+                }
+                Some(format!("data: {value}\n\n").into_bytes())
+            }
+            ResponseFormat::Anthropic => {
+                let value = parsed?;
+                let kind = value
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .or(name)
+                    .unwrap_or("");
+                match kind {
+                    "message_start" => {
+                        let message = value.get("message");
+                        self.model = message
+                            .and_then(|m| m.get("model"))
+                            .and_then(Value::as_str)
+                            .map(str::to_string);
+                        if let Some(usage) = message.and_then(|m| m.get("usage")) {
+                            self.usage
+                                .get_or_insert_with(Usage::default)
+                                .absorb_anthropic(usage);
+                        }
+                    }
+                    "content_block_delta" => {
+                        let delta = value.get("delta");
+                        let text = delta
+                            .and_then(|d| d.get("text").or_else(|| d.get("partial_json")))
+                            .and_then(Value::as_str)
+                            .unwrap_or("");
+                        self.output_chars += text.chars().count();
+                        if !text.is_empty() {
+                            self.saw_content = true;
+                        }
+                    }
+                    "message_delta" => {
+                        if let Some(usage) = value.get("usage") {
+                            self.usage
+                                .get_or_insert_with(Usage::default)
+                                .absorb_anthropic(usage);
+                        }
+                    }
+                    _ => {}
+                }
+                None
+            }
+        }
+    }
+
+    /// What was reported, or `None` when the provider sent no usage.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
+    pub fn output_chars(&self) -> usize {
+        self.output_chars
+    }
+}
+
+/// Adds `"stream_options":{"include_usage":true}` to a streaming OpenAI chat/completions request that did
+/// not ask for usage, by splicing bytes (the rest of the body is untouched). Returns None when nothing
+/// needs to change (not streaming, usage already asked for, or not an object).
+pub fn inject_include_usage(body: &[u8]) -> Option<Vec<u8>> {
+    #[derive(serde::Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow, default)]
+        stream: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow, default)]
+        stream_options: Option<&'a serde_json::value::RawValue>,
+    }
+    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    if body.get(start) != Some(&b'{') {
+        return None;
+    }
+    let probe: Probe<'_> = serde_json::from_slice(body).ok()?;
+    if probe.stream.map(|s| s.get()) != Some("true") {
+        return None;
+    }
+    match probe.stream_options {
+        None => {
+            let mut out = Vec::with_capacity(body.len() + 40);
+            out.extend_from_slice(body.get(..=start)?);
+            out.extend_from_slice(br#""stream_options":{"include_usage":true}"#);
+            let rest = body.get(start + 1..)?;
+            // `{}` needs no comma; anything else does.
+            if rest.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'}') {
+                out.push(b',');
+            }
+            out.extend_from_slice(rest);
+            Some(out)
+        }
+        Some(raw) => {
+            let mut options: serde_json::Map<String, Value> =
+                serde_json::from_str(raw.get()).ok()?;
+            if options.get("include_usage").and_then(Value::as_bool) == Some(true) {
+                return None;
+            }
+            options.insert("include_usage".into(), Value::Bool(true));
+            let replacement = serde_json::to_vec(&options).ok()?;
+            let offset = (raw.get().as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+            let mut out = Vec::with_capacity(body.len() + 24);
+            out.extend_from_slice(body.get(..offset)?);
+            out.extend_from_slice(&replacement);
+            out.extend_from_slice(body.get(offset + raw.get().len()..)?);
+            Some(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn openai_json() {
+        let body = json!({"model": "gpt-4o-mini-2024", "choices": [{"message": {"content": "hello"}}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17,
+                      "prompt_tokens_details": {"cached_tokens": 4},
+                      "completion_tokens_details": {"reasoning_tokens": 2}}});
+        let (usage, model) = from_json(ResponseFormat::OpenAi, body.to_string().as_bytes());
+        assert_eq!(
+            usage,
+            Some(Usage {
+                input: 12,
+                output: 5,
+                cached_input: 4,
+                reasoning: 2,
+                ..Default::default()
+            })
+        );
+        assert_eq!(model.as_deref(), Some("gpt-4o-mini-2024"));
+        assert_eq!(
+            output_text_len(ResponseFormat::OpenAi, body.to_string().as_bytes()),
+            5
+        );
+    }
+
+    #[test]
+    fn embeddings_and_responses_api_json() {
+        let (usage, _) = from_json(
+            ResponseFormat::OpenAi,
+            br#"{"usage":{"prompt_tokens":8,"total_tokens":8}}"#,
+        );
+        assert_eq!(usage.unwrap().input, 8);
+        let (usage, _) = from_json(ResponseFormat::OpenAi, br#"{"usage":{"input_tokens":3,"output_tokens":4,"input_tokens_details":{"cached_tokens":1}}}"#);
+        assert_eq!(
+            usage,
+            Some(Usage {
+                input: 3,
+                output: 4,
+                cached_input: 1,
+                ..Default::default()
+            })
+        );
+    }
+
+    #[test]
+    fn anthropic_json_folds_cache_tokens_into_input() {
+        let body = json!({"model": "claude-sonnet-4-5", "content": [{"type": "text", "text": "hi!"}],
+            "usage": {"input_tokens": 10, "cache_read_input_tokens": 30, "cache_creation_input_tokens": 5, "output_tokens": 7}});
+        let (usage, model) = from_json(ResponseFormat::Anthropic, body.to_string().as_bytes());
+        assert_eq!(
+            usage,
+            Some(Usage {
+                input: 45,
+                output: 7,
+                cached_input: 30,
+                cache_creation: 5,
+                ..Default::default()
+            })
+        );
+        assert_eq!(model.as_deref(), Some("claude-sonnet-4-5"));
+        assert_eq!(
+            output_text_len(ResponseFormat::Anthropic, body.to_string().as_bytes()),
+            3
+        );
+    }
+
+    #[test]
+    fn no_usage_and_garbage() {
+        assert_eq!(
+            from_json(ResponseFormat::OpenAi, br#"{"choices":[]}"#).0,
+            None
+        );
+        assert_eq!(from_json(ResponseFormat::OpenAi, b"not json"), (None, None));
+        assert_eq!(estimate_tokens(9), 3);
+    }
+
+    const OPENAI_STREAM: &str = concat!(
+        "data: {\"id\":\"c\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"héllo \"}}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"world\"}}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":3,\"total_tokens\":12}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    fn feed(
+        stream: &str,
+        format: ResponseFormat,
+        hide: bool,
+        splits: &[usize],
+    ) -> (StreamUsage, Vec<u8>, usize) {
+        let mut tracker = StreamUsage::new(format, hide);
+        let bytes = stream.as_bytes();
+        let mut out = Vec::new();
+        let mut first_at = usize::MAX;
+        let mut start = 0;
+        for (n, &end) in splits
+            .iter()
+            .chain(std::iter::once(&bytes.len()))
+            .enumerate()
+        {
+            let (first, rewritten) = tracker.push(&bytes[start..end]);
+            if first && first_at == usize::MAX {
+                first_at = n;
+            }
+            out.extend(rewritten.unwrap_or_default());
+            start = end;
+        }
+        out.extend(tracker.finish().unwrap_or_default());
+        (tracker, out, first_at)
+    }
+
+    #[test]
+    fn openai_stream_usage_at_every_split() {
+        for split in 0..=OPENAI_STREAM.len() {
+            let (tracker, _, _) = feed(OPENAI_STREAM, ResponseFormat::OpenAi, false, &[split]);
+            assert_eq!(
+                tracker.usage().map(|u| (u.input, u.output)),
+                Some((9, 3)),
+                "split {split}"
+            );
+            assert_eq!(tracker.output_chars(), 11);
+            assert_eq!(tracker.model(), Some("gpt-4o-mini"));
+        }
+    }
+
+    #[test]
+    fn hidden_usage_is_removed_exactly() {
+        let expected = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"\",\"role\":\"assistant\"},\"index\":0}],\"id\":\"c\",\"model\":\"gpt-4o-mini\"}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"héllo \"},\"index\":0}],\"id\":\"c\",\"model\":\"gpt-4o-mini\"}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"world\"},\"index\":0}],\"id\":\"c\",\"model\":\"gpt-4o-mini\"}\n\n",
+            "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\",\"index\":0}],\"id\":\"c\",\"model\":\"gpt-4o-mini\"}\n\n",
+            "data: [DONE]\n\n",
+        );
+        for split in 0..=OPENAI_STREAM.len() {
+            let (tracker, out, _) = feed(OPENAI_STREAM, ResponseFormat::OpenAi, true, &[split]);
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "split {split}");
+            assert_eq!(tracker.usage().unwrap().total(), 12);
+        }
+    }
+
+    #[test]
+    fn first_content_is_detected_in_the_chunk_that_carries_it() {
+        let second_event = OPENAI_STREAM.find("data: {\"id\":\"c\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"h").unwrap();
+        let (_, _, first_at) = feed(
+            OPENAI_STREAM,
+            ResponseFormat::OpenAi,
+            false,
+            &[second_event, second_event + 20],
+        );
+        assert_eq!(
+            first_at, 2,
+            "the role-only chunk is not content; the event completes in the third piece"
+        );
+    }
+
+    #[test]
+    fn anthropic_stream_at_every_split() {
+        let stream = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":10,\"cache_read_input_tokens\":2,\"output_tokens\":1}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":6}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        for split in 0..=stream.len() {
+            let (tracker, out, _) = feed(stream, ResponseFormat::Anthropic, false, &[split]);
+            assert!(out.is_empty());
+            assert_eq!(
+                tracker.usage(),
+                Some(Usage {
+                    input: 12,
+                    output: 6,
+                    cached_input: 2,
+                    ..Default::default()
+                }),
+                "split {split}"
+            );
+            assert_eq!(tracker.model(), Some("claude-sonnet-4-5"));
+        }
+    }
+
+    #[test]
+    fn include_usage_injection() {
+        let inject = |body: &str| {
+            inject_include_usage(body.as_bytes()).map(|b| String::from_utf8(b).unwrap())
+        };
+        assert_eq!(
+            inject(r#"{"model":"m","stream":true,"messages":[]}"#).as_deref(),
+            Some(
+                r#"{"stream_options":{"include_usage":true},"model":"m","stream":true,"messages":[]}"#
+            )
+        );
+        assert_eq!(
+            inject(r#" {"stream":true,"stream_options":{"include_usage":false,"x":1}}"#).as_deref(),
+            Some(r#" {"stream":true,"stream_options":{"include_usage":true,"x":1}}"#)
+        );
+        assert_eq!(
+            inject(r#"{"stream":true,"stream_options":{"include_usage":true}}"#),
+            None
+        );
+        assert_eq!(inject(r#"{"model":"m","messages":[]}"#), None);
+        assert_eq!(inject(r#"{"stream":false}"#), None);
+        assert_eq!(inject("[1]"), None);
+        assert_eq!(inject("{oops"), None);
+        let injected = inject(r#"{"stream":true}"#).unwrap();
+        let parsed: Value = serde_json::from_str(&injected).unwrap();
+        assert_eq!(parsed["stream_options"]["include_usage"], true);
+    }
+}
