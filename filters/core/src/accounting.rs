@@ -261,16 +261,22 @@ impl Accounting {
         })
     }
 
-    /// The token limits of named consumers, whose buckets can be created before traffic.
-    pub fn named_token_limits(&self) -> impl Iterator<Item = (&Limit, &str, TokenBucket)> + '_ {
-        self.limits
-            .iter()
-            .filter_map(|limit| match (&limit.consumer, limit.kind) {
-                (Some(consumer), LimitKind::Tokens { bucket, .. }) => {
-                    Some((limit, consumer.as_str(), bucket))
+    /// The limits of named consumers with the counter each starts from, so they can be created
+    /// before traffic (Envoy does not compare-and-swap the first write of a shared-data key).
+    pub fn named_limits(&self) -> impl Iterator<Item = (String, Vec<u8>)> + '_ {
+        self.limits.iter().filter_map(|limit| {
+            let consumer = limit.consumer.as_deref()?;
+            let initial = match limit.kind {
+                LimitKind::Tokens { bucket, .. } => bucket.full().encode().to_vec(),
+                LimitKind::Budget { .. } => crate::ratelimit::Spend {
+                    window: 0,
+                    spent: 0,
                 }
-                _ => None,
-            })
+                .encode()
+                .to_vec(),
+            };
+            Some((limit.key(consumer), initial))
+        })
     }
 
     /// The cost of `usage` in nano-USD (1e-9 USD), or None when no price matches.
@@ -434,7 +440,11 @@ mod tests {
             }),
             7
         );
-        assert_eq!(a.named_token_limits().count(), 1);
+        let named: Vec<String> = a.named_limits().map(|(key, _)| key).collect();
+        assert_eq!(
+            named,
+            vec!["llm_usage.limit0.tiny", "llm_usage.limit2.team-b"]
+        );
     }
 
     #[test]

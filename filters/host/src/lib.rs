@@ -140,11 +140,7 @@ const CAS_ATTEMPTS: usize = 64;
 /// Stores a full bucket under `key` unless one exists. Envoy does not compare-and-swap the first write
 /// of a key, so buckets known from config are created at configure time, before any request.
 pub fn ensure_bucket(key: &str, limit: &llm_core::ratelimit::RateLimit) {
-    if let Ok((None, _)) = hostcalls::get_shared_data(key) {
-        if let Err(status) = hostcalls::set_shared_data(key, Some(&limit.full().encode()), None) {
-            log::warn!("cannot create bucket: {status:?}");
-        }
-    }
+    ensure_shared(key, &limit.full().encode());
 }
 
 /// Takes `cost` from the token bucket stored under `key` in shared data (shared by every worker of
@@ -182,4 +178,69 @@ pub fn take_from_bucket(
     }
     log::warn!("shared data stayed contended after {CAS_ATTEMPTS} attempts");
     None
+}
+
+/// Stores `bytes` under `key` unless the key exists (for counters known from config, created before
+/// traffic because Envoy does not compare-and-swap the first write of a key).
+pub fn ensure_shared(key: &str, bytes: &[u8]) {
+    if let Ok((None, _)) = hostcalls::get_shared_data(key) {
+        if let Err(status) = hostcalls::set_shared_data(key, Some(bytes), None) {
+            log::warn!("cannot create shared data: {status:?}");
+        }
+    }
+}
+
+/// Reads `key`, lets `update` compute the new value from the current one, and writes it with
+/// compare-and-swap, retrying on conflicts. Returns whether the write happened.
+pub fn update_shared(key: &str, update: impl Fn(Option<&[u8]>) -> Vec<u8>) -> bool {
+    use proxy_wasm::types::Status;
+    for _ in 0..CAS_ATTEMPTS {
+        let (bytes, cas) = match hostcalls::get_shared_data(key) {
+            Ok(found) => found,
+            Err(status) => {
+                log::warn!("shared data read failed: {status:?}");
+                return false;
+            }
+        };
+        let next = update(bytes.as_deref());
+        match hostcalls::set_shared_data(key, Some(&next), cas) {
+            Ok(()) => return true,
+            Err(Status::CasMismatch) => continue,
+            Err(status) => {
+                log::warn!("shared data write failed: {status:?}");
+                return false;
+            }
+        }
+    }
+    log::warn!("shared data stayed contended after {CAS_ATTEMPTS} attempts");
+    false
+}
+
+/// Reads `key` from shared data.
+pub fn read_shared(key: &str) -> Option<Vec<u8>> {
+    hostcalls::get_shared_data(key)
+        .ok()
+        .and_then(|(bytes, _)| bytes)
+}
+
+/// A histogram metric (Envoy's default buckets; visible after the stats flush).
+#[derive(Debug, Clone, Copy)]
+pub struct Histogram {
+    id: u32,
+}
+
+impl Histogram {
+    pub fn define(name: &str) -> Option<Self> {
+        match hostcalls::define_metric(MetricType::Histogram, name) {
+            Ok(id) => Some(Histogram { id }),
+            Err(status) => {
+                log::error!("cannot define metric {name}: {status:?}");
+                None
+            }
+        }
+    }
+
+    pub fn record(&self, value: u64) {
+        let _ = hostcalls::record_metric(self.id, value);
+    }
 }

@@ -107,6 +107,15 @@ impl ProviderAttempt {
             }
         }
         if let Some(path) = &plan.path {
+            // As Envoy does for its own rewrites: access logs keep showing the client's path.
+            if self
+                .get_http_request_header("x-envoy-original-path")
+                .is_none()
+            {
+                if let Some(original) = self.get_http_request_header(":path") {
+                    self.set_http_request_header("x-envoy-original-path", Some(&original));
+                }
+            }
             self.set_http_request_header(":path", Some(path));
         }
         if let Some(authority) = &plan.authority {

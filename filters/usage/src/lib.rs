@@ -1,41 +1,530 @@
-//! `llm_usage`: token and cost accounting, metrics, token limits and budgets.
+//! `llm_usage`: token and cost accounting, metrics, access-log fields, token limits and budgets.
 //!
-//! Thin glue: the logic lives in `llm-core`. See README.md for the configuration reference.
+//! Thin glue: extraction, prices and limit arithmetic live in `llm_core::{usage, accounting,
+//! ratelimit}`. See README.md for the configuration reference.
 
+use llm_core::accounting::{
+    budget_exhausted, format_usd, token_limit_headers, tokens_exhausted, Accounting, LimitKind,
+    UsageConfig,
+};
+use llm_core::api::{classify, ApiFlavor, Endpoint};
 use llm_core::config::ConfigError;
-use llm_core::filters::UsageConfig;
-use llm_host::Filter;
+use llm_core::metrics::labeled_name;
+use llm_core::ratelimit::{DebtState, Outcome, Spend};
+use llm_core::usage::{
+    estimate_tokens, from_json, inject_include_usage, output_text_len, ResponseFormat, StreamUsage,
+    Usage,
+};
+use llm_host::{
+    ensure_shared, now_unix_nanos, read_shared, send_local_reply, set_filter_state, update_shared,
+    Counter, Filter, Histogram,
+};
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 proxy_wasm::main! {{
-    llm_host::register::<Usage>();
+    llm_host::register::<UsageFilter>();
 }}
 
-pub struct Usage {
-    #[allow(dead_code)]
-    config: UsageConfig,
+/// Non-streaming responses are copied (not held) to read their usage at the end; past this size the
+/// copy stops and usage is estimated.
+const MAX_JSON_COPY: usize = 16 * 1024 * 1024;
+const PROVIDER_METADATA: [&str; 5] = [
+    "xds",
+    "upstream_host_metadata",
+    "filter_metadata",
+    "llm",
+    "provider",
+];
+
+pub struct UsageFilter {
+    accounting: Accounting,
+    metrics: RefCell<Metrics>,
 }
 
-impl Filter for Usage {
+/// Metric ids by full (labeled) name, defined on first use; label sets are capped.
+struct Metrics {
+    counters: HashMap<String, Option<Counter>>,
+    histograms: HashMap<String, Option<Histogram>>,
+    label_sets: HashSet<(String, String, String)>,
+    max_label_sets: usize,
+}
+
+impl Metrics {
+    /// The labels to use: these, or `other` once too many distinct sets were seen.
+    fn bounded(&mut self, consumer: &str, model: &str, provider: &str) -> (String, String, String) {
+        let set = (
+            consumer.to_string(),
+            model.to_string(),
+            provider.to_string(),
+        );
+        if self.label_sets.contains(&set) {
+            return set;
+        }
+        if self.label_sets.len() < self.max_label_sets {
+            self.label_sets.insert(set.clone());
+            return set;
+        }
+        ("other".into(), "other".into(), provider.to_string())
+    }
+}
+
+fn count(metrics: &RefCell<Metrics>, name: String, by: u64) {
+    if by == 0 {
+        return;
+    }
+    let known = metrics.borrow().counters.get(&name).copied();
+    let counter = match known {
+        Some(counter) => counter,
+        None => {
+            let counter = Counter::define(&name);
+            metrics.borrow_mut().counters.insert(name, counter);
+            counter
+        }
+    };
+    if let Some(counter) = counter {
+        counter.increment(i64::try_from(by).unwrap_or(i64::MAX));
+    }
+}
+
+fn record(metrics: &RefCell<Metrics>, name: String, value: u64) {
+    let known = metrics.borrow().histograms.get(&name).copied();
+    let histogram = match known {
+        Some(histogram) => histogram,
+        None => {
+            let histogram = Histogram::define(&name);
+            metrics.borrow_mut().histograms.insert(name, histogram);
+            histogram
+        }
+    };
+    if let Some(histogram) = histogram {
+        histogram.record(value);
+    }
+}
+
+impl Filter for UsageFilter {
     const NAME: &'static str = "llm_usage";
     type Config = UsageConfig;
 
     fn from_config(config: UsageConfig) -> Result<Self, ConfigError> {
-        Ok(Usage { config })
+        let accounting = Accounting::compile(config)?;
+        // Named consumers' counters exist before any request, so the first charge is exact too.
+        for (key, initial) in accounting.named_limits() {
+            ensure_shared(&key, &initial);
+        }
+        let max_label_sets = accounting.max_label_sets;
+        Ok(UsageFilter {
+            accounting,
+            metrics: RefCell::new(Metrics {
+                counters: HashMap::new(),
+                histograms: HashMap::new(),
+                label_sets: HashSet::new(),
+                max_label_sets,
+            }),
+        })
     }
 
     fn http_context(self: &Rc<Self>, _context_id: u32) -> Box<dyn HttpContext> {
         Box::new(UsageRequest {
-            _filter: Rc::clone(self),
+            filter: Rc::clone(self),
+            inference: false,
+            format: ResponseFormat::OpenAi,
+            flavor: ApiFlavor::OpenAi,
+            consumer: String::new(),
+            model: String::new(),
+            started_ns: 0,
+            reading_body: false,
+            request_bytes: 0,
+            hide_usage: false,
+            stream: None,
+            json: Vec::new(),
+            json_overflow: false,
+            first_byte_ns: None,
+            token_outcome: None,
+            status: 0,
         })
     }
 }
 
 struct UsageRequest {
-    _filter: Rc<Usage>,
+    filter: Rc<UsageFilter>,
+    inference: bool,
+    format: ResponseFormat,
+    flavor: ApiFlavor,
+    consumer: String,
+    model: String,
+    started_ns: u64,
+    reading_body: bool,
+    request_bytes: usize,
+    /// The gateway asked for stream usage on the client's behalf: remove it from what the client gets.
+    hide_usage: bool,
+    stream: Option<StreamUsage>,
+    json: Vec<u8>,
+    json_overflow: bool,
+    first_byte_ns: Option<u64>,
+    /// The tightest token limit's state at admission, for the `x-ratelimit-*-tokens` headers.
+    token_outcome: Option<Outcome>,
+    status: u16,
+}
+
+impl UsageRequest {
+    /// Checks every limit that applies; answers 429 when one is spent.
+    fn admit(&mut self) -> Option<Action> {
+        let filter = Rc::clone(&self.filter);
+        let now_ns = now_unix_nanos();
+        for limit in filter.accounting.limits_for(&self.consumer, &self.model) {
+            let stored = read_shared(&limit.key(&self.consumer));
+            match limit.kind {
+                LimitKind::Tokens { bucket, .. } => {
+                    let outcome =
+                        bucket.check(stored.as_deref().and_then(DebtState::decode), now_ns);
+                    if !outcome.allowed {
+                        return Some(self.limited(
+                            "tokens",
+                            &tokens_exhausted(self.flavor, &self.consumer, &outcome),
+                        ));
+                    }
+                    if self
+                        .token_outcome
+                        .is_none_or(|o| outcome.remaining < o.remaining)
+                    {
+                        self.token_outcome = Some(outcome);
+                    }
+                }
+                LimitKind::Budget { period, nano_usd } => {
+                    let (window, resets_in) = period.window(now_ns / 1_000_000_000);
+                    let spent = Spend::in_window(stored.as_deref().and_then(Spend::decode), window);
+                    if spent >= nano_usd {
+                        let reply = budget_exhausted(
+                            self.flavor,
+                            &self.consumer,
+                            period,
+                            nano_usd,
+                            resets_in,
+                        );
+                        return Some(self.limited("budget", &reply));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn limited(&self, kind: &str, reply: &llm_core::api::LocalReply) -> Action {
+        let consumer = {
+            let mut metrics = self.filter.metrics.borrow_mut();
+            metrics.bounded(&self.consumer, "", "").0
+        };
+        count(
+            &self.filter.metrics,
+            labeled_name(
+                "llm_usage_limited_total",
+                &[("consumer", &consumer), ("kind", kind)],
+            ),
+            1,
+        );
+        send_local_reply(reply);
+        Action::Pause
+    }
+
+    /// Charges what the request used to every limit that applies.
+    fn charge(&self, usage: &Usage, cost: Option<u64>) {
+        let now_ns = now_unix_nanos();
+        for limit in self
+            .filter
+            .accounting
+            .limits_for(&self.consumer, &self.model)
+        {
+            let key = limit.key(&self.consumer);
+            match limit.kind {
+                LimitKind::Tokens { bucket, .. } => {
+                    let tokens = limit.tokens(usage);
+                    if tokens > 0 {
+                        update_shared(&key, |current| {
+                            bucket
+                                .charge(current.and_then(DebtState::decode), now_ns, tokens)
+                                .encode()
+                                .to_vec()
+                        });
+                    }
+                }
+                LimitKind::Budget { period, .. } => {
+                    let Some(cost) = cost.filter(|c| *c > 0) else {
+                        continue;
+                    };
+                    let (window, _) = period.window(now_ns / 1_000_000_000);
+                    update_shared(&key, |current| {
+                        let spent = Spend::in_window(current.and_then(Spend::decode), window);
+                        Spend {
+                            window,
+                            spent: spent.saturating_add(cost),
+                        }
+                        .encode()
+                        .to_vec()
+                    });
+                }
+            }
+        }
+    }
+
+    fn provider(&self) -> String {
+        hostcalls::get_property(PROVIDER_METADATA.to_vec())
+            .ok()
+            .flatten()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .unwrap_or_else(|| "unknown".to_string())
+    }
 }
 
 impl Context for UsageRequest {}
 
-impl HttpContext for UsageRequest {}
+impl HttpContext for UsageRequest {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let method = self.get_http_request_header(":method").unwrap_or_default();
+        let path = self.get_http_request_header(":path").unwrap_or_default();
+        let Endpoint::Inference(flavor) = classify(&method, &path) else {
+            return Action::Continue;
+        };
+        self.inference = true;
+        self.flavor = flavor;
+        self.format = match flavor {
+            ApiFlavor::Anthropic => ResponseFormat::Anthropic,
+            ApiFlavor::OpenAi => ResponseFormat::OpenAi,
+        };
+        self.started_ns = now_unix_nanos();
+        // Published by llm_auth and llm_router, which run before this filter.
+        self.consumer = self
+            .get_http_request_header("x-llm-consumer")
+            .unwrap_or_else(|| "anonymous".to_string());
+        self.model = self
+            .get_http_request_header("x-llm-model")
+            .unwrap_or_else(|| "unknown".to_string());
+        self.request_bytes = self
+            .get_http_request_header("content-length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        if let Some(action) = self.admit() {
+            return action;
+        }
+        // Only OpenAI completions can stream without usage; read those bodies to ask for it.
+        let path_only = path.split('?').next().unwrap_or("");
+        if !end_of_stream && matches!(path_only, "/v1/chat/completions" | "/v1/completions") {
+            self.reading_body = true;
+            return Action::Pause;
+        }
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.reading_body {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.reading_body = false;
+        self.request_bytes = body_size;
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        if let Some(injected) = inject_include_usage(&body) {
+            self.set_http_request_body(0, body_size, &injected);
+            self.set_http_request_header("content-length", Some(&injected.len().to_string()));
+            self.hide_usage = true;
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if !self.inference {
+            return Action::Continue;
+        }
+        self.status = self
+            .get_http_response_header(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let content_type = self
+            .get_http_response_header("content-type")
+            .unwrap_or_default();
+        if content_type.starts_with("text/event-stream") {
+            self.stream = Some(StreamUsage::new(self.format, self.hide_usage));
+            if self.hide_usage {
+                self.set_http_response_header("content-length", None);
+            }
+        }
+        if let Some(outcome) = &self.token_outcome {
+            for (name, value) in token_limit_headers(outcome) {
+                self.set_http_response_header(name, Some(&value));
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.inference {
+            return Action::Continue;
+        }
+        let chunk = if body_size > 0 {
+            self.get_http_response_body(0, body_size)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if let Some(stream) = &mut self.stream {
+            // Observed (and, when hiding usage, rewritten) chunk by chunk: the stream is never held.
+            let (first_content, rewritten) = stream.push(&chunk);
+            let mut rewritten = rewritten;
+            if end_of_stream {
+                if let Some(last) = stream.finish() {
+                    rewritten.get_or_insert_with(Vec::new).extend(last);
+                }
+            }
+            if first_content && self.first_byte_ns.is_none() {
+                self.first_byte_ns = Some(now_unix_nanos());
+            }
+            if let Some(out) = rewritten {
+                self.set_http_response_body(0, body_size, &out);
+            }
+            return Action::Continue;
+        }
+        if !chunk.is_empty() && self.first_byte_ns.is_none() {
+            self.first_byte_ns = Some(now_unix_nanos());
+        }
+        if self.json.len() + chunk.len() <= MAX_JSON_COPY {
+            self.json.extend_from_slice(&chunk);
+        } else {
+            self.json_overflow = true;
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if !self.inference || self.status == 0 {
+            return; // never reached a provider (rejected earlier, or no response)
+        }
+        let now_ns = now_unix_nanos();
+        let (reported, model_reported, output_chars) = match &self.stream {
+            Some(stream) => (
+                stream.usage(),
+                stream.model().map(str::to_string),
+                stream.output_chars(),
+            ),
+            None if self.json_overflow => (None, None, 0),
+            None => {
+                let (usage, model) = from_json(self.format, &self.json);
+                (usage, model, output_text_len(self.format, &self.json))
+            }
+        };
+        let success = (200..300).contains(&self.status);
+        let usage = match reported {
+            Some(usage) => usage,
+            None if success => Usage {
+                input: estimate_tokens(self.request_bytes),
+                output: estimate_tokens(output_chars),
+                estimated: true,
+                ..Usage::default()
+            },
+            None => Usage::default(),
+        };
+        let filter = Rc::clone(&self.filter);
+        let mut candidates: Vec<&str> = Vec::new();
+        if let Some(model) = &model_reported {
+            candidates.push(model);
+        }
+        candidates.push(&self.model);
+        let cost = filter.accounting.cost_nano_usd(&candidates, &usage);
+        self.charge(&usage, cost);
+
+        let provider = self.provider();
+        let (consumer, model, provider_label) =
+            filter
+                .metrics
+                .borrow_mut()
+                .bounded(&self.consumer, &self.model, &provider);
+        let status_class = format!("{}xx", self.status / 100);
+        let labels = [
+            ("consumer", consumer.as_str()),
+            ("model", model.as_str()),
+            ("provider", provider_label.as_str()),
+        ];
+        let metrics = &filter.metrics;
+        let mut with_status = labels.to_vec();
+        with_status.push(("status_class", &status_class));
+        count(metrics, labeled_name("llm_requests_total", &with_status), 1);
+        count(
+            metrics,
+            labeled_name("llm_input_tokens_total", &labels),
+            usage.input,
+        );
+        count(
+            metrics,
+            labeled_name("llm_output_tokens_total", &labels),
+            usage.output,
+        );
+        count(
+            metrics,
+            labeled_name("llm_cached_input_tokens_total", &labels),
+            usage.cached_input,
+        );
+        count(
+            metrics,
+            labeled_name("llm_cost_nanousd_total", &labels),
+            cost.unwrap_or(0),
+        );
+        if usage.estimated {
+            count(
+                metrics,
+                labeled_name("llm_estimated_usage_total", &labels),
+                1,
+            );
+        }
+        let short = [
+            ("model", model.as_str()),
+            ("provider", provider_label.as_str()),
+        ];
+        let ttft_ms = self
+            .first_byte_ns
+            .map(|t| t.saturating_sub(self.started_ns) / 1_000_000);
+        if let (Some(ttft), true) = (ttft_ms, success) {
+            record(
+                metrics,
+                labeled_name("llm_time_to_first_token_ms", &short),
+                ttft,
+            );
+        }
+        let duration_ms = now_ns.saturating_sub(self.started_ns) / 1_000_000;
+        record(
+            metrics,
+            labeled_name("llm_request_duration_ms", &short),
+            duration_ms,
+        );
+
+        set_filter_state("llm_provider", &provider);
+        set_filter_state("llm_input_tokens", &usage.input.to_string());
+        set_filter_state("llm_output_tokens", &usage.output.to_string());
+        set_filter_state("llm_cached_tokens", &usage.cached_input.to_string());
+        if let Some(cost) = cost {
+            set_filter_state("llm_cost_usd", &format_usd(cost));
+        }
+        if let Some(ttft) = ttft_ms {
+            set_filter_state("llm_ttft_ms", &ttft.to_string());
+        }
+        if let Some(model) = &model_reported {
+            set_filter_state("llm_response_model", model);
+        }
+        set_filter_state(
+            "llm_streamed",
+            if self.stream.is_some() {
+                "true"
+            } else {
+                "false"
+            },
+        );
+        set_filter_state(
+            "llm_usage_estimated",
+            if usage.estimated { "true" } else { "false" },
+        );
+    }
+}

@@ -1,0 +1,310 @@
+//! llm_usage in a real Envoy: exact token and cost metrics, the invisible injected usage chunk,
+//! access-log fields, token limits that recover, and budgets charged exactly across two workers.
+
+use integration::http::{self, post_json, sse_data};
+use integration::{require_envoy, set_filter_config, Demo};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+fn chat(demo: &Demo, key: &str, body: &Value) -> http::Response {
+    post_json(
+        &demo.envoy.url("/v1/chat/completions"),
+        &[("authorization", &format!("Bearer {key}"))],
+        &body.to_string(),
+    )
+}
+
+fn ask(model: &str, content: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": content}]})
+}
+
+#[test]
+fn exact_tokens_and_cost_in_prometheus_and_the_access_log() {
+    require_envoy!();
+    let demo = Demo::start();
+    // The mock's rule: ceil(chars / 4) tokens; the reply echoes the prompt.
+    let prompt = "x".repeat(400); // 100 tokens in, 100 out
+    assert_eq!(
+        chat(&demo, "sk-demo-team-a", &ask("gpt-4o-mini", &prompt)).status,
+        200
+    );
+    let mut streaming = ask("gpt-4o-mini", &"y ".repeat(100)); // 200 chars: 50 tokens in, 50 out
+    streaming["stream"] = json!(true);
+    assert_eq!(chat(&demo, "sk-demo-team-a", &streaming).status, 200);
+    let anthropic = post_json(
+        &demo.envoy.url("/v1/messages"),
+        &[
+            ("x-api-key", "sk-demo-team-a"),
+            ("anthropic-version", "2023-06-01"),
+            ("x-mock-cached-tokens", "20"),
+        ],
+        &json!({"model": "claude-sonnet-4-5", "max_tokens": 500, "stream": true,
+                "messages": [{"role": "user", "content": "z".repeat(160)}]})
+        .to_string(),
+    );
+    assert_eq!(anthropic.status, 200);
+
+    let log = demo.envoy.access_log(3);
+    let prometheus = demo.envoy.prometheus();
+    let series = |name: &str, model: &str, provider: &str| {
+        format!("{name}{{consumer=\"team-a\",model=\"{model}\",provider=\"{provider}\"}}")
+    };
+    let value = |series: String| -> f64 {
+        prometheus
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{series} "))?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing from\n{prometheus}"))
+    };
+    assert_eq!(
+        value(series("llm_input_tokens_total", "gpt-4o-mini", "openai")),
+        150.0
+    );
+    assert_eq!(
+        value(series("llm_output_tokens_total", "gpt-4o-mini", "openai")),
+        150.0
+    );
+    // gpt-4o-mini at 0.15 / 0.60 USD per million: 150 × 150 + 150 × 600 nano-USD.
+    assert_eq!(
+        value(series("llm_cost_nanousd_total", "gpt-4o-mini", "openai")),
+        112_500.0
+    );
+    // Claude: 40 prompt tokens of which 20 cached, 40 out at 3 / 0.30 / 15 USD per million.
+    assert_eq!(
+        value(series(
+            "llm_input_tokens_total",
+            "claude-sonnet-4-5",
+            "anthropic"
+        )),
+        40.0
+    );
+    assert_eq!(
+        value(series(
+            "llm_cached_input_tokens_total",
+            "claude-sonnet-4-5",
+            "anthropic"
+        )),
+        20.0
+    );
+    assert_eq!(
+        value(series(
+            "llm_cost_nanousd_total",
+            "claude-sonnet-4-5",
+            "anthropic"
+        )),
+        20.0 * 3000.0 + 20.0 * 300.0 + 40.0 * 15000.0
+    );
+    assert!(prometheus.contains("llm_requests_total{consumer=\"team-a\",model=\"gpt-4o-mini\",provider=\"openai\",status_class=\"2xx\"} 2"));
+
+    let first = &log[0];
+    assert_eq!(first["consumer"], "team-a");
+    assert_eq!(first["model"], "gpt-4o-mini");
+    assert_eq!(first["provider"], "openai");
+    assert_eq!(first["input_tokens"], "100");
+    assert_eq!(first["output_tokens"], "100");
+    assert_eq!(first["cost_usd"], "0.000075000");
+    assert_eq!(first["stream"], "false");
+    assert_eq!(first["usage_estimated"], "false");
+    assert!(first["ttft_ms"].as_str().unwrap().parse::<u64>().is_ok());
+    assert_eq!(log[1]["stream"], "true");
+    assert_eq!(log[1]["output_tokens"], "50");
+    assert_eq!(log[2]["path"], "/v1/messages");
+    assert_eq!(log[2]["cached_tokens"], "20");
+
+    // Histograms appear after Envoy's stats flush.
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while !demo
+        .envoy
+        .prometheus()
+        .contains("llm_time_to_first_token_ms_bucket{model=\"gpt-4o-mini\",provider=\"openai\"")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no time-to-first-token histogram"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn injected_usage_is_invisible_to_a_client_that_did_not_ask() {
+    require_envoy!();
+    let demo = Demo::start();
+    for model in ["gpt-4o-mini", "claude-sonnet-4-5"] {
+        let mut body = ask(model, "count my tokens please");
+        body["stream"] = json!(true);
+        let response = chat(&demo, "sk-demo-team-a", &body);
+        assert_eq!(response.status, 200);
+        let data = sse_data(&response.body);
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+        for event in &data[..data.len() - 1] {
+            let chunk: Value = serde_json::from_str(event).unwrap();
+            assert!(chunk.get("usage").is_none(), "{model}: {event}");
+            assert!(
+                !chunk["choices"].as_array().unwrap().is_empty(),
+                "{model}: usage-only chunk {event}"
+            );
+        }
+        let text: String = data[..data.len() - 1]
+            .iter()
+            .filter_map(|d| {
+                serde_json::from_str::<Value>(d).ok()?["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect();
+        assert_eq!(text, "count my tokens please");
+    }
+    // The provider was asked for usage, and the gateway counted it.
+    assert_eq!(
+        demo.openai.requests()[0]["json"]["stream_options"]["include_usage"],
+        true
+    );
+    let log = demo.envoy.access_log(2);
+    assert!(
+        log.iter()
+            .all(|l| l["output_tokens"] == "6" && l["usage_estimated"] == "false"),
+        "{log:?}"
+    );
+
+    // A client that asked for usage still gets it.
+    let mut asked = ask("gpt-4o-mini", "mine");
+    asked["stream"] = json!(true);
+    asked["stream_options"] = json!({"include_usage": true});
+    let data = sse_data(&chat(&demo, "sk-demo-team-a", &asked).body);
+    let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 1);
+}
+
+#[test]
+fn missing_usage_is_estimated_and_marked() {
+    require_envoy!();
+    let demo = Demo::start();
+    let response = post_json(
+        &demo.envoy.url("/v1/chat/completions"),
+        &[
+            ("authorization", "Bearer sk-demo-team-a"),
+            ("x-mock-no-usage", "1"),
+        ],
+        &ask("gpt-4o-mini", &"w".repeat(40)).to_string(),
+    );
+    assert_eq!(response.status, 200);
+    let line = demo.envoy.access_log(1).remove(0);
+    assert_eq!(line["usage_estimated"], "true");
+    assert_eq!(line["output_tokens"], "10");
+    assert!(demo.envoy.prometheus().contains("llm_estimated_usage_total{consumer=\"team-a\",model=\"gpt-4o-mini\",provider=\"openai\"} 1"));
+}
+
+#[test]
+fn the_tiny_consumer_runs_out_of_tokens() {
+    require_envoy!();
+    let demo = Demo::start();
+    // 4,400 characters: 1,100 tokens in and 1,100 out, over sk-demo-tiny's 2,000 a minute.
+    let first = chat(
+        &demo,
+        "sk-demo-tiny",
+        &ask("gpt-4o-mini", &"t".repeat(4400)),
+    );
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-ratelimit-limit-tokens"), Some("2000"));
+    assert_eq!(first.header("x-ratelimit-remaining-tokens"), Some("2000"));
+    let limited = chat(&demo, "sk-demo-tiny", &ask("gpt-4o-mini", "again"));
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert_eq!(limited.json()["error"]["code"], "rate_limit_exceeded");
+    assert!(limited.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("2000 tokens per minute"));
+    let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!(
+        (6..=8).contains(&retry_after),
+        "200 tokens of debt at 2,000 a minute: {retry_after}"
+    );
+    assert_eq!(limited.header("x-ratelimit-remaining-tokens"), Some("0"));
+    assert_eq!(demo.openai.requests().len(), 1);
+    assert!(demo
+        .envoy
+        .prometheus()
+        .contains("llm_usage_limited_total{consumer=\"tiny\",kind=\"tokens\"} 1"));
+}
+
+#[test]
+fn a_token_limit_recovers_as_the_window_refills() {
+    require_envoy!();
+    // 600 tokens a minute: 10 a second.
+    let demo = Demo::start_with(|config| {
+        set_filter_config(
+            &config,
+            "llm_usage",
+            r#"{"limits":[{"consumer":"team-a","tokens_per_minute":600}]}"#,
+        )
+    });
+    let spend = chat(
+        &demo,
+        "sk-demo-team-a",
+        &ask("gpt-4o-mini", &"s".repeat(1200)),
+    ); // 300 + 300
+    assert_eq!(spend.status, 200);
+    let limited = chat(&demo, "sk-demo-team-a", &ask("gpt-4o-mini", "more"));
+    assert_eq!(limited.status, 429);
+    std::thread::sleep(Duration::from_millis(1500));
+    let recovered = chat(&demo, "sk-demo-team-a", &ask("gpt-4o-mini", "more"));
+    assert_eq!(recovered.status, 200, "{}", recovered.body);
+}
+
+#[test]
+fn two_workers_charge_one_budget_exactly() {
+    require_envoy!();
+    // 1 USD per million tokens both ways: a 40-character prompt costs (10 + 10) × 1,000 nano-USD.
+    // The budget is exactly 24 such requests.
+    let demo = Demo::start_with(|config| {
+        set_filter_config(
+            &config,
+            "llm_usage",
+            r#"{"prices":[{"model":"*","input":1,"output":1}],"limits":[{"consumer":"team-a","usd_per_day":0.00048}]}"#,
+        )
+    });
+    let url = demo.envoy.url("/v1/chat/completions");
+    let body = ask("gpt-4o-mini", &"b".repeat(40)).to_string();
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..6)
+            .map(|_| {
+                scope.spawn(|| {
+                    let client = http::Client::default();
+                    (0..4)
+                        .map(|_| {
+                            client
+                                .post_json(
+                                    &url,
+                                    &[("authorization", "Bearer sk-demo-team-a")],
+                                    &body,
+                                )
+                                .status
+                        })
+                        .collect::<Vec<u16>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // Exactly the budget was charged: one more request is refused; had any charge been lost between
+    // the workers, it would still pass.
+    let refused = http::Client::default().post_json(
+        &url,
+        &[("authorization", "Bearer sk-demo-team-a")],
+        &body,
+    );
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(refused.json()["error"]["code"], "budget_exceeded");
+    let cost: f64 = demo
+        .envoy
+        .prometheus()
+        .lines()
+        .filter(|l| l.starts_with("llm_cost_nanousd_total{consumer=\"team-a\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(cost, 480_000.0);
+}
