@@ -1,0 +1,868 @@
+//! PII detectors: a regex finds candidates, a validator (Luhn, mod-97, SSN rules, address parsing, ...)
+//! keeps only real ones. Patterns are ASCII-only on purpose: the regex crate is built without Unicode
+//! tables to keep the Wasm module small.
+
+use regex::Regex;
+use std::fmt;
+
+/// The built-in entity types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Builtin {
+    Email,
+    Phone,
+    CreditCard,
+    UsSsn,
+    Iban,
+    IpAddress,
+    Secret,
+}
+
+impl Builtin {
+    pub const ALL: [Builtin; 7] = [
+        Builtin::Secret,
+        Builtin::CreditCard,
+        Builtin::Iban,
+        Builtin::UsSsn,
+        Builtin::Email,
+        Builtin::IpAddress,
+        Builtin::Phone,
+    ];
+
+    /// The config key and the placeholder stem: `email` and `<EMAIL_1>`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Builtin::Email => "email",
+            Builtin::Phone => "phone",
+            Builtin::CreditCard => "credit_card",
+            Builtin::UsSsn => "us_ssn",
+            Builtin::Iban => "iban",
+            Builtin::IpAddress => "ip_address",
+            Builtin::Secret => "secret",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Builtin> {
+        Builtin::ALL.into_iter().find(|b| b.key() == key)
+    }
+}
+
+impl fmt::Display for Builtin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+/// A validated finding in a text: byte range and type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    pub start: usize,
+    pub end: usize,
+    pub kind: Builtin,
+}
+
+struct Pattern {
+    kind: Builtin,
+    regex: Regex,
+    validate: fn(&str, &str, usize) -> bool,
+}
+
+/// All built-in detectors, compiled once per VM.
+pub struct Detectors {
+    patterns: Vec<Pattern>,
+}
+
+fn always(_: &str, _: &str, _: usize) -> bool {
+    true
+}
+
+fn digits(text: &str) -> Vec<u32> {
+    text.chars().filter_map(|c| c.to_digit(10)).collect()
+}
+
+pub fn luhn(number: &[u32]) -> bool {
+    let sum: u32 = number
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            if i % 2 == 1 {
+                if d * 2 > 9 {
+                    d * 2 - 9
+                } else {
+                    d * 2
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum % 10 == 0
+}
+
+fn card_brand_ok(number: &[u32]) -> bool {
+    let prefix = |n: usize| number.iter().take(n).fold(0u32, |acc, d| acc * 10 + d);
+    let len = number.len();
+    match number.first() {
+        Some(4) => matches!(len, 13 | 16 | 19), // Visa
+        Some(5) => (51..=55).contains(&prefix(2)) && len == 16, // Mastercard
+        Some(2) => (2221..=2720).contains(&prefix(4)) && len == 16, // Mastercard 2-series
+        Some(3) => matches!(prefix(2), 34 | 37) && len == 15, // Amex
+        Some(6) => {
+            (prefix(4) == 6011 || prefix(2) == 65 || (644..=649).contains(&prefix(3)))
+                && (16..=19).contains(&len) // Discover
+        }
+        _ => false,
+    }
+}
+
+fn credit_card(candidate: &str, _: &str, _: usize) -> bool {
+    // One separator style throughout: "4111 1111 1111 1111" or "4111-1111-...", never mixed.
+    let separators: Vec<char> = candidate.chars().filter(|c| !c.is_ascii_digit()).collect();
+    if separators.windows(2).any(|w| w.first() != w.get(1)) {
+        return false;
+    }
+    let number = digits(candidate);
+    (13..=19).contains(&number.len()) && card_brand_ok(&number) && luhn(&number)
+}
+
+fn us_ssn(candidate: &str, _: &str, _: usize) -> bool {
+    let d = digits(candidate);
+    if d.len() != 9 {
+        return false;
+    }
+    let area = d.iter().take(3).fold(0, |a, x| a * 10 + x);
+    let group = d.iter().skip(3).take(2).fold(0, |a, x| a * 10 + x);
+    let serial = d.iter().skip(5).fold(0, |a, x| a * 10 + x);
+    area != 0 && area != 666 && area < 900 && group != 0 && serial != 0
+}
+
+/// IBAN length per country (ISO 13616 registry).
+fn iban_length(country: &str) -> Option<usize> {
+    Some(match country {
+        "AD" => 24,
+        "AE" => 23,
+        "AL" => 28,
+        "AT" => 20,
+        "AZ" => 28,
+        "BA" => 20,
+        "BE" => 16,
+        "BG" => 22,
+        "BH" => 22,
+        "BR" => 29,
+        "BY" => 28,
+        "CH" => 21,
+        "CR" => 22,
+        "CY" => 28,
+        "CZ" => 24,
+        "DE" => 22,
+        "DK" => 18,
+        "DO" => 28,
+        "EE" => 20,
+        "EG" => 29,
+        "ES" => 24,
+        "FI" => 18,
+        "FO" => 18,
+        "FR" => 27,
+        "GB" => 22,
+        "GE" => 22,
+        "GI" => 23,
+        "GL" => 18,
+        "GR" => 27,
+        "GT" => 28,
+        "HR" => 21,
+        "HU" => 28,
+        "IE" => 22,
+        "IL" => 23,
+        "IQ" => 23,
+        "IS" => 26,
+        "IT" => 27,
+        "JO" => 30,
+        "KW" => 30,
+        "KZ" => 20,
+        "LB" => 28,
+        "LC" => 32,
+        "LI" => 21,
+        "LT" => 20,
+        "LU" => 20,
+        "LV" => 21,
+        "MC" => 27,
+        "MD" => 24,
+        "ME" => 22,
+        "MK" => 19,
+        "MR" => 27,
+        "MT" => 31,
+        "MU" => 30,
+        "NL" => 18,
+        "NO" => 15,
+        "PK" => 24,
+        "PL" => 28,
+        "PS" => 29,
+        "PT" => 25,
+        "QA" => 29,
+        "RO" => 24,
+        "RS" => 22,
+        "SA" => 24,
+        "SC" => 31,
+        "SE" => 24,
+        "SI" => 19,
+        "SK" => 24,
+        "SM" => 27,
+        "ST" => 25,
+        "SV" => 28,
+        "TL" => 23,
+        "TN" => 24,
+        "TR" => 26,
+        "UA" => 29,
+        "VA" => 22,
+        "VG" => 24,
+        "XK" => 20,
+        _ => return None,
+    })
+}
+
+pub fn iban_valid(candidate: &str) -> bool {
+    let compact: String = candidate.chars().filter(|c| !c.is_whitespace()).collect();
+    let Some(country) = compact.get(..2) else {
+        return false;
+    };
+    if iban_length(country) != Some(compact.len()) {
+        return false;
+    }
+    let rearranged = compact.chars().skip(4).chain(compact.chars().take(4));
+    let mut remainder: u64 = 0;
+    for c in rearranged {
+        let value = match c.to_digit(36) {
+            Some(v) => u64::from(v),
+            None => return false,
+        };
+        remainder = if value >= 10 {
+            (remainder * 100 + value) % 97
+        } else {
+            (remainder * 10 + value) % 97
+        };
+    }
+    remainder == 1
+}
+
+fn iban(candidate: &str, _: &str, _: usize) -> bool {
+    iban_valid(candidate)
+}
+
+fn ipv4(candidate: &str, text: &str, start: usize) -> bool {
+    // "v1.2.3.4" or "version 1.2.3.4" is a version, not an address.
+    let before = text
+        .get(..start)
+        .unwrap_or("")
+        .trim_end()
+        .to_ascii_lowercase();
+    if before.ends_with('v') || before.ends_with("version") {
+        return false;
+    }
+    candidate.parse::<std::net::Ipv4Addr>().is_ok()
+        && candidate
+            .split('.')
+            .all(|octet| octet.len() == 1 || !octet.starts_with('0'))
+}
+
+fn ipv6(candidate: &str, text: &str, start: usize) -> bool {
+    // Not glued to a word ("Noted::" is not an address), at least two non-empty groups, and a real
+    // address by the standard library's parser.
+    let before = text.get(..start).and_then(|t| t.chars().last());
+    let after = text
+        .get(start + candidate.len()..)
+        .and_then(|t| t.chars().next());
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == ':');
+    !word(before)
+        && !word(after)
+        && candidate.split(':').filter(|g| !g.is_empty()).count() >= 2
+        && (candidate.contains("::") || candidate.matches(':').count() == 7)
+        && candidate.parse::<std::net::Ipv6Addr>().is_ok()
+}
+
+fn phone(candidate: &str, text: &str, start: usize) -> bool {
+    let d = digits(candidate);
+    if !(7..=15).contains(&d.len()) {
+        return false;
+    }
+    // Not part of a longer token: "ORD-0301234567", "x0301234567", or a number with more digits.
+    let before = text.get(..start).and_then(|t| t.chars().last());
+    let after = text
+        .get(start + candidate.len()..)
+        .and_then(|t| t.chars().next());
+    let glued = |c: Option<char>| {
+        c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '/')
+    };
+    if glued(before) || glued(after) {
+        return false;
+    }
+    // Dates and times look like digit groups too.
+    if candidate.contains(':') {
+        return false;
+    }
+    true
+}
+
+fn email(candidate: &str, _: &str, _: usize) -> bool {
+    let Some((local, domain)) = candidate.split_once('@') else {
+        return false;
+    };
+    !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && domain
+            .split('.')
+            .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'))
+}
+
+impl Detectors {
+    pub fn new() -> Result<Detectors, regex::Error> {
+        let p = |kind, regex: &str, validate| -> Result<Pattern, regex::Error> {
+            Ok(Pattern {
+                kind,
+                regex: Regex::new(regex)?,
+                validate,
+            })
+        };
+        Ok(Detectors {
+            patterns: vec![
+                // Secrets first: they contain digit runs and '@' that other detectors would claim.
+                p(Builtin::Secret, r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----", always),
+                p(Builtin::Secret, r"\bsk-(?:proj-|svcacct-|admin-|ant-api03-)?[A-Za-z0-9_-]{20,}", always),
+                p(Builtin::Secret, r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", always),
+                p(Builtin::Secret, r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}\b|\bgithub_pat_[A-Za-z0-9_]{22,}", always),
+                p(Builtin::Secret, r"\bxox[baprs]-[A-Za-z0-9-]{10,}", always),
+                p(Builtin::Secret, r"\bAIza[0-9A-Za-z_-]{35}", always),
+                p(Builtin::Secret, r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}", always),
+                p(Builtin::CreditCard, r"\b[0-9](?:[ -]?[0-9]){12,18}\b", credit_card),
+                p(Builtin::Iban, r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}\b", iban),
+                p(Builtin::UsSsn, r"\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b|\b[0-9]{3} [0-9]{2} [0-9]{4}\b", us_ssn),
+                p(Builtin::Email, r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b", email),
+                p(Builtin::IpAddress, r"\b[0-9]{1,3}(?:\.[0-9]{1,3}){3}\b", ipv4),
+                p(Builtin::IpAddress, r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}", ipv6),
+                // Phones: E.164 and international, US (NANP), UK, DE and FR national formats.
+                p(Builtin::Phone, r"\+[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,4}\)?){2,5}", phone),
+                p(Builtin::Phone, r"\(?\b[2-9][0-9]{2}\)?[ .-][2-9][0-9]{2}[ .-][0-9]{4}\b|\([2-9][0-9]{2}\) ?[2-9][0-9]{2}-[0-9]{4}\b", phone),
+                // National UK/DE numbers need a separator: "030123456" alone is as likely an invoice.
+                p(Builtin::Phone, r"\b0[1-9][0-9]{1,4}[ /-][0-9]{3,4}[ -]?[0-9]{3,4}\b", phone),
+                p(Builtin::Phone, r"\b0[1-9](?:[ .][0-9]{2}){4}\b", phone),
+            ]
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?,
+        })
+    }
+
+    /// Every validated finding in `text`, without overlaps: where two overlap, the longer one wins (an
+    /// IBAN over a card-like run inside it), then the earlier, more specific detector.
+    pub fn find(&self, text: &str, enabled: &dyn Fn(Builtin) -> bool) -> Vec<Found> {
+        let mut found: Vec<(usize, Found)> = Vec::new();
+        for (rank, pattern) in self.patterns.iter().enumerate() {
+            if !enabled(pattern.kind) {
+                continue;
+            }
+            for m in pattern.regex.find_iter(text) {
+                if (pattern.validate)(m.as_str(), text, m.start()) {
+                    found.push((
+                        rank,
+                        Found {
+                            start: m.start(),
+                            end: m.end(),
+                            kind: pattern.kind,
+                        },
+                    ));
+                }
+            }
+        }
+        found.sort_by_key(|(rank, f)| (std::cmp::Reverse(f.end - f.start), *rank, f.start));
+        let mut kept: Vec<Found> = Vec::new();
+        for (_, candidate) in found {
+            if kept
+                .iter()
+                .all(|k| candidate.end <= k.start || candidate.start >= k.end)
+            {
+                kept.push(candidate);
+            }
+        }
+        kept.sort_by_key(|f| f.start);
+        kept
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detectors() -> Detectors {
+        Detectors::new().unwrap()
+    }
+
+    fn kinds(text: &str) -> Vec<(Builtin, String)> {
+        detectors()
+            .find(text, &|_| true)
+            .into_iter()
+            .map(|f| (f.kind, text[f.start..f.end].to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn validators() {
+        assert!(luhn(&digits("4111111111111111")));
+        assert!(!luhn(&digits("4111111111111112")));
+        assert!(iban_valid("DE89 3704 0044 0532 0130 00"));
+        assert!(iban_valid("GB82WEST12345698765432"));
+        assert!(!iban_valid("GB82WEST12345698765433"));
+        assert!(
+            !iban_valid("DE89 3704 0044 0532 0130 0"),
+            "wrong length for DE"
+        );
+        assert!(us_ssn("123-45-6789", "", 0));
+        for bad in [
+            "000-12-3456",
+            "666-12-3456",
+            "900-12-3456",
+            "123-00-6789",
+            "123-45-0000",
+        ] {
+            assert!(!us_ssn(bad, "", 0), "{bad}");
+        }
+    }
+
+    #[test]
+    fn one_example_per_detector() {
+        let cases = [
+            (
+                "mail jane.doe+x@example.co.uk now",
+                Builtin::Email,
+                "jane.doe+x@example.co.uk",
+            ),
+            ("call +1 415 555 2671", Builtin::Phone, "+1 415 555 2671"),
+            (
+                "call (415) 555-2671 today",
+                Builtin::Phone,
+                "(415) 555-2671",
+            ),
+            ("ring 020 7946 0958", Builtin::Phone, "020 7946 0958"),
+            ("ruf 030 12345678 an", Builtin::Phone, "030 12345678"),
+            ("appelez 01 23 45 67 89", Builtin::Phone, "01 23 45 67 89"),
+            (
+                "card 4111 1111 1111 1111.",
+                Builtin::CreditCard,
+                "4111 1111 1111 1111",
+            ),
+            (
+                "amex 3782-822463-10005",
+                Builtin::CreditCard,
+                "3782-822463-10005",
+            ),
+            (
+                "mc 2221000000000009",
+                Builtin::CreditCard,
+                "2221000000000009",
+            ),
+            ("ssn 123-45-6789", Builtin::UsSsn, "123-45-6789"),
+            (
+                "iban DE89 3704 0044 0532 0130 00 ok",
+                Builtin::Iban,
+                "DE89 3704 0044 0532 0130 00",
+            ),
+            ("from 192.168.1.20 and", Builtin::IpAddress, "192.168.1.20"),
+            (
+                "v6 2001:db8::8a2e:370:7334 up",
+                Builtin::IpAddress,
+                "2001:db8::8a2e:370:7334",
+            ),
+            (
+                "key sk-proj-abcdefghijklmnopqrstuvwx1234",
+                Builtin::Secret,
+                "sk-proj-abcdefghijklmnopqrstuvwx1234",
+            ),
+            (
+                "aws AKIAIOSFODNN7EXAMPLE",
+                Builtin::Secret,
+                "AKIAIOSFODNN7EXAMPLE",
+            ),
+        ];
+        for (text, kind, value) in cases {
+            assert_eq!(kinds(text), vec![(kind, value.to_string())], "{text}");
+        }
+    }
+
+    #[test]
+    fn hard_negatives_are_not_pii() {
+        for text in [
+            "version 10.0.19045.2965",
+            "v1.2.3.4",
+            "2024-01-15",
+            "15/01/2024",
+            "12:30:45",
+            "2024-01-15T12:30:45Z",
+            "ORD-2024-558812",
+            "order 1234567890123456",
+            "550e8400-e29b-41d4-a716-446655440000",
+            "ISBN 978-3-16-148410-0",
+            "999.999.1.1",
+            "000-12-3456",
+            "price 1,234.56",
+            "zip 94103",
+            "sha 3f786850e387550fdab836ed7e6dc881de23001b",
+            "GB82WEST12345698765433",
+            "4111 1111 1111 1112",
+            "build 20240115.1",
+            "call me at noon",
+            "user@localhost",
+        ] {
+            assert_eq!(kinds(text), vec![], "{text}");
+        }
+    }
+
+    /// A small deterministic generator (no dependency, same corpus on every run and target).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn digits(&mut self, n: usize) -> String {
+            (0..n)
+                .map(|_| char::from(b'0' + self.below(10) as u8))
+                .collect()
+        }
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len() as u64) as usize]
+        }
+        fn alnum(&mut self, n: usize, alphabet: &str) -> String {
+            let chars: Vec<char> = alphabet.chars().collect();
+            (0..n)
+                .map(|_| chars[self.below(chars.len() as u64) as usize])
+                .collect()
+        }
+    }
+
+    fn luhn_complete(prefix: &str, len: usize, rng: &mut Rng) -> String {
+        let mut number = prefix.to_string();
+        number.push_str(&rng.digits(len - prefix.len() - 1));
+        for check in 0..10 {
+            let candidate = format!("{number}{check}");
+            if luhn(&digits(&candidate)) {
+                return candidate;
+            }
+        }
+        unreachable!()
+    }
+
+    fn group(number: &str, sizes: &[usize], sep: &str) -> String {
+        let mut parts = Vec::new();
+        let mut at = 0;
+        for size in sizes {
+            parts.push(&number[at..at + size]);
+            at += size;
+        }
+        parts.join(sep)
+    }
+
+    fn iban_for(country: &str, bban: &str) -> String {
+        let rearranged = format!("{bban}{country}00");
+        let mut remainder: u64 = 0;
+        for c in rearranged.chars() {
+            let v = u64::from(c.to_digit(36).unwrap());
+            remainder = if v >= 10 {
+                (remainder * 100 + v) % 97
+            } else {
+                (remainder * 10 + v) % 97
+            };
+        }
+        format!("{country}{:02}{bban}", 98 - remainder)
+    }
+
+    fn positive(kind: Builtin, rng: &mut Rng) -> String {
+        match kind {
+            Builtin::Email => {
+                let local = format!(
+                    "{}{}{}",
+                    rng.alnum(5, "abcdefghij"),
+                    rng.pick(&["", ".", "_", "+tag."]),
+                    rng.alnum(3, "klmnop0123")
+                );
+                format!(
+                    "{local}@{}.{}",
+                    rng.pick(&["example", "mail-host", "corp.example", "uni"]),
+                    rng.pick(&["com", "org", "co.uk", "de", "io"])
+                )
+            }
+            Builtin::Phone => {
+                let area = format!("{}{}", 2 + rng.below(8), rng.digits(2));
+                let exchange = format!("{}{}", 2 + rng.below(8), rng.digits(2));
+                let line = rng.digits(4);
+                match rng.below(9) {
+                    0 => format!("+1 {area} {exchange} {line}"),
+                    1 => format!("+1{area}{exchange}{line}"),
+                    2 => format!("({area}) {exchange}-{line}"),
+                    3 => format!("{area}-{exchange}-{line}"),
+                    4 => format!("+44 20 {} {}", rng.digits(4), rng.digits(4)),
+                    5 => format!("07{} {}", rng.digits(3), rng.digits(6)),
+                    6 => format!("+49 30 {}", rng.digits(8)),
+                    7 => format!("0151 {}", rng.digits(8)),
+                    _ => format!(
+                        "0{} {} {} {} {}",
+                        1 + rng.below(9),
+                        rng.digits(2),
+                        rng.digits(2),
+                        rng.digits(2),
+                        rng.digits(2)
+                    ),
+                }
+            }
+            Builtin::CreditCard => {
+                let (number, sizes): (String, &[usize]) = match rng.below(5) {
+                    0 => (luhn_complete("4", 16, rng), &[4, 4, 4, 4]),
+                    1 => (
+                        luhn_complete(&format!("5{}", 1 + rng.below(5)), 16, rng),
+                        &[4, 4, 4, 4],
+                    ),
+                    2 => (
+                        luhn_complete(&format!("{}", 2221 + rng.below(500)), 16, rng),
+                        &[4, 4, 4, 4],
+                    ),
+                    3 => (luhn_complete(rng.pick(&["34", "37"]), 15, rng), &[4, 6, 5]),
+                    _ => (luhn_complete("6011", 16, rng), &[4, 4, 4, 4]),
+                };
+                match rng.below(3) {
+                    0 => number,
+                    1 => group(&number, sizes, " "),
+                    _ => group(&number, sizes, "-"),
+                }
+            }
+            Builtin::UsSsn => {
+                let area = 1 + rng.below(665);
+                let group_n = 1 + rng.below(99);
+                let serial = 1 + rng.below(9999);
+                format!("{area:03}-{group_n:02}-{serial:04}")
+            }
+            Builtin::Iban => {
+                let iban = match rng.below(4) {
+                    0 => iban_for("DE", &rng.digits(18)),
+                    1 => iban_for(
+                        "GB",
+                        &format!(
+                            "{}{}",
+                            rng.alnum(4, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+                            rng.digits(14)
+                        ),
+                    ),
+                    2 => iban_for("FR", &rng.digits(23)),
+                    _ => iban_for(
+                        "NL",
+                        &format!(
+                            "{}{}",
+                            rng.alnum(4, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+                            rng.digits(10)
+                        ),
+                    ),
+                };
+                if rng.below(2) == 0 {
+                    iban
+                } else {
+                    iban.as_bytes()
+                        .chunks(4)
+                        .map(|c| std::str::from_utf8(c).unwrap())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                }
+            }
+            Builtin::IpAddress => {
+                if rng.below(3) == 0 {
+                    let groups: Vec<String> =
+                        (0..8).map(|_| format!("{:x}", rng.below(65536))).collect();
+                    if rng.below(2) == 0 {
+                        groups.join(":")
+                    } else {
+                        format!("{}:{}::{}", groups[0], groups[1], groups[7])
+                    }
+                } else {
+                    format!(
+                        "{}.{}.{}.{}",
+                        1 + rng.below(223),
+                        rng.below(256),
+                        rng.below(256),
+                        1 + rng.below(254)
+                    )
+                }
+            }
+            Builtin::Secret => {
+                let b62 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+                match rng.below(7) {
+                    0 => format!("sk-proj-{}", rng.alnum(40, b62)),
+                    1 => format!("AKIA{}", rng.alnum(16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")),
+                    2 => format!("ghp_{}", rng.alnum(36, b62)),
+                    3 => format!("xoxb-{}-{}", rng.digits(12), rng.alnum(24, b62)),
+                    4 => format!("AIza{}", rng.alnum(35, b62)),
+                    5 => format!(
+                        "eyJ{}.eyJ{}.{}",
+                        rng.alnum(20, b62),
+                        rng.alnum(30, b62),
+                        rng.alnum(43, b62)
+                    ),
+                    _ => format!(
+                        "-----BEGIN RSA PRIVATE KEY-----\n{}\n{}\n-----END RSA PRIVATE KEY-----",
+                        rng.alnum(64, b62),
+                        rng.alnum(40, b62)
+                    ),
+                }
+            }
+        }
+    }
+
+    fn hard_negative(rng: &mut Rng) -> String {
+        match rng.below(16) {
+            0 => {
+                // A card-shaped number that fails the Luhn check.
+                let valid = luhn_complete("4", 16, rng);
+                let last = valid.chars().last().and_then(|c| c.to_digit(10)).unwrap();
+                format!("{}{}", &valid[..15], (last + 1 + rng.below(8) as u32) % 10)
+            }
+            1 => format!("ORD-{}-{}", 2000 + rng.below(30), rng.digits(6)),
+            2 => format!(
+                "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+                rng.next() as u32,
+                rng.below(65536),
+                rng.below(65536),
+                rng.below(65536),
+                rng.next() & 0xffff_ffff_ffff
+            ),
+            3 => format!(
+                "{}-{:02}-{:02}",
+                1990 + rng.below(40),
+                1 + rng.below(12),
+                1 + rng.below(28)
+            ),
+            4 => format!(
+                "{:02}/{:02}/{}",
+                1 + rng.below(28),
+                1 + rng.below(12),
+                1990 + rng.below(40)
+            ),
+            5 => format!(
+                "{:02}:{:02}:{:02}",
+                rng.below(24),
+                rng.below(60),
+                rng.below(60)
+            ),
+            6 => format!("v{}.{}.{}", rng.below(20), rng.below(50), rng.below(200)),
+            7 => format!(
+                "version {}.{}.{}.{}",
+                rng.below(20),
+                rng.below(10),
+                rng.below(30000),
+                rng.below(9999)
+            ),
+            8 => format!(
+                "{}-{:02}-{}",
+                rng.pick(&["000", "666", "900", "987"]),
+                1 + rng.below(99),
+                rng.digits(4)
+            ),
+            9 => format!("invoice {}", rng.digits(9)),
+            10 => format!(
+                "{}.{}.{}.{}",
+                256 + rng.below(700),
+                rng.below(256),
+                rng.below(256),
+                rng.below(256)
+            ),
+            11 => format!("ticket #{}", rng.digits(6)),
+            12 => format!(
+                "{}T{:02}:{:02}:{:02}Z",
+                format!(
+                    "{}-{:02}-{:02}",
+                    2020 + rng.below(9),
+                    1 + rng.below(12),
+                    1 + rng.below(28)
+                ),
+                rng.below(24),
+                rng.below(60),
+                rng.below(60)
+            ),
+            13 => rng.alnum(40, "0123456789abcdef"),
+            14 => format!(
+                "build {}{}.{}",
+                2020 + rng.below(9),
+                rng.digits(4),
+                rng.below(9)
+            ),
+            _ => format!("{}.{:02} USD", rng.digits(4), rng.below(100)),
+        }
+    }
+
+    #[test]
+    fn corpus_precision_and_recall_per_entity_type() {
+        let detectors = detectors();
+        let mut rng = Rng(0x5eed_1234_abcd_9876);
+        let fillers = [
+            "Please contact",
+            "My details:",
+            "Send it to",
+            "The value is",
+            "Use",
+            "Noted:",
+        ];
+        let mut tp = std::collections::BTreeMap::<Builtin, u32>::new();
+        let mut fp = tp.clone();
+        let mut fneg = tp.clone();
+        for round in 0..400 {
+            for kind in Builtin::ALL {
+                // A positive with a hard negative next to it, in a sentence.
+                let value = positive(kind, &mut rng);
+                let noise = hard_negative(&mut rng);
+                let filler = rng.pick(&fillers);
+                let text = if round % 2 == 0 {
+                    format!("{filler} {value} (ref {noise}) thanks.")
+                } else {
+                    format!("Ref {noise}; {filler}: {value}, ok?")
+                };
+                let start = text.find(&value).unwrap();
+                let end = start + value.len();
+                let found = detectors.find(&text, &|_| true);
+                let hit = found
+                    .iter()
+                    .any(|f| f.kind == kind && f.start == start && f.end == end);
+                *if hit {
+                    tp.entry(kind).or_default()
+                } else {
+                    fneg.entry(kind).or_default()
+                } += 1;
+                for f in &found {
+                    if !(f.kind == kind && f.start == start && f.end == end) {
+                        *fp.entry(f.kind).or_default() += 1;
+                        eprintln!(
+                            "false positive {:?} {:?} in {text:?}",
+                            f.kind,
+                            &text[f.start..f.end]
+                        );
+                    }
+                }
+                if !hit {
+                    eprintln!("missed {kind:?} {value:?} in {text:?}: {found:?}");
+                }
+            }
+        }
+        println!("| entity | precision | recall | true positives | false positives | missed |");
+        println!("|---|---|---|---|---|---|");
+        for kind in Builtin::ALL {
+            let (t, f, n) = (
+                tp.get(&kind).copied().unwrap_or(0),
+                fp.get(&kind).copied().unwrap_or(0),
+                fneg.get(&kind).copied().unwrap_or(0),
+            );
+            let precision = f64::from(t) / f64::from((t + f).max(1));
+            let recall = f64::from(t) / f64::from((t + n).max(1));
+            println!("| {kind} | {precision:.4} | {recall:.4} | {t} | {f} | {n} |");
+            assert!(precision >= 0.99, "{kind}: precision {precision}");
+            assert!(recall >= 0.98, "{kind}: recall {recall}");
+        }
+    }
+}
