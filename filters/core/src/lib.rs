@@ -11,6 +11,7 @@ pub mod config;
 pub mod filters;
 pub mod metrics;
 pub mod pattern;
+pub mod pii;
 pub mod pii_detect;
 pub mod provider;
 pub mod ratelimit;

@@ -1,0 +1,1210 @@
+//! `llm_pii`: masks PII in prompts with reversible placeholders (`<EMAIL_1>`), redacts or blocks it,
+//! and restores placeholders in responses, JSON and streaming.
+
+use crate::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind, LocalReply};
+use crate::config::ConfigError;
+use crate::pii_detect::{Builtin, Detectors};
+use crate::sse::{SseEvent, SseParser};
+use regex::Regex;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Replace with a placeholder that is restored in the response.
+    Mask,
+    /// Replace with `[TYPE]` for good.
+    Redact,
+    /// Refuse the request (400 naming the types, never the values).
+    Block,
+    Off,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Mask => "mask",
+            Action::Redact => "redact",
+            Action::Block => "block",
+            Action::Off => "off",
+        }
+    }
+}
+
+/// The filter's configuration, as written in Envoy's `configuration` field.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PiiConfig {
+    /// Action per built-in type: email, phone, credit_card, us_ssn, iban, ip_address, secret.
+    #[serde(default)]
+    pub entities: BTreeMap<String, Action>,
+    /// Extra entity types found by a regex.
+    #[serde(default)]
+    pub custom: Vec<CustomEntity>,
+    /// Extra entity types found as literal terms (names, project code words, ...).
+    #[serde(default)]
+    pub terms: Vec<TermEntity>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CustomEntity {
+    pub name: String,
+    pub pattern: String,
+    #[serde(default = "mask")]
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TermEntity {
+    pub name: String,
+    pub values: Vec<String>,
+    #[serde(default = "mask")]
+    pub action: Action,
+    #[serde(default)]
+    pub case_sensitive: bool,
+}
+
+fn mask() -> Action {
+    Action::Mask
+}
+
+/// Default actions: mask everything reversible; secrets are redacted (a key must never be sent on,
+/// and there is no reason to put it back into an answer).
+fn default_action(kind: Builtin) -> Action {
+    match kind {
+        Builtin::Secret => Action::Redact,
+        _ => Action::Mask,
+    }
+}
+
+struct Extra {
+    stem: String,
+    regex: Regex,
+    action: Action,
+}
+
+/// The compiled configuration.
+pub struct Pii {
+    detectors: Detectors,
+    actions: HashMap<Builtin, Action>,
+    extras: Vec<Extra>,
+}
+
+impl std::fmt::Debug for Pii {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pii")
+            .field("actions", &self.actions)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_name(path: &str, name: &str) -> Result<String, ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && Builtin::from_key(name).is_none();
+    if ok {
+        Ok(name.to_ascii_uppercase())
+    } else {
+        Err(ConfigError::new(
+            path,
+            "names are 1-32 lowercase letters, digits or '_', and not a built-in type",
+        ))
+    }
+}
+
+impl Pii {
+    pub fn compile(config: PiiConfig) -> Result<Pii, ConfigError> {
+        let detectors = Detectors::new().map_err(|e| {
+            ConfigError::new("", format!("built-in detectors failed to compile: {e}"))
+        })?;
+        let mut actions: HashMap<Builtin, Action> = Builtin::ALL
+            .iter()
+            .map(|b| (*b, default_action(*b)))
+            .collect();
+        for (key, action) in &config.entities {
+            let kind = Builtin::from_key(key).ok_or_else(|| {
+                ConfigError::new(
+                    format!("entities.{key}"),
+                    "unknown type; built-in types are email, phone, credit_card, us_ssn, iban, ip_address, secret",
+                )
+            })?;
+            actions.insert(kind, *action);
+        }
+        let mut extras = Vec::new();
+        let mut stems = std::collections::HashSet::new();
+        for (i, custom) in config.custom.iter().enumerate() {
+            let stem = check_name(&format!("custom[{i}].name"), &custom.name)?;
+            if !stems.insert(stem.clone()) {
+                return Err(ConfigError::new(
+                    format!("custom[{i}].name"),
+                    "listed twice",
+                ));
+            }
+            let regex = Regex::new(&custom.pattern).map_err(|_| {
+                ConfigError::new(
+                    format!("custom[{i}].pattern"),
+                    "not a valid regular expression",
+                )
+            })?;
+            if regex.is_match("") {
+                return Err(ConfigError::new(
+                    format!("custom[{i}].pattern"),
+                    "must not match empty text",
+                ));
+            }
+            extras.push(Extra {
+                stem,
+                regex,
+                action: custom.action,
+            });
+        }
+        for (i, term) in config.terms.iter().enumerate() {
+            let stem = check_name(&format!("terms[{i}].name"), &term.name)?;
+            if !stems.insert(stem.clone()) {
+                return Err(ConfigError::new(format!("terms[{i}].name"), "listed twice"));
+            }
+            let values: Vec<String> = term
+                .values
+                .iter()
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| regex::escape(v.trim()))
+                .collect();
+            if values.is_empty() {
+                return Err(ConfigError::new(
+                    format!("terms[{i}].values"),
+                    "list at least one non-empty term",
+                ));
+            }
+            let flags = if term.case_sensitive { "" } else { "(?i)" };
+            let regex =
+                Regex::new(&format!(r"{flags}\b(?:{})\b", values.join("|"))).map_err(|_| {
+                    ConfigError::new(
+                        format!("terms[{i}].values"),
+                        "the terms do not form a valid pattern",
+                    )
+                })?;
+            extras.push(Extra {
+                stem,
+                regex,
+                action: term.action,
+            });
+        }
+        Ok(Pii {
+            detectors,
+            actions,
+            extras,
+        })
+    }
+}
+
+/// The placeholders of one request: the same value gets the same placeholder, and responses are
+/// restored from it. It lives only as long as the request.
+#[derive(Debug, Default, Clone)]
+pub struct Vault {
+    by_value: HashMap<(String, String), String>,
+    by_placeholder: HashMap<String, String>,
+    counters: HashMap<String, u32>,
+}
+
+/// Longest placeholder we look for: `<` + stem (≤ 32) + `_` + number + `>`.
+const MAX_PLACEHOLDER: usize = 48;
+
+impl Vault {
+    pub fn is_empty(&self) -> bool {
+        self.by_placeholder.is_empty()
+    }
+
+    fn placeholder(&mut self, stem: &str, value: &str) -> String {
+        if let Some(existing) = self.by_value.get(&(stem.to_string(), value.to_string())) {
+            return existing.clone();
+        }
+        let n = self.counters.entry(stem.to_string()).or_insert(0);
+        *n += 1;
+        let placeholder = format!("<{stem}_{n}>");
+        self.by_value
+            .insert((stem.to_string(), value.to_string()), placeholder.clone());
+        self.by_placeholder
+            .insert(placeholder.clone(), value.to_string());
+        placeholder
+    }
+
+    /// `text` with every known placeholder put back.
+    pub fn restore(&self, text: &str) -> Option<String> {
+        if self.is_empty() || !text.contains('<') {
+            return None;
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        let mut changed = false;
+        while let Some(open) = rest.find('<') {
+            out.push_str(rest.get(..open).unwrap_or(""));
+            let after = rest.get(open..).unwrap_or("");
+            let close = after
+                .get(..after.len().min(MAX_PLACEHOLDER))
+                .and_then(|w| w.find('>'));
+            match close
+                .and_then(|c| after.get(..=c))
+                .and_then(|p| self.by_placeholder.get(p).map(|v| (p.len(), v)))
+            {
+                Some((len, value)) => {
+                    out.push_str(value);
+                    rest = after.get(len..).unwrap_or("");
+                    changed = true;
+                }
+                None => {
+                    out.push('<');
+                    rest = after.get(1..).unwrap_or("");
+                }
+            }
+        }
+        out.push_str(rest);
+        changed.then_some(out)
+    }
+}
+
+/// What was found, by type and action: for metrics and filter state, never values.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Findings {
+    pub counts: BTreeMap<(String, Action), u32>,
+}
+
+impl Findings {
+    fn add(&mut self, kind: &str, action: Action) {
+        *self.counts.entry((kind.to_string(), action)).or_insert(0) += 1;
+    }
+
+    fn blocked(&self) -> Vec<&str> {
+        let mut kinds: Vec<&str> = self
+            .counts
+            .keys()
+            .filter(|(_, a)| *a == Action::Block)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        kinds.dedup();
+        kinds
+    }
+
+    /// `email=2,phone=1`, for access logs.
+    pub fn summary(&self) -> String {
+        let mut by_kind: BTreeMap<&str, u32> = BTreeMap::new();
+        for ((kind, _), n) in &self.counts {
+            *by_kind.entry(kind).or_insert(0) += n;
+        }
+        by_kind
+            .iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl Pii {
+    /// Masks, redacts or notes the PII in one text; returns the new text when something changed.
+    pub fn scan_text(
+        &self,
+        text: &str,
+        vault: &mut Vault,
+        findings: &mut Findings,
+    ) -> Option<String> {
+        let enabled =
+            |kind: Builtin| self.actions.get(&kind).copied().unwrap_or(Action::Off) != Action::Off;
+        // (start, end, stem, config key, action); built-ins first, then custom types that do not overlap.
+        let mut spans: Vec<(usize, usize, String, String, Action)> = self
+            .detectors
+            .find(text, &enabled)
+            .into_iter()
+            .map(|f| {
+                let action = self.actions.get(&f.kind).copied().unwrap_or(Action::Off);
+                (
+                    f.start,
+                    f.end,
+                    f.kind.key().to_ascii_uppercase(),
+                    f.kind.key().to_string(),
+                    action,
+                )
+            })
+            .collect();
+        for extra in self.extras.iter().filter(|e| e.action != Action::Off) {
+            for m in extra.regex.find_iter(text) {
+                if spans
+                    .iter()
+                    .all(|(s, e, ..)| m.end() <= *s || m.start() >= *e)
+                {
+                    spans.push((
+                        m.start(),
+                        m.end(),
+                        extra.stem.clone(),
+                        extra.stem.to_ascii_lowercase(),
+                        extra.action,
+                    ));
+                }
+            }
+        }
+        if spans.is_empty() {
+            return None;
+        }
+        spans.sort_by_key(|(start, ..)| *start);
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        let mut changed = false;
+        for (start, end, stem, key, action) in spans {
+            findings.add(&key, action);
+            let value = text.get(start..end).unwrap_or("");
+            let replacement = match action {
+                Action::Mask => vault.placeholder(&stem, value),
+                Action::Redact => format!("[{stem}]"),
+                Action::Block | Action::Off => continue,
+            };
+            out.push_str(text.get(at..start).unwrap_or(""));
+            out.push_str(&replacement);
+            at = end;
+            changed = true;
+        }
+        out.push_str(text.get(at..).unwrap_or(""));
+        changed.then_some(out)
+    }
+
+    fn scan_value(&self, value: &mut Value, vault: &mut Vault, findings: &mut Findings) -> bool {
+        match value {
+            Value::String(text) => match self.scan_text(text, vault, findings) {
+                Some(new) => {
+                    *text = new;
+                    true
+                }
+                None => false,
+            },
+            Value::Array(items) => {
+                let mut changed = false;
+                for item in items {
+                    changed |= self.scan_value(item, vault, findings);
+                }
+                changed
+            }
+            Value::Object(map) => {
+                let mut changed = false;
+                for item in map.values_mut() {
+                    changed |= self.scan_value(item, vault, findings);
+                }
+                changed
+            }
+            _ => false,
+        }
+    }
+
+    /// Scans a message/content structure: strings, `text` of text parts, `content` of tool results,
+    /// the `input` of tool uses; leaves types, ids, URLs and images alone.
+    fn scan_content(
+        &self,
+        content: &mut Value,
+        vault: &mut Vault,
+        findings: &mut Findings,
+    ) -> bool {
+        match content {
+            Value::String(_) => self.scan_value(content, vault, findings),
+            Value::Array(parts) => {
+                let mut changed = false;
+                for part in parts {
+                    let Some(object) = part.as_object_mut() else {
+                        continue;
+                    };
+                    let kind = object
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    for field in ["text", "content", "input"] {
+                        let applies = match field {
+                            "text" => {
+                                matches!(kind.as_str(), "text" | "input_text" | "output_text")
+                            }
+                            "content" => kind == "tool_result",
+                            _ => kind == "tool_use",
+                        };
+                        if applies {
+                            if let Some(inner) = object.get_mut(field) {
+                                changed |= if field == "content" {
+                                    self.scan_content(inner, vault, findings)
+                                } else {
+                                    self.scan_value(inner, vault, findings)
+                                };
+                            }
+                        }
+                    }
+                }
+                changed
+            }
+            _ => false,
+        }
+    }
+
+    fn scan_messages(
+        &self,
+        messages: Option<&mut Value>,
+        vault: &mut Vault,
+        findings: &mut Findings,
+    ) -> bool {
+        let mut changed = false;
+        for message in messages.and_then(Value::as_array_mut).into_iter().flatten() {
+            if let Some(content) = message.get_mut("content") {
+                changed |= self.scan_content(content, vault, findings);
+            }
+            for call in message
+                .get_mut("tool_calls")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(arguments) = call.pointer_mut("/function/arguments") {
+                    changed |= self.scan_value(arguments, vault, findings);
+                }
+            }
+        }
+        changed
+    }
+}
+
+/// The result of masking a request body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Masked {
+    /// Nothing to change: forward the body as it is, byte for byte.
+    Unchanged,
+    Rewritten(Vec<u8>),
+    Refused(LocalReply),
+}
+
+impl Pii {
+    /// Masks the prompt text of an inference request. Only where prompts live is looked at: messages,
+    /// tool-call arguments, `prompt`, `input`, `instructions`, Anthropic `system` and content blocks.
+    pub fn mask_request(
+        &self,
+        flavor: ApiFlavor,
+        path: &str,
+        body: &[u8],
+        vault: &mut Vault,
+    ) -> (Masked, Findings) {
+        let mut findings = Findings::default();
+        let Ok(mut request) = serde_json::from_slice::<Value>(body) else {
+            // llm_router answers malformed bodies; alone, this filter fails closed.
+            let reply = error_reply(
+                flavor,
+                ErrorKind::InvalidRequest,
+                "The request body is not valid JSON.",
+                ErrorDetail::default(),
+            );
+            return (Masked::Refused(reply), findings);
+        };
+        let path = path.split('?').next().unwrap_or(path);
+        let mut changed = false;
+        match path {
+            "/v1/chat/completions" => {
+                changed |= self.scan_messages(request.get_mut("messages"), vault, &mut findings)
+            }
+            "/v1/completions" => {
+                if let Some(prompt) = request.get_mut("prompt") {
+                    changed |= self.scan_value(prompt, vault, &mut findings);
+                }
+            }
+            "/v1/embeddings" => {
+                if let Some(input) = request.get_mut("input") {
+                    changed |= self.scan_value(input, vault, &mut findings);
+                }
+            }
+            "/v1/responses" => {
+                if let Some(instructions) = request.get_mut("instructions") {
+                    changed |= self.scan_value(instructions, vault, &mut findings);
+                }
+                match request.get_mut("input") {
+                    Some(input @ Value::String(_)) => {
+                        changed |= self.scan_value(input, vault, &mut findings)
+                    }
+                    Some(input) => changed |= self.scan_messages(Some(input), vault, &mut findings),
+                    None => {}
+                }
+            }
+            "/v1/messages" | "/v1/messages/count_tokens" => {
+                if let Some(system) = request.get_mut("system") {
+                    changed |= self.scan_content(system, vault, &mut findings);
+                }
+                changed |= self.scan_messages(request.get_mut("messages"), vault, &mut findings);
+            }
+            _ => return (Masked::Unchanged, findings),
+        }
+        let blocked = findings.blocked();
+        if !blocked.is_empty() {
+            let reply = error_reply(
+                flavor,
+                ErrorKind::InvalidRequest,
+                &format!(
+                    "The request contains data this gateway does not let through: {}. Remove it and retry.",
+                    blocked.join(", ")
+                ),
+                ErrorDetail { code: Some("pii_blocked"), param: None },
+            );
+            return (Masked::Refused(reply), findings);
+        }
+        if !changed {
+            return (Masked::Unchanged, findings);
+        }
+        match serde_json::to_vec(&request) {
+            Ok(bytes) => (Masked::Rewritten(bytes), findings),
+            Err(_) => {
+                let reply = error_reply(
+                    flavor,
+                    ErrorKind::Internal,
+                    "The request could not be masked.",
+                    ErrorDetail::default(),
+                );
+                (Masked::Refused(reply), findings)
+            }
+        }
+    }
+}
+
+fn restore_all(value: &mut Value, vault: &Vault) -> bool {
+    match value {
+        Value::String(text) => match vault.restore(text) {
+            Some(restored) => {
+                *text = restored;
+                true
+            }
+            None => false,
+        },
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |c, v| restore_all(v, vault) | c),
+        Value::Object(map) => map
+            .values_mut()
+            .fold(false, |c, v| restore_all(v, vault) | c),
+        _ => false,
+    }
+}
+
+/// Restores placeholders in a JSON response (every string in it: content, tool-call arguments, ...).
+pub fn restore_json(body: &[u8], vault: &Vault) -> Option<Vec<u8>> {
+    if vault.is_empty() {
+        return None;
+    }
+    let mut value: Value = serde_json::from_slice(body).ok()?;
+    restore_all(&mut value, vault)
+        .then(|| serde_json::to_vec(&value).ok())
+        .flatten()
+}
+
+/// Where a held-back piece can still become a placeholder: from the last `<` that has no `>` after it
+/// and is followed only by placeholder characters.
+fn holdback_start(text: &str) -> Option<usize> {
+    let open = text.rfind('<')?;
+    let tail = text.get(open + 1..)?;
+    let possible = tail.len() < MAX_PLACEHOLDER
+        && tail
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    possible.then_some(open)
+}
+
+/// The response format of a stream, from the API the client spoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFormat {
+    OpenAi,
+    Anthropic,
+}
+
+/// Restores placeholders in an SSE stream as it passes. A placeholder can be split across chunks and
+/// across events (`<EM` in one delta, `AIL_1>` in the next): per text field, only the tail that could
+/// still become a placeholder is held back, never more, and it is released with the next piece or at
+/// the end of its block.
+#[derive(Debug)]
+pub struct StreamRestorer {
+    format: StreamFormat,
+    parser: SseParser,
+    held: BTreeMap<String, String>,
+    /// Anthropic blocks that stream tool input JSON (a released tail goes back as `input_json_delta`).
+    json_blocks: std::collections::HashSet<String>,
+}
+
+impl StreamRestorer {
+    pub fn new(format: StreamFormat) -> Self {
+        StreamRestorer {
+            format,
+            parser: SseParser::new(),
+            held: BTreeMap::new(),
+            json_blocks: std::collections::HashSet::new(),
+        }
+    }
+
+    fn restore_piece(&mut self, key: &str, piece: &str, vault: &Vault) -> String {
+        let mut text = self.held.remove(key).unwrap_or_default();
+        text.push_str(piece);
+        let text = vault.restore(&text).unwrap_or(text);
+        match holdback_start(&text) {
+            Some(at) => {
+                self.held
+                    .insert(key.to_string(), text.get(at..).unwrap_or("").to_string());
+                text.get(..at).unwrap_or("").to_string()
+            }
+            None => text,
+        }
+    }
+
+    fn release(&mut self, key: &str, vault: &Vault) -> Option<String> {
+        let held = self.held.remove(key)?;
+        Some(vault.restore(&held).unwrap_or(held))
+    }
+
+    fn write(event: &SseEvent, data: &str, out: &mut Vec<u8>) {
+        if let Some(name) = &event.event {
+            out.extend_from_slice(format!("event: {name}\n").as_bytes());
+        }
+        out.extend_from_slice(format!("data: {data}\n\n").as_bytes());
+    }
+
+    fn openai_event(&mut self, event: &SseEvent, vault: &Vault, out: &mut Vec<u8>) {
+        let Ok(mut value) = serde_json::from_str::<Value>(&event.data) else {
+            Self::write(event, &event.data, out);
+            return;
+        };
+        let mut changed = false;
+        for choice in value
+            .get_mut("choices")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let finished = choice.get("finish_reason").is_some_and(|f| !f.is_null());
+            let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let key = format!("c{index}");
+            let content = delta
+                .get("content")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            if let Some(piece) = content {
+                let restored = self.restore_piece(&key, &piece, vault);
+                if restored != piece {
+                    delta.insert("content".into(), Value::String(restored));
+                    changed = true;
+                }
+            }
+            for call in delta
+                .get_mut("tool_calls")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                let call_key = format!(
+                    "t{index}.{}",
+                    call.get("index").and_then(Value::as_u64).unwrap_or(0)
+                );
+                if let Some(arguments) = call.pointer_mut("/function/arguments") {
+                    if let Some(piece) = arguments.as_str().map(str::to_string) {
+                        let restored = self.restore_piece(&call_key, &piece, vault);
+                        if restored != piece {
+                            *arguments = Value::String(restored);
+                            changed = true;
+                        }
+                    }
+                }
+            }
+            if finished {
+                // The end of this choice: nothing more can complete a held-back piece.
+                if let Some(rest) = self.release(&key, vault) {
+                    let before = delta
+                        .get("content")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    delta.insert("content".into(), Value::String(before + &rest));
+                    changed = true;
+                }
+                let prefix = format!("t{index}.");
+                let keys: Vec<String> = self
+                    .held
+                    .keys()
+                    .filter(|k| k.starts_with(&prefix))
+                    .cloned()
+                    .collect();
+                for call_key in keys {
+                    if let Some(rest) = self.release(&call_key, vault) {
+                        let tool = call_key
+                            .trim_start_matches(&prefix)
+                            .parse::<u64>()
+                            .unwrap_or(0);
+                        let calls = delta
+                            .entry("tool_calls")
+                            .or_insert_with(|| Value::Array(Vec::new()));
+                        if let Some(calls) = calls.as_array_mut() {
+                            calls.push(
+                                serde_json::json!({"index": tool, "function": {"arguments": rest}}),
+                            );
+                        }
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if changed {
+            Self::write(event, &value.to_string(), out);
+        } else {
+            Self::write(event, &event.data, out);
+        }
+    }
+
+    fn anthropic_event(&mut self, event: &SseEvent, vault: &Vault, out: &mut Vec<u8>) {
+        let Ok(mut value) = serde_json::from_str::<Value>(&event.data) else {
+            Self::write(event, &event.data, out);
+            return;
+        };
+        let kind = value
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let index = value.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let key = format!("b{index}");
+        match kind.as_str() {
+            "content_block_delta" => {
+                let field = match value.pointer("/delta/type").and_then(Value::as_str) {
+                    Some("text_delta") => "text",
+                    Some("input_json_delta") => "partial_json",
+                    _ => {
+                        Self::write(event, &event.data, out);
+                        return;
+                    }
+                };
+                let piece = value
+                    .pointer(&format!("/delta/{field}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let restored = self.restore_piece(&key, &piece, vault);
+                if restored == piece {
+                    Self::write(event, &event.data, out);
+                } else {
+                    if let Some(slot) = value.pointer_mut(&format!("/delta/{field}")) {
+                        *slot = Value::String(restored);
+                    }
+                    Self::write(event, &value.to_string(), out);
+                }
+                if field == "partial_json" {
+                    self.json_blocks.insert(key);
+                }
+            }
+            "content_block_stop" => {
+                let json_block = self.json_blocks.remove(&key);
+                if let Some(rest) = self.release(&key, vault) {
+                    let delta = if json_block {
+                        serde_json::json!({"type": "input_json_delta", "partial_json": rest})
+                    } else {
+                        serde_json::json!({"type": "text_delta", "text": rest})
+                    };
+                    let synthetic = serde_json::json!({"type": "content_block_delta", "index": index, "delta": delta});
+                    let named = SseEvent {
+                        event: Some("content_block_delta".into()),
+                        data: String::new(),
+                    };
+                    Self::write(&named, &synthetic.to_string(), out);
+                }
+                Self::write(event, &event.data, out);
+            }
+            _ => Self::write(event, &event.data, out),
+        }
+    }
+
+    /// Feeds a chunk; returns what to send on (complete events, placeholders restored).
+    pub fn push(&mut self, chunk: &[u8], vault: &Vault) -> Vec<u8> {
+        let mut out = Vec::with_capacity(chunk.len() + 16);
+        for event in self.parser.push(chunk) {
+            match self.format {
+                StreamFormat::OpenAi => self.openai_event(&event, vault, &mut out),
+                StreamFormat::Anthropic => self.anthropic_event(&event, vault, &mut out),
+            }
+        }
+        out
+    }
+
+    /// The stream ended: flush an unterminated event and anything still held.
+    pub fn finish(&mut self, vault: &Vault) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Some(event) = self.parser.finish() {
+            match self.format {
+                StreamFormat::OpenAi => self.openai_event(&event, vault, &mut out),
+                StreamFormat::Anthropic => self.anthropic_event(&event, vault, &mut out),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use serde_json::json;
+
+    fn pii(json: &str) -> Pii {
+        Pii::compile(parse::<PiiConfig>(json.as_bytes()).unwrap()).unwrap()
+    }
+
+    fn mask(p: &Pii, path: &str, body: &Value) -> (Masked, Findings, Vault) {
+        let mut vault = Vault::default();
+        let (masked, findings) = p.mask_request(
+            ApiFlavor::OpenAi,
+            path,
+            body.to_string().as_bytes(),
+            &mut vault,
+        );
+        (masked, findings, vault)
+    }
+
+    fn rewritten(masked: &Masked) -> Value {
+        match masked {
+            Masked::Rewritten(bytes) => serde_json::from_slice(bytes).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_same_value_gets_the_same_placeholder_and_is_restored() {
+        let p = pii("{}");
+        let body = json!({"model": "m", "messages": [
+            {"role": "system", "content": "Agent mail: support@corp.example"},
+            {"role": "user", "content": [{"type": "text", "text": "I am jane@example.com, call +1 415 555 2671; again jane@example.com"},
+                                          {"type": "image_url", "image_url": {"url": "https://x.example/jane@example.com.png"}}]},
+            {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{\"to\":\"jane@example.com\"}"}}]}
+        ]});
+        let (masked, findings, vault) = mask(&p, "/v1/chat/completions", &body);
+        let sent = rewritten(&masked);
+        assert_eq!(sent["messages"][0]["content"], "Agent mail: <EMAIL_1>");
+        assert_eq!(
+            sent["messages"][1]["content"][0]["text"],
+            "I am <EMAIL_2>, call <PHONE_1>; again <EMAIL_2>"
+        );
+        assert_eq!(
+            sent["messages"][1]["content"][1]["image_url"]["url"],
+            "https://x.example/jane@example.com.png",
+            "URLs are not prompt text"
+        );
+        assert_eq!(
+            sent["messages"][2]["tool_calls"][0]["function"]["arguments"],
+            "{\"to\":\"<EMAIL_2>\"}"
+        );
+        assert_eq!(findings.summary(), "email=4,phone=1");
+        assert_eq!(
+            vault
+                .restore("Hi <EMAIL_2>, I called <PHONE_1> (<EMAIL_9>)")
+                .unwrap(),
+            "Hi jane@example.com, I called +1 415 555 2671 (<EMAIL_9>)"
+        );
+        // Field order is kept when the body is rewritten.
+        let text = match &masked {
+            Masked::Rewritten(b) => String::from_utf8(b.clone()).unwrap(),
+            _ => unreachable!(),
+        };
+        assert!(text.starts_with("{\"model\":\"m\",\"messages\""), "{text}");
+    }
+
+    #[test]
+    fn a_clean_body_is_left_alone() {
+        let p = pii("{}");
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": "What is the capital of France? Version 1.2.3, order ORD-2024-558812."}]});
+        let (masked, findings, vault) = mask(&p, "/v1/chat/completions", &body);
+        assert_eq!(masked, Masked::Unchanged);
+        assert!(findings.counts.is_empty() && vault.is_empty());
+    }
+
+    #[test]
+    fn every_request_shape() {
+        let p = pii("{}");
+        let email = "a.b@example.org";
+        for (path, body, pointer) in [
+            (
+                "/v1/completions",
+                json!({"model": "m", "prompt": ["x", format!("mail {email}")]}),
+                "/prompt/1",
+            ),
+            (
+                "/v1/embeddings",
+                json!({"model": "m", "input": format!("mail {email}")}),
+                "/input",
+            ),
+            (
+                "/v1/responses",
+                json!({"model": "m", "instructions": format!("cc {email}"), "input": "hi"}),
+                "/instructions",
+            ),
+            (
+                "/v1/messages",
+                json!({"model": "m", "system": format!("cc {email}"), "messages": []}),
+                "/system",
+            ),
+            (
+                "/v1/messages",
+                json!({"model": "m", "messages": [{"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": format!("found {email}")}]}]}]}),
+                "/messages/0/content/0/content/0/text",
+            ),
+        ] {
+            let (masked, _, _) = mask(&p, path, &body);
+            let sent = rewritten(&masked);
+            assert!(
+                sent.pointer(pointer)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .contains("<EMAIL_1>"),
+                "{path}: {sent}"
+            );
+        }
+        assert_eq!(
+            mask(&p, "/v1/files", &json!({"a": "x@y.com"})).0,
+            Masked::Unchanged
+        );
+    }
+
+    #[test]
+    fn actions_redact_block_off_and_custom_types() {
+        let p = pii(
+            r#"{"entities": {"email": "redact", "us_ssn": "block", "phone": "off"},
+                        "custom": [{"name": "employee_id", "pattern": "EMP-[0-9]{6}"}],
+                        "terms": [{"name": "project", "values": ["Falcon", "Blue Heron"], "action": "redact"}]}"#,
+        );
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": "x@y.com EMP-123456 project falcon, call 415-555-2671"}]});
+        let (masked, findings, _) = mask(&p, "/v1/chat/completions", &body);
+        assert_eq!(
+            rewritten(&masked)["messages"][0]["content"],
+            "[EMAIL] <EMPLOYEE_ID_1> project [PROJECT], call 415-555-2671"
+        );
+        assert_eq!(findings.summary(), "email=1,employee_id=1,project=1");
+        let blocked = json!({"model": "m", "messages": [{"role": "user", "content": "my ssn is 123-45-6789"}]});
+        match mask(&p, "/v1/chat/completions", &blocked).0 {
+            Masked::Refused(reply) => {
+                assert_eq!(reply.status, 400);
+                assert!(
+                    reply.body.contains("us_ssn") && !reply.body.contains("123-45-6789"),
+                    "{}",
+                    reply.body
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Secrets are redacted by default.
+        let secret = json!({"model": "m", "messages": [{"role": "user", "content": "key AKIAIOSFODNN7EXAMPLE"}]});
+        assert_eq!(
+            rewritten(&mask(&pii("{}"), "/v1/chat/completions", &secret).0)["messages"][0]
+                ["content"],
+            "key [SECRET]"
+        );
+    }
+
+    #[test]
+    fn config_errors() {
+        for (json, path) in [
+            (r#"{"entities": {"emails": "mask"}}"#, "entities.emails"),
+            (
+                r#"{"custom": [{"name": "Bad Name", "pattern": "x"}]}"#,
+                "custom[0].name",
+            ),
+            (
+                r#"{"custom": [{"name": "email", "pattern": "x"}]}"#,
+                "custom[0].name",
+            ),
+            (
+                r#"{"custom": [{"name": "a", "pattern": "("}]}"#,
+                "custom[0].pattern",
+            ),
+            (
+                r#"{"custom": [{"name": "a", "pattern": "x*"}]}"#,
+                "custom[0].pattern",
+            ),
+            (
+                r#"{"terms": [{"name": "t", "values": [" "]}]}"#,
+                "terms[0].values",
+            ),
+            (
+                r#"{"custom": [{"name": "a", "pattern": "x"}], "terms": [{"name": "a", "values": ["y"]}]}"#,
+                "terms[0].name",
+            ),
+        ] {
+            let err = Pii::compile(parse::<PiiConfig>(json.as_bytes()).unwrap()).unwrap_err();
+            assert_eq!(err.path, path, "{json}: {err}");
+        }
+        assert_eq!(
+            parse::<PiiConfig>(br#"{"entities": {"email": "hide"}}"#)
+                .unwrap_err()
+                .path,
+            "entities.email"
+        );
+    }
+
+    fn vault_with(values: &[(&str, &str)]) -> Vault {
+        let mut vault = Vault::default();
+        for (stem, value) in values {
+            vault.placeholder(stem, value);
+        }
+        vault
+    }
+
+    #[test]
+    fn json_response_restore() {
+        let vault = vault_with(&[("EMAIL", "jane@example.com")]);
+        let body = json!({"choices": [{"message": {"content": "Hello <EMAIL_1>!", "tool_calls": [{"function": {"arguments": "{\"to\":\"<EMAIL_1>\"}"}}]}}]});
+        let restored: Value =
+            serde_json::from_slice(&restore_json(body.to_string().as_bytes(), &vault).unwrap())
+                .unwrap();
+        assert_eq!(
+            restored["choices"][0]["message"]["content"],
+            "Hello jane@example.com!"
+        );
+        assert_eq!(
+            restored["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            "{\"to\":\"jane@example.com\"}"
+        );
+        assert_eq!(restore_json(br#"{"x":"no placeholders"}"#, &vault), None);
+    }
+
+    fn openai_stream(pieces: &[&str]) -> String {
+        let mut out = String::new();
+        for piece in pieces {
+            out.push_str(&format!("data: {}\n\n", json!({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]})));
+        }
+        out.push_str(&format!(
+            "data: {}\n\n",
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        ));
+        out.push_str("data: [DONE]\n\n");
+        out
+    }
+
+    fn stream_text(output: &[u8]) -> String {
+        String::from_utf8(output.to_vec())
+            .unwrap()
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| {
+                v.pointer("/choices/0/delta/content")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
+            .collect()
+    }
+
+    fn run_stream(format: StreamFormat, stream: &str, vault: &Vault, splits: &[usize]) -> Vec<u8> {
+        let mut restorer = StreamRestorer::new(format);
+        let bytes = stream.as_bytes();
+        let mut out = Vec::new();
+        let mut start = 0;
+        for &end in splits.iter().chain(std::iter::once(&bytes.len())) {
+            out.extend(restorer.push(&bytes[start..end], vault));
+            start = end;
+        }
+        out.extend(restorer.finish(vault));
+        out
+    }
+
+    #[test]
+    fn placeholders_split_across_events_are_restored() {
+        let vault = vault_with(&[("EMAIL", "jane@example.com"), ("PHONE", "+1 415 555 2671")]);
+        // The model's tokens cut the placeholders anywhere.
+        let stream = openai_stream(&[
+            "Write to <EM",
+            "AIL_",
+            "1",
+            "> or call <PHONE_1",
+            ">. A < b, <NOT_ONE> stays",
+            " and ends with <EMA",
+        ]);
+        let out = run_stream(StreamFormat::OpenAi, &stream, &vault, &[]);
+        assert_eq!(stream_text(&out), "Write to jane@example.com or call +1 415 555 2671. A < b, <NOT_ONE> stays and ends with <EMA");
+    }
+
+    #[test]
+    fn every_chunk_split_of_a_stream_restores_identically() {
+        let vault = vault_with(&[("EMAIL", "jane@example.com")]);
+        let stream = openai_stream(&["Hi <EMA", "IL_1>, bye"]);
+        let whole = run_stream(StreamFormat::OpenAi, &stream, &vault, &[]);
+        assert_eq!(stream_text(&whole), "Hi jane@example.com, bye");
+        for split in 0..=stream.len() {
+            assert_eq!(
+                run_stream(StreamFormat::OpenAi, &stream, &vault, &[split]),
+                whole,
+                "split at {split}"
+            );
+        }
+        // One byte at a time.
+        let splits: Vec<usize> = (1..stream.len()).collect();
+        assert_eq!(
+            run_stream(StreamFormat::OpenAi, &stream, &vault, &splits),
+            whole
+        );
+    }
+
+    #[test]
+    fn only_the_possible_placeholder_tail_is_held() {
+        let vault = vault_with(&[("EMAIL", "jane@example.com")]);
+        let mut restorer = StreamRestorer::new(StreamFormat::OpenAi);
+        let first = restorer.push(
+            openai_stream(&["Hello wor"])
+                .split("data: {\"choices\":[{\"delta\":{}")
+                .next()
+                .unwrap()
+                .as_bytes(),
+            &vault,
+        );
+        assert_eq!(stream_text(&first), "Hello wor", "no '<': nothing held");
+        let mut restorer = StreamRestorer::new(StreamFormat::OpenAi);
+        let event = format!(
+            "data: {}\n\n",
+            json!({"choices": [{"index": 0, "delta": {"content": "Dear <EMA"}}]})
+        );
+        assert_eq!(
+            stream_text(&restorer.push(event.as_bytes(), &vault)),
+            "Dear "
+        );
+    }
+
+    #[test]
+    fn anthropic_stream_restore_and_release_at_block_end() {
+        let vault = vault_with(&[("EMAIL", "jane@example.com")]);
+        let delta = |text: &str| {
+            format!(
+                "event: content_block_delta\ndata: {}\n\n",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})
+            )
+        };
+        let stream = format!(
+            "event: message_start\ndata: {{\"type\":\"message_start\"}}\n\n{}{}{}event: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":0}}\n\n",
+            delta("To <EMAIL"), delta("_1> and <EM"), delta("AIL_2")
+        );
+        for split in [0, 10, 77, stream.len() / 2, stream.len()] {
+            let out = String::from_utf8(run_stream(
+                StreamFormat::Anthropic,
+                &stream,
+                &vault,
+                &[split],
+            ))
+            .unwrap();
+            let text: String = out
+                .split("\n\n")
+                .filter_map(|e| e.split("data: ").nth(1))
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .filter_map(|v| {
+                    v.pointer("/delta/text")
+                        .and_then(Value::as_str)
+                        .map(String::from)
+                })
+                .collect();
+            assert_eq!(text, "To jane@example.com and <EMAIL_2", "split {split}");
+            assert!(out.ends_with("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"));
+        }
+    }
+}
