@@ -776,13 +776,10 @@ mod tests {
             ),
             11 => format!("ticket #{}", rng.digits(6)),
             12 => format!(
-                "{}T{:02}:{:02}:{:02}Z",
-                format!(
-                    "{}-{:02}-{:02}",
-                    2020 + rng.below(9),
-                    1 + rng.below(12),
-                    1 + rng.below(28)
-                ),
+                "{}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+                2020 + rng.below(9),
+                1 + rng.below(12),
+                1 + rng.below(28),
                 rng.below(24),
                 rng.below(60),
                 rng.below(60)

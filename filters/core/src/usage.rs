@@ -241,7 +241,8 @@ impl StreamUsage {
                 }
                 if let Some(object) = value.as_object_mut() {
                     if object.get("usage").is_some_and(Value::is_null) {
-                        object.remove("usage");
+                        // shift_remove keeps the other fields in their order.
+                        object.shift_remove("usage");
                     }
                 }
                 Some(format!("data: {value}\n\n").into_bytes())
@@ -488,10 +489,10 @@ mod tests {
     #[test]
     fn hidden_usage_is_removed_exactly() {
         let expected = concat!(
-            "data: {\"choices\":[{\"delta\":{\"content\":\"\",\"role\":\"assistant\"},\"index\":0}],\"id\":\"c\",\"model\":\"gpt-4o-mini\"}\n\n",
-            "data: {\"choices\":[{\"delta\":{\"content\":\"héllo \"},\"index\":0}],\"id\":\"c\",\"model\":\"gpt-4o-mini\"}\n\n",
-            "data: {\"choices\":[{\"delta\":{\"content\":\"world\"},\"index\":0}],\"id\":\"c\",\"model\":\"gpt-4o-mini\"}\n\n",
-            "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\",\"index\":0}],\"id\":\"c\",\"model\":\"gpt-4o-mini\"}\n\n",
+            "data: {\"id\":\"c\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+            "data: {\"id\":\"c\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"héllo \"}}]}\n\n",
+            "data: {\"id\":\"c\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"world\"}}]}\n\n",
+            "data: {\"id\":\"c\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
             "data: [DONE]\n\n",
         );
         for split in 0..=OPENAI_STREAM.len() {

@@ -1,41 +1,205 @@
-//! `llm_pii`: masks PII in prompts and restores it in responses.
+//! `llm_pii`: masks PII in prompts before they leave and restores it in responses, streaming included.
 //!
-//! Thin glue: the logic lives in `llm-core`. See README.md for the configuration reference.
+//! Thin glue: detection, masking and restoring live in `llm_core::{pii, pii_detect}`. See README.md.
 
+use llm_core::api::{classify, ApiFlavor, Endpoint};
 use llm_core::config::ConfigError;
-use llm_core::filters::PiiConfig;
-use llm_host::Filter;
+use llm_core::metrics::labeled_name;
+use llm_core::pii::{restore_json, Masked, Pii, PiiConfig, StreamFormat, StreamRestorer, Vault};
+use llm_host::{send_local_reply, set_filter_state, Counter, Filter};
 use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 proxy_wasm::main! {{
-    llm_host::register::<Pii>();
+    llm_host::register::<PiiFilter>();
 }}
 
-pub struct Pii {
-    #[allow(dead_code)]
-    config: PiiConfig,
+pub struct PiiFilter {
+    pii: Pii,
+    /// `llm_pii_detections_total{entity,action}`; entity types come from the config, so the label set
+    /// is bounded.
+    detections: RefCell<HashMap<String, Option<Counter>>>,
 }
 
-impl Filter for Pii {
+impl Filter for PiiFilter {
     const NAME: &'static str = "llm_pii";
     type Config = PiiConfig;
 
     fn from_config(config: PiiConfig) -> Result<Self, ConfigError> {
-        Ok(Pii { config })
+        Ok(PiiFilter {
+            pii: Pii::compile(config)?,
+            detections: RefCell::new(HashMap::new()),
+        })
     }
 
     fn http_context(self: &Rc<Self>, _context_id: u32) -> Box<dyn HttpContext> {
         Box::new(PiiRequest {
-            _filter: Rc::clone(self),
+            filter: Rc::clone(self),
+            flavor: None,
+            path: String::new(),
+            body_size: 0,
+            vault: Vault::default(),
+            response: Response::Untouched,
         })
     }
 }
 
+impl PiiFilter {
+    fn count(&self, entity: &str, action: &str, by: u32) {
+        let name = labeled_name(
+            "llm_pii_detections_total",
+            &[("entity", entity), ("action", action)],
+        );
+        let known = self.detections.borrow().get(&name).copied();
+        let counter = match known {
+            Some(counter) => counter,
+            None => {
+                let counter = Counter::define(&name);
+                self.detections.borrow_mut().insert(name, counter);
+                counter
+            }
+        };
+        if let Some(counter) = counter {
+            counter.increment(i64::from(by));
+        }
+    }
+}
+
+enum Response {
+    Untouched,
+    /// Buffered to the end, then restored (JSON).
+    Buffered,
+    Stream(Box<StreamRestorer>),
+}
+
 struct PiiRequest {
-    _filter: Rc<Pii>,
+    filter: Rc<PiiFilter>,
+    /// Set while an inference request's body is being read.
+    flavor: Option<ApiFlavor>,
+    path: String,
+    body_size: usize,
+    vault: Vault,
+    response: Response,
+}
+
+impl PiiRequest {
+    fn mask(&mut self, flavor: ApiFlavor, body_size: usize) -> Action {
+        self.flavor = None;
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let filter = Rc::clone(&self.filter);
+        let (masked, findings) =
+            filter
+                .pii
+                .mask_request(flavor, &self.path, &body, &mut self.vault);
+        for ((entity, action), n) in &findings.counts {
+            filter.count(entity, action.as_str(), *n);
+        }
+        if !findings.counts.is_empty() {
+            set_filter_state("llm_pii", &findings.summary());
+        }
+        match masked {
+            Masked::Unchanged => Action::Continue,
+            Masked::Rewritten(new_body) => {
+                self.set_http_request_body(0, body_size, &new_body);
+                self.set_http_request_header("content-length", Some(&new_body.len().to_string()));
+                if !self.vault.is_empty() {
+                    // The response is rewritten: it must arrive uncompressed.
+                    self.set_http_request_header("accept-encoding", None);
+                }
+                Action::Continue
+            }
+            Masked::Refused(reply) => {
+                send_local_reply(&reply);
+                Action::Pause
+            }
+        }
+    }
 }
 
 impl Context for PiiRequest {}
 
-impl HttpContext for PiiRequest {}
+impl HttpContext for PiiRequest {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let method = self.get_http_request_header(":method").unwrap_or_default();
+        self.path = self.get_http_request_header(":path").unwrap_or_default();
+        match classify(&method, &self.path) {
+            Endpoint::Inference(flavor) if !end_of_stream => {
+                // Nothing leaves before it is scanned (needs allow_on_headers_stop_iteration).
+                self.flavor = Some(flavor);
+                Action::Pause
+            }
+            _ => Action::Continue,
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(flavor) = self.flavor else {
+            return Action::Continue;
+        };
+        self.body_size = body_size;
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.mask(flavor, body_size)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        match self.flavor {
+            Some(flavor) => self.mask(flavor, self.body_size),
+            None => Action::Continue,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.vault.is_empty() {
+            return Action::Continue;
+        }
+        let content_type = self
+            .get_http_response_header("content-type")
+            .unwrap_or_default();
+        self.set_http_response_header("content-length", None);
+        self.response = if content_type.starts_with("text/event-stream") {
+            let format = if self.path.starts_with("/v1/messages") {
+                StreamFormat::Anthropic
+            } else {
+                StreamFormat::OpenAi
+            };
+            Response::Stream(Box::new(StreamRestorer::new(format)))
+        } else {
+            Response::Buffered
+        };
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match &self.response {
+            Response::Untouched => Action::Continue,
+            Response::Buffered if !end_of_stream => Action::Pause,
+            Response::Buffered => {
+                let body = self
+                    .get_http_response_body(0, body_size)
+                    .unwrap_or_default();
+                if let Some(restored) = restore_json(&body, &self.vault) {
+                    self.set_http_response_body(0, body_size, &restored);
+                }
+                Action::Continue
+            }
+            Response::Stream(_) => {
+                let chunk = self
+                    .get_http_response_body(0, body_size)
+                    .unwrap_or_default();
+                if let Response::Stream(restorer) = &mut self.response {
+                    let mut out = restorer.push(&chunk, &self.vault);
+                    if end_of_stream {
+                        out.extend(restorer.finish(&self.vault));
+                    }
+                    self.set_http_response_body(0, body_size, &out);
+                }
+                Action::Continue
+            }
+        }
+    }
+}

@@ -258,6 +258,8 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
             .and_then(|n| usize::try_from(n).ok()),
         reset_after: header_number(&request, "x-mock-stream-reset-after")
             .and_then(|n| usize::try_from(n).ok()),
+        chunk_bytes: header_number(&request, "x-mock-chunk-bytes")
+            .and_then(|n| usize::try_from(n).ok()),
     };
     let forced_status = header_number(&request, "x-mock-status")
         .and_then(|s| u16::try_from(s).ok())

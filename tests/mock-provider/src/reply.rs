@@ -86,10 +86,20 @@ pub struct StreamFaults {
     pub error_after: Option<usize>,
     /// After this many events, abort the connection (the client sees a reset, not a clean end).
     pub reset_after: Option<usize>,
+    /// Re-cut the whole stream into frames of this many bytes (events split anywhere, even inside a
+    /// UTF-8 character), each sent after `chunk_delay`.
+    pub chunk_bytes: Option<usize>,
 }
 
 /// An SSE response sending each event as its own body frame. `error_event` is what `error_after` sends.
 pub fn sse(events: Vec<String>, error_event: String, faults: StreamFaults) -> Response<Body> {
+    let events: Vec<Vec<u8>> = match faults.chunk_bytes.filter(|n| *n > 0) {
+        Some(size) => {
+            let all: Vec<u8> = events.concat().into_bytes();
+            all.chunks(size).map(|c| c.to_vec()).collect()
+        }
+        None => events.into_iter().map(String::into_bytes).collect(),
+    };
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, io::Error>>(8);
     tokio::spawn(async move {
         for (index, event) in events.into_iter().enumerate() {
@@ -106,7 +116,9 @@ pub fn sse(events: Vec<String>, error_event: String, faults: StreamFaults) -> Re
                 return;
             }
             if faults.error_after == Some(index) {
-                let _ = sender.send(Ok(Frame::data(Bytes::from(error_event)))).await;
+                let _ = sender
+                    .send(Ok(Frame::data(Bytes::from(error_event.clone()))))
+                    .await;
                 return;
             }
             if index > 0 {

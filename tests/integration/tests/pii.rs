@@ -1,0 +1,162 @@
+//! llm_pii in a real Envoy: providers see placeholders, clients get their values back (JSON and
+//! streams cut into 1-byte chunks), block and redact modes, and clean bodies arrive untouched.
+
+use integration::http::{self, post_json, sse_data, sse_events};
+use integration::{require_envoy, Demo};
+use serde_json::{json, Value};
+
+const KEY: (&str, &str) = ("authorization", "Bearer sk-demo-team-a");
+const PROMPT: &str = "Mail jane.doe@example.com, call +1 415 555 2671, card 4111 1111 1111 1111, IBAN DE89 3704 0044 0532 0130 00, again jane.doe@example.com";
+const MASKED: &str =
+    "Mail <EMAIL_1>, call <PHONE_1>, card <CREDIT_CARD_1>, IBAN <IBAN_1>, again <EMAIL_1>";
+
+fn chat(demo: &Demo, extra: &[(&str, &str)], body: &Value) -> http::Response {
+    let mut headers = vec![KEY];
+    headers.extend_from_slice(extra);
+    post_json(
+        &demo.envoy.url("/v1/chat/completions"),
+        &headers,
+        &body.to_string(),
+    )
+}
+
+#[test]
+fn providers_see_placeholders_and_clients_get_their_values_back() {
+    require_envoy!();
+    let demo = Demo::start();
+    let response = chat(
+        &demo,
+        &[],
+        &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}]}),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.json()["choices"][0]["message"]["content"], PROMPT);
+    let sent = &demo.openai.requests()[0];
+    assert_eq!(sent["json"]["messages"][0]["content"], MASKED);
+    assert!(!sent["body"].as_str().unwrap().contains("jane.doe"));
+    let prometheus = demo.envoy.prometheus();
+    assert!(
+        prometheus.contains("llm_pii_detections_total{entity=\"email\",action=\"mask\"} 2"),
+        "{prometheus}"
+    );
+    assert!(
+        prometheus.contains("llm_pii_detections_total{entity=\"credit_card\",action=\"mask\"} 1")
+    );
+    assert_eq!(
+        demo.envoy.access_log(1)[0]["pii"],
+        "credit_card=1,email=2,iban=1,phone=1"
+    );
+}
+
+#[test]
+fn streams_cut_into_single_bytes_are_restored() {
+    require_envoy!();
+    let demo = Demo::start();
+    let short = "Write to jane.doe@example.com or +1 415 555 2671";
+    for model in ["gpt-4o-mini", "claude-sonnet-4-5"] {
+        let response = chat(
+            &demo,
+            &[("x-mock-chunk-bytes", "1"), ("x-mock-chunk-delay-ms", "1")],
+            &json!({"model": model, "stream": true, "messages": [{"role": "user", "content": short}]}),
+        );
+        assert_eq!(response.status, 200, "{model}: {}", response.body);
+        let data = sse_data(&response.body);
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{model}");
+        let text: String = data
+            .iter()
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| {
+                v.pointer("/choices/0/delta/content")?
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect();
+        assert_eq!(text, short, "{model}");
+        assert!(
+            !response.body.contains("<EMAIL_1>") && !response.body.contains("<PHONE_1>"),
+            "{model}"
+        );
+    }
+    // The native Anthropic API, streaming.
+    let native = post_json(
+        &demo.envoy.url("/v1/messages"),
+        &[
+            ("x-api-key", "sk-demo-team-a"),
+            ("anthropic-version", "2023-06-01"),
+            ("x-mock-chunk-bytes", "7"),
+        ],
+        &json!({"model": "claude-sonnet-4-5", "max_tokens": 200, "stream": true,
+                "messages": [{"role": "user", "content": short}]})
+        .to_string(),
+    );
+    let text: String = sse_events(&native.body)
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v.pointer("/delta/text")?.as_str().map(String::from))
+        .collect();
+    assert_eq!(text, short);
+    let sent = demo.anthropic.requests();
+    assert!(sent
+        .iter()
+        .all(|r| !r["body"].as_str().unwrap().contains("jane.doe")));
+}
+
+#[test]
+fn secrets_are_blocked_and_terms_redacted() {
+    require_envoy!();
+    let demo = Demo::start();
+    let blocked = chat(
+        &demo,
+        &[],
+        &json!({"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": "use key sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"}]}),
+    );
+    assert_eq!(blocked.status, 400);
+    assert_eq!(blocked.json()["error"]["code"], "pii_blocked");
+    assert!(blocked.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("secret"));
+    assert!(
+        !blocked.body.contains("sk-proj-"),
+        "the value must never be echoed"
+    );
+    assert!(demo.openai.requests().is_empty());
+
+    let redacted = chat(
+        &demo,
+        &[],
+        &json!({"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": "status of Project Falcon?"}]}),
+    );
+    assert_eq!(redacted.status, 200);
+    assert_eq!(
+        demo.openai.requests()[0]["json"]["messages"][0]["content"],
+        "status of [PROJECT]?"
+    );
+    // Redaction is irreversible: the echo comes back redacted.
+    assert_eq!(
+        redacted.json()["choices"][0]["message"]["content"],
+        "status of [PROJECT]?"
+    );
+}
+
+#[test]
+fn a_clean_body_arrives_byte_identical() {
+    require_envoy!();
+    let demo = Demo::start();
+    // Odd spacing, key order and number formats a re-serialization would change.
+    let body = "{ \"model\" : \"gpt-4o-mini\",\n  \"temperature\": 0.70, \"messages\": [{\"role\":\"user\",\"content\":\"Version 1.2.3, order ORD-2024-558812, at 12:30:45 on 2024-01-15\"}] }";
+    let response = http::request(
+        "POST",
+        &demo.envoy.url("/v1/chat/completions"),
+        &[KEY, ("content-type", "application/json")],
+        Some(body),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(demo.openai.requests()[0]["body"], body);
+    assert!(!demo
+        .envoy
+        .prometheus()
+        .contains("llm_pii_detections_total{"));
+}
