@@ -44,5 +44,37 @@ fn router_body(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, router_body);
+fn pii_scan(c: &mut Criterion) {
+    use llm_bench::{chat_body_with_pii, PII_CONFIG};
+    use llm_core::pii::{Pii, PiiConfig, Vault};
+    let pii = Pii::compile(parse::<PiiConfig>(PII_CONFIG.as_bytes()).unwrap()).unwrap();
+    let engine = if cfg!(feature = "regex") {
+        "regex"
+    } else {
+        "regex-lite"
+    };
+    let mut group = c.benchmark_group(format!("pii_mask_request_{engine}"));
+    for (label, size) in [("2KB", 2 * 1024), ("200KB", 200 * 1024)] {
+        for (kind, body) in [
+            ("clean", chat_body("gpt-4o-mini", size)),
+            ("with_pii", chat_body_with_pii("gpt-4o-mini", size)),
+        ] {
+            group.throughput(Throughput::Bytes(body.len() as u64));
+            group.bench_with_input(BenchmarkId::new(kind, label), body.as_bytes(), |b, body| {
+                b.iter(|| {
+                    let mut vault = Vault::default();
+                    pii.mask_request(
+                        ApiFlavor::OpenAi,
+                        "/v1/chat/completions",
+                        black_box(body),
+                        &mut vault,
+                    )
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, router_body, pii_scan);
 criterion_main!(benches);

@@ -23,16 +23,47 @@ pub fn chat_body(model: &str, size: usize) -> String {
     json!({"model": model, "messages": messages, "temperature": 0.2, "max_tokens": 256}).to_string()
 }
 
+/// A chat request of about `size` bytes with PII sprinkled through the prompt (about one item per
+/// 500 bytes: emails, phones, cards, IBANs).
+pub fn chat_body_with_pii(model: &str, size: usize) -> String {
+    let items = [
+        "Contact jane.doe@example.com about it. ",
+        "Call +1 415 555 2671 after five. ",
+        "Pay with 4111 1111 1111 1111 please. ",
+        "IBAN DE89 3704 0044 0532 0130 00 is ours. ",
+    ];
+    let filler =
+        "The quick brown fox jumps over the lazy dog while the gateway scans the prompt for data. ";
+    let mut prompt = String::new();
+    let mut i = 0;
+    while prompt.len() + 300 < size {
+        prompt.push_str(filler);
+        prompt.push_str(filler);
+        prompt.push_str(filler);
+        prompt.push_str(items[i % items.len()]);
+        i += 1;
+    }
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": prompt}]})
+        .to_string()
+}
+
 /// The `llm_router` model table used by the benchmarks.
 pub const ROUTER_CONFIG: &str = r#"{"models":[{"name":"gpt-4o-mini","route":"openai"},{"name":"fast","alias_of":"gpt-4o-mini"}]}"#;
+
+/// The `llm_pii` configuration used by the benchmarks: every built-in type masked.
+pub const PII_CONFIG: &str = r#"{"entities":{"secret":"mask"}}"#;
 
 /// An Envoy bootstrap: one listener on a free port, one worker's worth of config, an optional Wasm filter
 /// (`filter` = (name, configuration JSON)), and one cluster pointing at the mock provider.
 pub fn envoy_config(filter: Option<(&str, &str)>, mock_port: u16) -> String {
     let wasm = match filter {
         None => String::new(),
-        Some((name, configuration)) => format!(
-            r#"
+        Some((name, configuration)) => {
+            // A module built elsewhere (e.g. another regex engine) can be measured via <NAME>_WASM.
+            let file = std::env::var(format!("{}_WASM", name.to_ascii_uppercase()))
+                .unwrap_or_else(|_| format!("target/wasm32-wasip1/release/{name}.wasm"));
+            format!(
+                r#"
           - name: {name}
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
@@ -42,13 +73,14 @@ pub fn envoy_config(filter: Option<(&str, &str)>, mock_port: u16) -> String {
                 vm_config:
                   vm_id: {name}
                   runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: target/wasm32-wasip1/release/{name}.wasm }} }}
+                  code: {{ local: {{ filename: {file} }} }}
                 configuration:
                   "@type": type.googleapis.com/google.protobuf.StringValue
                   value: '{configuration}'
                 failure_policy: FAIL_CLOSED
                 allow_on_headers_stop_iteration: true"#
-        ),
+            )
+        }
     };
     format!(
         r#"

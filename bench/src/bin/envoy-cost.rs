@@ -6,7 +6,9 @@
 
 use integration::http::Client;
 use integration::{Envoy, EnvoyOptions, MockProvider};
-use llm_bench::{chat_body, envoy_config, median, process_cpu_ns, ROUTER_CONFIG};
+use llm_bench::{
+    chat_body, chat_body_with_pii, envoy_config, median, process_cpu_ns, PII_CONFIG, ROUTER_CONFIG,
+};
 use std::time::Instant;
 
 struct Variant {
@@ -41,27 +43,45 @@ fn main() {
         log_level: "warning",
         ..EnvoyOptions::default()
     };
+    let start = |filter: Option<(&str, &str)>| {
+        let started = Instant::now();
+        let envoy = Envoy::start(&envoy_config(filter, mock.port()), &options);
+        (envoy, started.elapsed())
+    };
+    let (bare, bare_ready) = start(None);
+    let (router, router_ready) = start(Some(("llm_router", ROUTER_CONFIG)));
+    let (pii, pii_ready) = start(Some(("llm_pii", PII_CONFIG)));
+    println!(
+        "Envoy start to /ready: bare {} ms, with llm_router {} ms, with llm_pii {} ms\n",
+        bare_ready.as_millis(),
+        router_ready.as_millis(),
+        pii_ready.as_millis()
+    );
     let variants = [
         Variant {
             name: "bare Envoy",
-            envoy: Envoy::start(&envoy_config(None, mock.port()), &options),
+            envoy: bare,
         },
         Variant {
             name: "llm_router",
-            envoy: Envoy::start(
-                &envoy_config(Some(("llm_router", ROUTER_CONFIG)), mock.port()),
-                &options,
-            ),
+            envoy: router,
+        },
+        Variant {
+            name: "llm_pii",
+            envoy: pii,
         },
     ];
-    println!("| body | model | variant | Envoy CPU µs/request | wall µs/request | added CPU µs vs bare |");
+    println!("| body | request | variant | Envoy CPU µs/request | wall µs/request | added CPU µs vs bare |");
     println!("|---|---|---|---|---|---|");
     for (label, size, requests) in [
         ("2 KB", 2 * 1024, small_requests),
         ("200 KB", 200 * 1024, small_requests / 10),
     ] {
-        for model in ["gpt-4o-mini", "fast"] {
-            let body = chat_body(model, size);
+        for model in ["gpt-4o-mini", "fast", "with PII"] {
+            let body = match model {
+                "with PII" => chat_body_with_pii("gpt-4o-mini", size),
+                _ => chat_body(model, size),
+            };
             let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
             let mut wall: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
             for _ in 0..rounds {
@@ -75,8 +95,13 @@ fn main() {
                 .map(|i| (median(&mut cpu[i]), median(&mut wall[i])))
                 .collect();
             for (i, variant) in variants.iter().enumerate() {
-                if model == "fast" && i == 0 {
-                    continue; // bare Envoy does not care about the model name
+                let relevant = match (model, variant.name) {
+                    ("fast", "bare Envoy" | "llm_pii") => false, // the alias only matters to the router
+                    ("with PII", "llm_router") => false,
+                    _ => true,
+                };
+                if !relevant {
+                    continue;
                 }
                 let (c, w) = medians[i];
                 println!(

@@ -5,6 +5,7 @@ pub use crate::auth::AuthConfig;
 
 pub use crate::router::RouterConfig;
 
+#[cfg(any(feature = "regex", feature = "regex-lite"))]
 pub use crate::pii::PiiConfig;
 
 pub use crate::accounting::UsageConfig;

@@ -11,8 +11,17 @@ pub mod config;
 pub mod filters;
 pub mod metrics;
 pub mod pattern;
+// PII detection needs a regex engine; filters that do not scan for PII build without one.
+#[cfg(any(feature = "regex", feature = "regex-lite"))]
 pub mod pii;
+#[cfg(any(feature = "regex", feature = "regex-lite"))]
 pub mod pii_detect;
+
+/// The regex engine behind the PII detectors (see the `regex` / `regex-lite` features).
+#[cfg(feature = "regex")]
+pub(crate) use regex as regex_engine;
+#[cfg(all(feature = "regex-lite", not(feature = "regex")))]
+pub(crate) use regex_lite as regex_engine;
 pub mod provider;
 pub mod ratelimit;
 pub mod request;

@@ -4,8 +4,8 @@
 use crate::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind, LocalReply};
 use crate::config::ConfigError;
 use crate::pii_detect::{Builtin, Detectors};
+use crate::regex_engine::Regex;
 use crate::sse::{SseEvent, SseParser};
-use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -174,7 +174,7 @@ impl Pii {
                 .values
                 .iter()
                 .filter(|v| !v.trim().is_empty())
-                .map(|v| regex::escape(v.trim()))
+                .map(|v| crate::regex_engine::escape(v.trim()))
                 .collect();
             if values.is_empty() {
                 return Err(ConfigError::new(

@@ -2,7 +2,7 @@
 //! keeps only real ones. Patterns are ASCII-only on purpose: the regex crate is built without Unicode
 //! tables to keep the Wasm module small.
 
-use regex::Regex;
+use crate::regex_engine::Regex;
 use std::fmt;
 
 /// The built-in entity types.
@@ -315,8 +315,8 @@ fn email(candidate: &str, _: &str, _: usize) -> bool {
 }
 
 impl Detectors {
-    pub fn new() -> Result<Detectors, regex::Error> {
-        let p = |kind, regex: &str, validate| -> Result<Pattern, regex::Error> {
+    pub fn new() -> Result<Detectors, crate::regex_engine::Error> {
+        let p = |kind, regex: &str, validate| -> Result<Pattern, crate::regex_engine::Error> {
             Ok(Pattern {
                 kind,
                 regex: Regex::new(regex)?,
