@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
-# Writes bench/router.md: the machine, Criterion's router numbers and the Envoy CPU cost table.
+# Writes bench/filter-cost.md: the machine, Criterion's numbers (router, PII) and the Envoy CPU cost table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=bench/router.md
+out=bench/filter-cost.md
 {
-  echo "# llm_router parse cost"
+  echo "# Filter cost: llm_router and llm_pii"
   echo
   echo "Measured $(date -u +%Y-%m-%d) by \`make bench\` on: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs),"
   echo "$(free -g | awk '/Mem:/ {print $2}') GiB RAM, Envoy $(${ENVOY_BIN:-.venv/bin/envoy} --version | grep -o '1\.[0-9.]*' | head -1). Noisy shared machine: trust ratios more than absolutes."
   echo
-  echo "## Native (Criterion, llm-core, median time per call)"
+  echo "## Native (Criterion, llm-core, median time per call; PII with the default regex engine)"
   echo
   echo "| benchmark | time |"
   echo "|---|---|"
-  for dir in target/criterion/router_on_body/*/*/; do
+  for dir in target/criterion/router_on_body/*/*/ target/criterion/pii_mask_request_*/*/*/; do
     estimates="$dir/new/estimates.json"
     [[ -f $estimates ]] || continue
-    name=${dir#target/criterion/router_on_body/}
+    name=${dir#target/criterion/}
     ns=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['median']['point_estimate'])" "$estimates")
     python3 -c "import sys; ns=float(sys.argv[2]); print(f'| {sys.argv[1].rstrip(\"/\")} | {ns/1000:.1f} µs |')" "$name" "$ns"
   done
