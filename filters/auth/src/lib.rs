@@ -6,16 +6,16 @@ use llm_core::api::{
     classify, error_reply, ApiFlavor, Endpoint, ErrorDetail, ErrorKind, LocalReply,
 };
 use llm_core::auth::{
-    bucket_key, model_not_allowed, rate_limit_headers, rate_limited, Auth, AuthConfig, AuthMethod,
-    Credentials, CREDENTIAL_HEADERS,
+    bucket_key, model_not_allowed, rate_limited, Auth, AuthConfig, AuthMethod, Credentials,
+    CREDENTIAL_HEADERS,
 };
 use llm_core::config::ConfigError;
 use llm_core::metrics::labeled_name;
-use llm_core::ratelimit::Outcome;
+use llm_core::ratelimit::{limit_headers, LimitUnit, Outcome};
 use llm_core::request::{body_error_reply, missing_model_reply, read_fields};
 use llm_host::{
-    ensure_bucket, now_unix_nanos, send_local_reply, set_filter_state, take_from_bucket, Counter,
-    Filter,
+    ensure_bucket, now_unix_nanos, request_body, request_trailers, send_local_reply,
+    set_filter_state, take_from_bucket, BodyBuffer, Counter, Filter, HoldsRequestBody,
 };
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -78,8 +78,7 @@ impl Filter for AuthFilter {
             filter: Rc::clone(self),
             flavor: ApiFlavor::OpenAi,
             caller: None,
-            reading_body: false,
-            body_size: 0,
+            body: BodyBuffer::default(),
             outcome: None,
         })
     }
@@ -96,9 +95,8 @@ struct AuthRequest {
     filter: Rc<AuthFilter>,
     flavor: ApiFlavor,
     caller: Option<Caller>,
-    /// Set while the body is buffered to check the model against a restricted allow-list.
-    reading_body: bool,
-    body_size: usize,
+    /// Held to check the model against a restricted allow-list.
+    body: BodyBuffer,
     /// The rate-limit decision, echoed in the response headers.
     outcome: Option<Outcome>,
 }
@@ -157,11 +155,8 @@ impl AuthRequest {
     }
 
     /// The body is complete: check the model against the allow-list, then the rate limit.
-    fn check_model(&mut self) -> Action {
-        self.reading_body = false;
-        let body = self
-            .get_http_request_body(0, self.body_size)
-            .unwrap_or_default();
+    fn check_model(&mut self, body_size: usize) -> Action {
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
         let fields = match read_fields(&body) {
             Ok(fields) => fields,
             Err(err) => {
@@ -244,34 +239,34 @@ impl HttpContext for AuthRequest {
             let reply = body_error_reply(self.flavor, &llm_core::request::BodyError::Empty);
             return self.reject("invalid_request", &reply);
         }
-        self.reading_body = true;
+        self.body.start();
         Action::Pause
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if !self.reading_body {
-            return Action::Continue;
-        }
-        self.body_size = body_size;
-        if !end_of_stream {
-            return Action::Pause;
-        }
-        self.check_model()
+        request_body(self, body_size, end_of_stream)
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        if self.reading_body {
-            return self.check_model();
-        }
-        Action::Continue
+        request_trailers(self)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if let Some(outcome) = &self.outcome {
-            for (name, value) in rate_limit_headers(outcome) {
-                self.set_http_response_header(name, Some(&value));
+            for (name, value) in limit_headers(LimitUnit::Requests, outcome) {
+                self.set_http_response_header(&name, Some(&value));
             }
         }
         Action::Continue
+    }
+}
+
+impl HoldsRequestBody for AuthRequest {
+    fn body_buffer(&mut self) -> &mut BodyBuffer {
+        &mut self.body
+    }
+
+    fn on_complete_body(&mut self, size: usize) -> Action {
+        self.check_model(size)
     }
 }

@@ -4,7 +4,8 @@ use crate::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind, LocalReply};
 use crate::config::ConfigError;
 use crate::pattern::Pattern;
 use crate::ratelimit::{
-    format_reset, retry_after_seconds, Outcome, Period, RateLimit, TokenBucket,
+    format_reset, limited_reply, retry_after_seconds, LimitUnit, Outcome, Period, RateLimit,
+    TokenBucket,
 };
 use crate::usage::Usage;
 use serde::Deserialize;
@@ -300,37 +301,18 @@ pub fn format_usd(nano: u64) -> String {
     format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000)
 }
 
-/// OpenAI's token rate-limit headers.
-pub fn token_limit_headers(outcome: &Outcome) -> [(&'static str, String); 3] {
-    [
-        ("x-ratelimit-limit-tokens", outcome.limit.to_string()),
-        (
-            "x-ratelimit-remaining-tokens",
-            outcome.remaining.to_string(),
-        ),
-        ("x-ratelimit-reset-tokens", format_reset(outcome.reset)),
-    ]
-}
-
 /// 429 for a spent token limit.
 pub fn tokens_exhausted(flavor: ApiFlavor, consumer: &str, outcome: &Outcome) -> LocalReply {
-    let retry_after = retry_after_seconds(outcome.retry_after);
-    let mut reply = error_reply(
+    limited_reply(
         flavor,
-        ErrorKind::RateLimited,
+        LimitUnit::Tokens,
         &format!(
-            "Token rate limit reached for consumer `{consumer}`: {} tokens per minute. Retry in {retry_after} s.",
-            outcome.limit
+            "Token rate limit reached for consumer `{consumer}`: {} tokens per minute. Retry in {} s.",
+            outcome.limit,
+            retry_after_seconds(outcome.retry_after)
         ),
-        ErrorDetail { code: Some("rate_limit_exceeded"), param: None },
-    );
-    reply
-        .headers
-        .push(("retry-after".into(), retry_after.to_string()));
-    reply
-        .headers
-        .extend(token_limit_headers(outcome).map(|(n, v)| (n.to_string(), v)));
-    reply
+        outcome,
+    )
 }
 
 /// 429 for a spent USD budget.

@@ -4,7 +4,7 @@
 use crate::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind, LocalReply};
 use crate::config::ConfigError;
 use crate::pattern::Pattern;
-use crate::ratelimit::{format_reset, retry_after_seconds, Outcome, RateLimit};
+use crate::ratelimit::{limited_reply, retry_after_seconds, LimitUnit, Outcome, RateLimit};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
@@ -536,37 +536,18 @@ pub fn model_not_allowed(
     )
 }
 
-/// OpenAI's request rate-limit headers, sent on every response of a rate-limited consumer.
-pub fn rate_limit_headers(outcome: &Outcome) -> [(&'static str, String); 3] {
-    [
-        ("x-ratelimit-limit-requests", outcome.limit.to_string()),
-        (
-            "x-ratelimit-remaining-requests",
-            outcome.remaining.to_string(),
-        ),
-        ("x-ratelimit-reset-requests", format_reset(outcome.reset)),
-    ]
-}
-
-/// 429 with `retry-after` and the rate-limit headers.
+/// 429 with `retry-after` and the request rate-limit headers.
 pub fn rate_limited(flavor: ApiFlavor, consumer: &str, outcome: &Outcome) -> LocalReply {
-    let retry_after = retry_after_seconds(outcome.retry_after);
-    let mut reply = error_reply(
+    limited_reply(
         flavor,
-        ErrorKind::RateLimited,
+        LimitUnit::Requests,
         &format!(
-            "Rate limit reached for consumer `{consumer}`: {} requests per window. Retry in {retry_after} s.",
-            outcome.limit
+            "Rate limit reached for consumer `{consumer}`: {} requests per window. Retry in {} s.",
+            outcome.limit,
+            retry_after_seconds(outcome.retry_after)
         ),
-        ErrorDetail { code: Some("rate_limit_exceeded"), param: None },
-    );
-    reply
-        .headers
-        .push(("retry-after".to_string(), retry_after.to_string()));
-    reply
-        .headers
-        .extend(rate_limit_headers(outcome).map(|(name, value)| (name.to_string(), value)));
-    reply
+        outcome,
+    )
 }
 
 /// The shared-data key of a consumer's request bucket.

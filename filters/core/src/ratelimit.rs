@@ -150,6 +150,65 @@ pub fn format_reset(duration: Duration) -> String {
     }
 }
 
+/// What a limit counts, as OpenAI names it in its `x-ratelimit-*-<unit>` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitUnit {
+    Requests,
+    Tokens,
+}
+
+impl LimitUnit {
+    fn as_str(self) -> &'static str {
+        match self {
+            LimitUnit::Requests => "requests",
+            LimitUnit::Tokens => "tokens",
+        }
+    }
+}
+
+/// OpenAI's rate-limit headers: `x-ratelimit-limit-<unit>`, `-remaining-<unit>`, `-reset-<unit>`.
+pub fn limit_headers(unit: LimitUnit, outcome: &Outcome) -> [(String, String); 3] {
+    let unit = unit.as_str();
+    [
+        (
+            format!("x-ratelimit-limit-{unit}"),
+            outcome.limit.to_string(),
+        ),
+        (
+            format!("x-ratelimit-remaining-{unit}"),
+            outcome.remaining.to_string(),
+        ),
+        (
+            format!("x-ratelimit-reset-{unit}"),
+            format_reset(outcome.reset),
+        ),
+    ]
+}
+
+/// The 429 for a spent limit: `message` in the caller's shape, `retry-after` and the limit headers.
+pub fn limited_reply(
+    flavor: crate::api::ApiFlavor,
+    unit: LimitUnit,
+    message: &str,
+    outcome: &Outcome,
+) -> crate::api::LocalReply {
+    let mut reply = crate::api::error_reply(
+        flavor,
+        crate::api::ErrorKind::RateLimited,
+        message,
+        crate::api::ErrorDetail {
+            code: Some("rate_limit_exceeded"),
+            param: None,
+        },
+    );
+    reply.headers.push((
+        "retry-after".to_string(),
+        retry_after_seconds(outcome.retry_after).to_string(),
+    ));
+    reply.headers.extend(limit_headers(unit, outcome));
+    reply
+}
+
 /// `retry-after` in whole seconds, at least 1.
 pub fn retry_after_seconds(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos().div_ceil(1_000_000_000))

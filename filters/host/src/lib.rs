@@ -244,3 +244,64 @@ impl Histogram {
         let _ = hostcalls::record_metric(self.id, value);
     }
 }
+
+/// The request body a filter holds until it is complete (its headers having been paused).
+#[derive(Debug, Default)]
+pub struct BodyBuffer {
+    reading: bool,
+    size: usize,
+}
+
+impl BodyBuffer {
+    /// Starts holding the body; the headers callback then returns `Action::Pause`.
+    pub fn start(&mut self) {
+        self.reading = true;
+    }
+
+    pub fn is_reading(&self) -> bool {
+        self.reading
+    }
+}
+
+/// A context that holds request bodies with a [`BodyBuffer`].
+pub trait HoldsRequestBody: HttpContext {
+    fn body_buffer(&mut self) -> &mut BodyBuffer;
+
+    /// The body is complete (`size` bytes, read with `get_http_request_body(0, size)`).
+    fn on_complete_body(&mut self, size: usize) -> proxy_wasm::types::Action;
+
+    /// A partial body of `size` bytes arrived; the default waits for the rest.
+    fn on_partial_body(&mut self, _size: usize) -> proxy_wasm::types::Action {
+        proxy_wasm::types::Action::Pause
+    }
+}
+
+/// The body of `on_http_request_body` for a [`HoldsRequestBody`] context.
+pub fn request_body<C: HoldsRequestBody>(
+    context: &mut C,
+    size: usize,
+    end_of_stream: bool,
+) -> proxy_wasm::types::Action {
+    let buffer = context.body_buffer();
+    if !buffer.reading {
+        return proxy_wasm::types::Action::Continue;
+    }
+    buffer.size = size;
+    if !end_of_stream {
+        return context.on_partial_body(size);
+    }
+    buffer.reading = false;
+    context.on_complete_body(size)
+}
+
+/// The body of `on_http_request_trailers`: a body followed by trailers never sees end_of_stream in
+/// the body callback, so it is complete here.
+pub fn request_trailers<C: HoldsRequestBody>(context: &mut C) -> proxy_wasm::types::Action {
+    let buffer = context.body_buffer();
+    if !buffer.reading {
+        return proxy_wasm::types::Action::Continue;
+    }
+    buffer.reading = false;
+    let size = buffer.size;
+    context.on_complete_body(size)
+}

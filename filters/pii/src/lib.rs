@@ -6,7 +6,10 @@ use llm_core::api::{classify, ApiFlavor, Endpoint};
 use llm_core::config::ConfigError;
 use llm_core::metrics::labeled_name;
 use llm_core::pii::{restore_json, Masked, Pii, PiiConfig, StreamFormat, StreamRestorer, Vault};
-use llm_host::{send_local_reply, set_filter_state, Counter, Filter};
+use llm_host::{
+    request_body, request_trailers, send_local_reply, set_filter_state, BodyBuffer, Counter,
+    Filter, HoldsRequestBody,
+};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::cell::RefCell;
@@ -38,9 +41,9 @@ impl Filter for PiiFilter {
     fn http_context(self: &Rc<Self>, _context_id: u32) -> Box<dyn HttpContext> {
         Box::new(PiiRequest {
             filter: Rc::clone(self),
-            flavor: None,
+            flavor: ApiFlavor::OpenAi,
             path: String::new(),
-            body_size: 0,
+            body: BodyBuffer::default(),
             vault: Vault::default(),
             response: Response::Untouched,
         })
@@ -77,17 +80,17 @@ enum Response {
 
 struct PiiRequest {
     filter: Rc<PiiFilter>,
-    /// Set while an inference request's body is being read.
-    flavor: Option<ApiFlavor>,
+    flavor: ApiFlavor,
     path: String,
-    body_size: usize,
+    /// An inference request's body, held until it is scanned.
+    body: BodyBuffer,
     vault: Vault,
     response: Response,
 }
 
 impl PiiRequest {
-    fn mask(&mut self, flavor: ApiFlavor, body_size: usize) -> Action {
-        self.flavor = None;
+    fn mask(&mut self, body_size: usize) -> Action {
+        let flavor = self.flavor;
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
         let filter = Rc::clone(&self.filter);
         let (masked, findings) =
@@ -128,7 +131,8 @@ impl HttpContext for PiiRequest {
         match classify(&method, &self.path) {
             Endpoint::Inference(flavor) if !end_of_stream => {
                 // Nothing leaves before it is scanned (needs allow_on_headers_stop_iteration).
-                self.flavor = Some(flavor);
+                self.flavor = flavor;
+                self.body.start();
                 Action::Pause
             }
             _ => Action::Continue,
@@ -136,21 +140,11 @@ impl HttpContext for PiiRequest {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(flavor) = self.flavor else {
-            return Action::Continue;
-        };
-        self.body_size = body_size;
-        if !end_of_stream {
-            return Action::Pause;
-        }
-        self.mask(flavor, body_size)
+        request_body(self, body_size, end_of_stream)
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        match self.flavor {
-            Some(flavor) => self.mask(flavor, self.body_size),
-            None => Action::Continue,
-        }
+        request_trailers(self)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -201,5 +195,15 @@ impl HttpContext for PiiRequest {
                 Action::Continue
             }
         }
+    }
+}
+
+impl HoldsRequestBody for PiiRequest {
+    fn body_buffer(&mut self) -> &mut BodyBuffer {
+        &mut self.body
+    }
+
+    fn on_complete_body(&mut self, size: usize) -> Action {
+        self.mask(size)
     }
 }

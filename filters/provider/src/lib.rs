@@ -6,7 +6,10 @@ use llm_core::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind};
 use llm_core::config::ConfigError;
 use llm_core::metrics::labeled_name;
 use llm_core::provider::{Attempt, ProviderConfig, Providers, StreamFlags};
-use llm_host::{now_unix_nanos, send_local_reply, Counter, Filter};
+use llm_host::{
+    now_unix_nanos, request_body, request_trailers, send_local_reply, BodyBuffer, Counter, Filter,
+    HoldsRequestBody,
+};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -66,8 +69,7 @@ impl Filter for ProviderFilter {
         Box::new(ProviderAttempt {
             filter: Rc::clone(self),
             attempt: None,
-            reading_body: false,
-            body_size: 0,
+            body: BodyBuffer::default(),
             response: ResponseMode::Passthrough,
             translate: None,
         })
@@ -86,8 +88,8 @@ enum ResponseMode {
 struct ProviderAttempt {
     filter: Rc<ProviderFilter>,
     attempt: Option<Attempt>,
-    reading_body: bool,
-    body_size: usize,
+    /// The body, held until it says which model (and format) this attempt sends.
+    body: BodyBuffer,
     response: ResponseMode,
     translate: Option<StreamFlags>,
 }
@@ -123,14 +125,11 @@ impl ProviderAttempt {
         }
     }
 
-    fn finish_request(&mut self) -> Action {
-        self.reading_body = false;
+    fn finish_request(&mut self, body_size: usize) -> Action {
         let Some(attempt) = self.attempt.clone() else {
             return Action::Continue;
         };
-        let body = self
-            .get_http_request_body(0, self.body_size)
-            .unwrap_or_default();
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
         let plan = match self.filter.providers.body(&attempt, &body) {
             Ok(plan) => plan,
             Err(reply) => {
@@ -140,7 +139,7 @@ impl ProviderAttempt {
         };
         self.apply_headers(&attempt, plan.model.as_deref());
         if let Some(new_body) = &plan.new_body {
-            self.set_http_request_body(0, self.body_size, new_body);
+            self.set_http_request_body(0, body_size, new_body);
             self.set_http_request_header("content-length", Some(&new_body.len().to_string()));
         }
         if plan.translate_response.is_some() {
@@ -194,27 +193,17 @@ impl HttpContext for ProviderAttempt {
             return Action::Continue;
         }
         self.attempt = Some(attempt);
-        self.reading_body = true;
+        self.body.start();
         // Hold the headers until the body says which model (and format) this attempt sends.
         Action::Pause
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if !self.reading_body {
-            return Action::Continue;
-        }
-        self.body_size = body_size;
-        if !end_of_stream {
-            return Action::Pause;
-        }
-        self.finish_request()
+        request_body(self, body_size, end_of_stream)
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        if self.reading_body {
-            return self.finish_request();
-        }
-        Action::Continue
+        request_trailers(self)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -289,5 +278,15 @@ impl HttpContext for ProviderAttempt {
                 Action::Continue
             }
         }
+    }
+}
+
+impl HoldsRequestBody for ProviderAttempt {
+    fn body_buffer(&mut self) -> &mut BodyBuffer {
+        &mut self.body
+    }
+
+    fn on_complete_body(&mut self, size: usize) -> Action {
+        self.finish_request(size)
     }
 }

@@ -6,7 +6,10 @@ use llm_core::api::{ApiFlavor, LocalReply};
 use llm_core::config::ConfigError;
 use llm_core::metrics::labeled_name;
 use llm_core::router::{HeadersDecision, RequestHead, Router, RouterConfig};
-use llm_host::{send_local_reply, set_filter_state, Counter, Filter};
+use llm_host::{
+    request_body, request_trailers, send_local_reply, set_filter_state, BodyBuffer, Counter,
+    Filter, HoldsRequestBody,
+};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::collections::HashMap;
@@ -72,17 +75,17 @@ impl Filter for RouterFilter {
     fn http_context(self: &Rc<Self>, _context_id: u32) -> Box<dyn HttpContext> {
         Box::new(RouterRequest {
             filter: Rc::clone(self),
-            reading_body: None,
-            body_size: 0,
+            flavor: ApiFlavor::OpenAi,
+            body: BodyBuffer::default(),
         })
     }
 }
 
 struct RouterRequest {
     filter: Rc<RouterFilter>,
-    /// Set while the body of an inference request is being buffered.
-    reading_body: Option<ApiFlavor>,
-    body_size: usize,
+    flavor: ApiFlavor,
+    /// The body of an inference request, held until it names the model.
+    body: BodyBuffer,
 }
 
 impl RouterRequest {
@@ -96,12 +99,10 @@ impl RouterRequest {
         Action::Pause
     }
 
-    /// Routes the buffered body: publishes the decision, rewrites the model if needed.
-    fn route_buffered_body(&mut self, flavor: ApiFlavor) -> Action {
-        self.reading_body = None;
-        let body = self
-            .get_http_request_body(0, self.body_size)
-            .unwrap_or_default();
+    /// Routes the complete body: publishes the decision, rewrites the model if needed.
+    fn route_body(&mut self, body_size: usize) -> Action {
+        let flavor = self.flavor;
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
         let request_id = self
             .get_http_request_header("x-request-id")
             .unwrap_or_default();
@@ -116,7 +117,7 @@ impl RouterRequest {
         self.set_http_request_header("x-llm-model", Some(&routed.model));
         self.set_http_request_header("x-llm-route", Some(&resolution.route));
         if let Some(new_body) = &routed.new_body {
-            self.set_http_request_body(0, self.body_size, new_body);
+            self.set_http_request_body(0, body_size, new_body);
             self.set_http_request_header("content-length", Some(&new_body.len().to_string()));
         }
         set_filter_state("llm_model", &routed.model);
@@ -157,32 +158,40 @@ impl HttpContext for RouterRequest {
             HeadersDecision::ReadBody(flavor) => {
                 // Hold the headers until the body names the model (needs
                 // allow_on_headers_stop_iteration in the plugin config).
-                self.reading_body = Some(flavor);
+                self.flavor = flavor;
+                self.body.start();
                 Action::Pause
             }
         }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(flavor) = self.reading_body else {
-            return Action::Continue;
-        };
-        self.body_size = body_size;
-        if body_size as u64 > self.filter.router.max_body_bytes() {
-            self.reading_body = None;
-            return self.reply(&self.filter.router.too_large(flavor));
-        }
-        if !end_of_stream {
-            return Action::Pause;
-        }
-        self.route_buffered_body(flavor)
+        request_body(self, body_size, end_of_stream)
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        // A body followed by trailers never sees end_of_stream in the body callback.
-        match self.reading_body {
-            Some(flavor) => self.route_buffered_body(flavor),
-            None => Action::Continue,
+        request_trailers(self)
+    }
+}
+
+impl HoldsRequestBody for RouterRequest {
+    fn body_buffer(&mut self) -> &mut BodyBuffer {
+        &mut self.body
+    }
+
+    fn on_partial_body(&mut self, size: usize) -> Action {
+        // Refuse an oversized chunked body as soon as it crosses the limit, not at its end.
+        if size as u64 > self.filter.router.max_body_bytes() {
+            self.body = BodyBuffer::default(); // answered: later chunks pass untouched
+            return self.reply(&self.filter.router.too_large(self.flavor));
         }
+        Action::Pause
+    }
+
+    fn on_complete_body(&mut self, size: usize) -> Action {
+        if size as u64 > self.filter.router.max_body_bytes() {
+            return self.reply(&self.filter.router.too_large(self.flavor));
+        }
+        self.route_body(size)
     }
 }

@@ -4,20 +4,19 @@
 //! ratelimit}`. See README.md for the configuration reference.
 
 use llm_core::accounting::{
-    budget_exhausted, format_usd, token_limit_headers, tokens_exhausted, Accounting, LimitKind,
-    UsageConfig,
+    budget_exhausted, format_usd, tokens_exhausted, Accounting, LimitKind, UsageConfig,
 };
 use llm_core::api::{classify, ApiFlavor, Endpoint};
 use llm_core::config::ConfigError;
 use llm_core::metrics::labeled_name;
-use llm_core::ratelimit::{DebtState, Outcome, Spend};
+use llm_core::ratelimit::{limit_headers, DebtState, LimitUnit, Outcome, Spend};
 use llm_core::usage::{
     estimate_tokens, from_json, inject_include_usage, output_text_len, ResponseFormat, StreamUsage,
     Usage,
 };
 use llm_host::{
-    ensure_shared, now_unix_nanos, read_shared, send_local_reply, set_filter_state, update_shared,
-    Counter, Filter, Histogram,
+    ensure_shared, now_unix_nanos, read_shared, request_body, request_trailers, send_local_reply,
+    set_filter_state, update_shared, BodyBuffer, Counter, Filter, Histogram, HoldsRequestBody,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -137,7 +136,7 @@ impl Filter for UsageFilter {
             consumer: String::new(),
             model: String::new(),
             started_ns: 0,
-            reading_body: false,
+            body: BodyBuffer::default(),
             request_bytes: 0,
             hide_usage: false,
             stream: None,
@@ -158,7 +157,8 @@ struct UsageRequest {
     consumer: String,
     model: String,
     started_ns: u64,
-    reading_body: bool,
+    /// A streaming completion's body, held to ask the provider for usage.
+    body: BodyBuffer,
     request_bytes: usize,
     /// The gateway asked for stream usage on the client's behalf: remove it from what the client gets.
     hide_usage: bool,
@@ -313,28 +313,18 @@ impl HttpContext for UsageRequest {
         // Only OpenAI completions can stream without usage; read those bodies to ask for it.
         let path_only = path.split('?').next().unwrap_or("");
         if !end_of_stream && matches!(path_only, "/v1/chat/completions" | "/v1/completions") {
-            self.reading_body = true;
+            self.body.start();
             return Action::Pause;
         }
         Action::Continue
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if !self.reading_body {
-            return Action::Continue;
-        }
-        if !end_of_stream {
-            return Action::Pause;
-        }
-        self.reading_body = false;
-        self.request_bytes = body_size;
-        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        if let Some(injected) = inject_include_usage(&body) {
-            self.set_http_request_body(0, body_size, &injected);
-            self.set_http_request_header("content-length", Some(&injected.len().to_string()));
-            self.hide_usage = true;
-        }
-        Action::Continue
+        request_body(self, body_size, end_of_stream)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        request_trailers(self)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -355,8 +345,8 @@ impl HttpContext for UsageRequest {
             }
         }
         if let Some(outcome) = &self.token_outcome {
-            for (name, value) in token_limit_headers(outcome) {
-                self.set_http_response_header(name, Some(&value));
+            for (name, value) in limit_headers(LimitUnit::Tokens, outcome) {
+                self.set_http_response_header(&name, Some(&value));
             }
         }
         Action::Continue
@@ -526,5 +516,22 @@ impl HttpContext for UsageRequest {
             "llm_usage_estimated",
             if usage.estimated { "true" } else { "false" },
         );
+    }
+}
+
+impl HoldsRequestBody for UsageRequest {
+    fn body_buffer(&mut self) -> &mut BodyBuffer {
+        &mut self.body
+    }
+
+    fn on_complete_body(&mut self, body_size: usize) -> Action {
+        self.request_bytes = body_size;
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        if let Some(injected) = inject_include_usage(&body) {
+            self.set_http_request_body(0, body_size, &injected);
+            self.set_http_request_header("content-length", Some(&injected.len().to_string()));
+            self.hide_usage = true;
+        }
+        Action::Continue
     }
 }
