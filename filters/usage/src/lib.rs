@@ -72,10 +72,9 @@ impl Metrics {
     }
 }
 
+/// Adds `by` to a counter, defining it on first use even when `by` is 0, so that every series a
+/// dashboard queries exists from the first request on.
 fn count(metrics: &RefCell<Metrics>, name: String, by: u64) {
-    if by == 0 {
-        return;
-    }
     let known = metrics.borrow().counters.get(&name).copied();
     let counter = match known {
         Some(counter) => counter,
@@ -85,7 +84,7 @@ fn count(metrics: &RefCell<Metrics>, name: String, by: u64) {
             counter
         }
     };
-    if let Some(counter) = counter {
+    if let (Some(counter), true) = (counter, by > 0) {
         counter.increment(i64::try_from(by).unwrap_or(i64::MAX));
     }
 }
