@@ -16,7 +16,7 @@ WASM_TEST_RUNNER := node --no-warnings $(CURDIR)/tests/wasi-runner.mjs
 
 export ENVOY_BIN
 
-.PHONY: help setup build run test test-host test-wasm test-integration validate lint fmt clean bench hash-key dist
+.PHONY: help setup build run test test-host test-wasm test-integration validate lint fmt clean bench hash-key dist fuzz
 
 help:
 	@echo "make run      build everything and start the demo gateway on http://127.0.0.1:10000"
@@ -28,6 +28,7 @@ help:
 	@echo "make build    the five .wasm filters and the mock provider"
 	@echo "make hash-key SHA-256 digest of an API key for llm_auth (reads the key from stdin)"
 	@echo "make dist     the five .wasm files and their SHA-256 sums in dist/"
+	@echo "make fuzz     each fuzz target for FUZZ_SECONDS (default 60; needs nightly and cargo-fuzz)"
 	@echo "make fmt      format the code"
 	@echo "make clean    remove build output (keeps .venv)"
 
@@ -81,6 +82,15 @@ fmt:
 
 hash-key:
 	@scripts/hash-key.sh
+
+# Fuzzing is not part of `make test`: it needs nightly and cargo-fuzz, and it runs for minutes.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := request_fields sse_translation pii_scan_and_restore chat_to_messages
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && for target in $(FUZZ_TARGETS); do \
+		cargo +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 || exit 1; \
+	done
 
 # Release artifacts: the modules as built (lto, stripped) and a SHA256SUMS file to verify them.
 dist: build

@@ -246,9 +246,9 @@ impl Vault {
         while let Some(open) = rest.find('<') {
             out.push_str(rest.get(..open).unwrap_or(""));
             let after = rest.get(open..).unwrap_or("");
-            let close = after
-                .get(..after.len().min(MAX_PLACEHOLDER))
-                .and_then(|w| w.find('>'));
+            // Search bytes: a window cut at a fixed length may split a multi-byte character, and
+            // `>` is ASCII, so its byte index is always a character boundary.
+            let close = after.bytes().take(MAX_PLACEHOLDER).position(|b| b == b'>');
             match close
                 .and_then(|c| after.get(..=c))
                 .and_then(|p| self.by_placeholder.get(p).map(|v| (p.len(), v)))
@@ -1051,6 +1051,18 @@ mod tests {
             vault.placeholder(stem, value);
         }
         vault
+    }
+
+    #[test]
+    fn restore_next_to_multibyte_text() {
+        // Found by fuzzing: a multi-byte character at the end of the search window hid the placeholder.
+        let mut vault = Vault::default();
+        let placeholder = vault.placeholder("IP_ADDRESS", "10.0.0.1");
+        for pad in 0..60 {
+            let text = format!("{placeholder}{}Ԥ€ 日本語 ünd", "x".repeat(pad));
+            let restored = vault.restore(&text).unwrap();
+            assert!(restored.starts_with("10.0.0.1"), "pad {pad}: {restored}");
+        }
     }
 
     #[test]
