@@ -6,8 +6,8 @@ use llm_core::api::{
     classify, error_reply, ApiFlavor, Endpoint, ErrorDetail, ErrorKind, LocalReply,
 };
 use llm_core::auth::{
-    bucket_key, model_not_allowed, rate_limited, Auth, AuthConfig, AuthMethod, Credentials,
-    CREDENTIAL_HEADERS,
+    bucket_key, filter_model_list, model_not_allowed, model_not_visible, rate_limited, Auth,
+    AuthConfig, AuthMethod, Credentials, CREDENTIAL_HEADERS,
 };
 use llm_core::config::ConfigError;
 use llm_core::metrics::labeled_name;
@@ -80,6 +80,7 @@ impl Filter for AuthFilter {
             caller: None,
             body: BodyBuffer::default(),
             outcome: None,
+            filter_model_list: false,
         })
     }
 }
@@ -99,6 +100,8 @@ struct AuthRequest {
     body: BodyBuffer,
     /// The rate-limit decision, echoed in the response headers.
     outcome: Option<Outcome>,
+    /// `GET /v1/models` by a consumer with an allow-list: the list is trimmed to what it may use.
+    filter_model_list: bool,
 }
 
 impl AuthRequest {
@@ -231,7 +234,25 @@ impl HttpContext for AuthRequest {
             method: principal.method,
             grant_id: principal.grant_id,
         });
-        let needs_model = restricted && matches!(classify(&method, &path), Endpoint::Inference(_));
+        let endpoint = classify(&method, &path);
+        if restricted {
+            match endpoint {
+                Endpoint::GetModel(id) => {
+                    let visible = filter
+                        .auth
+                        .grant(principal.grant_id)
+                        .is_some_and(|g| g.allows(id));
+                    if !visible {
+                        let name = self.caller.as_ref().map_or("", |c| c.name.as_str());
+                        let reply = model_not_visible(name, id);
+                        return self.reject("model_not_allowed", &reply);
+                    }
+                }
+                Endpoint::ListModels => self.filter_model_list = true,
+                _ => {}
+            }
+        }
+        let needs_model = restricted && matches!(endpoint, Endpoint::Inference(_));
         if !needs_model {
             return self.admit();
         }
@@ -252,10 +273,38 @@ impl HttpContext for AuthRequest {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.filter_model_list {
+            let ok = self.get_http_response_header(":status").as_deref() == Some("200");
+            self.filter_model_list = ok;
+            if ok {
+                self.set_http_response_header("content-length", None);
+            }
+        }
         if let Some(outcome) = &self.outcome {
             for (name, value) in limit_headers(LimitUnit::Requests, outcome) {
                 self.set_http_response_header(&name, Some(&value));
             }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.filter_model_list {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = self
+            .get_http_response_body(0, body_size)
+            .unwrap_or_default();
+        let filter = Rc::clone(&self.filter);
+        let grant = self
+            .caller
+            .as_ref()
+            .and_then(|c| filter.auth.grant(c.grant_id));
+        if let Some(trimmed) = grant.and_then(|g| filter_model_list(&body, g)) {
+            self.set_http_response_body(0, body_size, &trimmed);
         }
         Action::Continue
     }

@@ -550,6 +550,37 @@ pub fn rate_limited(flavor: ApiFlavor, consumer: &str, outcome: &Outcome) -> Loc
     )
 }
 
+/// A `GET /v1/models` list without the models `grant` does not allow; None when nothing changes.
+pub fn filter_model_list(body: &[u8], grant: &Grant) -> Option<Vec<u8>> {
+    let mut list: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let data = list.get_mut("data")?.as_array_mut()?;
+    let before = data.len();
+    data.retain(|model| {
+        model
+            .get("id")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|id| grant.allows(id))
+    });
+    if data.len() == before {
+        return None;
+    }
+    serde_json::to_vec(&list).ok()
+}
+
+/// 404 for `GET /v1/models/{id}` outside the caller's grant: to this caller the model does not exist.
+pub fn model_not_visible(consumer: &str, model: &str) -> LocalReply {
+    let shown: String = model.chars().take(100).collect();
+    error_reply(
+        ApiFlavor::OpenAi,
+        ErrorKind::NotFound,
+        &format!("The model `{shown}` does not exist or consumer `{consumer}` may not use it."),
+        ErrorDetail {
+            code: Some("model_not_found"),
+            param: Some("model"),
+        },
+    )
+}
+
 /// The shared-data key of a consumer's request bucket.
 pub fn bucket_key(method: AuthMethod, consumer: &str) -> String {
     format!("llm_auth.requests.{}.{consumer}", method.as_str())
@@ -733,6 +764,54 @@ mod tests {
             .unwrap();
         assert!(team_a.grant.unrestricted());
         assert_eq!(team_a.metadata.unwrap()["team"], "a");
+    }
+
+    #[test]
+    fn model_lists_are_filtered_by_grant() {
+        let a = demo();
+        let b = a
+            .authenticate(
+                ApiFlavor::OpenAi,
+                &Credentials {
+                    x_api_key: Some("sk-b"),
+                    ..Default::default()
+                },
+                &no_jwt,
+                0,
+            )
+            .unwrap();
+        let list =
+            br#"{"object":"list","data":[{"id":"gpt-4o-mini"},{"id":"gpt-4o"},{"id":"fast"}]}"#;
+        let filtered: Value =
+            serde_json::from_slice(&filter_model_list(list, b.grant).unwrap()).unwrap();
+        let ids: Vec<&str> = filtered["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["gpt-4o-mini", "fast"]);
+        assert_eq!(filtered["object"], "list");
+        let team_a = a
+            .authenticate(
+                ApiFlavor::OpenAi,
+                &Credentials {
+                    x_api_key: Some("sk-a"),
+                    ..Default::default()
+                },
+                &no_jwt,
+                0,
+            )
+            .unwrap();
+        assert_eq!(
+            filter_model_list(list, team_a.grant),
+            None,
+            "nothing to remove"
+        );
+        assert_eq!(filter_model_list(b"not json", b.grant), None);
+        let reply = model_not_visible("team-b", "gpt-4o");
+        assert_eq!(reply.status, 404);
+        assert!(reply.body.contains("model_not_found"));
     }
 
     #[test]

@@ -390,3 +390,26 @@ fn official_openai_and_anthropic_sdks_work_with_a_demo_key() {
     );
     assert_no_client_credentials(&demo);
 }
+
+#[test]
+fn the_models_list_shows_each_consumer_what_it_may_use() {
+    require_envoy!();
+    let demo = Demo::start();
+    let ids = |key: &str| -> Vec<String> {
+        let response = http::get(&demo.envoy.url("/v1/models"), &[("authorization", &bearer(key))]);
+        assert_eq!(response.status, 200, "{}", response.body);
+        response.json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids("sk-demo-team-b"), ["gpt-4o-mini", "fast"]);
+    assert!(ids("sk-demo-team-a").len() >= 5);
+    let hidden = http::get(&demo.envoy.url("/v1/models/gpt-4o"), &[("authorization", &bearer("sk-demo-team-b"))]);
+    assert_eq!(hidden.status, 404);
+    assert_eq!(hidden.json()["error"]["code"], "model_not_found");
+    let visible = http::get(&demo.envoy.url("/v1/models/fast"), &[("authorization", &bearer("sk-demo-team-b"))]);
+    assert_eq!(visible.status, 200);
+}
