@@ -396,7 +396,10 @@ fn the_models_list_shows_each_consumer_what_it_may_use() {
     require_envoy!();
     let demo = Demo::start();
     let ids = |key: &str| -> Vec<String> {
-        let response = http::get(&demo.envoy.url("/v1/models"), &[("authorization", &bearer(key))]);
+        let response = http::get(
+            &demo.envoy.url("/v1/models"),
+            &[("authorization", &bearer(key))],
+        );
         assert_eq!(response.status, 200, "{}", response.body);
         response.json()["data"]
             .as_array()
@@ -407,9 +410,15 @@ fn the_models_list_shows_each_consumer_what_it_may_use() {
     };
     assert_eq!(ids("sk-demo-team-b"), ["gpt-4o-mini", "fast"]);
     assert!(ids("sk-demo-team-a").len() >= 5);
-    let hidden = http::get(&demo.envoy.url("/v1/models/gpt-4o"), &[("authorization", &bearer("sk-demo-team-b"))]);
+    let hidden = http::get(
+        &demo.envoy.url("/v1/models/gpt-4o"),
+        &[("authorization", &bearer("sk-demo-team-b"))],
+    );
     assert_eq!(hidden.status, 404);
     assert_eq!(hidden.json()["error"]["code"], "model_not_found");
-    let visible = http::get(&demo.envoy.url("/v1/models/fast"), &[("authorization", &bearer("sk-demo-team-b"))]);
+    let visible = http::get(
+        &demo.envoy.url("/v1/models/fast"),
+        &[("authorization", &bearer("sk-demo-team-b"))],
+    );
     assert_eq!(visible.status, 200);
 }
