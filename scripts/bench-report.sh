@@ -27,3 +27,15 @@ out=bench/filter-cost.md
 } > "$out.tmp"
 mv "$out.tmp" "$out"
 cat "$out"
+
+# bench/results.md: the full chain against bare Envoy under load; its first line is the headline ratio.
+results=bench/results.md
+{
+  target/release/throughput "${BENCH_THROUGHPUT_ROUNDS:-3}" "${BENCH_THROUGHPUT_SECONDS:-10}"
+  echo
+  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); wrk and the"
+  echo "mock provider share the machine with Envoy, so absolute numbers are low: compare the ratio. Per-filter costs:"
+  echo "[filter-cost.md](filter-cost.md)."
+} > "$results.tmp"
+mv "$results.tmp" "$results"
+cat "$results"

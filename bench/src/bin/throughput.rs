@@ -1,0 +1,188 @@
+//! Full chain vs bare Envoy under load: `wrk` drives a 2 KB chat request through (a) Envoy with no
+//! filters and (b) the demo chain (all five filters; without jwt_authn and the access log, which are
+//! Envoy's own costs), both on one worker, in interleaved rounds; medians are reported. Writes Markdown to
+//! stdout: the first line is `full chain / bare Envoy throughput: <ratio>`.
+//! Usage: throughput [rounds] [seconds-per-run]
+
+use integration::{
+    demo_config, replace_port, set_filter_config, Envoy, EnvoyOptions, MockProvider,
+    DEMO_ADMIN_PORT, DEMO_ANTHROPIC_KEY, DEMO_ANTHROPIC_PORT, DEMO_LISTENER_PORT, DEMO_OPENAI_KEY,
+    DEMO_OPENAI_PORT, DEMO_UNAVAILABLE_PORT,
+};
+use llm_bench::{chat_body, envoy_config, median, process_cpu_ns};
+use sha2::{Digest, Sha256};
+use std::process::Command;
+
+const KEY: &str = "sk-bench-key";
+
+fn remove_between(text: &str, start: &str, end: &str) -> String {
+    let from = text
+        .find(start)
+        .unwrap_or_else(|| panic!("{start:?} not in the demo config"));
+    let to = from
+        + text[from..]
+            .find(end)
+            .unwrap_or_else(|| panic!("{end:?} not after {start:?}"));
+    format!("{}{}", &text[..from], &text[to..])
+}
+
+fn chain_config(mock_port: u16) -> String {
+    let mut config = demo_config();
+    for (from, to) in [
+        (DEMO_LISTENER_PORT, 0),
+        (DEMO_ADMIN_PORT, 0),
+        (DEMO_OPENAI_PORT, mock_port),
+        (DEMO_ANTHROPIC_PORT, mock_port),
+        (DEMO_UNAVAILABLE_PORT, mock_port),
+    ] {
+        config = replace_port(&config, from, to);
+    }
+    config = remove_between(
+        &config,
+        "          access_log:\n",
+        "          http_filters:\n",
+    );
+    config = remove_between(
+        &config,
+        "          - name: envoy.filters.http.jwt_authn\n",
+        "          # Each filter has its own vm_id",
+    );
+    // Auth and usage without limits: the benchmark measures cost, it must not be throttled.
+    let digest = hex::encode(Sha256::digest(KEY.as_bytes()));
+    config = set_filter_config(
+        &config,
+        "llm_auth",
+        &format!(r#"{{"consumers":[{{"name":"bench","keys":[{{"sha256":"{digest}"}}]}}]}}"#),
+    );
+    set_filter_config(
+        &config,
+        "llm_usage",
+        r#"{"prices":[{"model":"*","input":1,"output":1}]}"#,
+    )
+}
+
+struct Run {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_us: f64,
+}
+
+fn millis(value: &str) -> f64 {
+    let number: f64 = value
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        .parse()
+        .unwrap_or(f64::NAN);
+    match value.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.') {
+        "us" => number / 1000.0,
+        "ms" => number,
+        "s" => number * 1000.0,
+        _ => f64::NAN,
+    }
+}
+
+fn wrk(envoy: &Envoy, script: &std::path::Path, seconds: u32) -> Run {
+    let url = envoy.url("/v1/chat/completions");
+    let cpu_before = process_cpu_ns(envoy.pid());
+    let output = Command::new("wrk")
+        .args(["-t2", "-c16", &format!("-d{seconds}s"), "--latency", "-s"])
+        .arg(script)
+        .arg(&url)
+        .output()
+        .expect("run wrk (make bench installs it)");
+    let cpu_after = process_cpu_ns(envoy.pid());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(!text.contains("Non-2xx"), "errors under load:\n{text}");
+    let field = |prefix: &str| -> Option<&str> {
+        text.lines()
+            .find_map(|l| l.trim_start().strip_prefix(prefix).map(str::trim))
+    };
+    let requests: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .split(" requests in ")
+                .next()
+                .filter(|_| l.contains(" requests in "))?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(f64::NAN);
+    Run {
+        rps: field("Requests/sec:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN),
+        p50_ms: field("50%").map(millis).unwrap_or(f64::NAN),
+        p99_ms: field("99%").map(millis).unwrap_or(f64::NAN),
+        cpu_us: (cpu_after - cpu_before) as f64 / 1000.0 / requests,
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let seconds: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
+    let _ = (DEMO_OPENAI_KEY, DEMO_ANTHROPIC_KEY);
+    let mock = MockProvider::start("bench", &["--max-recorded", "0"]);
+    let options = EnvoyOptions {
+        concurrency: 1,
+        log_level: "warning",
+        ..EnvoyOptions::default()
+    };
+    let bare = Envoy::start(&envoy_config(None, mock.port()), &options);
+    let chain = Envoy::start(&chain_config(mock.port()), &options);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = dir.path().join("post.lua");
+    let body = chat_body("gpt-4o-mini", 2 * 1024);
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = [==[{body}]==]\nwrk.headers[\"content-type\"] = \"application/json\"\nwrk.headers[\"authorization\"] = \"Bearer {KEY}\"\n"
+        ),
+    )
+    .expect("write wrk script");
+    // Warm up both (V8 compiles lazily).
+    wrk(&bare, &script, 2);
+    wrk(&chain, &script, 2);
+    let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        runs[0].push(wrk(&bare, &script, seconds));
+        runs[1].push(wrk(&chain, &script, seconds));
+    }
+    let summary: Vec<[f64; 4]> = runs
+        .iter()
+        .map(|r| {
+            let pick = |f: fn(&Run) -> f64| median(&mut r.iter().map(f).collect::<Vec<_>>());
+            [
+                pick(|r| r.rps),
+                pick(|r| r.p50_ms),
+                pick(|r| r.p99_ms),
+                pick(|r| r.cpu_us),
+            ]
+        })
+        .collect();
+    let (bare_s, chain_s) = (summary[0], summary[1]);
+    println!(
+        "full chain / bare Envoy throughput: {:.2}",
+        chain_s[0] / bare_s[0]
+    );
+    println!();
+    println!("wrk -t2 -c16, {seconds} s runs, {rounds} interleaved rounds (medians), one Envoy worker, 2 KB chat request to the mock provider.");
+    println!("The chain: llm_auth, llm_router, llm_pii, llm_usage and the upstream llm_provider as in envoy/demo.yaml, without jwt_authn and the access log.");
+    println!();
+    println!("| variant | requests/s | p50 ms | p99 ms | Envoy CPU µs/request |");
+    println!("|---|---|---|---|---|");
+    for (name, s) in [("bare Envoy", bare_s), ("full chain", chain_s)] {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.1} |",
+            s[0], s[1], s[2], s[3]
+        );
+    }
+    println!();
+    println!(
+        "Added Envoy CPU per request: {:.0} µs; p50 latency ratio {:.2}.",
+        chain_s[3] - bare_s[3],
+        chain_s[1] / bare_s[1]
+    );
+}
