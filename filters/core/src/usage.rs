@@ -74,14 +74,27 @@ pub enum ResponseFormat {
 
 /// Usage (and the model the provider reports) from a complete JSON response.
 pub fn from_json(format: ResponseFormat, body: &[u8]) -> (Option<Usage>, Option<String>) {
-    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+    /// Only `model` and `usage` are read: serde skips the rest (the answer's text) without building it.
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        model: Option<Value>,
+        #[serde(default)]
+        usage: Option<Value>,
+    }
+    // serde's derived visitor would also accept an array (positional fields): only objects count.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return (None, None);
+    }
+    let Ok(probe) = serde_json::from_slice::<Probe>(body) else {
         return (None, None);
     };
-    let model = value
-        .get("model")
+    let model = probe
+        .model
+        .as_ref()
         .and_then(Value::as_str)
         .map(str::to_string);
-    let usage = match (format, value.get("usage")) {
+    let usage = match (format, probe.usage.as_ref()) {
         (ResponseFormat::OpenAi, Some(usage)) => Usage::from_openai(usage),
         (ResponseFormat::Anthropic, Some(usage)) => {
             let mut u = Usage::default();
@@ -433,6 +446,16 @@ mod tests {
             None
         );
         assert_eq!(from_json(ResponseFormat::OpenAi, b"not json"), (None, None));
+        assert_eq!(
+            from_json(ResponseFormat::OpenAi, br#"[{"prompt_tokens":1}]"#),
+            (None, None)
+        );
+        // A non-string model does not hide the usage.
+        let (usage, model) = from_json(
+            ResponseFormat::OpenAi,
+            br#"{"model":null,"usage":{"prompt_tokens":2}}"#,
+        );
+        assert_eq!((usage.map(|u| u.input), model), (Some(2), None));
         assert_eq!(estimate_tokens(9), 3);
     }
 

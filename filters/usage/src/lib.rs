@@ -403,7 +403,12 @@ impl HttpContext for UsageRequest {
             None if self.json_overflow => (None, None, 0),
             None => {
                 let (usage, model) = from_json(self.format, &self.json);
-                (usage, model, output_text_len(self.format, &self.json))
+                // The answer's text is only needed to estimate usage the provider did not send.
+                let chars = match usage {
+                    Some(_) => 0,
+                    None => output_text_len(self.format, &self.json),
+                };
+                (usage, model, chars)
             }
         };
         let success = (200..300).contains(&self.status);
