@@ -656,6 +656,16 @@ mod tests {
         None
     }
 
+    /// The principal behind an `x-api-key` (which must be valid).
+    fn by_key<'a>(auth: &'a Auth, key: &str) -> Principal<'a> {
+        let credentials = Credentials {
+            x_api_key: Some(key),
+            ..Default::default()
+        };
+        auth.authenticate(ApiFlavor::OpenAi, &credentials, &no_jwt, 0)
+            .unwrap()
+    }
+
     fn with_key(auth: &Auth, header: &str, value: &str) -> Result<String, u16> {
         let mut credentials = Credentials::default();
         match header {
@@ -730,17 +740,7 @@ mod tests {
     #[test]
     fn model_grants() {
         let a = demo();
-        let b = a
-            .authenticate(
-                ApiFlavor::OpenAi,
-                &Credentials {
-                    x_api_key: Some("sk-b"),
-                    ..Default::default()
-                },
-                &no_jwt,
-                0,
-            )
-            .unwrap();
+        let b = by_key(&a, "sk-b");
         assert!(!b.grant.unrestricted());
         assert!(b.grant.allows("gpt-4o-mini") && b.grant.allows("fast"));
         assert!(!b.grant.allows("gpt-4o"));
@@ -751,17 +751,7 @@ mod tests {
             "{}",
             reply.body
         );
-        let team_a = a
-            .authenticate(
-                ApiFlavor::OpenAi,
-                &Credentials {
-                    x_api_key: Some("sk-a"),
-                    ..Default::default()
-                },
-                &no_jwt,
-                0,
-            )
-            .unwrap();
+        let team_a = by_key(&a, "sk-a");
         assert!(team_a.grant.unrestricted());
         assert_eq!(team_a.metadata.unwrap()["team"], "a");
     }
@@ -769,17 +759,7 @@ mod tests {
     #[test]
     fn model_lists_are_filtered_by_grant() {
         let a = demo();
-        let b = a
-            .authenticate(
-                ApiFlavor::OpenAi,
-                &Credentials {
-                    x_api_key: Some("sk-b"),
-                    ..Default::default()
-                },
-                &no_jwt,
-                0,
-            )
-            .unwrap();
+        let b = by_key(&a, "sk-b");
         let list =
             br#"{"object":"list","data":[{"id":"gpt-4o-mini"},{"id":"gpt-4o"},{"id":"fast"}]}"#;
         let filtered: Value =
@@ -792,17 +772,7 @@ mod tests {
             .collect();
         assert_eq!(ids, ["gpt-4o-mini", "fast"]);
         assert_eq!(filtered["object"], "list");
-        let team_a = a
-            .authenticate(
-                ApiFlavor::OpenAi,
-                &Credentials {
-                    x_api_key: Some("sk-a"),
-                    ..Default::default()
-                },
-                &no_jwt,
-                0,
-            )
-            .unwrap();
+        let team_a = by_key(&a, "sk-a");
         assert_eq!(
             filter_model_list(list, team_a.grant),
             None,
@@ -884,17 +854,7 @@ mod tests {
     #[test]
     fn rate_limit_replies() {
         let a = demo();
-        let tiny = a
-            .authenticate(
-                ApiFlavor::OpenAi,
-                &Credentials {
-                    x_api_key: Some("sk-tiny"),
-                    ..Default::default()
-                },
-                &no_jwt,
-                0,
-            )
-            .unwrap();
+        let tiny = by_key(&a, "sk-tiny");
         let limit = tiny.grant.rate_limit.unwrap();
         let mut state = None;
         for _ in 0..5 {

@@ -111,6 +111,19 @@ pub fn sse_data(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// The text an OpenAI chat stream carries: every chunk's `choices[0].delta.content`, in order.
+pub fn sse_text(body: &str) -> String {
+    sse_data(body)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v.pointer("/choices/0/delta/content")?
+                .as_str()
+                .map(String::from)
+        })
+        .collect()
+}
+
 /// Server-sent events as (event name, data) pairs.
 pub fn sse_events(body: &str) -> Vec<(Option<String>, String)> {
     body.split("\n\n")

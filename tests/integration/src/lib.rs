@@ -486,6 +486,17 @@ pub fn set_filter_config(config: &str, filter: &str, json: &str) -> String {
 }
 
 impl Demo {
+    /// `POST /v1/chat/completions` with the demo key `sk-demo-team-a` and `extra` headers.
+    pub fn chat(&self, extra: &[(&str, &str)], body: &Value) -> Response {
+        let mut headers = vec![("authorization", "Bearer sk-demo-team-a")];
+        headers.extend_from_slice(extra);
+        http::post_json(
+            &self.envoy.url("/v1/chat/completions"),
+            &headers,
+            &body.to_string(),
+        )
+    }
+
     /// Starts the demo exactly as shipped (but on free ports).
     pub fn start() -> Demo {
         Demo::start_with(|config| config)

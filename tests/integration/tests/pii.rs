@@ -1,7 +1,7 @@
 //! llm_pii in a real Envoy: providers see placeholders, clients get their values back (JSON and
 //! streams cut into 1-byte chunks), block and redact modes, and clean bodies arrive untouched.
 
-use integration::http::{self, post_json, sse_data, sse_events};
+use integration::http::{self, post_json, sse_data, sse_events, sse_text};
 use integration::{require_envoy, Demo};
 use serde_json::{json, Value};
 
@@ -10,22 +10,11 @@ const PROMPT: &str = "Mail jane.doe@example.com, call +1 415 555 2671, card 4111
 const MASKED: &str =
     "Mail <EMAIL_1>, call <PHONE_1>, card <CREDIT_CARD_1>, IBAN <IBAN_1>, again <EMAIL_1>";
 
-fn chat(demo: &Demo, extra: &[(&str, &str)], body: &Value) -> http::Response {
-    let mut headers = vec![KEY];
-    headers.extend_from_slice(extra);
-    post_json(
-        &demo.envoy.url("/v1/chat/completions"),
-        &headers,
-        &body.to_string(),
-    )
-}
-
 #[test]
 fn providers_see_placeholders_and_clients_get_their_values_back() {
     require_envoy!();
     let demo = Demo::start();
-    let response = chat(
-        &demo,
+    let response = demo.chat(
         &[],
         &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}]}),
     );
@@ -54,23 +43,13 @@ fn streams_cut_into_single_bytes_are_restored() {
     let demo = Demo::start();
     let short = "Write to jane.doe@example.com or +1 415 555 2671";
     for model in ["gpt-4o-mini", "claude-sonnet-4-5"] {
-        let response = chat(
-            &demo,
-            &[("x-mock-chunk-bytes", "1"), ("x-mock-chunk-delay-ms", "1")],
+        let response = demo.chat(&[("x-mock-chunk-bytes", "1"), ("x-mock-chunk-delay-ms", "1")],
             &json!({"model": model, "stream": true, "messages": [{"role": "user", "content": short}]}),
         );
         assert_eq!(response.status, 200, "{model}: {}", response.body);
         let data = sse_data(&response.body);
         assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{model}");
-        let text: String = data
-            .iter()
-            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-            .filter_map(|v| {
-                v.pointer("/choices/0/delta/content")?
-                    .as_str()
-                    .map(String::from)
-            })
-            .collect();
+        let text = sse_text(&response.body);
         assert_eq!(text, short, "{model}");
         assert!(
             !response.body.contains("<EMAIL_1>") && !response.body.contains("<PHONE_1>"),
@@ -105,8 +84,7 @@ fn streams_cut_into_single_bytes_are_restored() {
 fn secrets_are_blocked_and_terms_redacted() {
     require_envoy!();
     let demo = Demo::start();
-    let blocked = chat(
-        &demo,
+    let blocked = demo.chat(
         &[],
         &json!({"model": "gpt-4o-mini", "messages": [
         {"role": "user", "content": "use key sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"}]}),
@@ -123,8 +101,7 @@ fn secrets_are_blocked_and_terms_redacted() {
     );
     assert!(demo.openai.requests().is_empty());
 
-    let redacted = chat(
-        &demo,
+    let redacted = demo.chat(
         &[],
         &json!({"model": "gpt-4o-mini", "messages": [
         {"role": "user", "content": "status of Project Falcon?"}]}),

@@ -1,7 +1,7 @@
 //! llm_provider in a real Envoy: per-attempt translation to Anthropic's format, credential injection,
 //! Azure path mapping, error mapping, and cross-format failover by Envoy's own retries.
 
-use integration::http::{self, post_json, sse_data};
+use integration::http::{post_json, sse_data, sse_text};
 use integration::{
     require_envoy, set_filter_config, Demo, Envoy, EnvoyOptions, DEMO_ANTHROPIC_KEY,
     DEMO_OPENAI_KEY,
@@ -9,16 +9,6 @@ use integration::{
 use serde_json::{json, Value};
 
 const KEY: (&str, &str) = ("authorization", "Bearer sk-demo-team-a");
-
-fn chat(demo: &Demo, extra: &[(&str, &str)], body: &Value) -> http::Response {
-    let mut headers = vec![KEY];
-    headers.extend_from_slice(extra);
-    post_json(
-        &demo.envoy.url("/v1/chat/completions"),
-        &headers,
-        &body.to_string(),
-    )
-}
 
 fn chunks(body: &str) -> Vec<Value> {
     sse_data(body)
@@ -37,9 +27,7 @@ fn chunks(body: &str) -> Vec<Value> {
 fn claude_through_the_openai_api() {
     require_envoy!();
     let demo = Demo::start();
-    let response = chat(
-        &demo,
-        &[],
+    let response = demo.chat(&[],
         &json!({
             "model": "claude-sonnet-4-5",
             "max_tokens": 50,
@@ -85,8 +73,7 @@ fn claude_through_the_openai_api() {
 fn claude_streaming_with_usage() {
     require_envoy!();
     let demo = Demo::start();
-    let response = chat(
-        &demo,
+    let response = demo.chat(
         &[("x-mock-chunk-delay-ms", "5")],
         &json!({
             "model": "claude-sonnet-4-5", "stream": true, "stream_options": {"include_usage": true},
@@ -98,14 +85,7 @@ fn claude_streaming_with_usage() {
     let events = chunks(&response.body);
     assert_eq!(events.last(), Some(&json!("[DONE]")));
     assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
-    let text: String = events
-        .iter()
-        .filter_map(|e| {
-            e.pointer("/choices/0/delta/content")?
-                .as_str()
-                .map(String::from)
-        })
-        .collect();
+    let text = sse_text(&response.body);
     assert_eq!(text, "one two three four five");
     let usage = &events[events.len() - 2];
     assert_eq!(usage["choices"], json!([]));
@@ -121,8 +101,7 @@ fn a_tool_call_round_trip_through_claude() {
     let demo = Demo::start();
     let tools = json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather by city",
                         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
-    let first = chat(
-        &demo,
+    let first = demo.chat(
         &[],
         &json!({
             "model": "claude-sonnet-4-5", "tools": tools,
@@ -142,8 +121,7 @@ fn a_tool_call_round_trip_through_claude() {
     );
 
     // Streaming the same call gives the arguments in deltas.
-    let streamed = chat(
-        &demo,
+    let streamed = demo.chat(
         &[],
         &json!({
             "model": "claude-sonnet-4-5", "tools": tools, "stream": true,
@@ -161,8 +139,7 @@ fn a_tool_call_round_trip_through_claude() {
     assert_eq!(arguments, "{\"text\":\"Paris\"}");
 
     // Send the tool result back: it reaches Claude as a tool_result block, the answer echoes it.
-    let second = chat(
-        &demo,
+    let second = demo.chat(
         &[],
         &json!({
             "model": "claude-sonnet-4-5", "tools": tools,
@@ -191,8 +168,7 @@ fn a_tool_call_round_trip_through_claude() {
 fn gpt_4o_fails_over_from_openai_format_to_anthropic_format() {
     require_envoy!();
     let demo = Demo::start();
-    let plain = chat(
-        &demo,
+    let plain = demo.chat(
         &[],
         &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "failover"}]}),
     );
@@ -200,23 +176,14 @@ fn gpt_4o_fails_over_from_openai_format_to_anthropic_format() {
     assert_eq!(plain.json()["object"], "chat.completion");
     assert_eq!(plain.json()["choices"][0]["message"]["content"], "failover");
 
-    let streamed = chat(
-        &demo,
-        &[],
+    let streamed = demo.chat(&[],
         &json!({"model": "gpt-4o", "stream": true,
                                            "messages": [{"role": "user", "content": "failover stream"}]}),
     );
     assert_eq!(streamed.status, 200);
     let events = chunks(&streamed.body);
     assert_eq!(events.last(), Some(&json!("[DONE]")));
-    let text: String = events
-        .iter()
-        .filter_map(|e| {
-            e.pointer("/choices/0/delta/content")?
-                .as_str()
-                .map(String::from)
-        })
-        .collect();
+    let text = sse_text(&streamed.body);
     assert_eq!(text, "failover stream");
 
     // Attempt 1 went to the OpenAI-format priority with the OpenAI key; attempt 2 to the
@@ -260,11 +227,11 @@ fn provider_errors_arrive_in_openai_shape() {
     let demo = Demo::start();
     let body =
         json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "x"}]});
-    let overloaded = chat(&demo, &[("x-mock-status", "529")], &body);
+    let overloaded = demo.chat(&[("x-mock-status", "529")], &body);
     assert_eq!(overloaded.status, 503);
     assert_eq!(overloaded.json()["error"]["code"], "overloaded_error");
     assert_eq!(overloaded.header("content-type"), Some("application/json"));
-    let invalid = chat(&demo, &[("x-mock-status", "400")], &body);
+    let invalid = demo.chat(&[("x-mock-status", "400")], &body);
     assert_eq!(invalid.status, 400);
     assert_eq!(invalid.json()["error"]["type"], "invalid_request_error");
     assert!(invalid.json()["error"]["message"]
@@ -275,7 +242,7 @@ fn provider_errors_arrive_in_openai_shape() {
     // A stream that breaks mid-way ends with an OpenAI error event, not silence.
     let mut streaming = body.clone();
     streaming["stream"] = json!(true);
-    let broken = chat(&demo, &[("x-mock-stream-error-after", "4")], &streaming);
+    let broken = demo.chat(&[("x-mock-stream-error-after", "4")], &streaming);
     let events = chunks(&broken.body);
     assert_eq!(events.last().unwrap()["error"]["code"], "overloaded_error");
 
@@ -290,9 +257,7 @@ fn provider_errors_arrive_in_openai_shape() {
         .as_str()
         .unwrap()
         .contains("not supported by Anthropic-format providers"));
-    let n2 = chat(
-        &demo,
-        &[],
+    let n2 = demo.chat(&[],
         &json!({"model": "claude-sonnet-4-5", "n": 2, "messages": [{"role": "user", "content": "x"}]}),
     );
     assert_eq!(n2.status, 400);
@@ -319,8 +284,7 @@ fn azure_openai_path_and_key_mapping() {
             r#"{"default_provider":"openai","providers":{"openai":{"format":"openai","api_key_env":"MOCK_OPENAI_KEY"},"anthropic":{"format":"anthropic","api_key_env":"MOCK_ANTHROPIC_KEY"},"azure":{"format":"azure_openai","api_key_env":"MOCK_OPENAI_KEY","api_version":"2024-10-21","deployments":{"gpt-4o-mini":"mini-prod"}}}}"#,
         )
     });
-    let response = chat(
-        &demo,
+    let response = demo.chat(
         &[],
         &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "azure"}]}),
     );
