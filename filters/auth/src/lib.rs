@@ -10,12 +10,14 @@ use llm_core::auth::{
     AuthConfig, AuthMethod, Credentials, CREDENTIAL_HEADERS,
 };
 use llm_core::config::ConfigError;
+use llm_core::global::{self, GlobalLimit, OnServiceError};
 use llm_core::metrics::labeled_name;
 use llm_core::ratelimit::{limit_headers, LimitUnit, Outcome};
 use llm_core::request::{body_error_reply, missing_model_reply, read_fields};
 use llm_host::{
-    ensure_bucket, now_unix_nanos, request_body, request_trailers, send_local_reply,
-    set_filter_state, take_from_bucket, BodyBuffer, Counter, Filter, HoldsRequestBody,
+    call_rate_limit_service, ensure_bucket, grpc_response_body, now_unix_nanos, request_body,
+    request_trailers, send_local_reply, set_filter_state, take_from_bucket, BodyBuffer, Counter,
+    Filter, HoldsRequestBody,
 };
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -35,6 +37,8 @@ pub struct AuthFilter {
     rejected: HashMap<&'static str, Counter>,
     /// `llm_auth_requests_total{method=...}`: authenticated requests.
     accepted: HashMap<&'static str, Counter>,
+    /// `llm_global_limit_errors_total{filter="auth",action=allow|deny}`: the service could not answer.
+    service_errors: HashMap<OnServiceError, Counter>,
 }
 
 impl Filter for AuthFilter {
@@ -66,10 +70,24 @@ impl Filter for AuthFilter {
                 accepted.insert(method.as_str(), counter);
             }
         }
+        let mut service_errors = HashMap::new();
+        for (action, label) in [
+            (OnServiceError::Allow, "allow"),
+            (OnServiceError::Deny, "deny"),
+        ] {
+            let name = labeled_name(
+                "llm_global_limit_errors_total",
+                &[("filter", "auth"), ("action", label)],
+            );
+            if let Some(counter) = Counter::define(&name) {
+                service_errors.insert(action, counter);
+            }
+        }
         Ok(AuthFilter {
             auth,
             rejected,
             accepted,
+            service_errors,
         })
     }
 
@@ -81,6 +99,7 @@ impl Filter for AuthFilter {
             body: BodyBuffer::default(),
             outcome: None,
             filter_model_list: false,
+            pending_check: None,
         })
     }
 }
@@ -102,6 +121,8 @@ struct AuthRequest {
     outcome: Option<Outcome>,
     /// `GET /v1/models` by a consumer with an allow-list: the list is trimmed to what it may use.
     filter_model_list: bool,
+    /// The global limit being checked by the rate-limit service, and the call's token.
+    pending_check: Option<(u32, GlobalLimit)>,
 }
 
 impl AuthRequest {
@@ -126,12 +147,22 @@ impl AuthRequest {
         let Some(caller) = &self.caller else {
             return Action::Continue;
         };
-        let Some(limit) = self
-            .filter
-            .auth
-            .grant(caller.grant_id)
-            .and_then(|g| g.rate_limit)
-        else {
+        let filter = Rc::clone(&self.filter);
+        let grant = filter.auth.grant(caller.grant_id);
+        if let (Some(global), Some(service)) = (
+            grant.and_then(|g| g.global_limit.as_ref()),
+            &filter.auth.service,
+        ) {
+            let descriptor = global.descriptor(&caller.name, 1);
+            return match call_rate_limit_service(service, vec![descriptor]) {
+                Ok(token) => {
+                    self.pending_check = Some((token, global.clone()));
+                    Action::Pause
+                }
+                Err(status) => self.service_error(global.on_error, &format!("{status:?}")),
+            };
+        }
+        let Some(limit) = grant.and_then(|g| g.rate_limit) else {
             return Action::Continue;
         };
         let key = bucket_key(caller.method, &caller.name);
@@ -146,6 +177,28 @@ impl AuthRequest {
             }
             // Auth fails closed: without a working limiter the request does not go through.
             None => {
+                let reply = error_reply(
+                    self.flavor,
+                    ErrorKind::Unavailable,
+                    "The gateway could not check your rate limit. Retry shortly.",
+                    ErrorDetail::default(),
+                );
+                self.reject("unavailable", &reply)
+            }
+        }
+    }
+
+    /// The rate-limit service could not answer: the limit's `on_service_error` decides.
+    fn service_error(&mut self, on_error: OnServiceError, why: &str) -> Action {
+        if let Some(counter) = self.filter.service_errors.get(&on_error) {
+            counter.increment(1);
+        }
+        log::warn!(
+            "llm_auth: rate-limit service unavailable ({why}); on_service_error={on_error:?}"
+        );
+        match on_error {
+            OnServiceError::Allow => Action::Continue,
+            OnServiceError::Deny => {
                 let reply = error_reply(
                     self.flavor,
                     ErrorKind::Unavailable,
@@ -182,7 +235,48 @@ impl AuthRequest {
     }
 }
 
-impl Context for AuthRequest {}
+impl Context for AuthRequest {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let Some((token, limit)) = self.pending_check.take() else {
+            return;
+        };
+        if token != token_id {
+            self.pending_check = Some((token, limit));
+            return;
+        }
+        let verdict = match status_code {
+            0 => grpc_response_body(response_size)
+                .ok_or("empty response")
+                .and_then(|body| global::read_response(&body, 1))
+                .and_then(|verdicts| verdicts.into_iter().next().ok_or("no verdict")),
+            _ => Err("gRPC call failed"),
+        };
+        let action = match verdict {
+            Ok(verdict) => {
+                let outcome = global::outcome(&limit, &verdict);
+                if verdict.over_limit {
+                    let name = self.caller.as_ref().map_or("", |c| c.name.as_str());
+                    let reply = rate_limited(self.flavor, name, &outcome);
+                    self.reject("rate_limited", &reply)
+                } else {
+                    self.outcome = Some(outcome);
+                    Action::Continue
+                }
+            }
+            Err(why) => {
+                let why = if status_code == 0 {
+                    why.to_string()
+                } else {
+                    format!("{why}: gRPC status {status_code}")
+                };
+                self.service_error(limit.on_error, &why)
+            }
+        };
+        if action == Action::Continue {
+            self.resume_http_request();
+        }
+    }
+}
 
 impl HttpContext for AuthRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -265,10 +359,18 @@ impl HttpContext for AuthRequest {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        // Nothing passes while the global limit is being checked (the check only starts once a
+        // held body is complete, so there is nothing to finish when the answer comes).
+        if self.pending_check.is_some() {
+            return Action::Pause;
+        }
         request_body(self, body_size, end_of_stream)
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.pending_check.is_some() {
+            return Action::Pause;
+        }
         request_trailers(self)
     }
 

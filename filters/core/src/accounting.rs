@@ -2,6 +2,7 @@
 
 use crate::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind, LocalReply};
 use crate::config::ConfigError;
+use crate::global::{GlobalLimit, OnServiceError, Scope, Service, ServiceConfig, Unit};
 use crate::pattern::Pattern;
 use crate::ratelimit::{
     format_reset, limited_reply, retry_after_seconds, LimitUnit, Outcome, Period, RateLimit,
@@ -27,6 +28,9 @@ pub struct UsageConfig {
     /// under `other`, so a flood of model names cannot blow up Prometheus.
     #[serde(default)]
     pub max_label_sets: Option<usize>,
+    /// The rate-limit service that counts `scope: global` limits across Envoy replicas.
+    #[serde(default)]
+    pub rate_limit_service: Option<ServiceConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -70,6 +74,12 @@ pub struct LimitEntry {
     pub usd_per_day: Option<f64>,
     #[serde(default)]
     pub usd_per_month: Option<f64>,
+    /// `local` (this Envoy's shared data) or `global` (the rate-limit service, across replicas).
+    #[serde(default)]
+    pub scope: Scope,
+    /// For a global limit, when the service cannot answer: `allow` (default) or `deny` (503).
+    #[serde(default)]
+    pub on_service_error: Option<OnServiceError>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -101,12 +111,22 @@ pub struct Limit {
     consumer: Option<String>,
     model: Option<Pattern>,
     pub kind: LimitKind,
+    /// Set for `scope: global`: the service counts, `kind` only says what.
+    pub global: Option<GlobalLimit>,
 }
 
 impl Limit {
     /// The shared-data key of this limit's counter for `consumer`.
     pub fn key(&self, consumer: &str) -> String {
         format!("llm_usage.limit{}.{consumer}", self.index)
+    }
+
+    /// What this request adds to the limit: tokens, or micro-USD for budgets (rounded up).
+    pub fn hits(&self, usage: &Usage, cost_nano_usd: Option<u64>) -> u64 {
+        match self.kind {
+            LimitKind::Tokens { .. } => self.tokens(usage),
+            LimitKind::Budget { .. } => cost_nano_usd.unwrap_or(0).div_ceil(1000),
+        }
     }
 
     /// The tokens of `usage` this limit counts.
@@ -131,6 +151,8 @@ pub struct Accounting {
     prices: Vec<Price>,
     limits: Vec<Limit>,
     pub max_label_sets: usize,
+    /// Where `scope: global` limits are counted.
+    pub service: Option<Service>,
 }
 
 const NANO_PER_USD: f64 = 1e9;
@@ -228,21 +250,82 @@ impl Accounting {
                     "only valid with `tokens_per_minute`",
                 ));
             }
+            let global = match entry.scope {
+                Scope::Local => {
+                    if entry.on_service_error.is_some() {
+                        return Err(ConfigError::new(
+                            at("on_service_error"),
+                            "only for `scope: global`",
+                        ));
+                    }
+                    None
+                }
+                Scope::Global => {
+                    if config.rate_limit_service.is_none() {
+                        return Err(ConfigError::new(
+                            at("scope"),
+                            "a global limit needs `rate_limit_service`",
+                        ));
+                    }
+                    let (descriptor_kind, field, amount, unit, unit_name) = match kind {
+                        LimitKind::Tokens { bucket, count } => (
+                            match count {
+                                TokenCount::Total => "tokens_per_minute",
+                                TokenCount::Input => "input_tokens_per_minute",
+                                TokenCount::Output => "output_tokens_per_minute",
+                            },
+                            "tokens_per_minute",
+                            bucket.limit.limit,
+                            Unit::Minute,
+                            "tokens",
+                        ),
+                        LimitKind::Budget { period, nano_usd } => match period {
+                            Period::Day => (
+                                "usd_per_day",
+                                "usd_per_day",
+                                nano_usd / 1000,
+                                Unit::Day,
+                                "micro-USD",
+                            ),
+                            Period::Month => (
+                                "usd_per_month",
+                                "usd_per_month",
+                                nano_usd / 1000,
+                                Unit::Month,
+                                "micro-USD",
+                            ),
+                        },
+                    };
+                    Some(GlobalLimit {
+                        kind: descriptor_kind,
+                        amount: GlobalLimit::amount(&at(field), amount, unit_name)?,
+                        unit,
+                        model: entry.model.clone(),
+                        on_error: entry.on_service_error.unwrap_or(OnServiceError::Allow),
+                    })
+                }
+            };
             limits.push(Limit {
                 index: i,
                 consumer: (entry.consumer != "*").then(|| entry.consumer.clone()),
                 model: entry.model.as_deref().map(Pattern::new),
                 kind,
+                global,
             });
         }
         let max_label_sets = config.max_label_sets.unwrap_or(DEFAULT_MAX_LABEL_SETS);
         if max_label_sets == 0 {
             return Err(ConfigError::new("max_label_sets", "must be greater than 0"));
         }
+        let service = match &config.rate_limit_service {
+            Some(service) => Some(Service::compile("rate_limit_service", service)?),
+            None => None,
+        };
         Ok(Accounting {
             prices,
             limits,
             max_label_sets,
+            service,
         })
     }
 
@@ -266,6 +349,9 @@ impl Accounting {
     /// before traffic (Envoy does not compare-and-swap the first write of a shared-data key).
     pub fn named_limits(&self) -> impl Iterator<Item = (String, Vec<u8>)> + '_ {
         self.limits.iter().filter_map(|limit| {
+            if limit.global.is_some() {
+                return None;
+            }
             let consumer = limit.consumer.as_deref()?;
             let initial = match limit.kind {
                 LimitKind::Tokens { bucket, .. } => bucket.full().encode().to_vec(),
@@ -497,6 +583,22 @@ mod tests {
                 "limits[0].count",
             ),
             (r#"{"max_label_sets":0}"#, "max_label_sets"),
+            (
+                r#"{"limits":[{"consumer":"a","tokens_per_minute":1,"scope":"global"}]}"#,
+                "limits[0].scope",
+            ),
+            (
+                r#"{"limits":[{"consumer":"a","tokens_per_minute":1,"on_service_error":"deny"}]}"#,
+                "limits[0].on_service_error",
+            ),
+            (
+                r#"{"rate_limit_service":{"cluster":"rls"},"limits":[{"consumer":"a","usd_per_month":5000,"scope":"global"}]}"#,
+                "limits[0].usd_per_month",
+            ),
+            (
+                r#"{"rate_limit_service":{"cluster":"","domain":"llm"}}"#,
+                "rate_limit_service.cluster",
+            ),
         ] {
             let err =
                 Accounting::compile(parse::<UsageConfig>(json.as_bytes()).unwrap()).unwrap_err();
@@ -509,6 +611,60 @@ mod tests {
             .unwrap_err()
             .path,
             "limits[0].count"
+        );
+    }
+
+    #[test]
+    fn global_limits_become_descriptors_with_their_numbers() {
+        let a = accounting(
+            r#"{"rate_limit_service":{"cluster":"rls"},
+            "prices":[{"model":"*","input":1000,"output":1000}],
+            "limits":[
+              {"consumer":"*","model":"gpt-4o*","tokens_per_minute":2000,"count":"output","scope":"global"},
+              {"consumer":"team-b","usd_per_day":5,"scope":"global","on_service_error":"deny"},
+              {"consumer":"team-b","tokens_per_minute":50}]}"#,
+        );
+        assert!(
+            a.named_limits().count() == 1,
+            "only the local limit has shared data"
+        );
+        let limits: Vec<&Limit> = a.limits_for("team-b", "gpt-4o-mini").collect();
+        assert_eq!(limits.len(), 3);
+        let tokens = limits[0].global.as_ref().unwrap();
+        assert_eq!(tokens.kind, "output_tokens_per_minute");
+        assert_eq!(tokens.amount, 2000);
+        assert_eq!(tokens.on_error, OnServiceError::Allow);
+        let d = tokens.descriptor("team-b", 0);
+        let entries: Vec<(&str, &str)> = d
+            .entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str()))
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("llm_limit", "output_tokens_per_minute"),
+                ("consumer", "team-b"),
+                ("model", "gpt-4o*")
+            ]
+        );
+        let budget = limits[1].global.as_ref().unwrap();
+        assert_eq!((budget.kind, budget.amount), ("usd_per_day", 5_000_000));
+        assert_eq!(budget.on_error, OnServiceError::Deny);
+        assert!(limits[2].global.is_none());
+        let usage = Usage {
+            input: 10,
+            output: 3,
+            ..Default::default()
+        };
+        // 13 tokens at 1000 USD per million: 13,000 micro-USD; the token limit counts output only.
+        let cost = a.cost_nano_usd(&["gpt-4o-mini"], &usage);
+        assert_eq!(limits[0].hits(&usage, cost), 3);
+        assert_eq!(limits[1].hits(&usage, cost), 13_000);
+        assert_eq!(
+            limits[1].hits(&usage, Some(1)),
+            1,
+            "a fraction of a micro-USD rounds up"
         );
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind, LocalReply};
 use crate::config::ConfigError;
+use crate::global::{GlobalLimit, OnServiceError, Scope, Service, ServiceConfig, Unit};
 use crate::pattern::Pattern;
 use crate::ratelimit::{limited_reply, retry_after_seconds, LimitUnit, Outcome, RateLimit};
 use serde::Deserialize;
@@ -22,6 +23,9 @@ pub struct AuthConfig {
     /// Identity from a JWT that Envoy's `jwt_authn` filter verified earlier in the chain.
     #[serde(default)]
     pub jwt: Option<JwtConfig>,
+    /// The rate-limit service that counts `scope: global` limits across Envoy replicas.
+    #[serde(default)]
+    pub rate_limit_service: Option<ServiceConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -57,6 +61,12 @@ pub struct RateLimitConfig {
     pub requests: u32,
     #[serde(default = "sixty")]
     pub window_seconds: u32,
+    /// `local` (this Envoy's shared data) or `global` (the rate-limit service, across replicas).
+    #[serde(default)]
+    pub scope: Scope,
+    /// For a global limit, when the service cannot answer: `deny` (default, 503) or `allow`.
+    #[serde(default)]
+    pub on_service_error: Option<OnServiceError>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -125,7 +135,10 @@ pub struct Grant {
     models: Vec<Pattern>,
     model_names: Vec<String>,
     unrestricted: bool,
+    /// A limit counted in this Envoy's shared data.
     pub rate_limit: Option<RateLimit>,
+    /// A limit counted by the rate-limit service.
+    pub global_limit: Option<GlobalLimit>,
 }
 
 impl Grant {
@@ -133,6 +146,7 @@ impl Grant {
         path: &str,
         models: &[String],
         rate_limit: Option<RateLimitConfig>,
+        has_service: bool,
     ) -> Result<Grant, ConfigError> {
         if models.is_empty() {
             return Err(ConfigError::new(
@@ -146,6 +160,7 @@ impl Grant {
                 "must not be empty",
             ));
         }
+        let mut global_limit = None;
         let rate_limit = match rate_limit {
             None => None,
             Some(limit) => {
@@ -161,10 +176,38 @@ impl Grant {
                         "must be between 1 and 2678400 (31 days)",
                     ));
                 }
-                Some(RateLimit::new(
-                    u64::from(limit.requests),
-                    Duration::from_secs(u64::from(limit.window_seconds)),
-                ))
+                if limit.scope == Scope::Global {
+                    if !has_service {
+                        return Err(ConfigError::new(
+                            format!("{path}.rate_limit.scope"),
+                            "a global limit needs `rate_limit_service`",
+                        ));
+                    }
+                    let unit = Unit::of_window(limit.window_seconds).ok_or_else(|| {
+                        ConfigError::new(
+                            format!("{path}.rate_limit.window_seconds"),
+                            "a global limit's window is 1, 60, 3600 or 86400 seconds (the protocol's units)",
+                        )
+                    })?;
+                    global_limit = Some(GlobalLimit {
+                        kind: "requests",
+                        amount: limit.requests,
+                        unit,
+                        model: None,
+                        on_error: limit.on_service_error.unwrap_or(OnServiceError::Deny),
+                    });
+                    None
+                } else if limit.on_service_error.is_some() {
+                    return Err(ConfigError::new(
+                        format!("{path}.rate_limit.on_service_error"),
+                        "only for `scope: global`",
+                    ));
+                } else {
+                    Some(RateLimit::new(
+                        u64::from(limit.requests),
+                        Duration::from_secs(u64::from(limit.window_seconds)),
+                    ))
+                }
             }
         };
         Ok(Grant {
@@ -172,6 +215,7 @@ impl Grant {
             models: models.iter().map(|m| Pattern::new(m)).collect(),
             model_names: models.to_vec(),
             rate_limit,
+            global_limit,
         })
     }
 
@@ -213,6 +257,8 @@ pub struct Auth {
     keys: Vec<Key>,
     jwt: Option<Jwt>,
     grants: Vec<Grant>,
+    /// Where `scope: global` limits are counted.
+    pub service: Option<Service>,
 }
 
 /// An authenticated caller.
@@ -281,6 +327,11 @@ impl Auth {
                 "configure at least one consumer (or `jwt`): without them every request is refused",
             ));
         }
+        let service = match &config.rate_limit_service {
+            Some(service) => Some(Service::compile("rate_limit_service", service)?),
+            None => None,
+        };
+        let has_service = service.is_some();
         let mut consumers = Vec::new();
         let mut grants = Vec::new();
         let mut keys = Vec::new();
@@ -334,6 +385,7 @@ impl Auth {
                 &path,
                 &consumer.models,
                 consumer.rate_limit,
+                has_service,
             )?);
             consumers.push(Consumer {
                 name: consumer.name.clone(),
@@ -368,7 +420,12 @@ impl Auth {
                             "claim names must not be empty",
                         ));
                     }
-                    grants.push(Grant::compile(&path, &policy.models, policy.rate_limit)?);
+                    grants.push(Grant::compile(
+                        &path,
+                        &policy.models,
+                        policy.rate_limit,
+                        has_service,
+                    )?);
                     policies.push((policy.claims.clone(), grants.len() - 1));
                 }
                 Some(Jwt {
@@ -382,6 +439,7 @@ impl Auth {
             keys,
             jwt,
             grants,
+            service,
         })
     }
 
@@ -939,6 +997,27 @@ mod tests {
                 ),
                 "consumers[0].rate_limit.requests",
                 "greater than 0",
+            ),
+            (
+                format!(
+                    r#"{{"consumers":[{{"name":"a","keys":[{{"sha256":"{d}"}}],"rate_limit":{{"requests":5,"scope":"global"}}}}]}}"#
+                ),
+                "consumers[0].rate_limit.scope",
+                "needs `rate_limit_service`",
+            ),
+            (
+                format!(
+                    r#"{{"rate_limit_service":{{"cluster":"rls"}},"consumers":[{{"name":"a","keys":[{{"sha256":"{d}"}}],"rate_limit":{{"requests":5,"window_seconds":90,"scope":"global"}}}}]}}"#
+                ),
+                "consumers[0].rate_limit.window_seconds",
+                "1, 60, 3600 or 86400",
+            ),
+            (
+                format!(
+                    r#"{{"consumers":[{{"name":"a","keys":[{{"sha256":"{d}"}}],"rate_limit":{{"requests":5,"on_service_error":"allow"}}}}]}}"#
+                ),
+                "consumers[0].rate_limit.on_service_error",
+                "only for `scope: global`",
             ),
             (
                 format!(

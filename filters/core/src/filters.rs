@@ -12,6 +12,27 @@ pub use crate::accounting::UsageConfig;
 
 pub use crate::provider::ProviderConfig;
 
+use crate::config::{parse, ConfigError};
+
+/// Checks a filter's `configuration` as the filter does when Envoy loads it (parse, then compile),
+/// outside Envoy: for manifests that carry filter configs (Istio, Envoy Gateway). `filter` is the
+/// filter's name (`llm_auth`, ...); `env` answers the environment variables llm_provider reads.
+pub fn validate(
+    filter: &str,
+    json: &[u8],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match filter {
+        "llm_auth" => crate::auth::Auth::compile(parse(json)?).map(drop),
+        "llm_router" => crate::router::Router::compile(parse(json)?).map(drop),
+        #[cfg(any(feature = "regex", feature = "regex-lite"))]
+        "llm_pii" => crate::pii::Pii::compile(parse(json)?).map(drop),
+        "llm_usage" => crate::accounting::Accounting::compile(parse(json)?).map(drop),
+        "llm_provider" => crate::provider::Providers::compile(parse(json)?, env).map(drop),
+        other => Err(ConfigError::new("", format!("no filter named {other}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -26,5 +47,18 @@ mod tests {
             assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
         }
         check::<RouterConfig>();
+    }
+
+    #[test]
+    fn validate_runs_each_filters_own_checks() {
+        let no_env = |_: &str| None;
+        assert!(validate("llm_usage", b"{}", &no_env).is_ok());
+        let err = validate("llm_usage", br#"{"max_label_sets":0}"#, &no_env).unwrap_err();
+        assert_eq!(err.path, "max_label_sets");
+        assert_eq!(
+            validate("llm_auth", b"{}", &no_env).unwrap_err().path,
+            "consumers"
+        );
+        assert!(validate("llm_nope", b"{}", &no_env).is_err());
     }
 }

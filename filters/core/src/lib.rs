@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod filters;
+pub mod global;
 pub mod metrics;
 pub mod pattern;
 // PII detection needs a regex engine; filters that do not scan for PII build without one.

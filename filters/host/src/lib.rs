@@ -8,6 +8,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel, MetricType};
 use serde::de::DeserializeOwned;
 use std::rc::Rc;
+use std::time::Duration;
 
 /// One HTTP filter: its name, its configuration, and how it handles a request.
 pub trait Filter: Sized + 'static {
@@ -21,6 +22,18 @@ pub trait Filter: Sized + 'static {
 
     /// The per-request (per-attempt, for upstream filters) context.
     fn http_context(self: &Rc<Self>, context_id: u32) -> Box<dyn HttpContext>;
+
+    /// How often [`Filter::on_tick`] runs in the root context; `None`: never.
+    fn tick_period(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Periodic work in the root context, which outlives requests: calls made here survive the
+    /// request that asked for them (a request's own callouts are cancelled when it ends).
+    fn on_tick(&self) {}
+
+    /// The answer to a gRPC call made from [`Filter::on_tick`]: gRPC `status` (0 = OK) and body.
+    fn on_root_grpc_response(&self, _token: u32, _status: u32, _body: Option<Vec<u8>>) {}
 }
 
 /// Installs `F` as this module's root context. Call from `proxy_wasm::main!`.
@@ -67,7 +80,13 @@ impl<F: Filter> FilterRoot<F> {
     }
 }
 
-impl<F: Filter> Context for FilterRoot<F> {}
+impl<F: Filter> Context for FilterRoot<F> {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        if let Some(filter) = &self.filter {
+            filter.on_root_grpc_response(token_id, status_code, grpc_response_body(response_size));
+        }
+    }
+}
 
 impl<F: Filter> RootContext for FilterRoot<F> {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -80,6 +99,9 @@ impl<F: Filter> RootContext for FilterRoot<F> {
                 return false;
             }
         };
+        if let Some(period) = filter.tick_period() {
+            self.set_tick_period(period);
+        }
         self.filter = Some(Rc::new(filter));
         let short_name = F::NAME.strip_prefix("llm_").unwrap_or(F::NAME);
         self.requests = Counter::define(&labeled_name(
@@ -87,6 +109,12 @@ impl<F: Filter> RootContext for FilterRoot<F> {
             &[("filter", short_name)],
         ));
         true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(filter) = &self.filter {
+            filter.on_tick();
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -304,4 +332,31 @@ pub fn request_trailers<C: HoldsRequestBody>(context: &mut C) -> proxy_wasm::typ
     buffer.reading = false;
     let size = buffer.size;
     context.on_complete_body(size)
+}
+
+/// Sends a `ShouldRateLimit` call for `descriptors` to the rate-limit service; the answer arrives in
+/// the calling context's `on_grpc_call_response` with the returned token.
+pub fn call_rate_limit_service(
+    service: &llm_core::global::Service,
+    descriptors: Vec<llm_core::global::Descriptor>,
+) -> Result<u32, proxy_wasm::types::Status> {
+    let message = service.request(descriptors);
+    hostcalls::dispatch_grpc_call(
+        &service.target,
+        llm_core::global::SERVICE,
+        llm_core::global::METHOD,
+        Vec::new(),
+        Some(&message),
+        service.timeout,
+    )
+}
+
+/// The body of the gRPC answer being delivered (empty on failures).
+pub fn grpc_response_body(size: usize) -> Option<Vec<u8>> {
+    if size == 0 {
+        return None;
+    }
+    hostcalls::get_buffer(proxy_wasm::types::BufferType::GrpcReceiveBuffer, 0, size)
+        .ok()
+        .flatten()
 }

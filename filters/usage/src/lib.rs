@@ -4,10 +4,11 @@
 //! ratelimit}`. See README.md for the configuration reference.
 
 use llm_core::accounting::{
-    budget_exhausted, format_usd, tokens_exhausted, Accounting, LimitKind, UsageConfig,
+    budget_exhausted, format_usd, tokens_exhausted, Accounting, Limit, LimitKind, UsageConfig,
 };
 use llm_core::api::{classify, ApiFlavor, Endpoint};
 use llm_core::config::ConfigError;
+use llm_core::global::{self, Descriptor};
 use llm_core::metrics::labeled_name;
 use llm_core::ratelimit::{limit_headers, DebtState, LimitUnit, Outcome, Spend};
 use llm_core::usage::{
@@ -15,15 +16,17 @@ use llm_core::usage::{
     Usage,
 };
 use llm_host::{
-    ensure_shared, now_unix_nanos, read_shared, request_body, request_trailers, send_local_reply,
-    set_filter_state, update_shared, BodyBuffer, Counter, Filter, Histogram, HoldsRequestBody,
+    call_rate_limit_service, ensure_shared, grpc_response_body, now_unix_nanos, read_shared,
+    request_body, request_trailers, send_local_reply, set_filter_state, update_shared, BodyBuffer,
+    Counter, Filter, Histogram, HoldsRequestBody,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
+use std::time::Duration;
 
 proxy_wasm::main! {{
     llm_host::register::<UsageFilter>();
@@ -40,9 +43,18 @@ const PROVIDER_METADATA: [&str; 5] = [
     "provider",
 ];
 
+/// Usage reports for global limits wait here for the root context, which sends them: a call made by
+/// the request itself would be cancelled when the request ends.
+const REPORT_INTERVAL: Duration = Duration::from_millis(50);
+/// Reports beyond this many (the service unreachable for long) are dropped and counted.
+const MAX_PENDING_REPORTS: usize = 10_000;
+
 pub struct UsageFilter {
     accounting: Accounting,
     metrics: RefCell<Metrics>,
+    reports: RefCell<VecDeque<Vec<Descriptor>>>,
+    /// False after a report failed, until one succeeds: the log says so once per outage.
+    reporting_ok: Cell<bool>,
 }
 
 /// Metric ids by full (labeled) name, defined on first use; label sets are capped.
@@ -123,11 +135,42 @@ impl Filter for UsageFilter {
                 label_sets: HashSet::new(),
                 max_label_sets,
             }),
+            reports: RefCell::new(VecDeque::new()),
+            reporting_ok: Cell::new(true),
         })
+    }
+
+    fn tick_period(&self) -> Option<Duration> {
+        self.accounting.service.as_ref().map(|_| REPORT_INTERVAL)
+    }
+
+    fn on_tick(&self) {
+        let Some(service) = &self.accounting.service else {
+            return;
+        };
+        let pending: Vec<Vec<Descriptor>> = self.reports.borrow_mut().drain(..).collect();
+        for descriptors in pending {
+            if let Err(status) = call_rate_limit_service(service, descriptors) {
+                self.report_failed(&format!("{status:?}"));
+            }
+        }
+    }
+
+    fn on_root_grpc_response(&self, _token: u32, status: u32, _body: Option<Vec<u8>>) {
+        if status == 0 {
+            if !self.reporting_ok.replace(true) {
+                log::info!("llm_usage: usage reports reach the rate-limit service again");
+            }
+        } else {
+            self.report_failed(&format!("gRPC status {status}"));
+        }
     }
 
     fn http_context(self: &Rc<Self>, _context_id: u32) -> Box<dyn HttpContext> {
         Box::new(UsageRequest {
+            pending_check: None,
+            body_done: None,
+            held_size: 0,
             filter: Rc::clone(self),
             inference: false,
             format: ResponseFormat::OpenAi,
@@ -148,7 +191,40 @@ impl Filter for UsageFilter {
     }
 }
 
+impl UsageFilter {
+    /// A usage report did not reach the service: that usage is missing from the global counts.
+    fn report_failed(&self, why: &str) {
+        count(
+            &self.metrics,
+            labeled_name(
+                "llm_global_limit_errors_total",
+                &[("filter", "usage"), ("action", "report_lost")],
+            ),
+            1,
+        );
+        if self.reporting_ok.replace(false) {
+            log::warn!("llm_usage: usage report to the rate-limit service failed ({why}); usage is not counted globally until it recovers");
+        }
+    }
+
+    fn queue_report(&self, descriptors: Vec<Descriptor>) {
+        let mut reports = self.reports.borrow_mut();
+        if reports.len() >= MAX_PENDING_REPORTS {
+            drop(reports);
+            self.report_failed("too many reports waiting");
+            return;
+        }
+        reports.push_back(descriptors);
+    }
+}
+
 struct UsageRequest {
+    /// The global limits being checked by the rate-limit service, and the call's token.
+    pending_check: Option<(u32, Vec<Limit>)>,
+    /// The held body completed while the check was pending: its size.
+    body_done: Option<usize>,
+    /// The body held so far while the check is pending.
+    held_size: usize,
     filter: Rc<UsageFilter>,
     inference: bool,
     format: ResponseFormat,
@@ -175,7 +251,12 @@ impl UsageRequest {
     fn admit(&mut self) -> Option<Action> {
         let filter = Rc::clone(&self.filter);
         let now_ns = now_unix_nanos();
+        let mut global_limits = Vec::new();
         for limit in filter.accounting.limits_for(&self.consumer, &self.model) {
+            if limit.global.is_some() {
+                global_limits.push(limit.clone());
+                continue;
+            }
             let stored = read_shared(&limit.key(&self.consumer));
             match limit.kind {
                 LimitKind::Tokens { bucket, .. } => {
@@ -210,6 +291,84 @@ impl UsageRequest {
                 }
             }
         }
+        let service = filter.accounting.service.as_ref()?;
+        if global_limits.is_empty() {
+            return None;
+        }
+        let descriptors = global_limits
+            .iter()
+            .filter_map(|limit| limit.global.as_ref())
+            .map(|global| global.descriptor(&self.consumer, 0))
+            .collect();
+        match call_rate_limit_service(service, descriptors) {
+            Ok(token) => {
+                self.pending_check = Some((token, global_limits));
+                None
+            }
+            Err(status) => self.service_error(&global_limits, &format!("{status:?}")),
+        }
+    }
+
+    /// The rate-limit service could not answer: the limits' `on_service_error` decides (deny wins).
+    fn service_error(&self, limits: &[Limit], why: &str) -> Option<Action> {
+        let allow = global::allow_on_error(limits.iter().filter_map(|l| l.global.as_ref()));
+        let action = if allow { "allow" } else { "deny" };
+        count(
+            &self.filter.metrics,
+            labeled_name(
+                "llm_global_limit_errors_total",
+                &[("filter", "usage"), ("action", action)],
+            ),
+            1,
+        );
+        log::warn!("llm_usage: rate-limit service unavailable ({why}); on_service_error={action}");
+        if allow {
+            return None;
+        }
+        let reply = llm_core::api::error_reply(
+            self.flavor,
+            llm_core::api::ErrorKind::Unavailable,
+            "The gateway could not check your token limits. Retry shortly.",
+            llm_core::api::ErrorDetail::default(),
+        );
+        send_local_reply(&reply);
+        Some(Action::Pause)
+    }
+
+    /// The service's answer to the limits check: 429 for the first spent limit.
+    fn on_check(&mut self, limits: &[Limit], verdicts: &[global::Verdict]) -> Option<Action> {
+        for (limit, verdict) in limits.iter().zip(verdicts) {
+            let Some(global) = &limit.global else {
+                continue;
+            };
+            let outcome = global::outcome(global, verdict);
+            match limit.kind {
+                LimitKind::Tokens { .. } => {
+                    if verdict.over_limit {
+                        let reply = tokens_exhausted(self.flavor, &self.consumer, &outcome);
+                        return Some(self.limited("tokens", &reply));
+                    }
+                    if self
+                        .token_outcome
+                        .is_none_or(|o| outcome.remaining < o.remaining)
+                    {
+                        self.token_outcome = Some(outcome);
+                    }
+                }
+                LimitKind::Budget { period, nano_usd } => {
+                    if verdict.over_limit {
+                        let reply = budget_exhausted(
+                            self.flavor,
+                            &self.consumer,
+                            period,
+                            nano_usd,
+                            verdict.reset,
+                        );
+                        return Some(self.limited("budget", &reply));
+                    }
+                }
+            }
+        }
         None
     }
 
@@ -233,11 +392,19 @@ impl UsageRequest {
     /// Charges what the request used to every limit that applies.
     fn charge(&self, usage: &Usage, cost: Option<u64>) {
         let now_ns = now_unix_nanos();
+        let mut reports = Vec::new();
         for limit in self
             .filter
             .accounting
             .limits_for(&self.consumer, &self.model)
         {
+            if let Some(global) = &limit.global {
+                let hits = limit.hits(usage, cost);
+                if hits > 0 {
+                    reports.push(global.descriptor(&self.consumer, hits));
+                }
+                continue;
+            }
             let key = limit.key(&self.consumer);
             match limit.kind {
                 LimitKind::Tokens { bucket, .. } => {
@@ -268,6 +435,9 @@ impl UsageRequest {
                 }
             }
         }
+        if !reports.is_empty() {
+            self.filter.queue_report(reports);
+        }
     }
 
     fn provider(&self) -> String {
@@ -279,7 +449,37 @@ impl UsageRequest {
     }
 }
 
-impl Context for UsageRequest {}
+impl Context for UsageRequest {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let Some((token, limits)) = self.pending_check.take() else {
+            return;
+        };
+        if token != token_id {
+            self.pending_check = Some((token, limits));
+            return;
+        }
+        let verdicts = match status_code {
+            0 => grpc_response_body(response_size)
+                .ok_or("empty response")
+                .and_then(|body| global::read_response(&body, limits.len())),
+            _ => Err("gRPC call failed"),
+        };
+        let stop = match verdicts {
+            Ok(verdicts) => self.on_check(&limits, &verdicts),
+            Err(why) => self.service_error(&limits, &format!("{why} (gRPC status {status_code})")),
+        };
+        if stop.is_some() {
+            return; // answered locally
+        }
+        if self.body.is_reading() {
+            let Some(size) = self.body_done.take() else {
+                return; // the body's last callback continues the request
+            };
+            let _ = request_body(self, size, true);
+        }
+        self.resume_http_request();
+    }
+}
 
 impl HttpContext for UsageRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -315,14 +515,32 @@ impl HttpContext for UsageRequest {
             self.body.start();
             return Action::Pause;
         }
+        if self.pending_check.is_some() {
+            return Action::Pause;
+        }
         Action::Continue
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        // While the global check is out, nothing may pass; a held body that completes meanwhile is
+        // finished when the answer arrives.
+        if self.pending_check.is_some() {
+            self.held_size = body_size;
+            if end_of_stream && self.body.is_reading() {
+                self.body_done = Some(body_size);
+            }
+            return Action::Pause;
+        }
         request_body(self, body_size, end_of_stream)
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.pending_check.is_some() {
+            if self.body.is_reading() {
+                self.body_done = Some(self.held_size);
+            }
+            return Action::Pause;
+        }
         request_trailers(self)
     }
 

@@ -407,6 +407,8 @@ fn read_tail(path: &Path, lines: usize) -> String {
 /// The demo contract: `envoy/demo.yaml` with its three mocks, on free ports.
 pub struct Demo {
     pub envoy: Envoy,
+    /// The configuration `envoy` runs (after the test's edit), e.g. to start a second replica.
+    pub config: String,
     pub openai: MockProvider,
     pub anthropic: MockProvider,
     pub unavailable: MockProvider,
@@ -520,9 +522,11 @@ impl Demo {
         config = replace_port(&config, DEMO_OPENAI_PORT, openai.port());
         config = replace_port(&config, DEMO_ANTHROPIC_PORT, anthropic.port());
         config = replace_port(&config, DEMO_UNAVAILABLE_PORT, unavailable.port());
-        let envoy = Envoy::start(&edit(config), &EnvoyOptions::default());
+        let config = edit(config);
+        let envoy = Envoy::start(&config, &EnvoyOptions::default());
         Demo {
             envoy,
+            config,
             openai,
             anthropic,
             unavailable,
@@ -558,9 +562,16 @@ pub fn shipped_envoy_configs() -> Vec<PathBuf> {
 /// Validation runs the filters' configuration checks, so environment variables the config reads
 /// (`host_env_keys`) get a placeholder when unset, as scripts/validate-configs.sh does.
 pub fn validate_config(config: &Path) -> (bool, String) {
+    validate_config_with_env(config, &[])
+}
+
+/// [`validate_config`] with extra environment variables for Envoy (e.g. placeholders for keys that a
+/// JSON config names, which the YAML scan above does not find).
+pub fn validate_config_with_env(config: &Path, env: &[(&str, &str)]) -> (bool, String) {
     let binary = envoy_binary().expect("Envoy binary (see require_envoy!)");
     let text = fs::read_to_string(config).unwrap_or_default();
     let mut command = Command::new(binary);
+    command.envs(env.iter().copied());
     for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
         if let Some(list) = line
             .split("host_env_keys:")
@@ -587,4 +598,148 @@ pub fn validate_config(config: &Path) -> (bool, String) {
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));
     (output.status.success(), text)
+}
+
+/// A port that was free a moment ago (for servers that cannot report the port they bound).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// `redis-server` from Debian's package (`make setup` installs it), or `REDIS_SERVER`.
+fn redis_server_binary() -> PathBuf {
+    let path = std::env::var_os("REDIS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/redis-server"));
+    assert!(
+        path.exists(),
+        "no redis-server at {} (run `make setup`, which installs Debian's redis-server, or set REDIS_SERVER)",
+        path.display()
+    );
+    path
+}
+
+/// A throwaway Redis on 127.0.0.1, without persistence; stoppable and restartable on its port.
+pub struct Redis {
+    pub port: u16,
+    process: Option<Process>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let mut redis = Redis {
+            port: free_port(),
+            process: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (an outage, as far as its clients can tell).
+    pub fn stop(&mut self) {
+        self.process = None;
+    }
+
+    /// Starts the server on its port again (empty) and waits until it answers PING.
+    pub fn restart(&mut self) {
+        let port = self.port.to_string();
+        let child = spawn(
+            Command::new(redis_server_binary())
+                .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
+                .args(["--appendonly", "no", "--protected-mode", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+        );
+        self.process = Some(Process { child });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !redis_answers(self.port) {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn redis_answers(port: u16) -> bool {
+    use std::io::Write;
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
+}
+
+/// The bundled reference rate-limit service (`target/service/llm-ratelimit`) on a free port.
+pub struct RateLimitService {
+    pub address: String,
+    process: Process,
+}
+
+impl RateLimitService {
+    pub fn start(redis: &Redis) -> RateLimitService {
+        let binary = built_artifact("target/service/llm-ratelimit");
+        let mut child = spawn(
+            Command::new(binary)
+                .args(["--listen", "127.0.0.1:0", "--redis", &redis.url()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        );
+        let stdout = child.stdout.take().expect("service stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read llm-ratelimit banner");
+        let address = line
+            .trim()
+            .strip_prefix("llm-ratelimit listening on ")
+            .unwrap_or_else(|| panic!("unexpected llm-ratelimit banner: {line:?}"))
+            .to_string();
+        RateLimitService {
+            address,
+            process: Process { child },
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("service port")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+}
+
+/// An Envoy cluster named `name` speaking HTTP/2 (gRPC) to 127.0.0.1:`port`, added to `config`'s
+/// static clusters.
+pub fn add_grpc_cluster(config: &str, name: &str, port: u16) -> String {
+    let anchor = "\n  clusters:\n";
+    assert!(config.contains(anchor), "no static clusters in the config");
+    let cluster = format!(
+        r#"  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
+"#
+    );
+    config.replacen(anchor, &format!("{anchor}{cluster}"), 1)
 }

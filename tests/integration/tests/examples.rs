@@ -106,3 +106,168 @@ fn docker_compose_matches_the_demo() {
         .unwrap()
         .starts_with("ENTRYPOINT [\"/usr/local/bin/mock-provider\"]"));
 }
+
+const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+const DOWNSTREAM_ORDER: [&str; 4] = ["llm_auth", "llm_router", "llm_pii", "llm_usage"];
+
+/// YAML to JSON (the manifests only use strings, numbers, booleans, lists and maps).
+fn to_json(value: &Yaml) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Yaml::Real(s) => s
+            .parse::<f64>()
+            .map_or(Value::Null, |f| serde_json::json!(f)),
+        Yaml::String(s) => Value::String(s.clone()),
+        Yaml::Integer(i) => serde_json::json!(i),
+        Yaml::Boolean(b) => Value::Bool(*b),
+        Yaml::Array(items) => Value::Array(items.iter().map(to_json).collect()),
+        Yaml::Hash(map) => Value::Object(
+            map.iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), to_json(v))))
+                .collect(),
+        ),
+        _ => Value::Null,
+    }
+}
+
+/// Every Wasm filter (`{name, typed_config}` objects) in `value`, in document order.
+fn wasm_filters(value: &serde_json::Value, found: &mut Vec<serde_json::Value>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if map.get("typed_config").and_then(|t| t.get("@type")) == Some(&WASM_TYPE.into()) {
+                found.push(value.clone());
+                return;
+            }
+            map.values().for_each(|v| wasm_filters(v, found));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| wasm_filters(v, found)),
+        _ => {}
+    }
+}
+
+fn manifest_filters(dir: &str) -> Vec<(String, serde_json::Value)> {
+    let mut filters = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(repo_root().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let docs =
+            YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert!(!docs.is_empty(), "{}", file.display());
+        for doc in &docs {
+            assert!(
+                doc["spec"].as_hash().is_some(),
+                "{}: every document is a Kubernetes object (or patch) with a spec",
+                file.display()
+            );
+            let mut found = Vec::new();
+            wasm_filters(&to_json(doc), &mut found);
+            let name = file.file_name().unwrap().to_string_lossy().into_owned();
+            filters.extend(found.into_iter().map(|f| (name.clone(), f)));
+        }
+    }
+    filters
+}
+
+/// Istio and Envoy Gateway manifests: every filter configuration passes the filter's own validation,
+/// every filter can hold headers for its body, the downstream filters run in the documented order, and
+/// Envoy itself accepts the patched filters (`envoy --mode validate`, modules swapped for the built ones).
+#[test]
+fn istio_and_envoy_gateway_manifests_carry_valid_filter_configs() {
+    integration::require_envoy!();
+    for dir in ["examples/istio", "examples/envoy-gateway"] {
+        let filters = manifest_filters(dir);
+        let names: Vec<&str> = filters
+            .iter()
+            .map(|(_, f)| f["typed_config"]["config"]["root_id"].as_str().unwrap())
+            .collect();
+        let downstream: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| *n != "llm_provider")
+            .collect();
+        assert_eq!(downstream, DOWNSTREAM_ORDER, "{dir}");
+        assert_eq!(
+            names.iter().filter(|n| **n == "llm_provider").count(),
+            2,
+            "{dir}: llm_provider on both provider clusters"
+        );
+        let mut http_filters = Vec::new();
+        let mut provider_filters = Vec::new();
+        for (file, filter) in &filters {
+            let config = &filter["typed_config"]["config"];
+            let root_id = config["root_id"].as_str().unwrap();
+            assert_eq!(filter["name"], root_id, "{file}");
+            assert_eq!(
+                config["allow_on_headers_stop_iteration"], true,
+                "{file} {root_id}"
+            );
+            assert_eq!(config["vm_config"]["vm_id"], root_id, "{file}: own VM");
+            let filename = config["vm_config"]["code"]["local"]["filename"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{file} {root_id}: module from the proxy's disk"));
+            assert_eq!(filename, format!("/var/lib/llm-filters/{root_id}.wasm"));
+            let json = config["configuration"]["value"].as_str().unwrap();
+            llm_core::filters::validate(root_id, json.as_bytes(), &|_| {
+                Some("placeholder".to_string())
+            })
+            .unwrap_or_else(|e| panic!("{file} {root_id}: {e}"));
+            // For Envoy's own validation: the same filter, loading the module built here.
+            let mut local = filter.clone();
+            local["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] =
+                format!("target/wasm32-wasip1/release/{root_id}.wasm").into();
+            if root_id == "llm_provider" {
+                provider_filters.push(local);
+            } else {
+                http_filters.push(local);
+            }
+        }
+        http_filters.push(
+            serde_json::json!({"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}),
+        );
+        let clusters: Vec<serde_json::Value> = provider_filters
+            .into_iter()
+            .enumerate()
+            .map(|(i, provider)| serde_json::json!({
+                "name": format!("provider{i}"), "type": "STATIC", "connect_timeout": "1s",
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http_protocol_options": {}},
+                        "http_filters": [provider, {"name": "envoy.filters.http.upstream_codec", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}]}},
+                "load_assignment": {"cluster_name": format!("provider{i}"), "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9}}}}]}]}
+            }))
+            .collect();
+        let bootstrap = serde_json::json!({"static_resources": {
+            "listeners": [{"name": "llm", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "llm",
+                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "provider0"}}]}]},
+                        "http_filters": http_filters}}]}]}],
+            "clusters": clusters}});
+        let dir_tmp = tempfile::tempdir().unwrap();
+        let path = dir_tmp.path().join("manifest-filters.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&bootstrap).unwrap()).unwrap();
+        let (ok, log) = integration::validate_config_with_env(
+            &path,
+            &[
+                ("OPENAI_API_KEY", "validate-placeholder"),
+                ("ANTHROPIC_API_KEY", "validate-placeholder"),
+            ],
+        );
+        assert!(
+            ok,
+            "{dir}: envoy --mode validate refused the filters:\n{log}"
+        );
+    }
+}

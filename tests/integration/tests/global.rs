@@ -1,0 +1,253 @@
+//! Global limits across two Envoy replicas that share one rate-limit service (the bundled
+//! llm-ratelimit over Limitador) and one real Redis: request limits, token limits charged on one
+//! replica and enforced on the other, and Redis or the service going away mid-test.
+
+use integration::http::{self, post_json};
+use integration::{
+    add_grpc_cluster, require_envoy, set_filter_config, Demo, Envoy, EnvoyOptions,
+    RateLimitService, Redis,
+};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const TEAM_A_DIGEST: &str = "50a734ef22b610c7ad5e602d7a1aa5e39a9a39a6f6cc38aa2415f9d58b52146e";
+const TINY_DIGEST: &str = "893f74a20440edb553081b44356004410d389628c6cece575472262a851b7b3d";
+const REQUEST_LIMIT: usize = 10;
+const TOKEN_LIMIT: u64 = 100;
+
+/// Two replicas of the demo whose team-a request limit and tiny token limit are global.
+struct Replicas {
+    a: Demo,
+    b: Envoy,
+    service: RateLimitService,
+    redis: Redis,
+}
+
+fn start() -> Replicas {
+    let redis = Redis::start();
+    let service = RateLimitService::start(&redis);
+    let auth = json!({
+        "consumers": [
+            {"name": "team-a", "keys": [{"sha256": TEAM_A_DIGEST}],
+             "rate_limit": {"requests": REQUEST_LIMIT, "window_seconds": 60, "scope": "global"}},
+            {"name": "tiny", "keys": [{"sha256": TINY_DIGEST}]}
+        ],
+        "rate_limit_service": {"cluster": "ratelimit", "timeout_ms": 500}
+    });
+    let usage = json!({
+        "prices": [{"model": "*", "input": 1, "output": 2}],
+        "limits": [{"consumer": "tiny", "tokens_per_minute": TOKEN_LIMIT, "scope": "global"}],
+        "rate_limit_service": {"cluster": "ratelimit", "timeout_ms": 500}
+    });
+    let port = service.port();
+    let a = Demo::start_with(|config| {
+        let config = add_grpc_cluster(&config, "ratelimit", port);
+        let config = set_filter_config(&config, "llm_auth", &auth.to_string());
+        set_filter_config(&config, "llm_usage", &usage.to_string())
+    });
+    let b = Envoy::start(&a.config, &EnvoyOptions::default());
+    Replicas {
+        a,
+        b,
+        service,
+        redis,
+    }
+}
+
+fn chat(envoy: &Envoy, key: &str, body: &Value) -> http::Response {
+    post_json(
+        &envoy.url("/v1/chat/completions"),
+        &[("authorization", &format!("Bearer {key}"))],
+        &body.to_string(),
+    )
+}
+
+fn ask(content: &str) -> Value {
+    json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]})
+}
+
+/// Retries `attempt` until it returns true or `within` passes.
+fn eventually(within: Duration, mut attempt: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if attempt() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_request_limit_admits_exactly_its_limit_across_both_replicas() {
+    require_envoy!();
+    let r = start();
+    let urls = [r.a.envoy.url(""), r.b.url("")];
+    // 36 concurrent requests, alternating replicas, from 6 threads.
+    let statuses: Vec<(usize, u16, http::Response)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|t| {
+                let urls = &urls;
+                scope.spawn(move || {
+                    let client = http::Client::default();
+                    (0..6)
+                        .map(|i| {
+                            let replica = (t + i) % 2;
+                            let response = client.post_json(
+                                &format!("{}/v1/chat/completions", urls[replica]),
+                                &[("authorization", "Bearer sk-demo-team-a")],
+                                &ask("hi").to_string(),
+                            );
+                            (replica, response.status, response)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("client thread"))
+            .collect()
+    });
+    let admitted = statuses.iter().filter(|(_, s, _)| *s == 200).count();
+    let limited: Vec<_> = statuses.iter().filter(|(_, s, _)| *s == 429).collect();
+    assert_eq!(
+        admitted,
+        REQUEST_LIMIT,
+        "statuses: {:?}",
+        statuses.iter().map(|s| s.1).collect::<Vec<_>>()
+    );
+    assert_eq!(limited.len(), 36 - REQUEST_LIMIT);
+    for replica in [0, 1] {
+        assert!(
+            statuses.iter().any(|(r, s, _)| *r == replica && *s == 200),
+            "replica {replica} admitted nothing: the test would not show sharing"
+        );
+    }
+    let (_, _, refused) = limited[0];
+    assert_eq!(refused.json()["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(refused.header("x-ratelimit-limit-requests"), Some("10"));
+    assert_eq!(refused.header("x-ratelimit-remaining-requests"), Some("0"));
+    let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "retry-after {retry}");
+    // The provider saw exactly the admitted requests.
+    assert_eq!(r.a.openai.requests().len(), REQUEST_LIMIT);
+    let admitted_response = &statuses.iter().find(|(_, s, _)| *s == 200).unwrap().2;
+    assert_eq!(
+        admitted_response.header("x-ratelimit-limit-requests"),
+        Some("10")
+    );
+}
+
+#[test]
+fn tokens_charged_through_one_replica_block_the_consumer_on_the_other() {
+    require_envoy!();
+    let r = start();
+    // The mock's rule: ceil(chars / 4) tokens, the reply echoes the prompt.
+    assert_eq!(chat(&r.b, "sk-demo-tiny", &ask("hello")).status, 200);
+    // ~150 tokens in and out, streamed: the report is sent when the stream ends.
+    let mut big = ask(&"word ".repeat(120));
+    big["stream"] = json!(true);
+    let streamed = chat(&r.a.envoy, "sk-demo-tiny", &big);
+    assert_eq!(streamed.status, 200, "{}", streamed.body);
+    assert!(streamed.body.contains("[DONE]"));
+    let mut last = None;
+    let blocked = eventually(Duration::from_secs(5), || {
+        let response = chat(&r.b, "sk-demo-tiny", &ask("hello again"));
+        let status = response.status;
+        last = Some(response);
+        status == 429
+    });
+    let last = last.unwrap();
+    assert!(
+        blocked,
+        "replica b still admits: {} {}",
+        last.status, last.body
+    );
+    let error = &last.json()["error"];
+    assert_eq!(error["code"], "rate_limit_exceeded");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("Token rate limit reached for consumer `tiny`: 100 tokens per minute"),
+        "{error}"
+    );
+    assert_eq!(last.header("x-ratelimit-limit-tokens"), Some("100"));
+    // And on replica a too: it is one count.
+    assert_eq!(
+        chat(&r.a.envoy, "sk-demo-tiny", &ask("and here")).status,
+        429
+    );
+    // team-a has no token limit: unaffected.
+    assert_eq!(chat(&r.b, "sk-demo-team-a", &ask("hi")).status, 200);
+}
+
+#[test]
+fn redis_outage_fails_closed_for_request_limits_and_open_for_token_limits_then_recovers() {
+    require_envoy!();
+    let mut r = start();
+    assert_eq!(chat(&r.a.envoy, "sk-demo-team-a", &ask("hi")).status, 200);
+    assert_eq!(chat(&r.b, "sk-demo-tiny", &ask("hi")).status, 200);
+
+    r.redis.stop();
+    let started = Instant::now();
+    let closed = chat(&r.a.envoy, "sk-demo-team-a", &ask("hi"));
+    assert_eq!(closed.status, 503, "{}", closed.body);
+    assert_eq!(closed.json()["error"]["type"], "server_error");
+    assert!(closed.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("could not check your rate limit"));
+    let open = chat(&r.b, "sk-demo-tiny", &ask("hi"));
+    assert_eq!(
+        open.status, 200,
+        "budgets and token limits fail open: {}",
+        open.body
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "an outage must not hang requests"
+    );
+    let stat = |envoy: &Envoy, series: &str| envoy.prometheus_value(series).unwrap_or(0.0);
+    assert!(
+        stat(
+            &r.a.envoy,
+            r#"llm_global_limit_errors_total{filter="auth",action="deny"}"#
+        ) >= 1.0,
+        "{}",
+        r.a.envoy.prometheus()
+    );
+    assert!(
+        stat(
+            &r.b,
+            r#"llm_global_limit_errors_total{filter="usage",action="allow"}"#
+        ) >= 1.0
+    );
+    assert!(r.a.envoy.log().contains("rate-limit service unavailable"));
+
+    r.redis.restart();
+    let recovered = eventually(Duration::from_secs(10), || {
+        chat(&r.a.envoy, "sk-demo-team-a", &ask("hi")).status == 200
+    });
+    assert!(recovered, "team-a still refused after Redis came back");
+    // Counting works again: the fresh Redis starts from zero, so the limit admits REQUEST_LIMIT - 1 more.
+    let mut admitted = 1;
+    while chat(&r.b, "sk-demo-team-a", &ask("hi")).status == 200 {
+        admitted += 1;
+        assert!(admitted <= REQUEST_LIMIT, "the limit no longer holds");
+    }
+    assert_eq!(admitted, REQUEST_LIMIT);
+
+    // The service itself gone: the same policy, still within the timeout.
+    let service_pid = r.service.pid();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &service_pid.to_string()])
+        .status();
+    let started = Instant::now();
+    assert_eq!(chat(&r.a.envoy, "sk-demo-team-a", &ask("hi")).status, 503);
+    assert_eq!(chat(&r.a.envoy, "sk-demo-tiny", &ask("hi")).status, 200);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
