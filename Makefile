@@ -16,7 +16,7 @@ WASM_TEST_RUNNER := node --no-warnings $(CURDIR)/tests/wasi-runner.mjs
 
 export ENVOY_BIN
 
-.PHONY: help setup build build-ratelimit run test test-host test-wasm test-integration validate lint fmt clean bench hash-key dist fuzz
+.PHONY: help setup build build-ratelimit build-fault fuzz-smoke run test test-host test-wasm test-integration validate lint fmt clean bench hash-key dist fuzz
 
 help:
 	@echo "make run      build everything and start the demo gateway on http://127.0.0.1:10000"
@@ -29,6 +29,7 @@ help:
 	@echo "make hash-key SHA-256 digest of an API key for llm_auth (reads the key from stdin)"
 	@echo "make dist     the five .wasm files and their SHA-256 sums in dist/"
 	@echo "make fuzz     each fuzz target for FUZZ_SECONDS (default 60; needs nightly and cargo-fuzz)"
+	@echo "make fuzz-smoke each fuzz target for 15 s"
 	@echo "make fmt      format the code"
 	@echo "make clean    remove build output (keeps .venv)"
 
@@ -61,7 +62,11 @@ run: build
 build-ratelimit: setup
 	cargo build --profile service -p llm-ratelimit
 
-test: build build-ratelimit
+# Modules that panic on request (header `x-fault-inject: <filter>`), for the failure_policy tests only.
+build-fault: setup
+	cargo build --release --target $(WASM_TARGET) -p llm-auth -p llm-usage --features llm-host/fault-injection --target-dir target/fault
+
+test: build build-ratelimit build-fault
 	$(MAKE) --no-print-directory test-host test-wasm validate test-integration
 
 test-host:
@@ -79,8 +84,11 @@ test-integration:
 
 lint: setup
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --exclude llm-ratelimit -- -D warnings
+	# In the profile `make build-ratelimit` uses, so RocksDB's C++ build is shared rather than repeated.
+	cargo clippy --profile service -p llm-ratelimit --all-targets -- -D warnings
 	cargo clippy --target $(WASM_TARGET) -p llm-core -p llm-host $(FILTER_PACKAGES) -- -D warnings
+	cargo clippy --target $(WASM_TARGET) -p llm-host --features fault-injection -- -D warnings
 
 fmt:
 	cargo fmt --all
@@ -94,8 +102,13 @@ FUZZ_TARGETS := request_fields sse_translation pii_scan_and_restore chat_to_mess
 fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	cd fuzz && for target in $(FUZZ_TARGETS); do \
-		cargo +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 || exit 1; \
+		mkdir -p corpus/$$target; \
+		cargo +nightly fuzz run $$target corpus/$$target seeds/$$target -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 || exit 1; \
 	done
+
+# Each fuzz target for 15 s: a quick check that every target still builds and runs clean.
+fuzz-smoke:
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=15
 
 # Release artifacts: the modules as built (lto, stripped) and a SHA256SUMS file to verify them.
 dist: build
@@ -104,10 +117,11 @@ dist: build
 	cd dist && sha256sum *.wasm > SHA256SUMS && cat SHA256SUMS
 
 # Measures; never part of `make test`. Results are written to bench/*.md with the machine's description.
-bench: build
+bench: build build-ratelimit
 	@command -v wrk >/dev/null || { apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; }
 	cargo bench -p llm-bench --bench core -- --noplot
 	cargo build --release -p llm-bench --bin envoy-cost --bin throughput
+	cargo build --profile service -p llm-bench --bin global-check
 	scripts/bench-report.sh
 
 clean:

@@ -36,6 +36,10 @@ results=bench/results.md
   echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); wrk and the"
   echo "mock provider share the machine with Envoy, so absolute numbers are low: compare the ratio. Per-filter costs:"
   echo "[filter-cost.md](filter-cost.md)."
+  echo
+  echo "## Global limits: the added latency of a check by the rate-limit service"
+  echo
+  target/service/global-check "${BENCH_ROUNDS:-5}" "${BENCH_GLOBAL_REQUESTS:-1000}"
 } > "$results.tmp"
 mv "$results.tmp" "$results"
 cat "$results"

@@ -10,6 +10,9 @@ use serde::de::DeserializeOwned;
 use std::rc::Rc;
 use std::time::Duration;
 
+#[cfg(feature = "fault-injection")]
+mod fault;
+
 /// One HTTP filter: its name, its configuration, and how it handles a request.
 pub trait Filter: Sized + 'static {
     /// The filter's name, as in logs and the `filter` metric label (`llm_auth`, ...).
@@ -126,7 +129,13 @@ impl<F: Filter> RootContext for FilterRoot<F> {
         if let Some(requests) = self.requests {
             requests.increment(1);
         }
-        Some(filter.http_context(context_id))
+        let context = filter.http_context(context_id);
+        #[cfg(feature = "fault-injection")]
+        let context: Box<dyn HttpContext> = Box::new(fault::PanicOnRequest {
+            filter: F::NAME,
+            inner: context,
+        });
+        Some(context)
     }
 }
 

@@ -20,7 +20,7 @@ proxy_wasm::main! {{
 }}
 
 /// Headers only this filter may set: a client-sent value is deleted before anything reads it.
-const PUBLISHED_HEADERS: [&str; 2] = ["x-llm-model", "x-llm-route"];
+const PUBLISHED_HEADERS: [&str; 3] = ["x-llm-model", "x-llm-route", "x-llm-stream"];
 
 pub struct RouterFilter {
     router: Router,
@@ -116,6 +116,11 @@ impl RouterRequest {
         // Changing a header clears Envoy's route cache, so the route is chosen again with these.
         self.set_http_request_header("x-llm-model", Some(&routed.model));
         self.set_http_request_header("x-llm-route", Some(&resolution.route));
+        // Lets llm_usage skip holding the bodies of requests that do not stream.
+        self.set_http_request_header(
+            "x-llm-stream",
+            Some(if routed.stream { "true" } else { "false" }),
+        );
         if let Some(new_body) = &routed.new_body {
             self.set_http_request_body(0, body_size, new_body);
             self.set_http_request_header("content-length", Some(&new_body.len().to_string()));

@@ -509,9 +509,15 @@ impl HttpContext for UsageRequest {
         if let Some(action) = self.admit() {
             return action;
         }
-        // Only OpenAI completions can stream without usage; read those bodies to ask for it.
+        // Only OpenAI completions can stream without usage; read those bodies to ask for it, unless
+        // llm_router (which deletes any client copy of its headers) says the request does not stream.
         let path_only = path.split('?').next().unwrap_or("");
-        if !end_of_stream && matches!(path_only, "/v1/chat/completions" | "/v1/completions") {
+        let not_streaming =
+            self.get_http_request_header("x-llm-stream").as_deref() == Some("false");
+        if !end_of_stream
+            && !not_streaming
+            && matches!(path_only, "/v1/chat/completions" | "/v1/completions")
+        {
             self.body.start();
             return Action::Pause;
         }

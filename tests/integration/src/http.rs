@@ -169,3 +169,29 @@ impl Client {
         convert(response)
     }
 }
+
+/// Runs `threads` client threads at once, each with its own keep-alive [`Client`], each making
+/// `per_thread` calls of `call(client, thread, i)`; returns every result.
+pub fn concurrently<T: Send>(
+    threads: usize,
+    per_thread: usize,
+    call: impl Fn(&Client, usize, usize) -> T + Sync,
+) -> Vec<T> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let call = &call;
+                scope.spawn(move || {
+                    let client = Client::default();
+                    (0..per_thread)
+                        .map(|i| call(&client, t, i))
+                        .collect::<Vec<T>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("client thread"))
+            .collect()
+    })
+}

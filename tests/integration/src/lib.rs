@@ -506,6 +506,11 @@ impl Demo {
 
     /// Starts the demo after `edit` changes its config (e.g. with [`set_filter_config`]).
     pub fn start_with(edit: impl FnOnce(String) -> String) -> Demo {
+        Demo::start_with_options(edit, &EnvoyOptions::default())
+    }
+
+    /// [`Demo::start_with`] with Envoy options (e.g. one worker).
+    pub fn start_with_options(edit: impl FnOnce(String) -> String, options: &EnvoyOptions) -> Demo {
         // As in scripts/run-demo.sh: the mocks require the keys llm_provider injects.
         let openai = MockProvider::start(
             "openai",
@@ -523,7 +528,7 @@ impl Demo {
         config = replace_port(&config, DEMO_ANTHROPIC_PORT, anthropic.port());
         config = replace_port(&config, DEMO_UNAVAILABLE_PORT, unavailable.port());
         let config = edit(config);
-        let envoy = Envoy::start(&config, &EnvoyOptions::default());
+        let envoy = Envoy::start(&config, options);
         Demo {
             envoy,
             config,

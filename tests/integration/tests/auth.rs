@@ -253,25 +253,10 @@ fn a_limit_of_l_admits_exactly_l_under_concurrent_load_across_workers() {
     });
     let url = demo.envoy.url("/v1/chat/completions");
     let body = chat_body("gpt-4o-mini");
-    let statuses: Vec<u16> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..8)
-            .map(|_| {
-                scope.spawn(|| {
-                    let client = http::Client::default();
-                    (0..10)
-                        .map(|_| {
-                            client
-                                .post_json(&url, &[("x-api-key", "sk-load")], &body)
-                                .status
-                        })
-                        .collect::<Vec<u16>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect()
+    let statuses: Vec<u16> = http::concurrently(8, 10, |client, _, _| {
+        client
+            .post_json(&url, &[("x-api-key", "sk-load")], &body)
+            .status
     });
     let admitted = statuses.iter().filter(|s| **s == 200).count();
     let limited = statuses.iter().filter(|s| **s == 429).count();

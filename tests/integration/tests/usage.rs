@@ -265,29 +265,10 @@ fn two_workers_charge_one_budget_exactly() {
     });
     let url = demo.envoy.url("/v1/chat/completions");
     let body = ask("gpt-4o-mini", &"b".repeat(40)).to_string();
-    let statuses: Vec<u16> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..6)
-            .map(|_| {
-                scope.spawn(|| {
-                    let client = http::Client::default();
-                    (0..4)
-                        .map(|_| {
-                            client
-                                .post_json(
-                                    &url,
-                                    &[("authorization", "Bearer sk-demo-team-a")],
-                                    &body,
-                                )
-                                .status
-                        })
-                        .collect::<Vec<u16>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect()
+    let statuses: Vec<u16> = http::concurrently(6, 4, |client, _, _| {
+        client
+            .post_json(&url, &[("authorization", "Bearer sk-demo-team-a")], &body)
+            .status
     });
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     // Exactly the budget was charged: one more request is refused; had any charge been lost between

@@ -1,0 +1,219 @@
+//! The reliability battery: failures outside the gateway (an upstream that times out, refuses
+//! connections or resets mid-stream) and load (64 concurrent connections) each get a clear answer in
+//! the caller's API shape and leave Envoy serving. Malformed, oversized and invalid-UTF-8 requests are
+//! covered in router.rs, spoofed headers in auth.rs and router.rs.
+
+use integration::http::{self, post_json};
+use integration::{require_envoy, Demo};
+use serde_json::{json, Value};
+
+const KEY: (&str, &str) = ("authorization", "Bearer sk-demo-team-a");
+
+fn ask(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hello there"}]})
+}
+
+/// The demo with 1 s route timeouts instead of 300 s.
+fn demo_with_short_timeouts() -> Demo {
+    Demo::start_with(|config| {
+        assert!(config.contains("timeout: 300s"));
+        config.replace("timeout: 300s", "timeout: 1s")
+    })
+}
+
+#[test]
+fn upstream_timeouts_and_failures_answer_in_the_callers_shape() {
+    require_envoy!();
+    let demo = demo_with_short_timeouts();
+    let slow = [KEY, ("x-mock-delay-ms", "3000")];
+    let openai = post_json(
+        &demo.envoy.url("/v1/chat/completions"),
+        &slow,
+        &ask("gpt-4o-mini").to_string(),
+    );
+    assert_eq!(openai.status, 504, "{}", openai.body);
+    assert_eq!(openai.header("content-type"), Some("application/json"));
+    let error = &openai.json()["error"];
+    assert_eq!(error["type"], "server_error");
+    assert_eq!(error["code"], "response_timeout");
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains("upstream request timeout"));
+
+    let anthropic = post_json(
+        &demo.envoy.url("/v1/messages"),
+        &[
+            ("x-api-key", "sk-demo-team-a"),
+            ("anthropic-version", "2023-06-01"),
+            ("x-mock-delay-ms", "3000"),
+        ],
+        r#"{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    assert_eq!(anthropic.status, 504, "{}", anthropic.body);
+    assert_eq!(anthropic.json()["type"], "error");
+    assert_eq!(anthropic.json()["error"]["type"], "api_error");
+
+    // A provider that is gone: connection refused, answered in the same shape.
+    drop(demo.openai);
+    let refused = post_json(
+        &demo.envoy.url("/v1/chat/completions"),
+        &[KEY],
+        &ask("gpt-4o-mini").to_string(),
+    );
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.json()["error"]["type"], "server_error");
+    // Envoy still serves the other provider.
+    let claude = post_json(
+        &demo.envoy.url("/v1/chat/completions"),
+        &[KEY],
+        &ask("claude-sonnet-4-5").to_string(),
+    );
+    assert_eq!(claude.status, 200, "{}", claude.body);
+}
+
+#[test]
+fn an_upstream_reset_mid_stream_ends_that_stream_only() {
+    require_envoy!();
+    let demo = Demo::start();
+    let mut streaming = ask("gpt-4o-mini");
+    streaming["stream"] = json!(true);
+    streaming["messages"][0]["content"] = json!("one two three four five six seven eight");
+    let cut = post_json(
+        &demo.envoy.url("/v1/chat/completions"),
+        &[KEY, ("x-mock-stream-reset-after", "2")],
+        &streaming.to_string(),
+    );
+    assert_eq!(cut.status, 200);
+    assert!(
+        cut.body_error.is_some() || !cut.body.contains("[DONE]"),
+        "a reset stream must not look complete: {}",
+        cut.body
+    );
+    // Through the Claude translation the client gets an explicit error event.
+    let mut claude = streaming.clone();
+    claude["model"] = json!("claude-sonnet-4-5");
+    let translated = post_json(
+        &demo.envoy.url("/v1/chat/completions"),
+        &[KEY, ("x-mock-stream-reset-after", "2")],
+        &claude.to_string(),
+    );
+    assert!(
+        translated.body_error.is_some() || !translated.body.contains("[DONE]"),
+        "{}",
+        translated.body
+    );
+    // The next requests are served normally, by both providers.
+    for model in ["gpt-4o-mini", "claude-sonnet-4-5"] {
+        let mut again = streaming.clone();
+        again["model"] = json!(model);
+        let ok = post_json(
+            &demo.envoy.url("/v1/chat/completions"),
+            &[KEY],
+            &again.to_string(),
+        );
+        assert_eq!(ok.status, 200, "{model}: {}", ok.body);
+        assert!(ok.body.contains("[DONE]"), "{model}: {}", ok.body);
+    }
+}
+
+#[test]
+fn sixty_four_concurrent_connections_see_no_gateway_errors() {
+    require_envoy!();
+    let demo = Demo::start();
+    let url = demo.envoy.url("/v1/chat/completions");
+    let statuses: Vec<u16> = http::concurrently(64, 6, |client, t, i| {
+        let model = if (t + i) % 3 == 0 {
+            "claude-sonnet-4-5"
+        } else {
+            "gpt-4o-mini"
+        };
+        let mut body = ask(model);
+        body["stream"] = json!(i % 2 == 0);
+        body["messages"][0]["content"] =
+            json!(format!("request {t}-{i}: write to jane{t}@example.com"));
+        client.post_json(&url, &[KEY], &body.to_string()).status
+    });
+    assert_eq!(statuses.len(), 64 * 6);
+    let failed: Vec<&u16> = statuses.iter().filter(|s| **s != 200).collect();
+    assert!(failed.is_empty(), "non-200 answers under load: {failed:?}");
+    let prometheus = demo.envoy.prometheus();
+    for series in [
+        "llm_auth_rejected_total{reason=\"unavailable\"} 0",
+        "llm_requests_total{consumer=\"team-a\",model=\"gpt-4o-mini\",provider=\"openai\",status_class=\"2xx\"}",
+    ] {
+        assert!(prometheus.contains(series), "{series} missing");
+    }
+    assert!(
+        !demo.envoy.log().contains("panicked"),
+        "a filter panicked under load"
+    );
+}
+
+/// What each shipped `failure_policy` does when its filter panics, with modules built with the test-only
+/// `fault-injection` feature (`make build-fault`): llm_usage (FAIL_OPEN) is skipped afterwards and requests
+/// go on; llm_auth (FAIL_CLOSED) refuses everything afterwards, and Envoy itself keeps running.
+#[test]
+fn a_panicking_filter_follows_its_failure_policy() {
+    require_envoy!();
+    let fault = |name: &str| format!("target/fault/wasm32-wasip1/release/{name}.wasm");
+    for name in ["llm_auth", "llm_usage"] {
+        assert!(
+            integration::repo_root().join(fault(name)).exists(),
+            "{} is missing: run `make build-fault`",
+            fault(name)
+        );
+    }
+    let options = integration::EnvoyOptions {
+        concurrency: 1, // one VM per filter, so "the VM is dead" is observable
+        ..integration::EnvoyOptions::default()
+    };
+    let demo = Demo::start_with_options(
+        |config| {
+            config
+                .replace(
+                    "target/wasm32-wasip1/release/llm_auth.wasm",
+                    &fault("llm_auth"),
+                )
+                .replace(
+                    "target/wasm32-wasip1/release/llm_usage.wasm",
+                    &fault("llm_usage"),
+                )
+        },
+        &options,
+    );
+    let url = demo.envoy.url("/v1/chat/completions");
+    let body = ask("gpt-4o-mini").to_string();
+    let send = |fault: Option<&str>| {
+        let mut headers = vec![KEY];
+        if let Some(filter) = fault {
+            headers.push(("x-fault-inject", filter));
+        }
+        post_json(&url, &headers, &body)
+    };
+    assert_eq!(send(None).status, 200, "the fault builds work normally");
+
+    // llm_usage fails open: the panicking request fails, later ones pass without it.
+    assert_eq!(send(Some("llm_usage")).status, 503);
+    for _ in 0..3 {
+        let response = send(None);
+        assert_eq!(response.status, 200, "FAIL_OPEN: {}", response.body);
+    }
+    // llm_auth fails closed: from the panic on, nothing gets through to a provider.
+    assert_eq!(send(Some("llm_auth")).status, 503);
+    let before = demo.openai.requests().len();
+    for _ in 0..3 {
+        assert_eq!(send(None).status, 503, "FAIL_CLOSED");
+    }
+    assert_eq!(
+        demo.openai.requests().len(),
+        before,
+        "nothing reached the provider"
+    );
+    // Envoy itself is fine.
+    assert_eq!(http::get(&demo.envoy.admin_url("/ready"), &[]).status, 200);
+    assert!(demo
+        .envoy
+        .log()
+        .contains("fault injected by x-fault-inject"));
+}
