@@ -1,17 +1,20 @@
 //! Full chain vs bare Envoy under load: `wrk` drives a 2 KB chat request through (a) Envoy with no
 //! filters and (b) the demo chain (all five filters; without jwt_authn and the access log, which are
-//! Envoy's own costs), both on one worker, in interleaved rounds; medians are reported. Writes Markdown to
-//! stdout: the first line is `full chain / bare Envoy throughput: <ratio>`.
-//! Usage: throughput [rounds] [seconds-per-run]
+//! Envoy's own costs), both on one worker, in interleaved rounds; medians are reported. Then: 200 KB
+//! prompts with and without PII, time to first token of streams, and a soak with Envoy's RSS before and
+//! after. Writes Markdown to stdout: the first line is `full chain / bare Envoy throughput: <ratio>`.
+//! Usage: throughput [rounds] [seconds-per-run] [soak-seconds]
 
 use integration::{
     demo_config, replace_port, set_filter_config, Envoy, EnvoyOptions, MockProvider,
     DEMO_ADMIN_PORT, DEMO_ANTHROPIC_KEY, DEMO_ANTHROPIC_PORT, DEMO_LISTENER_PORT, DEMO_OPENAI_KEY,
     DEMO_OPENAI_PORT, DEMO_UNAVAILABLE_PORT,
 };
-use llm_bench::{chat_body, envoy_config, median, process_cpu_ns};
+use llm_bench::{chat_body, chat_body_with_pii, envoy_config, median, process_cpu_ns};
 use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
 use std::process::Command;
+use std::time::Instant;
 
 const KEY: &str = "sk-bench-key";
 
@@ -118,10 +121,60 @@ fn wrk(envoy: &Envoy, script: &std::path::Path, seconds: u32) -> Run {
     }
 }
 
+fn wrk_script(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
+    let script = dir.join(name);
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = [==[{body}]==]\nwrk.headers[\"content-type\"] = \"application/json\"\nwrk.headers[\"authorization\"] = \"Bearer {KEY}\"\n"
+        ),
+    )
+    .expect("write wrk script");
+    script
+}
+
+/// Microseconds from sending a streaming request to the first SSE event, on a fresh connection.
+fn first_event_us(address: &str, body: &str) -> f64 {
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream.set_nodelay(true).ok();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\nauthorization: Bearer {KEY}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let started = Instant::now();
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut buffer).expect("read");
+        assert!(n > 0, "stream ended before its first event");
+        seen.extend_from_slice(&buffer[..n]);
+        if seen.windows(6).any(|w| w == b"data: ") {
+            return started.elapsed().as_secs_f64() * 1e6;
+        }
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
     let seconds: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
+    let soak_seconds: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(60);
     let _ = (DEMO_OPENAI_KEY, DEMO_ANTHROPIC_KEY);
     let mock = MockProvider::start("bench", &["--max-recorded", "0"]);
     let options = EnvoyOptions {
@@ -133,15 +186,7 @@ fn main() {
     let chain = Envoy::start(&chain_config(mock.port()), &options);
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let script = dir.path().join("post.lua");
-    let body = chat_body("gpt-4o-mini", 2 * 1024);
-    std::fs::write(
-        &script,
-        format!(
-            "wrk.method = \"POST\"\nwrk.body = [==[{body}]==]\nwrk.headers[\"content-type\"] = \"application/json\"\nwrk.headers[\"authorization\"] = \"Bearer {KEY}\"\n"
-        ),
-    )
-    .expect("write wrk script");
+    let script = wrk_script(dir.path(), "post.lua", &chat_body("gpt-4o-mini", 2 * 1024));
     // Warm up both (V8 compiles lazily).
     wrk(&bare, &script, 2);
     wrk(&chain, &script, 2);
@@ -184,5 +229,63 @@ fn main() {
         "Added Envoy CPU per request: {:.0} µs; p50 latency ratio {:.2}.",
         chain_s[3] - bare_s[3],
         chain_s[1] / bare_s[1]
+    );
+
+    // 200 KB prompts, with and without PII: one run each, same machine state.
+    println!();
+    println!("200 KB prompts ({seconds} s each):");
+    println!();
+    println!("| prompt | variant | requests/s | p50 ms | p99 ms | Envoy CPU µs/request |");
+    println!("|---|---|---|---|---|---|");
+    for (label, body) in [
+        ("200 KB clean", chat_body("gpt-4o-mini", 200 * 1024)),
+        ("200 KB with PII", chat_body_with_pii("gpt-4o-mini", 200 * 1024)),
+    ] {
+        let large = wrk_script(dir.path(), "large.lua", &body);
+        for (name, envoy) in [("bare Envoy", &bare), ("full chain", &chain)] {
+            let run = wrk(envoy, &large, seconds);
+            println!(
+                "| {label} | {name} | {:.0} | {:.2} | {:.2} | {:.1} |",
+                run.rps, run.p50_ms, run.p99_ms, run.cpu_us
+            );
+        }
+    }
+
+    // Time to first event of a stream, sequential requests on fresh connections.
+    let mut streaming: serde_json::Value =
+        serde_json::from_str(&chat_body("gpt-4o-mini", 2 * 1024)).expect("chat body");
+    streaming["stream"] = serde_json::json!(true);
+    let streaming = streaming.to_string();
+    let mut ttft = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        for (i, envoy) in [&bare, &chain].into_iter().enumerate() {
+            for _ in 0..200 {
+                ttft[i].push(first_event_us(&envoy.listener, &streaming));
+            }
+        }
+    }
+    let p = |values: &mut Vec<f64>, q: usize| {
+        values.sort_by(f64::total_cmp);
+        values[(values.len() * q / 100).min(values.len() - 1)]
+    };
+    let (bare_p50, chain_p50) = (p(&mut ttft[0], 50), p(&mut ttft[1], 50));
+    let (bare_p99, chain_p99) = (p(&mut ttft[0], 99), p(&mut ttft[1], 99));
+    println!();
+    println!(
+        "Time to first token (first SSE event, 2 KB streaming request, new connection each): bare p50 {bare_p50:.0} µs / p99 {bare_p99:.0} µs, full chain p50 {chain_p50:.0} µs / p99 {chain_p99:.0} µs: added {:+.0} µs at p50.",
+        chain_p50 - bare_p50
+    );
+
+    // Soak: steady load on the chain, Envoy's RSS before and after.
+    let rss_before = rss_kib(chain.pid());
+    let soak = wrk(&chain, &script, soak_seconds);
+    let rss_after = rss_kib(chain.pid());
+    println!();
+    println!(
+        "Soak: {soak_seconds} s at {:.0} requests/s through the full chain: Envoy RSS {} MiB before, {} MiB after ({:+.1}%).",
+        soak.rps,
+        rss_before / 1024,
+        rss_after / 1024,
+        (rss_after as f64 - rss_before as f64) * 100.0 / rss_before.max(1) as f64
     );
 }
