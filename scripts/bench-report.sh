@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=bench/filter-cost.md
 {
-  echo "# Filter cost: llm_router and llm_pii"
+  echo "# Filter cost: each filter alone (llm_router, llm_pii, llm_auth, llm_usage)"
   echo
   echo "Measured $(date -u +%Y-%m-%d) by \`make bench\` on: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs),"
   echo "$(free -g | awk '/Mem:/ {print $2}') GiB RAM, Envoy $(${ENVOY_BIN:-.venv/bin/envoy} --version | grep -o '1\.[0-9.]*' | head -1). Noisy shared machine: trust ratios more than absolutes."

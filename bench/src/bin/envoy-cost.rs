@@ -1,4 +1,5 @@
-//! Envoy CPU per request with one filter vs bare Envoy, for 2 KB and 200 KB chat bodies.
+//! Envoy CPU per request with one filter vs bare Envoy, for 2 KB and 200 KB chat bodies: llm_router,
+//! llm_pii, and (2 KB only) llm_auth and llm_usage.
 //!
 //! One Envoy worker, one keep-alive client sending sequential requests, the mock provider upstream.
 //! CPU comes from the Envoy process's per-thread schedstat (ns). Rounds are interleaved and the median
@@ -11,6 +12,17 @@ use llm_bench::{
 };
 use std::time::Instant;
 
+/// Every request carries a key; only llm_auth looks at it.
+const AUTH: (&str, &str) = ("authorization", "Bearer sk-bench-key");
+
+fn auth_config() -> String {
+    use sha2::{Digest, Sha256};
+    let digest = hex::encode(Sha256::digest(b"sk-bench-key"));
+    format!(r#"{{"consumers":[{{"name":"bench","keys":[{{"sha256":"{digest}"}}]}}]}}"#)
+}
+
+const USAGE_CONFIG: &str = r#"{"prices":[{"model":"*","input":1,"output":1}]}"#;
+
 struct Variant {
     name: &'static str,
     envoy: Envoy,
@@ -20,17 +32,31 @@ fn measure(envoy: &Envoy, body: &str, requests: usize) -> (f64, f64) {
     let client = Client::default();
     let url = envoy.url("/v1/chat/completions");
     for _ in 0..20 {
-        client.post_json(&url, &[], body);
+        client.post_json(&url, &[AUTH], body);
     }
     let cpu_before = process_cpu_ns(envoy.pid());
     let started = Instant::now();
     for _ in 0..requests {
-        let response = client.post_json(&url, &[], body);
+        let response = client.post_json(&url, &[AUTH], body);
         assert_eq!(response.status, 200, "{}", response.body);
     }
     let wall = started.elapsed().as_secs_f64() * 1e6 / requests as f64;
     let cpu = (process_cpu_ns(envoy.pid()) - cpu_before) as f64 / 1e3 / requests as f64;
     (cpu, wall)
+}
+
+/// Which (body, request, variant) rows are worth measuring: the alias only matters to the router, PII
+/// only to llm_pii; auth and usage do the same work whatever the prompt, so they get the plain 2 KB row.
+fn relevant(label: &str, model: &str, variant: &str) -> bool {
+    !matches!(
+        (label, model, variant),
+        (
+            _,
+            "fast",
+            "bare Envoy" | "llm_pii" | "llm_auth" | "llm_usage"
+        ) | (_, "with PII", "llm_router" | "llm_auth" | "llm_usage")
+            | ("200 KB", _, "llm_auth" | "llm_usage")
+    )
 }
 
 fn main() {
@@ -51,6 +77,9 @@ fn main() {
     let (bare, bare_ready) = start(None);
     let (router, router_ready) = start(Some(("llm_router", ROUTER_CONFIG)));
     let (pii, pii_ready) = start(Some(("llm_pii", PII_CONFIG)));
+    let auth_json = auth_config();
+    let (auth, _) = start(Some(("llm_auth", &auth_json)));
+    let (usage, _) = start(Some(("llm_usage", USAGE_CONFIG)));
     println!(
         "Envoy start to /ready: bare {} ms, with llm_router {} ms, with llm_pii {} ms\n",
         bare_ready.as_millis(),
@@ -70,6 +99,14 @@ fn main() {
             name: "llm_pii",
             envoy: pii,
         },
+        Variant {
+            name: "llm_auth",
+            envoy: auth,
+        },
+        Variant {
+            name: "llm_usage",
+            envoy: usage,
+        },
     ];
     println!("| body | request | variant | Envoy CPU µs/request | wall µs/request | added CPU µs vs bare |");
     println!("|---|---|---|---|---|---|");
@@ -86,6 +123,10 @@ fn main() {
             let mut wall: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
             for _ in 0..rounds {
                 for (i, variant) in variants.iter().enumerate() {
+                    // Bare Envoy is always measured: it is the baseline of every row.
+                    if i > 0 && !relevant(label, model, variant.name) {
+                        continue;
+                    }
                     let (c, w) = measure(&variant.envoy, &body, requests);
                     cpu[i].push(c);
                     wall[i].push(w);
@@ -95,12 +136,7 @@ fn main() {
                 .map(|i| (median(&mut cpu[i]), median(&mut wall[i])))
                 .collect();
             for (i, variant) in variants.iter().enumerate() {
-                let relevant = match (model, variant.name) {
-                    ("fast", "bare Envoy" | "llm_pii") => false, // the alias only matters to the router
-                    ("with PII", "llm_router") => false,
-                    _ => true,
-                };
-                if !relevant {
+                if !relevant(label, model, variant.name) {
                     continue;
                 }
                 let (c, w) = medians[i];

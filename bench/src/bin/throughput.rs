@@ -239,7 +239,10 @@ fn main() {
     println!("|---|---|---|---|---|---|");
     for (label, body) in [
         ("200 KB clean", chat_body("gpt-4o-mini", 200 * 1024)),
-        ("200 KB with PII", chat_body_with_pii("gpt-4o-mini", 200 * 1024)),
+        (
+            "200 KB with PII",
+            chat_body_with_pii("gpt-4o-mini", 200 * 1024),
+        ),
     ] {
         let large = wrk_script(dir.path(), "large.lua", &body);
         for (name, envoy) in [("bare Envoy", &bare), ("full chain", &chain)] {
