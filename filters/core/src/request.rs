@@ -40,6 +40,14 @@ struct Probe<'a> {
 }
 
 pub fn read_fields(body: &[u8]) -> Result<RequestFields, BodyError> {
+    // JSON is UTF-8; serde skips the fields it ignores without checking their bytes, so check here
+    // rather than forward invalid text to a provider.
+    if let Err(err) = std::str::from_utf8(body) {
+        return Err(BodyError::Syntax(format!(
+            "invalid UTF-8 at byte {}",
+            err.valid_up_to()
+        )));
+    }
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         None => return Err(BodyError::Empty),
         // serde's derived visitor would also accept an array (positional fields): only objects count.
@@ -173,6 +181,11 @@ mod tests {
             read_fields(b"{\"a\":1} trailing"),
             Err(BodyError::Syntax(_))
         ));
+        // Invalid UTF-8 outside `model` too (found by fuzzing: serde skips ignored fields unchecked).
+        assert_eq!(
+            read_fields(b"{\"model\":\"m\",\"messages\":[{\"\xff\xffrole\":\"user\"}]}"),
+            Err(BodyError::Syntax("invalid UTF-8 at byte 27".into()))
+        );
         assert_eq!(read_fields(b"[1,2]"), Err(BodyError::NotAnObject));
         assert_eq!(read_fields(b"\"str\""), Err(BodyError::NotAnObject));
         assert_eq!(

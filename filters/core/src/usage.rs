@@ -334,6 +334,8 @@ pub fn inject_include_usage(body: &[u8]) -> Option<Vec<u8>> {
     if body.get(start) != Some(&b'{') {
         return None;
     }
+    // Invalid UTF-8 is not JSON (serde would skip it inside ignored fields): leave such bodies alone.
+    std::str::from_utf8(body).ok()?;
     let probe: Probe<'_> = serde_json::from_slice(body).ok()?;
     if probe.stream.map(|s| s.get()) != Some("true") {
         return None;
@@ -570,6 +572,11 @@ mod tests {
         let inject = |body: &str| {
             inject_include_usage(body.as_bytes()).map(|b| String::from_utf8(b).unwrap())
         };
+        // Regression (fuzzing): invalid UTF-8 in an ignored field is not JSON; nothing is injected.
+        assert_eq!(
+            inject_include_usage(b"{\"stream\":true,\"messages\":[{\"\xffrole\":1}]}"),
+            None
+        );
         assert_eq!(
             inject(r#"{"model":"m","stream":true,"messages":[]}"#).as_deref(),
             Some(
