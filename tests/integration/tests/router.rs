@@ -259,6 +259,18 @@ fn unknown_and_malformed_requests_are_rejected_in_the_callers_shape() {
     request.extend_from_slice(invalid_body);
     let invalid_utf8 = raw_request(&demo.envoy.listener, &request);
     assert!(invalid_utf8.starts_with("HTTP/1.1 400"), "{invalid_utf8}");
+    // Invalid UTF-8 in the prompt (not the model) is refused too, not forwarded.
+    let in_prompt: &[u8] =
+        b"{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"\xc3\x28\"}]}";
+    let mut request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-demo-team-a\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        in_prompt.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(in_prompt);
+    let prompt_utf8 = raw_request(&demo.envoy.listener, &request);
+    assert!(prompt_utf8.starts_with("HTTP/1.1 400"), "{prompt_utf8}");
+    assert!(prompt_utf8.contains("invalid UTF-8"), "{prompt_utf8}");
     assert!(
         demo.openai.requests().is_empty(),
         "nothing rejected may reach a provider"
@@ -267,7 +279,7 @@ fn unknown_and_malformed_requests_are_rejected_in_the_callers_shape() {
     assert!(demo
         .envoy
         .prometheus()
-        .contains("llm_router_rejected_total{reason=\"invalid_request\"} 9"));
+        .contains("llm_router_rejected_total{reason=\"invalid_request\"} 10"));
 }
 
 /// Sends raw bytes and returns the raw response (for chunked bodies and invalid UTF-8).
