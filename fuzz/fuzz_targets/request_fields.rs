@@ -14,8 +14,12 @@ fuzz_target!(|body: &[u8]| {
         }
     }
     if let Some(injected) = inject_include_usage(body) {
-        let value: serde_json::Value =
-            serde_json::from_slice(&injected).expect("injection keeps JSON valid");
-        assert_eq!(value["stream_options"]["include_usage"], true);
+        // Splicing keeps whatever the body was: bodies that serde_json's full parser accepts (the
+        // probe is laxer inside ignored strings, e.g. lone surrogate escapes) must stay accepted.
+        if serde_json::from_slice::<serde_json::Value>(body).is_ok() {
+            let value: serde_json::Value =
+                serde_json::from_slice(&injected).expect("injection keeps JSON valid");
+            assert_eq!(value["stream_options"]["include_usage"], true);
+        }
     }
 });
