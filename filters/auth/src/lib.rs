@@ -176,16 +176,19 @@ impl AuthRequest {
                 self.reject("rate_limited", &reply)
             }
             // Auth fails closed: without a working limiter the request does not go through.
-            None => {
-                let reply = error_reply(
-                    self.flavor,
-                    ErrorKind::Unavailable,
-                    "The gateway could not check your rate limit. Retry shortly.",
-                    ErrorDetail::default(),
-                );
-                self.reject("unavailable", &reply)
-            }
+            None => self.limiter_unavailable(),
         }
+    }
+
+    /// 503: the rate limit could not be checked.
+    fn limiter_unavailable(&self) -> Action {
+        let reply = error_reply(
+            self.flavor,
+            ErrorKind::Unavailable,
+            "The gateway could not check your rate limit. Retry shortly.",
+            ErrorDetail::default(),
+        );
+        self.reject("unavailable", &reply)
     }
 
     /// The rate-limit service could not answer: the limit's `on_service_error` decides.
@@ -198,15 +201,7 @@ impl AuthRequest {
         );
         match on_error {
             OnServiceError::Allow => Action::Continue,
-            OnServiceError::Deny => {
-                let reply = error_reply(
-                    self.flavor,
-                    ErrorKind::Unavailable,
-                    "The gateway could not check your rate limit. Retry shortly.",
-                    ErrorDetail::default(),
-                );
-                self.reject("unavailable", &reply)
-            }
+            OnServiceError::Deny => self.limiter_unavailable(),
         }
     }
 

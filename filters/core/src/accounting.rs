@@ -317,10 +317,7 @@ impl Accounting {
         if max_label_sets == 0 {
             return Err(ConfigError::new("max_label_sets", "must be greater than 0"));
         }
-        let service = match &config.rate_limit_service {
-            Some(service) => Some(Service::compile("rate_limit_service", service)?),
-            None => None,
-        };
+        let service = Service::compile_optional(config.rate_limit_service.as_ref())?;
         Ok(Accounting {
             prices,
             limits,

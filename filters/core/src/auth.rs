@@ -327,10 +327,7 @@ impl Auth {
                 "configure at least one consumer (or `jwt`): without them every request is refused",
             ));
         }
-        let service = match &config.rate_limit_service {
-            Some(service) => Some(Service::compile("rate_limit_service", service)?),
-            None => None,
-        };
+        let service = Service::compile_optional(config.rate_limit_service.as_ref())?;
         let has_service = service.is_some();
         let mut consumers = Vec::new();
         let mut grants = Vec::new();

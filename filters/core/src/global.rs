@@ -204,6 +204,15 @@ impl Service {
         })
     }
 
+    /// The filter's optional `rate_limit_service` block.
+    pub fn compile_optional(
+        config: Option<&ServiceConfig>,
+    ) -> Result<Option<Service>, ConfigError> {
+        config
+            .map(|service| Service::compile("rate_limit_service", service))
+            .transpose()
+    }
+
     /// The encoded `RateLimitRequest` for `descriptors`.
     pub fn request(&self, descriptors: Vec<Descriptor>) -> Vec<u8> {
         RateLimitRequest {

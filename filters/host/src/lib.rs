@@ -369,3 +369,18 @@ pub fn grpc_response_body(size: usize) -> Option<Vec<u8>> {
         .ok()
         .flatten()
 }
+
+/// The chosen upstream endpoint's `metadata.filter_metadata.llm.provider`, if set.
+pub fn endpoint_provider() -> Option<String> {
+    const PATH: [&str; 5] = [
+        "xds",
+        "upstream_host_metadata",
+        "filter_metadata",
+        "llm",
+        "provider",
+    ];
+    hostcalls::get_property(PATH.to_vec())
+        .ok()
+        .flatten()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+}

@@ -10,7 +10,6 @@ use llm_host::{
     now_unix_nanos, request_body, request_trailers, send_local_reply, BodyBuffer, Counter, Filter,
     HoldsRequestBody,
 };
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::collections::HashMap;
@@ -19,14 +18,6 @@ use std::rc::Rc;
 proxy_wasm::main! {{
     llm_host::register::<ProviderFilter>();
 }}
-
-const PROVIDER_METADATA: [&str; 5] = [
-    "xds",
-    "upstream_host_metadata",
-    "filter_metadata",
-    "llm",
-    "provider",
-];
 
 pub struct ProviderFilter {
     providers: Providers,
@@ -167,10 +158,7 @@ impl HttpContext for ProviderAttempt {
                 self.set_http_request_header(&name, None);
             }
         }
-        let provider = hostcalls::get_property(PROVIDER_METADATA.to_vec())
-            .ok()
-            .flatten()
-            .and_then(|bytes| String::from_utf8(bytes).ok());
+        let provider = llm_host::endpoint_provider();
         let path = self.get_http_request_header(":path").unwrap_or_default();
         let attempt = match self.filter.providers.attempt(provider.as_deref(), &path) {
             Ok(attempt) => attempt,

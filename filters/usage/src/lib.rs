@@ -20,7 +20,6 @@ use llm_host::{
     request_body, request_trailers, send_local_reply, set_filter_state, update_shared, BodyBuffer,
     Counter, Filter, Histogram, HoldsRequestBody,
 };
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::cell::{Cell, RefCell};
@@ -35,13 +34,6 @@ proxy_wasm::main! {{
 /// Non-streaming responses are copied (not held) to read their usage at the end; past this size the
 /// copy stops and usage is estimated.
 const MAX_JSON_COPY: usize = 16 * 1024 * 1024;
-const PROVIDER_METADATA: [&str; 5] = [
-    "xds",
-    "upstream_host_metadata",
-    "filter_metadata",
-    "llm",
-    "provider",
-];
 
 /// Usage reports for global limits wait here for the root context, which sends them: a call made by
 /// the request itself would be cancelled when the request ends.
@@ -441,11 +433,7 @@ impl UsageRequest {
     }
 
     fn provider(&self) -> String {
-        hostcalls::get_property(PROVIDER_METADATA.to_vec())
-            .ok()
-            .flatten()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .unwrap_or_else(|| "unknown".to_string())
+        llm_host::endpoint_provider().unwrap_or_else(|| "unknown".to_string())
     }
 }
 

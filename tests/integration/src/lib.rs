@@ -77,6 +77,19 @@ fn spawn(command: &mut Command) -> Child {
     command.spawn().expect("spawn child process")
 }
 
+/// The first line a server prints on stdout: its banner with the address it bound.
+fn first_line(child: &mut Child, name: &str) -> String {
+    let stdout = child
+        .stdout
+        .take()
+        .unwrap_or_else(|| panic!("{name} stdout"));
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("read {name} banner: {e}"));
+    line
+}
+
 /// A child process killed and reaped on drop.
 struct Process {
     child: Child,
@@ -113,11 +126,7 @@ impl MockProvider {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit()),
         );
-        let stdout = child.stdout.take().expect("mock stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read mock-provider banner");
+        let line = first_line(&mut child, "mock-provider");
         let address = line
             .trim()
             .rsplit("http://")
@@ -697,11 +706,7 @@ impl RateLimitService {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit()),
         );
-        let stdout = child.stdout.take().expect("service stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read llm-ratelimit banner");
+        let line = first_line(&mut child, "llm-ratelimit");
         let address = line
             .trim()
             .strip_prefix("llm-ratelimit listening on ")
