@@ -16,8 +16,8 @@ use llm_core::ratelimit::{limit_headers, LimitUnit, Outcome};
 use llm_core::request::{body_error_reply, missing_model_reply, read_fields};
 use llm_host::{
     call_rate_limit_service, ensure_bucket, grpc_response_body, now_unix_nanos, request_body,
-    request_trailers, send_local_reply, set_filter_state, take_from_bucket, BodyBuffer, Counter,
-    Filter, HoldsRequestBody,
+    request_trailers, response_header, send_local_reply, set_filter_state, take_from_bucket,
+    BodyBuffer, Counter, Filter, Headers, HoldsRequestBody,
 };
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -275,22 +275,18 @@ impl Context for AuthRequest {
 
 impl HttpContext for AuthRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let headers = Headers::request();
         // Facts travel between filters as x-llm-* headers: none may come from the client.
-        for (name, _) in self.get_http_request_headers() {
-            if name.starts_with("x-llm-") {
-                self.set_http_request_header(&name, None);
-            }
+        for name in headers.names().filter(|name| name.starts_with("x-llm-")) {
+            self.set_http_request_header(name, None);
         }
-        let method = self.get_http_request_header(":method").unwrap_or_default();
-        let path = self.get_http_request_header(":path").unwrap_or_default();
-        self.flavor = ApiFlavor::from_path(&path);
-        let authorization = self.get_http_request_header("authorization");
-        let x_api_key = self.get_http_request_header("x-api-key");
-        let api_key = self.get_http_request_header("api-key");
+        let method = headers.get(":method").unwrap_or_default();
+        let path = headers.get(":path").unwrap_or_default();
+        self.flavor = ApiFlavor::from_path(path);
         let credentials = Credentials {
-            authorization: authorization.as_deref(),
-            x_api_key: x_api_key.as_deref(),
-            api_key: api_key.as_deref(),
+            authorization: headers.get("authorization"),
+            x_api_key: headers.get("x-api-key"),
+            api_key: headers.get("api-key"),
         };
         let filter = Rc::clone(&self.filter);
         let claim = |name: &str| self.claim(name);
@@ -304,7 +300,9 @@ impl HttpContext for AuthRequest {
         };
         // The client's credential must never reach a provider (llm_provider injects the provider's).
         for header in CREDENTIAL_HEADERS {
-            self.set_http_request_header(header, None);
+            if headers.contains(header) {
+                self.set_http_request_header(header, None);
+            }
         }
         self.set_http_request_header(CONSUMER_HEADER, Some(&principal.name));
         set_filter_state("llm_consumer", &principal.name);
@@ -323,7 +321,7 @@ impl HttpContext for AuthRequest {
             method: principal.method,
             grant_id: principal.grant_id,
         });
-        let endpoint = classify(&method, &path);
+        let endpoint = classify(method, path);
         if restricted {
             match endpoint {
                 Endpoint::GetModel(id) => {
@@ -371,7 +369,7 @@ impl HttpContext for AuthRequest {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if self.filter_model_list {
-            let ok = self.get_http_response_header(":status").as_deref() == Some("200");
+            let ok = response_header(":status").as_deref() == Some("200");
             self.filter_model_list = ok;
             if ok {
                 self.set_http_response_header("content-length", None);

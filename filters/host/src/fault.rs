@@ -27,7 +27,7 @@ impl Context for PanicOnRequest {
 impl HttpContext for PanicOnRequest {
     #[allow(clippy::panic)]
     fn on_http_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
-        if self.get_http_request_header("x-fault-inject").as_deref() == Some(self.filter) {
+        if crate::request_header("x-fault-inject").as_deref() == Some(self.filter) {
             panic!("fault injected by x-fault-inject");
         }
         self.inner

@@ -5,7 +5,7 @@ use llm_core::config::{self, ConfigError};
 use llm_core::metrics::labeled_name;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{ContextType, LogLevel, MapType, MetricType};
 use serde::de::DeserializeOwned;
 use std::rc::Rc;
 use std::time::Duration;
@@ -137,6 +137,72 @@ impl<F: Filter> RootContext for FilterRoot<F> {
         });
         Some(context)
     }
+}
+
+/// A header map read in one host call. Every host call that returns data makes Envoy call back into
+/// the VM to allocate the result, so one map read is cheaper than more than two single reads (measured
+/// with callgrind: ~22k instructions for the map, ~11k per single read). Values are read as bytes:
+/// HTTP allows non-UTF-8 (obs-text) header values, which the SDK's string getters panic on; here
+/// they are decoded lossily, so they match nothing and never take the VM down.
+#[derive(Debug, Default)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    pub fn request() -> Self {
+        Self::read(MapType::HttpRequestHeaders)
+    }
+
+    pub fn response() -> Self {
+        Self::read(MapType::HttpResponseHeaders)
+    }
+
+    fn read(map: MapType) -> Self {
+        let pairs = hostcalls::get_map_bytes(map).unwrap_or_default();
+        Headers(
+            pairs
+                .into_iter()
+                .map(|(name, value)| (name, lossy(value)))
+                .collect(),
+        )
+    }
+
+    /// The first value of `name` (lowercase, as Envoy stores names).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(name, _)| name.as_str())
+    }
+}
+
+/// One request header, read as bytes and decoded lossily (see [`Headers`]).
+pub fn request_header(name: &str) -> Option<String> {
+    header(MapType::HttpRequestHeaders, name)
+}
+
+/// One response header, read as bytes and decoded lossily (see [`Headers`]).
+pub fn response_header(name: &str) -> Option<String> {
+    header(MapType::HttpResponseHeaders, name)
+}
+
+fn header(map: MapType, name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(map, name)
+        .ok()
+        .flatten()
+        .map(lossy)
+}
+
+fn lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
 }
 
 /// Sends `reply` to the client instead of forwarding the request. The caller returns `Action::Pause`.

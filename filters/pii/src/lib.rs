@@ -7,8 +7,8 @@ use llm_core::config::ConfigError;
 use llm_core::metrics::labeled_name;
 use llm_core::pii::{restore_json, Masked, Pii, PiiConfig, StreamFormat, StreamRestorer, Vault};
 use llm_host::{
-    request_body, request_trailers, send_local_reply, set_filter_state, BodyBuffer, Counter,
-    Filter, HoldsRequestBody,
+    request_body, request_trailers, response_header, send_local_reply, set_filter_state,
+    BodyBuffer, Counter, Filter, Headers, HoldsRequestBody,
 };
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -126,9 +126,10 @@ impl Context for PiiRequest {}
 
 impl HttpContext for PiiRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let method = self.get_http_request_header(":method").unwrap_or_default();
-        self.path = self.get_http_request_header(":path").unwrap_or_default();
-        match classify(&method, &self.path) {
+        let headers = Headers::request();
+        let method = headers.get(":method").unwrap_or_default();
+        self.path = headers.get(":path").unwrap_or_default().to_string();
+        match classify(method, &self.path) {
             Endpoint::Inference(flavor) if !end_of_stream => {
                 // Nothing leaves before it is scanned (needs allow_on_headers_stop_iteration).
                 self.flavor = flavor;
@@ -151,9 +152,7 @@ impl HttpContext for PiiRequest {
         if self.vault.is_empty() {
             return Action::Continue;
         }
-        let content_type = self
-            .get_http_response_header("content-type")
-            .unwrap_or_default();
+        let content_type = response_header("content-type").unwrap_or_default();
         self.set_http_response_header("content-length", None);
         self.response = if content_type.starts_with("text/event-stream") {
             let format = if self.path.starts_with("/v1/messages") {

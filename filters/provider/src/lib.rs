@@ -8,7 +8,7 @@ use llm_core::metrics::labeled_name;
 use llm_core::provider::{Attempt, ProviderConfig, Providers, StreamFlags};
 use llm_host::{
     now_unix_nanos, request_body, request_trailers, send_local_reply, BodyBuffer, Counter, Filter,
-    HoldsRequestBody,
+    Headers, HoldsRequestBody,
 };
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -63,6 +63,7 @@ impl Filter for ProviderFilter {
             body: BodyBuffer::default(),
             response: ResponseMode::Passthrough,
             translate: None,
+            headers: Headers::default(),
         })
     }
 }
@@ -83,6 +84,8 @@ struct ProviderAttempt {
     body: BodyBuffer,
     response: ResponseMode,
     translate: Option<StreamFlags>,
+    /// The attempt's request headers as they arrived (read once; the body phase needs them too).
+    headers: Headers,
 }
 
 impl ProviderAttempt {
@@ -95,18 +98,15 @@ impl ProviderAttempt {
             self.set_http_request_header(name, Some(value));
         }
         for (name, value) in &plan.set_if_absent {
-            if self.get_http_request_header(name).is_none() {
+            if !self.headers.contains(name) {
                 self.set_http_request_header(name, Some(value));
             }
         }
         if let Some(path) = &plan.path {
             // As Envoy does for its own rewrites: access logs keep showing the client's path.
-            if self
-                .get_http_request_header("x-envoy-original-path")
-                .is_none()
-            {
-                if let Some(original) = self.get_http_request_header(":path") {
-                    self.set_http_request_header("x-envoy-original-path", Some(&original));
+            if !self.headers.contains("x-envoy-original-path") {
+                if let Some(original) = self.headers.get(":path") {
+                    self.set_http_request_header("x-envoy-original-path", Some(original));
                 }
             }
             self.set_http_request_header(":path", Some(path));
@@ -153,14 +153,17 @@ impl HttpContext for ProviderAttempt {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         // Internal facts never leave the gateway. Headers are shared across attempts, so every
         // change below replaces or removes; nothing is added twice.
-        for (name, _) in self.get_http_request_headers() {
-            if name.starts_with("x-llm-") {
-                self.set_http_request_header(&name, None);
-            }
+        self.headers = Headers::request();
+        for name in self
+            .headers
+            .names()
+            .filter(|name| name.starts_with("x-llm-"))
+        {
+            self.set_http_request_header(name, None);
         }
         let provider = llm_host::endpoint_provider();
-        let path = self.get_http_request_header(":path").unwrap_or_default();
-        let attempt = match self.filter.providers.attempt(provider.as_deref(), &path) {
+        let path = self.headers.get(":path").unwrap_or_default();
+        let attempt = match self.filter.providers.attempt(provider.as_deref(), path) {
             Ok(attempt) => attempt,
             Err(reply) => {
                 send_local_reply(&reply);
@@ -198,13 +201,12 @@ impl HttpContext for ProviderAttempt {
         let Some(flags) = self.translate else {
             return Action::Continue;
         };
-        let status: u16 = self
-            .get_http_response_header(":status")
+        let headers = Headers::response();
+        let status: u16 = headers
+            .get(":status")
             .and_then(|s| s.parse().ok())
             .unwrap_or(502);
-        let content_type = self
-            .get_http_response_header("content-type")
-            .unwrap_or_default();
+        let content_type = headers.get("content-type").unwrap_or_default();
         // The body changes size: let Envoy frame it.
         self.set_http_response_header("content-length", None);
         if status == 200 && flags.stream && content_type.starts_with("text/event-stream") {

@@ -8,7 +8,7 @@ use llm_core::metrics::labeled_name;
 use llm_core::router::{HeadersDecision, RequestHead, Router, RouterConfig};
 use llm_host::{
     request_body, request_trailers, send_local_reply, set_filter_state, BodyBuffer, Counter,
-    Filter, HoldsRequestBody,
+    Filter, Headers, HoldsRequestBody,
 };
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -77,6 +77,7 @@ impl Filter for RouterFilter {
             filter: Rc::clone(self),
             flavor: ApiFlavor::OpenAi,
             body: BodyBuffer::default(),
+            headers: Headers::default(),
         })
     }
 }
@@ -86,6 +87,8 @@ struct RouterRequest {
     flavor: ApiFlavor,
     /// The body of an inference request, held until it names the model.
     body: BodyBuffer,
+    /// The request headers as this filter saw them (read once: sticky routing needs them later).
+    headers: Headers,
 }
 
 impl RouterRequest {
@@ -103,12 +106,10 @@ impl RouterRequest {
     fn route_body(&mut self, body_size: usize) -> Action {
         let flavor = self.flavor;
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        let request_id = self
-            .get_http_request_header("x-request-id")
-            .unwrap_or_default();
+        let request_id = self.headers.get("x-request-id").unwrap_or_default();
         let filter = Rc::clone(&self.filter);
-        let sticky = |header: &str| self.get_http_request_header(header);
-        let routed = match filter.router.on_body(flavor, &body, &sticky, &request_id) {
+        let sticky = |header: &str| self.headers.get(header).map(str::to_string);
+        let routed = match filter.router.on_body(flavor, &body, &sticky, request_id) {
             Ok(routed) => routed,
             Err(reply) => return self.reply(&reply),
         };
@@ -143,21 +144,22 @@ impl Context for RouterRequest {}
 
 impl HttpContext for RouterRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let headers = Headers::request();
         for header in PUBLISHED_HEADERS {
-            self.set_http_request_header(header, None);
+            if headers.contains(header) {
+                self.set_http_request_header(header, None);
+            }
         }
-        let method = self.get_http_request_header(":method").unwrap_or_default();
-        let path = self.get_http_request_header(":path").unwrap_or_default();
-        let content_type = self.get_http_request_header("content-type");
-        let content_length = self.get_http_request_header("content-length");
         let head = RequestHead {
-            method: &method,
-            path: &path,
-            content_type: content_type.as_deref(),
-            content_length: content_length.as_deref(),
+            method: headers.get(":method").unwrap_or_default(),
+            path: headers.get(":path").unwrap_or_default(),
+            content_type: headers.get("content-type"),
+            content_length: headers.get("content-length"),
             end_of_stream,
         };
-        match self.filter.router.on_headers(&head) {
+        let decision = self.filter.router.on_headers(&head);
+        self.headers = headers;
+        match decision {
             HeadersDecision::PassThrough => Action::Continue,
             HeadersDecision::Reply(reply) => self.reply(&reply),
             HeadersDecision::ReadBody(flavor) => {

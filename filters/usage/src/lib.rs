@@ -18,7 +18,7 @@ use llm_core::usage::{
 use llm_host::{
     call_rate_limit_service, ensure_shared, grpc_response_body, now_unix_nanos, read_shared,
     request_body, request_trailers, send_local_reply, set_filter_state, update_shared, BodyBuffer,
-    Counter, Filter, Histogram, HoldsRequestBody,
+    Counter, Filter, Headers, Histogram, HoldsRequestBody,
 };
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -471,9 +471,10 @@ impl Context for UsageRequest {
 
 impl HttpContext for UsageRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let method = self.get_http_request_header(":method").unwrap_or_default();
-        let path = self.get_http_request_header(":path").unwrap_or_default();
-        let Endpoint::Inference(flavor) = classify(&method, &path) else {
+        let headers = Headers::request();
+        let method = headers.get(":method").unwrap_or_default();
+        let path = headers.get(":path").unwrap_or_default();
+        let Endpoint::Inference(flavor) = classify(method, path) else {
             return Action::Continue;
         };
         self.inference = true;
@@ -484,14 +485,13 @@ impl HttpContext for UsageRequest {
         };
         self.started_ns = now_unix_nanos();
         // Published by llm_auth and llm_router, which run before this filter.
-        self.consumer = self
-            .get_http_request_header("x-llm-consumer")
-            .unwrap_or_else(|| "anonymous".to_string());
-        self.model = self
-            .get_http_request_header("x-llm-model")
-            .unwrap_or_else(|| "unknown".to_string());
-        self.request_bytes = self
-            .get_http_request_header("content-length")
+        self.consumer = headers
+            .get("x-llm-consumer")
+            .unwrap_or("anonymous")
+            .to_string();
+        self.model = headers.get("x-llm-model").unwrap_or("unknown").to_string();
+        self.request_bytes = headers
+            .get("content-length")
             .and_then(|l| l.parse().ok())
             .unwrap_or(0);
         if let Some(action) = self.admit() {
@@ -500,8 +500,7 @@ impl HttpContext for UsageRequest {
         // Only OpenAI completions can stream without usage; read those bodies to ask for it, unless
         // llm_router (which deletes any client copy of its headers) says the request does not stream.
         let path_only = path.split('?').next().unwrap_or("");
-        let not_streaming =
-            self.get_http_request_header("x-llm-stream").as_deref() == Some("false");
+        let not_streaming = headers.get("x-llm-stream") == Some("false");
         if !end_of_stream
             && !not_streaming
             && matches!(path_only, "/v1/chat/completions" | "/v1/completions")
@@ -542,13 +541,12 @@ impl HttpContext for UsageRequest {
         if !self.inference {
             return Action::Continue;
         }
-        self.status = self
-            .get_http_response_header(":status")
+        let headers = Headers::response();
+        self.status = headers
+            .get(":status")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let content_type = self
-            .get_http_response_header("content-type")
-            .unwrap_or_default();
+        let content_type = headers.get("content-type").unwrap_or_default();
         if content_type.starts_with("text/event-stream") {
             self.stream = Some(StreamUsage::new(self.format, self.hide_usage));
             if self.hide_usage {

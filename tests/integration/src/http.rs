@@ -195,3 +195,17 @@ pub fn concurrently<T: Send>(
             .collect()
     })
 }
+
+/// Sends raw bytes (chunked bodies, invalid UTF-8, bytes no client library sends) and returns the raw
+/// response, read until the server closes (send `connection: close`) or 10 s pass.
+pub fn raw(address: &str, request: &[u8]) -> String {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to Envoy");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set a read timeout");
+    stream.write_all(request).expect("send the request");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
+}

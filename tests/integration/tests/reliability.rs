@@ -1,7 +1,7 @@
 //! The reliability battery: failures outside the gateway (an upstream that times out, refuses
 //! connections or resets mid-stream) and load (64 concurrent connections) each get a clear answer in
-//! the caller's API shape and leave Envoy serving. Malformed, oversized and invalid-UTF-8 requests are
-//! covered in router.rs, spoofed headers in auth.rs and router.rs.
+//! the caller's API shape and leave Envoy serving; so do header values that are not UTF-8. Malformed,
+//! oversized and invalid-UTF-8 bodies are covered in router.rs, spoofed headers in auth.rs and router.rs.
 
 use integration::http::{self, post_json};
 use integration::{require_envoy, Demo};
@@ -216,4 +216,53 @@ fn a_panicking_filter_follows_its_failure_policy() {
         .envoy
         .log()
         .contains("fault injected by x-fault-inject"));
+}
+
+/// A POST of a small chat request with `extra` header lines (raw bytes) and the demo key unless
+/// `extra` brings its own authorization.
+fn raw_chat(demo: &Demo, extra: &[u8]) -> String {
+    let body = ask("gpt-4o-mini").to_string();
+    let mut request =
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            .to_vec();
+    if !extra.starts_with(b"authorization:") {
+        request.extend_from_slice(b"authorization: Bearer sk-demo-team-a\r\n");
+    }
+    request.extend_from_slice(extra);
+    request.extend_from_slice(
+        format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    http::raw(&demo.envoy.listener, &request)
+}
+
+#[test]
+fn header_values_that_are_not_utf8_never_take_a_filter_down() {
+    require_envoy!();
+    let demo = Demo::start();
+    // HTTP allows obs-text (bytes 0x80-0xFF) in values; the SDK's string getters panic on them, which
+    // used to kill llm_auth's VM (fail closed: every later request 503).
+    let latin1 = raw_chat(&demo, b"x-note: caf\xe9\r\n");
+    assert!(latin1.starts_with("HTTP/1.1 200"), "{latin1}");
+    let bad_key = raw_chat(&demo, b"authorization: Bearer sk-caf\xe9\r\n");
+    assert!(bad_key.starts_with("HTTP/1.1 401"), "{bad_key}");
+    assert!(bad_key.contains("invalid_api_key"), "{bad_key}");
+    let content_type = raw_chat(&demo, b"x-llm-model: \xff\r\naccept: \xfe\r\n");
+    assert!(content_type.starts_with("HTTP/1.1 200"), "{content_type}");
+    // Header names are tokens: Envoy's codec refuses other bytes before any filter runs.
+    let bad_name = raw_chat(&demo, b"x-caf\xe9: 1\r\n");
+    assert!(bad_name.starts_with("HTTP/1.1 400"), "{bad_name}");
+    // Every filter is still serving.
+    for _ in 0..3 {
+        let response = post_json(
+            &demo.envoy.url("/v1/chat/completions"),
+            &[KEY],
+            &ask("gpt-4o-mini").to_string(),
+        );
+        assert_eq!(response.status, 200, "{}", response.body);
+    }
+    assert_eq!(demo.openai.requests().len(), 5);
 }

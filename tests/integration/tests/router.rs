@@ -3,9 +3,6 @@
 use integration::http::{self, post_json, sse_data};
 use integration::{require_envoy, set_filter_config, Demo};
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
 
 const KEY: (&str, &str) = ("authorization", "Bearer sk-demo-team-a");
 
@@ -257,7 +254,7 @@ fn unknown_and_malformed_requests_are_rejected_in_the_callers_shape() {
     )
     .into_bytes();
     request.extend_from_slice(invalid_body);
-    let invalid_utf8 = raw_request(&demo.envoy.listener, &request);
+    let invalid_utf8 = http::raw(&demo.envoy.listener, &request);
     assert!(invalid_utf8.starts_with("HTTP/1.1 400"), "{invalid_utf8}");
     // Invalid UTF-8 in the prompt (not the model) is refused too, not forwarded.
     let in_prompt: &[u8] =
@@ -268,7 +265,7 @@ fn unknown_and_malformed_requests_are_rejected_in_the_callers_shape() {
     )
     .into_bytes();
     request.extend_from_slice(in_prompt);
-    let prompt_utf8 = raw_request(&demo.envoy.listener, &request);
+    let prompt_utf8 = http::raw(&demo.envoy.listener, &request);
     assert!(prompt_utf8.starts_with("HTTP/1.1 400"), "{prompt_utf8}");
     assert!(prompt_utf8.contains("invalid UTF-8"), "{prompt_utf8}");
     assert!(
@@ -280,18 +277,6 @@ fn unknown_and_malformed_requests_are_rejected_in_the_callers_shape() {
         .envoy
         .prometheus()
         .contains("llm_router_rejected_total{reason=\"invalid_request\"} 10"));
-}
-
-/// Sends raw bytes and returns the raw response (for chunked bodies and invalid UTF-8).
-fn raw_request(address: &str, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(request).unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    String::from_utf8_lossy(&response).into_owned()
 }
 
 #[test]
@@ -320,7 +305,7 @@ fn oversized_bodies_get_413_with_or_without_content_length() {
         half.len(),
         rest.len()
     );
-    let raw = raw_request(&demo.envoy.listener, request.as_bytes());
+    let raw = http::raw(&demo.envoy.listener, request.as_bytes());
     assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
     assert!(raw.contains("\"type\":\"invalid_request_error\""), "{raw}");
     assert!(demo.openai.requests().is_empty());
@@ -331,7 +316,7 @@ fn oversized_bodies_get_413_with_or_without_content_length() {
         "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-demo-team-a\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{small}\r\n0\r\n\r\n",
         small.len()
     );
-    let raw = raw_request(&demo.envoy.listener, request.as_bytes());
+    let raw = http::raw(&demo.envoy.listener, request.as_bytes());
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
 }
 
