@@ -470,6 +470,86 @@ impl Pii {
     }
 }
 
+/// Walks a JSON document without building it, asking of every string value whether a detector could
+/// match in it. A superset of what `mask_request` scans (every string, not only prompt fields), so
+/// `Ok(false)` proves there is nothing to mask; `Err` is invalid JSON or "found one" (stops early).
+struct StringScan<'p>(&'p Pii);
+
+impl<'de> serde::de::DeserializeSeed<'de> for &StringScan<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for &StringScan<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<(), E> {
+        if self.0.may_match(text) {
+            return Err(E::custom("stop: a string may hold PII"));
+        }
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+            map.next_value_seed(self)?;
+        }
+        Ok(())
+    }
+}
+
+impl Pii {
+    /// Whether a detector or a configured type could match somewhere in `text`.
+    fn may_match(&self, text: &str) -> bool {
+        self.detectors.may_match(text)
+            || self
+                .extras
+                .iter()
+                .any(|extra| extra.action != Action::Off && extra.regex.is_match(text))
+    }
+
+    /// `Ok(false)`: `body` is valid JSON and none of its strings could hold PII.
+    fn any_string_may_match(&self, body: &[u8]) -> Result<bool, serde_json::Error> {
+        use serde::de::DeserializeSeed;
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        (&StringScan(self)).deserialize(&mut deserializer)?;
+        deserializer.end()?;
+        Ok(false)
+    }
+}
+
 /// The result of masking a request body.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Masked {
@@ -490,6 +570,10 @@ impl Pii {
         vault: &mut Vault,
     ) -> (Masked, Findings) {
         let mut findings = Findings::default();
+        // Most prompts are clean: prove it without building a DOM, then forward the body untouched.
+        if let Ok(false) = self.any_string_may_match(body) {
+            return (Masked::Unchanged, findings);
+        }
         let Ok(mut request) = serde_json::from_slice::<Value>(body) else {
             // llm_router answers malformed bodies; alone, this filter fails closed.
             let reply = error_reply(
@@ -919,6 +1003,48 @@ mod tests {
         let (masked, findings, vault) = mask(&p, "/v1/chat/completions", &body);
         assert_eq!(masked, Masked::Unchanged);
         assert!(findings.counts.is_empty() && vault.is_empty());
+    }
+
+    #[test]
+    fn the_quick_clean_check_is_never_fooled() {
+        let p =
+            pii(r#"{"terms":[{"name":"project","values":["Project Falcon"],"action":"redact"}]}"#);
+        let raw = |body: &str| {
+            let mut vault = Vault::default();
+            p.mask_request(
+                ApiFlavor::OpenAi,
+                "/v1/chat/completions",
+                body.as_bytes(),
+                &mut vault,
+            )
+        };
+        // PII spelled with JSON escapes is found: strings are scanned unescaped.
+        let (masked, findings) = raw(
+            r#"{"model":"m","messages":[{"role":"user","content":"mail jane\u0040example.com\nthanks"}]}"#,
+        );
+        let Masked::Rewritten(bytes) = masked else {
+            panic!("{masked:?}")
+        };
+        assert!(String::from_utf8(bytes).unwrap().contains("<EMAIL_1>"));
+        assert_eq!(findings.summary(), "email=1");
+        // Configured terms count as PII for the quick check too.
+        let (masked, _) =
+            raw(r#"{"model":"m","messages":[{"role":"user","content":"about Project Falcon"}]}"#);
+        assert!(matches!(masked, Masked::Rewritten(_)), "{masked:?}");
+        // A match outside prompt fields sends the body down the full path, which leaves it alone.
+        let (masked, findings) = raw(
+            r#"{"model":"m","user":"jane@example.com","messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        assert_eq!(masked, Masked::Unchanged);
+        assert!(findings.counts.is_empty());
+        // Invalid JSON is refused whether or not it looks clean, trailing garbage included.
+        for body in [
+            r#"{"model":"m","messages":[]"#,
+            r#"{"model":"m"} x"#,
+            r#"{"a":"#,
+        ] {
+            assert!(matches!(raw(body).0, Masked::Refused(_)), "{body}");
+        }
     }
 
     #[test]
