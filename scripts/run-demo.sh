@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Starts the demo gateway in the foreground: three mock providers and Envoy with envoy/demo.yaml.
+# Starts the demo gateway in the foreground: three mock providers and Envoy with envoy/demo.yaml (or
+# DEMO_CONFIG, e.g. envoy/demo-single-module.yaml).
 # Ctrl-C (or any of them exiting) stops all of them. Run through `make run`, which builds first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY_BIN=${ENVOY_BIN:-.venv/bin/envoy}
+DEMO_CONFIG=${DEMO_CONFIG:-envoy/demo.yaml}
 MOCK=target/release/mock-provider
-for needed in "$ENVOY_BIN" "$MOCK" target/wasm32-wasip1/release/llm_auth.wasm; do
+for needed in "$ENVOY_BIN" "$MOCK" "$DEMO_CONFIG" target/wasm32-wasip1/release/llm_auth.wasm; do
   [[ -x $needed || -f $needed ]] || { echo "missing $needed: run 'make run' (it builds first)" >&2; exit 1; }
 done
 
@@ -32,7 +34,7 @@ trap stop_all EXIT
 "$MOCK" --listen 127.0.0.1:18081 --name anthropic --api anthropic --require-key sk-mock-anthropic-key & pids+=($!)
 "$MOCK" --listen 127.0.0.1:18082 --name unavailable --always-status 503 & pids+=($!)
 # Envoy's own log at warning level keeps the terminal for the JSON access log (one line per request).
-"$ENVOY_BIN" -c envoy/demo.yaml --concurrency 2 --use-dynamic-base-id --log-level warning \
+"$ENVOY_BIN" -c "$DEMO_CONFIG" --concurrency 2 --use-dynamic-base-id --log-level warning \
   --file-flush-interval-msec 200 & pids+=($!)
 
 is_ready() {

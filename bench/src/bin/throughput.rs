@@ -3,12 +3,12 @@
 //! Envoy's own costs), both on one worker, in interleaved rounds; medians are reported. Then: 200 KB
 //! prompts with and without PII, time to first token of streams, and a soak with Envoy's RSS before and
 //! after. Writes Markdown to stdout: the first line is `full chain / bare Envoy throughput: <ratio>`.
-//! Usage: throughput [rounds] [seconds-per-run] [soak-seconds] | --print-config <mock port> [bare]
+//! Usage: throughput [rounds] [seconds-per-run] [soak-seconds] | --print-config <mock port> [bare|single|chain-downstream|single-downstream]
 
 use integration::{
-    demo_config, replace_port, set_filter_config, Envoy, EnvoyOptions, MockProvider,
-    DEMO_ADMIN_PORT, DEMO_ANTHROPIC_KEY, DEMO_ANTHROPIC_PORT, DEMO_LISTENER_PORT, DEMO_OPENAI_KEY,
-    DEMO_OPENAI_PORT, DEMO_UNAVAILABLE_PORT,
+    demo_config, replace_port, set_filter_config, to_single_module, Envoy, EnvoyOptions,
+    MockProvider, DEMO_ADMIN_PORT, DEMO_ANTHROPIC_KEY, DEMO_ANTHROPIC_PORT, DEMO_LISTENER_PORT,
+    DEMO_OPENAI_KEY, DEMO_OPENAI_PORT, DEMO_UNAVAILABLE_PORT,
 };
 use llm_bench::{chat_body, chat_body_with_pii, envoy_config, median, process_cpu_ns};
 use sha2::{Digest, Sha256};
@@ -61,6 +61,21 @@ fn chain_config(mock_port: u16) -> String {
         &config,
         "llm_usage",
         r#"{"prices":[{"model":"*","input":1,"output":1}]}"#,
+    )
+}
+
+/// The chain with llm_gateway in place of the four downstream modules.
+fn single_config(mock_port: u16) -> String {
+    to_single_module(&chain_config(mock_port))
+}
+
+/// Without the upstream llm_provider (the bench mock needs no key): callgrind cannot run Envoy with
+/// all five modules (see scripts/callgrind-cost.sh), so the downstream part is measured alone.
+fn without_provider(config: &str) -> String {
+    remove_between(
+        config,
+        "        # llm_provider runs once per attempt",
+        "    load_assignment:\n",
     )
 }
 
@@ -180,6 +195,9 @@ fn main() {
             .unwrap_or(0);
         match std::env::args().nth(3).as_deref() {
             Some("bare") => print!("{}", envoy_config(None, port)),
+            Some("single") => print!("{}", single_config(port)),
+            Some("chain-downstream") => print!("{}", without_provider(&chain_config(port))),
+            Some("single-downstream") => print!("{}", without_provider(&single_config(port))),
             _ => print!("{}", chain_config(port)),
         }
         return;
@@ -197,16 +215,24 @@ fn main() {
     };
     let bare = Envoy::start(&envoy_config(None, mock.port()), &options);
     let chain = Envoy::start(&chain_config(mock.port()), &options);
+    let single = Envoy::start(&single_config(mock.port()), &options);
+    let variants = [
+        ("bare Envoy", &bare),
+        ("full chain", &chain),
+        ("single module", &single),
+    ];
 
     let dir = tempfile::tempdir().expect("temp dir");
     let script = wrk_script(dir.path(), "post.lua", &chat_body("gpt-4o-mini", 2 * 1024));
-    // Warm up both (V8 compiles lazily).
-    wrk(&bare, &script, 2);
-    wrk(&chain, &script, 2);
-    let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+    // Warm up all (V8 compiles lazily).
+    for (_, envoy) in variants {
+        wrk(envoy, &script, 2);
+    }
+    let mut runs: [Vec<Run>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..rounds {
-        runs[0].push(wrk(&bare, &script, seconds));
-        runs[1].push(wrk(&chain, &script, seconds));
+        for (i, (_, envoy)) in variants.iter().enumerate() {
+            runs[i].push(wrk(envoy, &script, seconds));
+        }
     }
     let summary: Vec<[f64; 4]> = runs
         .iter()
@@ -220,18 +246,22 @@ fn main() {
             ]
         })
         .collect();
-    let (bare_s, chain_s) = (summary[0], summary[1]);
+    let (bare_s, chain_s, single_s) = (summary[0], summary[1], summary[2]);
     println!(
         "full chain / bare Envoy throughput: {:.2}",
         chain_s[0] / bare_s[0]
     );
+    println!(
+        "single module / bare Envoy throughput: {:.2}",
+        single_s[0] / bare_s[0]
+    );
     println!();
     println!("wrk -t2 -c16, {seconds} s runs, {rounds} interleaved rounds (medians), one Envoy worker, 2 KB chat request to the mock provider.");
-    println!("The chain: llm_auth, llm_router, llm_pii, llm_usage and the upstream llm_provider as in envoy/demo.yaml, without jwt_authn and the access log.");
+    println!("The full chain: llm_auth, llm_router, llm_pii, llm_usage and the upstream llm_provider as in envoy/demo.yaml, without jwt_authn and the access log. The single module: the same with llm_gateway in place of the four downstream modules (envoy/demo-single-module.yaml).");
     println!();
     println!("| variant | requests/s | p50 ms | p99 ms | Envoy CPU µs/request |");
     println!("|---|---|---|---|---|");
-    for (name, s) in [("bare Envoy", bare_s), ("full chain", chain_s)] {
+    for ((name, _), s) in variants.iter().zip(&summary) {
         println!(
             "| {name} | {:.0} | {:.2} | {:.2} | {:.1} |",
             s[0], s[1], s[2], s[3]
@@ -239,9 +269,11 @@ fn main() {
     }
     println!();
     println!(
-        "Added Envoy CPU per request: {:.0} µs; p50 latency ratio {:.2}.",
+        "Added Envoy CPU per request: full chain {:.0} µs, single module {:.0} µs; p50 latency ratio {:.2} and {:.2}.",
         chain_s[3] - bare_s[3],
-        chain_s[1] / bare_s[1]
+        single_s[3] - bare_s[3],
+        chain_s[1] / bare_s[1],
+        single_s[1] / bare_s[1]
     );
 
     // 200 KB prompts, with and without PII: one run each, same machine state.
@@ -258,7 +290,7 @@ fn main() {
         ),
     ] {
         let large = wrk_script(dir.path(), "large.lua", &body);
-        for (name, envoy) in [("bare Envoy", &bare), ("full chain", &chain)] {
+        for (name, envoy) in variants {
             let run = wrk(envoy, &large, seconds);
             println!(
                 "| {label} | {name} | {:.0} | {:.2} | {:.2} | {:.1} |",
@@ -272,9 +304,9 @@ fn main() {
         serde_json::from_str(&chat_body("gpt-4o-mini", 2 * 1024)).expect("chat body");
     streaming["stream"] = serde_json::json!(true);
     let streaming = streaming.to_string();
-    let mut ttft = [Vec::new(), Vec::new()];
+    let mut ttft = [Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..rounds {
-        for (i, envoy) in [&bare, &chain].into_iter().enumerate() {
+        for (i, (_, envoy)) in variants.iter().enumerate() {
             for _ in 0..200 {
                 ttft[i].push(first_event_us(&envoy.listener, &streaming));
             }
@@ -284,24 +316,26 @@ fn main() {
         values.sort_by(f64::total_cmp);
         values[(values.len() * q / 100).min(values.len() - 1)]
     };
-    let (bare_p50, chain_p50) = (p(&mut ttft[0], 50), p(&mut ttft[1], 50));
-    let (bare_p99, chain_p99) = (p(&mut ttft[0], 99), p(&mut ttft[1], 99));
+    let p50: Vec<f64> = ttft.iter_mut().map(|v| p(v, 50)).collect();
+    let p99: Vec<f64> = ttft.iter_mut().map(|v| p(v, 99)).collect();
     println!();
     println!(
-        "Time to first token (first SSE event, 2 KB streaming request, new connection each): bare p50 {bare_p50:.0} µs / p99 {bare_p99:.0} µs, full chain p50 {chain_p50:.0} µs / p99 {chain_p99:.0} µs: added {:+.0} µs at p50.",
-        chain_p50 - bare_p50
+        "Time to first token (first SSE event, 2 KB streaming request, new connection each): bare p50 {:.0} µs / p99 {:.0} µs, full chain p50 {:.0} µs / p99 {:.0} µs: added {:+.0} µs at p50; single module p50 {:.0} µs / p99 {:.0} µs: added {:+.0} µs at p50.",
+        p50[0], p99[0], p50[1], p99[1], p50[1] - p50[0], p50[2], p99[2], p50[2] - p50[0]
     );
 
-    // Soak: steady load on the chain, Envoy's RSS before and after.
-    let rss_before = rss_kib(chain.pid());
-    let soak = wrk(&chain, &script, soak_seconds);
-    let rss_after = rss_kib(chain.pid());
+    // Soak: steady load, Envoy's RSS before and after.
     println!();
-    println!(
-        "Soak: {soak_seconds} s at {:.0} requests/s through the full chain: Envoy RSS {} MiB before, {} MiB after ({:+.1}%).",
-        soak.rps,
-        rss_before / 1024,
-        rss_after / 1024,
-        (rss_after as f64 - rss_before as f64) * 100.0 / rss_before.max(1) as f64
-    );
+    for (name, envoy) in [("full chain", &chain), ("single module", &single)] {
+        let rss_before = rss_kib(envoy.pid());
+        let soak = wrk(envoy, &script, soak_seconds);
+        let rss_after = rss_kib(envoy.pid());
+        println!(
+            "Soak, {name}: {soak_seconds} s at {:.0} requests/s: Envoy RSS {} MiB before, {} MiB after ({:+.1}%).",
+            soak.rps,
+            rss_before / 1024,
+            rss_after / 1024,
+            (rss_after as f64 - rss_before as f64) * 100.0 / rss_before.max(1) as f64
+        );
+    }
 }

@@ -24,6 +24,8 @@ use proxy_wasm::types::Action;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+// Without `module` (as in llm_gateway, which links this filter with the others) no entry point.
+#[cfg(feature = "module")]
 proxy_wasm::main! {{
     llm_host::register::<AuthFilter>();
 }}
@@ -207,7 +209,7 @@ impl AuthRequest {
 
     /// The body is complete: check the model against the allow-list, then the rate limit.
     fn check_model(&mut self, body_size: usize) -> Action {
-        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let body = llm_host::read_request_body(body_size);
         let fields = match read_fields(&body) {
             Ok(fields) => fields,
             Err(err) => {
@@ -268,7 +270,7 @@ impl Context for AuthRequest {
             }
         };
         if action == Action::Continue {
-            self.resume_http_request();
+            llm_host::resume_request();
         }
     }
 }
@@ -278,7 +280,7 @@ impl HttpContext for AuthRequest {
         let headers = Headers::request();
         // Facts travel between filters as x-llm-* headers: none may come from the client.
         for name in headers.names().filter(|name| name.starts_with("x-llm-")) {
-            self.set_http_request_header(name, None);
+            llm_host::set_request_header(name, None);
         }
         let method = headers.get(":method").unwrap_or_default();
         let path = headers.get(":path").unwrap_or_default();
@@ -301,10 +303,10 @@ impl HttpContext for AuthRequest {
         // The client's credential must never reach a provider (llm_provider injects the provider's).
         for header in CREDENTIAL_HEADERS {
             if headers.contains(header) {
-                self.set_http_request_header(header, None);
+                llm_host::set_request_header(header, None);
             }
         }
-        self.set_http_request_header(CONSUMER_HEADER, Some(&principal.name));
+        llm_host::set_request_header(CONSUMER_HEADER, Some(&principal.name));
         set_filter_state("llm_consumer", &principal.name);
         set_filter_state("llm_auth_method", principal.method.as_str());
         if let Some(metadata) = principal.metadata.filter(|m| !m.is_empty()) {
@@ -372,12 +374,12 @@ impl HttpContext for AuthRequest {
             let ok = response_header(":status").as_deref() == Some("200");
             self.filter_model_list = ok;
             if ok {
-                self.set_http_response_header("content-length", None);
+                llm_host::set_response_header("content-length", None);
             }
         }
         if let Some(outcome) = &self.outcome {
             for (name, value) in limit_headers(LimitUnit::Requests, outcome) {
-                self.set_http_response_header(&name, Some(&value));
+                llm_host::set_response_header(&name, Some(&value));
             }
         }
         Action::Continue
@@ -390,16 +392,14 @@ impl HttpContext for AuthRequest {
         if !end_of_stream {
             return Action::Pause;
         }
-        let body = self
-            .get_http_response_body(0, body_size)
-            .unwrap_or_default();
+        let body = llm_host::read_response_body(body_size);
         let filter = Rc::clone(&self.filter);
         let grant = self
             .caller
             .as_ref()
             .and_then(|c| filter.auth.grant(c.grant_id));
         if let Some(trimmed) = grant.and_then(|g| filter_model_list(&body, g)) {
-            self.set_http_response_body(0, body_size, &trimmed);
+            llm_host::replace_response_body(body_size, &trimmed);
         }
         Action::Continue
     }

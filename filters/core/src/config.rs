@@ -22,6 +22,18 @@ impl ConfigError {
     }
 }
 
+impl ConfigError {
+    /// The same error inside the object field `section` (`models[0]` becomes `router.models[0]`).
+    pub fn within(self, section: &str) -> Self {
+        let path = match self.path.as_str() {
+            "" | "." => section.to_string(),
+            path if path.starts_with('[') => format!("{section}{path}"),
+            path => format!("{section}.{path}"),
+        };
+        ConfigError { path, ..self }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.path.is_empty() || self.path == "." {

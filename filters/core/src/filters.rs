@@ -13,6 +13,50 @@ pub use crate::accounting::UsageConfig;
 pub use crate::provider::ProviderConfig;
 
 use crate::config::{parse, ConfigError};
+use serde::Deserialize;
+
+/// `llm_gateway`: the downstream filters in one Wasm module (one VM, one context per request), for
+/// deployments that want the lowest overhead and accept one failure policy for all of them. Each
+/// section is that filter's own configuration; the filters run in the order of the fields.
+#[cfg(any(feature = "regex", feature = "regex-lite"))]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub auth: Option<AuthConfig>,
+    pub router: Option<RouterConfig>,
+    pub pii: Option<PiiConfig>,
+    pub usage: Option<UsageConfig>,
+}
+
+#[cfg(any(feature = "regex", feature = "regex-lite"))]
+impl GatewayConfig {
+    /// A module that runs nothing is a mistake in the config, not a choice.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.auth.is_none()
+            && self.router.is_none()
+            && self.pii.is_none()
+            && self.usage.is_none()
+        {
+            return Err(ConfigError::new(
+                "",
+                "configure at least one of `auth`, `router`, `pii`, `usage`",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Compiles one section of [`GatewayConfig`] (absent: `None`), its errors naming the section.
+pub fn compile_section<C, T>(
+    section: &str,
+    config: Option<C>,
+    compile: impl FnOnce(C) -> Result<T, ConfigError>,
+) -> Result<Option<T>, ConfigError> {
+    config
+        .map(compile)
+        .transpose()
+        .map_err(|err| err.within(section))
+}
 
 /// Checks a filter's `configuration` as the filter does when Envoy loads it (parse, then compile),
 /// outside Envoy: for manifests that carry filter configs (Istio, Envoy Gateway). `filter` is the
@@ -29,6 +73,20 @@ pub fn validate(
         "llm_pii" => crate::pii::Pii::compile(parse(json)?).map(drop),
         "llm_usage" => crate::accounting::Accounting::compile(parse(json)?).map(drop),
         "llm_provider" => crate::provider::Providers::compile(parse(json)?, env).map(drop),
+        #[cfg(any(feature = "regex", feature = "regex-lite"))]
+        "llm_gateway" => {
+            let config: GatewayConfig = parse(json)?;
+            config.check()?;
+            compile_section("auth", config.auth, crate::auth::Auth::compile)?;
+            compile_section("router", config.router, crate::router::Router::compile)?;
+            compile_section("pii", config.pii, crate::pii::Pii::compile)?;
+            compile_section(
+                "usage",
+                config.usage,
+                crate::accounting::Accounting::compile,
+            )?;
+            Ok(())
+        }
         other => Err(ConfigError::new("", format!("no filter named {other}"))),
     }
 }
@@ -60,5 +118,26 @@ mod tests {
             "consumers"
         );
         assert!(validate("llm_nope", b"{}", &no_env).is_err());
+    }
+
+    #[test]
+    fn gateway_errors_name_the_section_and_field() {
+        let no_env = |_: &str| None;
+        let err =
+            validate("llm_gateway", br#"{"usage":{"max_label_sets":0}}"#, &no_env).unwrap_err();
+        assert_eq!(err.path, "usage.max_label_sets");
+        let err = validate("llm_gateway", br#"{"router":{"bogus":1}}"#, &no_env).unwrap_err();
+        assert_eq!(err.path, "router.bogus");
+        assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
+        let err = validate("llm_gateway", br#"{"auth":{}}"#, &no_env).unwrap_err();
+        assert_eq!(err.path, "auth.consumers");
+        let err = validate("llm_gateway", br#"{"provider":{}}"#, &no_env).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `provider`"),
+            "{err}"
+        );
+        let err = validate("llm_gateway", b"{}", &no_env).unwrap_err();
+        assert!(err.to_string().contains("at least one"), "{err}");
+        assert!(validate("llm_gateway", br#"{"router":{},"usage":{}}"#, &no_env).is_ok());
     }
 }

@@ -16,6 +16,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+// Without `module` (as in llm_gateway, which links this filter with the others) no entry point.
+#[cfg(feature = "module")]
 proxy_wasm::main! {{
     llm_host::register::<PiiFilter>();
 }}
@@ -91,7 +93,7 @@ struct PiiRequest {
 impl PiiRequest {
     fn mask(&mut self, body_size: usize) -> Action {
         let flavor = self.flavor;
-        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let body = llm_host::read_request_body(body_size);
         let filter = Rc::clone(&self.filter);
         let (masked, findings) =
             filter
@@ -106,11 +108,11 @@ impl PiiRequest {
         match masked {
             Masked::Unchanged => Action::Continue,
             Masked::Rewritten(new_body) => {
-                self.set_http_request_body(0, body_size, &new_body);
-                self.set_http_request_header("content-length", Some(&new_body.len().to_string()));
+                llm_host::replace_request_body(body_size, &new_body);
+                llm_host::set_request_header("content-length", Some(&new_body.len().to_string()));
                 if !self.vault.is_empty() {
                     // The response is rewritten: it must arrive uncompressed.
-                    self.set_http_request_header("accept-encoding", None);
+                    llm_host::set_request_header("accept-encoding", None);
                 }
                 Action::Continue
             }
@@ -153,7 +155,7 @@ impl HttpContext for PiiRequest {
             return Action::Continue;
         }
         let content_type = response_header("content-type").unwrap_or_default();
-        self.set_http_response_header("content-length", None);
+        llm_host::set_response_header("content-length", None);
         self.response = if content_type.starts_with("text/event-stream") {
             let format = if self.path.starts_with("/v1/messages") {
                 StreamFormat::Anthropic
@@ -172,24 +174,20 @@ impl HttpContext for PiiRequest {
             Response::Untouched => Action::Continue,
             Response::Buffered if !end_of_stream => Action::Pause,
             Response::Buffered => {
-                let body = self
-                    .get_http_response_body(0, body_size)
-                    .unwrap_or_default();
+                let body = llm_host::read_response_body(body_size);
                 if let Some(restored) = restore_json(&body, &self.vault) {
-                    self.set_http_response_body(0, body_size, &restored);
+                    llm_host::replace_response_body(body_size, &restored);
                 }
                 Action::Continue
             }
             Response::Stream(_) => {
-                let chunk = self
-                    .get_http_response_body(0, body_size)
-                    .unwrap_or_default();
+                let chunk = llm_host::read_response_body(body_size);
                 if let Response::Stream(restorer) = &mut self.response {
                     let mut out = restorer.push(&chunk, &self.vault);
                     if end_of_stream {
                         out.extend(restorer.finish(&self.vault));
                     }
-                    self.set_http_response_body(0, body_size, &out);
+                    llm_host::replace_response_body(body_size, &out);
                 }
                 Action::Continue
             }

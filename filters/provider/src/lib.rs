@@ -92,27 +92,27 @@ impl ProviderAttempt {
     fn apply_headers(&self, attempt: &Attempt, model: Option<&str>) {
         let plan = self.filter.providers.headers(attempt, model);
         for name in &plan.remove {
-            self.set_http_request_header(name, None);
+            llm_host::set_request_header(name, None);
         }
         for (name, value) in &plan.set {
-            self.set_http_request_header(name, Some(value));
+            llm_host::set_request_header(name, Some(value));
         }
         for (name, value) in &plan.set_if_absent {
             if !self.headers.contains(name) {
-                self.set_http_request_header(name, Some(value));
+                llm_host::set_request_header(name, Some(value));
             }
         }
         if let Some(path) = &plan.path {
             // As Envoy does for its own rewrites: access logs keep showing the client's path.
             if !self.headers.contains("x-envoy-original-path") {
                 if let Some(original) = self.headers.get(":path") {
-                    self.set_http_request_header("x-envoy-original-path", Some(original));
+                    llm_host::set_request_header("x-envoy-original-path", Some(original));
                 }
             }
-            self.set_http_request_header(":path", Some(path));
+            llm_host::set_request_header(":path", Some(path));
         }
         if let Some(authority) = &plan.authority {
-            self.set_http_request_header(":authority", Some(authority));
+            llm_host::set_request_header(":authority", Some(authority));
         }
     }
 
@@ -120,7 +120,7 @@ impl ProviderAttempt {
         let Some(attempt) = self.attempt.clone() else {
             return Action::Continue;
         };
-        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let body = llm_host::read_request_body(body_size);
         let plan = match self.filter.providers.body(&attempt, &body) {
             Ok(plan) => plan,
             Err(reply) => {
@@ -130,8 +130,8 @@ impl ProviderAttempt {
         };
         self.apply_headers(&attempt, plan.model.as_deref());
         if let Some(new_body) = &plan.new_body {
-            self.set_http_request_body(0, body_size, new_body);
-            self.set_http_request_header("content-length", Some(&new_body.len().to_string()));
+            llm_host::replace_request_body(body_size, new_body);
+            llm_host::set_request_header("content-length", Some(&new_body.len().to_string()));
         }
         if plan.translate_response.is_some() {
             if let Some(counter) = self
@@ -159,7 +159,7 @@ impl HttpContext for ProviderAttempt {
             .names()
             .filter(|name| name.starts_with("x-llm-"))
         {
-            self.set_http_request_header(name, None);
+            llm_host::set_request_header(name, None);
         }
         let provider = llm_host::endpoint_provider();
         let path = self.headers.get(":path").unwrap_or_default();
@@ -208,7 +208,7 @@ impl HttpContext for ProviderAttempt {
             .unwrap_or(502);
         let content_type = headers.get("content-type").unwrap_or_default();
         // The body changes size: let Envoy frame it.
-        self.set_http_response_header("content-length", None);
+        llm_host::set_response_header("content-length", None);
         if status == 200 && flags.stream && content_type.starts_with("text/event-stream") {
             let created = now_unix_nanos() / 1_000_000_000;
             self.response = ResponseMode::Stream(Box::new(StreamTranslator::new(
@@ -217,9 +217,9 @@ impl HttpContext for ProviderAttempt {
             )));
         } else {
             if status == 529 {
-                self.set_http_response_header(":status", Some("503"));
+                llm_host::set_response_header(":status", Some("503"));
             }
-            self.set_http_response_header("content-type", Some("application/json"));
+            llm_host::set_response_header("content-type", Some("application/json"));
             self.response = ResponseMode::Buffered { status };
         }
         Action::Continue
@@ -232,9 +232,7 @@ impl HttpContext for ProviderAttempt {
         if matches!(self.response, ResponseMode::Buffered { .. }) && !end_of_stream {
             return Action::Pause;
         }
-        let chunk = self
-            .get_http_response_body(0, body_size)
-            .unwrap_or_default();
+        let chunk = llm_host::read_response_body(body_size);
         match &mut self.response {
             ResponseMode::Passthrough => Action::Continue,
             ResponseMode::Stream(translator) => {
@@ -243,7 +241,7 @@ impl HttpContext for ProviderAttempt {
                 if end_of_stream {
                     out.extend(translator.finish());
                 }
-                self.set_http_response_body(0, body_size, &out);
+                llm_host::replace_response_body(body_size, &out);
                 Action::Continue
             }
             ResponseMode::Buffered { status } => {
@@ -264,7 +262,7 @@ impl HttpContext for ProviderAttempt {
                 } else {
                     error_to_openai(status, &body).1
                 };
-                self.set_http_response_body(0, body_size, &translated);
+                llm_host::replace_response_body(body_size, &translated);
                 Action::Continue
             }
         }

@@ -15,6 +15,8 @@ use proxy_wasm::types::Action;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+// Without `module` (as in llm_gateway, which links this filter with the others) no entry point.
+#[cfg(feature = "module")]
 proxy_wasm::main! {{
     llm_host::register::<RouterFilter>();
 }}
@@ -105,7 +107,7 @@ impl RouterRequest {
     /// Routes the complete body: publishes the decision, rewrites the model if needed.
     fn route_body(&mut self, body_size: usize) -> Action {
         let flavor = self.flavor;
-        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let body = llm_host::read_request_body(body_size);
         let request_id = self.headers.get("x-request-id").unwrap_or_default();
         let filter = Rc::clone(&self.filter);
         let sticky = |header: &str| self.headers.get(header).map(str::to_string);
@@ -115,16 +117,16 @@ impl RouterRequest {
         };
         let resolution = &routed.resolution;
         // Changing a header clears Envoy's route cache, so the route is chosen again with these.
-        self.set_http_request_header("x-llm-model", Some(&routed.model));
-        self.set_http_request_header("x-llm-route", Some(&resolution.route));
+        llm_host::set_request_header("x-llm-model", Some(&routed.model));
+        llm_host::set_request_header("x-llm-route", Some(&resolution.route));
         // Lets llm_usage skip holding the bodies of requests that do not stream.
-        self.set_http_request_header(
+        llm_host::set_request_header(
             "x-llm-stream",
             Some(if routed.stream { "true" } else { "false" }),
         );
         if let Some(new_body) = &routed.new_body {
-            self.set_http_request_body(0, body_size, new_body);
-            self.set_http_request_header("content-length", Some(&new_body.len().to_string()));
+            llm_host::replace_request_body(body_size, new_body);
+            llm_host::set_request_header("content-length", Some(&new_body.len().to_string()));
         }
         set_filter_state("llm_model", &routed.model);
         set_filter_state("llm_route", &resolution.route);
@@ -147,7 +149,7 @@ impl HttpContext for RouterRequest {
         let headers = Headers::request();
         for header in PUBLISHED_HEADERS {
             if headers.contains(header) {
-                self.set_http_request_header(header, None);
+                llm_host::set_request_header(header, None);
             }
         }
         let head = RequestHead {

@@ -27,6 +27,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
+// Without `module` (as in llm_gateway, which links this filter with the others) no entry point.
+#[cfg(feature = "module")]
 proxy_wasm::main! {{
     llm_host::register::<UsageFilter>();
 }}
@@ -465,7 +467,7 @@ impl Context for UsageRequest {
             };
             let _ = request_body(self, size, true);
         }
-        self.resume_http_request();
+        llm_host::resume_request();
     }
 }
 
@@ -550,12 +552,12 @@ impl HttpContext for UsageRequest {
         if content_type.starts_with("text/event-stream") {
             self.stream = Some(StreamUsage::new(self.format, self.hide_usage));
             if self.hide_usage {
-                self.set_http_response_header("content-length", None);
+                llm_host::set_response_header("content-length", None);
             }
         }
         if let Some(outcome) = &self.token_outcome {
             for (name, value) in limit_headers(LimitUnit::Tokens, outcome) {
-                self.set_http_response_header(&name, Some(&value));
+                llm_host::set_response_header(&name, Some(&value));
             }
         }
         Action::Continue
@@ -566,8 +568,7 @@ impl HttpContext for UsageRequest {
             return Action::Continue;
         }
         let chunk = if body_size > 0 {
-            self.get_http_response_body(0, body_size)
-                .unwrap_or_default()
+            llm_host::read_response_body(body_size)
         } else {
             Vec::new()
         };
@@ -584,7 +585,7 @@ impl HttpContext for UsageRequest {
                 self.first_byte_ns = Some(now_unix_nanos());
             }
             if let Some(out) = rewritten {
-                self.set_http_response_body(0, body_size, &out);
+                llm_host::replace_response_body(body_size, &out);
             }
             return Action::Continue;
         }
@@ -740,10 +741,10 @@ impl HoldsRequestBody for UsageRequest {
 
     fn on_complete_body(&mut self, body_size: usize) -> Action {
         self.request_bytes = body_size;
-        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let body = llm_host::read_request_body(body_size);
         if let Some(injected) = inject_include_usage(&body) {
-            self.set_http_request_body(0, body_size, &injected);
-            self.set_http_request_header("content-length", Some(&injected.len().to_string()));
+            llm_host::replace_request_body(body_size, &injected);
+            llm_host::set_request_header("content-length", Some(&injected.len().to_string()));
             self.hide_usage = true;
         }
         Action::Continue

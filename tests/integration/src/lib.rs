@@ -450,13 +450,9 @@ pub fn replace_port(config: &str, from: u16, to: u16) -> String {
     config.replace(&needle, &format!("port_value: {to} "))
 }
 
-/// Sets the JSON `configuration` of the filter whose `root_id` is `filter`, replacing its `value:`
-/// (a single-line scalar or a `|` block).
-pub fn set_filter_config(config: &str, filter: &str, json: &str) -> String {
-    assert!(
-        !json.contains('\''),
-        "configuration JSON must not contain single quotes"
-    );
+/// Where the `configuration` value of the filter whose `root_id` is `filter` is written: the byte
+/// range of `value: ...` (a single-line scalar or a `|` block) and the JSON it holds.
+fn filter_config_span(config: &str, filter: &str) -> (usize, usize, String) {
     let anchor = format!("root_id: {filter}\n");
     let start = config
         .find(&anchor)
@@ -470,30 +466,151 @@ pub fn set_filter_config(config: &str, filter: &str, json: &str) -> String {
     let line_end = config[value_at..]
         .find('\n')
         .map_or(config.len(), |i| value_at + i + 1);
-    let is_block = config[value_at + "value: ".len()..line_end]
-        .trim()
-        .starts_with(['|', '>']);
+    let scalar = config[value_at + "value: ".len()..line_end].trim();
+    let is_block = scalar.starts_with(['|', '>']);
     let mut end = line_end;
-    if is_block {
-        // The block runs while lines are blank or indented deeper than `value:`.
-        while end < config.len() {
-            let next = config[end..]
-                .find('\n')
-                .map_or(config.len(), |i| end + i + 1);
-            let line = &config[end..next];
-            let deeper = line.len() - line.trim_start().len() > indent;
-            if !(line.trim().is_empty() || deeper) {
-                break;
-            }
-            end = next;
-        }
+    if !is_block {
+        let json = scalar.trim_matches('\'').replace("''", "'");
+        return (value_at, end, json);
     }
+    // The block runs while lines are blank or indented deeper than `value:`.
+    while end < config.len() {
+        let next = config[end..]
+            .find('\n')
+            .map_or(config.len(), |i| end + i + 1);
+        let line = &config[end..next];
+        let deeper = line.len() - line.trim_start().len() > indent;
+        if !(line.trim().is_empty() || deeper) {
+            break;
+        }
+        end = next;
+    }
+    (value_at, end, config[line_end..end].to_string())
+}
+
+/// Sets the JSON `configuration` of the filter whose `root_id` is `filter`, replacing its `value:`
+/// (a single-line scalar or a `|` block).
+pub fn set_filter_config(config: &str, filter: &str, json: &str) -> String {
+    assert!(
+        !json.contains('\''),
+        "configuration JSON must not contain single quotes"
+    );
+    let (value_at, end, _) = filter_config_span(config, filter);
     format!(
         "{}value: '{}'\n{}",
         &config[..value_at],
         json,
         &config[end..]
     )
+}
+
+/// The JSON `configuration` of the filter whose `root_id` is `filter`.
+pub fn filter_config(config: &str, filter: &str) -> Value {
+    let (_, _, json) = filter_config_span(config, filter);
+    serde_json::from_str(&json).unwrap_or_else(|err| panic!("{filter}'s configuration: {err}"))
+}
+
+/// Set `LLM_SINGLE_MODULE=1` to run the demo's tests with llm_gateway (the four downstream filters
+/// in one module) instead of four modules: `make test` runs the filters' test files both ways.
+pub fn single_module() -> bool {
+    std::env::var("LLM_SINGLE_MODULE").as_deref() == Ok("1")
+}
+
+/// The four downstream filters of a demo-shaped config (llm_auth through llm_usage, in that order
+/// and consecutive) replaced by one llm_gateway filter whose sections are their configurations.
+pub fn to_single_module(config: &str) -> String {
+    const FILTERS: [(&str, &str); 4] = [
+        ("auth", "llm_auth"),
+        ("router", "llm_router"),
+        ("pii", "llm_pii"),
+        ("usage", "llm_usage"),
+    ];
+    let mut sections = serde_json::Map::new();
+    for (section, filter) in FILTERS {
+        sections.insert(section.to_string(), filter_config(config, filter));
+    }
+    let first = config
+        .find("          - name: llm_auth\n")
+        .expect("llm_auth in the http_filters list");
+    let after = config
+        .find("          - name: envoy.filters.http.router\n")
+        .expect("the router filter after llm_usage");
+    // Comments just above llm_auth describe the four modules; they go with them.
+    let mut start = first;
+    while let Some(line_start) = config[..start.saturating_sub(1)].rfind('\n').map(|i| i + 1) {
+        if !config[line_start..start].trim_start().starts_with('#') {
+            break;
+        }
+        start = line_start;
+    }
+    let mut json = String::new();
+    readable_json(&Value::Object(sections), 20, &mut json);
+    let indented = format!("{}{json}\n", " ".repeat(20));
+    let block = format!(
+        r#"          # llm_auth, llm_router, llm_pii and llm_usage in one module (filters/gateway/README.md):
+          # one VM and one context per request. One failure policy for the four: closed, because an
+          # unauthenticated request or an unmasked prompt must never reach a provider.
+          - name: llm_gateway
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: llm_gateway
+                root_id: llm_gateway
+                vm_config:
+                  vm_id: llm_gateway
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: target/wasm32-wasip1/release/llm_gateway.wasm }} }}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: |
+{indented}                failure_policy: FAIL_CLOSED
+                allow_on_headers_stop_iteration: true
+"#
+    );
+    format!(
+        "# Generated from envoy/demo.yaml (tests/integration/tests/gateway.rs checks it): the same demo\n\
+         # with llm_auth, llm_router, llm_pii and llm_usage in one module, llm_gateway.\n{}{}{}",
+        &config[..start],
+        block,
+        &config[after..]
+    )
+}
+
+/// JSON as a person would write it in a config: a value that fits on one short line stays on it,
+/// larger objects and arrays get a line per member, indented under `indent` spaces.
+fn readable_json(value: &Value, indent: usize, out: &mut String) {
+    let compact = value.to_string();
+    if compact.len() + indent <= 110 {
+        out.push_str(&compact);
+        return;
+    }
+    let pad = " ".repeat(indent + 2);
+    let (open, close) = if value.is_array() {
+        ('[', ']')
+    } else {
+        ('{', '}')
+    };
+    out.push(open);
+    out.push('\n');
+    let members: Vec<(Option<&String>, &Value)> = match value {
+        Value::Array(items) => items.iter().map(|v| (None, v)).collect(),
+        Value::Object(map) => map.iter().map(|(k, v)| (Some(k), v)).collect(),
+        _ => Vec::new(),
+    };
+    for (position, (key, member)) in members.iter().enumerate() {
+        out.push_str(&pad);
+        if let Some(key) = key {
+            out.push_str(&Value::String((*key).clone()).to_string());
+            out.push_str(": ");
+        }
+        readable_json(member, indent + 2, out);
+        if position + 1 < members.len() {
+            out.push(',');
+        }
+        out.push('\n');
+    }
+    out.push_str(&" ".repeat(indent));
+    out.push(close);
 }
 
 impl Demo {
@@ -536,7 +653,11 @@ impl Demo {
         config = replace_port(&config, DEMO_OPENAI_PORT, openai.port());
         config = replace_port(&config, DEMO_ANTHROPIC_PORT, anthropic.port());
         config = replace_port(&config, DEMO_UNAVAILABLE_PORT, unavailable.port());
-        let config = edit(config);
+        let mut config = edit(config);
+        // (A test's edit may have merged the filters itself.)
+        if single_module() && !config.contains("root_id: llm_gateway\n") {
+            config = to_single_module(&config);
+        }
         let envoy = Envoy::start(&config, options);
         Demo {
             envoy,

@@ -156,6 +156,10 @@ fn sixty_four_concurrent_connections_see_no_gateway_errors() {
 #[test]
 fn a_panicking_filter_follows_its_failure_policy() {
     require_envoy!();
+    if integration::single_module() {
+        // One module, one policy: tests/integration/tests/gateway.rs checks llm_gateway's.
+        return;
+    }
     let fault = |name: &str| format!("target/fault/wasm32-wasip1/release/{name}.wasm");
     for name in ["llm_auth", "llm_usage"] {
         assert!(

@@ -218,7 +218,14 @@ fn api_of(path: &str) -> Api {
 
 async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
     let started = std::time::Instant::now();
+    let json_frames = header_number(&request, "x-mock-chunk-bytes")
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n > 0);
+    let frame_delay = header_number(&request, "x-mock-chunk-delay-ms").map(Duration::from_millis);
     let mut response = respond(state, request).await;
+    if let Some(size) = json_frames {
+        response = reply::json_in_frames(response, size, frame_delay).await;
+    }
     reply::set_header(&mut response, "x-mock-instance", &state.options.name);
     reply::set_header(
         &mut response,

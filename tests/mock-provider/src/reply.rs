@@ -143,6 +143,47 @@ pub fn sse(events: Vec<String>, error_event: String, faults: StreamFaults) -> Re
     response
 }
 
+/// A JSON answer re-sent as frames of `size` bytes (`x-mock-chunk-bytes` on a non-streaming
+/// request), so that filters see it arrive in several body callbacks. Other answers pass unchanged.
+pub async fn json_in_frames(
+    response: Response<Body>,
+    size: usize,
+    delay: Option<Duration>,
+) -> Response<Body> {
+    let is_json = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(collected) = body.collect().await else {
+        return Response::from_parts(parts, full(500, "text/plain", "").into_body());
+    };
+    let bytes = collected.to_bytes();
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, io::Error>>(8);
+    tokio::spawn(async move {
+        for (index, frame) in bytes.chunks(size).enumerate() {
+            if index > 0 {
+                if let Some(delay) = delay {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            let frame = Frame::data(Bytes::copy_from_slice(frame));
+            if sender.send(Ok(frame)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut parts = parts;
+    parts.headers.remove("content-length");
+    Response::from_parts(
+        parts,
+        BodyExt::boxed(StreamBody::new(ReceiverStream::new(receiver))),
+    )
+}
+
 /// `data: <json>\n\n`
 pub fn data_event(value: &Value) -> String {
     format!("data: {value}\n\n")
