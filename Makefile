@@ -78,11 +78,12 @@ test: build build-ratelimit build-fault
 	$(MAKE) --no-print-directory test-host test-wasm validate test-integration
 
 test-host:
-	cargo test --workspace --exclude integration --exclude llm-bench --exclude llm-ratelimit --exclude llm-gateway
+	# llm-host links proxy-wasm's host calls, which exist only in Wasm: its tests run in test-wasm.
+	cargo test --workspace --exclude integration --exclude llm-bench --exclude llm-ratelimit --exclude llm-gateway --exclude llm-host
 
 test-wasm:
 	@command -v node >/dev/null || { echo "node is required to run the wasm tests (apt-get install nodejs)"; exit 1; }
-	CARGO_TARGET_WASM32_WASIP1_RUNNER="$(WASM_TEST_RUNNER)" cargo test -p llm-core --target $(WASM_TARGET)
+	CARGO_TARGET_WASM32_WASIP1_RUNNER="$(WASM_TEST_RUNNER)" cargo test -p llm-core -p llm-host --target $(WASM_TARGET)
 
 validate: setup
 	scripts/validate-configs.sh

@@ -60,6 +60,12 @@ for variant in $variants; do
     fi
   done
   echo "$variant: $((total / requests)) instructions/request ($requests sequential 2 KB chat requests)"
+  declare "count_${variant//-/_}=$((total / requests))"
   [[ -n ${KEEP_CALLGRIND:-} ]] && cp "$work/$variant.out".* "$KEEP_CALLGRIND/" 2>/dev/null
   kill "$pid"; wait "$pid" 2>/dev/null || true
 done
+if [[ -n ${count_chain_downstream:-} && -n ${count_single_downstream:-} && -n ${count_single:-} ]]; then
+  provider=$((count_single - count_single_downstream))
+  echo "llm_provider (single - single-downstream): $provider instructions/request"
+  echo "five modules (chain-downstream + llm_provider): $((count_chain_downstream + provider)) instructions/request"
+fi

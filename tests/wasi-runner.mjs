@@ -19,5 +19,14 @@ const module = await WebAssembly.compile(await readFile(wasmPath));
 const imports = typeof wasi.getImportObject === 'function'
   ? wasi.getImportObject()
   : { wasi_snapshot_preview1: wasi.wasiImport };
+// llm-host's tests link proxy-wasm, whose host calls Envoy provides: outside Envoy each one fails the
+// test loudly if it is ever called (the tests use fakes that make none).
+for (const { module: from, name, kind } of WebAssembly.Module.imports(module)) {
+  if (kind !== 'function' || imports[from]?.[name]) continue;
+  imports[from] ??= {};
+  imports[from][name] = () => {
+    throw new Error(`${from}.${name}: a proxy-wasm host call outside Envoy`);
+  };
+}
 const instance = await WebAssembly.instantiate(module, imports);
 process.exitCode = wasi.start(instance) ?? 0;

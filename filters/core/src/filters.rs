@@ -13,6 +13,7 @@ pub use crate::accounting::UsageConfig;
 pub use crate::provider::ProviderConfig;
 
 use crate::config::{parse, ConfigError};
+#[cfg(any(feature = "regex", feature = "regex-lite"))]
 use serde::Deserialize;
 
 /// `llm_gateway`: the downstream filters in one Wasm module (one VM, one context per request), for

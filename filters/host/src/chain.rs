@@ -57,6 +57,8 @@ pub struct Chain {
     response: Flow,
     /// A filter sent a local reply: the request goes no further.
     replied: bool,
+    /// How the request resumes in Envoy once every filter passed it (unit tests count instead).
+    resume_host: fn(),
 }
 
 impl Chain {
@@ -74,6 +76,7 @@ impl Chain {
                 ..Flow::default()
             },
             replied: false,
+            resume_host: resume_in_host,
         }
     }
 
@@ -210,9 +213,7 @@ impl Chain {
             progress.trailers_seen = trailers;
         }
         if self.run(Direction::Request, position + 1) == Action::Continue {
-            if let Err(status) = proxy_wasm::hostcalls::resume_http_request() {
-                log::warn!("cannot resume the request: {status:?}");
-            }
+            (self.resume_host)();
         }
     }
 
@@ -269,6 +270,13 @@ impl Chain {
         flow.trailers = true;
         flow.end_of_stream = true;
         self.in_view(|chain| chain.run(direction, 0))
+    }
+}
+
+/// Resumes the request in Envoy.
+fn resume_in_host() {
+    if let Err(status) = proxy_wasm::hostcalls::resume_http_request() {
+        log::warn!("cannot resume the request: {status:?}");
     }
 }
 
@@ -341,5 +349,288 @@ impl HttpContext for Chain {
                 filter.on_log();
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// What the fake filters saw, in order: `"<name> <event>"`.
+    type Log = Rc<RefCell<Vec<String>>>;
+
+    /// A filter that passes everything, or holds what its fields say.
+    struct Fake {
+        name: &'static str,
+        log: Log,
+        /// Pause request headers and hold the body to its end (as llm_router does).
+        holds_request: bool,
+        /// Pause request headers for an asynchronous call that the test answers.
+        waits_for_call: bool,
+        /// Hold the response body to its end (as llm_pii restoring JSON does).
+        holds_response: bool,
+        /// Answer locally in the request headers (as llm_auth rejecting a key does).
+        replies: bool,
+    }
+
+    fn fake(name: &'static str, log: &Log) -> Fake {
+        Fake {
+            name,
+            log: Rc::clone(log),
+            holds_request: false,
+            waits_for_call: false,
+            holds_response: false,
+            replies: false,
+        }
+    }
+
+    impl Fake {
+        fn note(&self, event: String) {
+            self.log.borrow_mut().push(format!("{} {event}", self.name));
+        }
+    }
+
+    impl Context for Fake {
+        fn on_grpc_call_response(&mut self, token: u32, _status: u32, _size: usize) {
+            if self.waits_for_call && token == 7 {
+                self.waits_for_call = false;
+                self.note("answer".into());
+                crate::view::resume_request();
+            }
+        }
+    }
+
+    impl HttpContext for Fake {
+        fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+            self.note(format!("request headers end={end_of_stream}"));
+            if self.replies {
+                crate::view::note_reply();
+                return Action::Pause;
+            }
+            if self.holds_request || self.waits_for_call {
+                Action::Pause
+            } else {
+                Action::Continue
+            }
+        }
+
+        fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+            self.note(format!("request body {size} end={end_of_stream}"));
+            if self.waits_for_call || (self.holds_request && !end_of_stream) {
+                Action::Pause
+            } else {
+                Action::Continue
+            }
+        }
+
+        fn on_http_response_headers(&mut self, _: usize, _end_of_stream: bool) -> Action {
+            self.note("response headers".into());
+            Action::Continue
+        }
+
+        fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+            self.note(format!("response body {size} end={end_of_stream}"));
+            if self.holds_response && !end_of_stream {
+                Action::Pause
+            } else {
+                Action::Continue
+            }
+        }
+
+        fn on_log(&mut self) {
+            self.note("log".into());
+        }
+    }
+
+    thread_local! {
+        static HOST_RESUMES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+
+    fn chain(filters: Vec<Fake>) -> Chain {
+        let mut chain = Chain::new(
+            filters
+                .into_iter()
+                .map(|f| Box::new(f) as Box<dyn HttpContext>)
+                .collect(),
+        );
+        chain.resume_host = || HOST_RESUMES.with(|count| count.set(count.get() + 1));
+        chain
+    }
+
+    fn take(log: &Log) -> Vec<String> {
+        std::mem::take(&mut *log.borrow_mut())
+    }
+
+    #[test]
+    fn a_filter_sees_headers_only_after_the_ones_before_it_passed_them() {
+        let log = Log::default();
+        let mut router = fake("router", &log);
+        router.holds_request = true;
+        let mut pii = fake("pii", &log);
+        pii.holds_request = true;
+        let mut chain = chain(vec![fake("auth", &log), router, pii, fake("usage", &log)]);
+
+        assert_eq!(chain.on_http_request_headers(9, false), Action::Pause);
+        assert_eq!(
+            take(&log),
+            [
+                "auth request headers end=false",
+                "router request headers end=false"
+            ]
+        );
+        // A first part: auth passes it, router holds it; nobody after router sees anything.
+        assert_eq!(chain.on_http_request_body(10, false), Action::Pause);
+        assert_eq!(
+            take(&log),
+            [
+                "auth request body 10 end=false",
+                "router request body 10 end=false"
+            ]
+        );
+        // The rest: auth sees only the new bytes, router the whole buffer; then pii gets headers and
+        // the whole body, holds it no further (it ended), and usage follows.
+        assert_eq!(chain.on_http_request_body(25, true), Action::Continue);
+        assert_eq!(
+            take(&log),
+            [
+                "auth request body 15 end=true",
+                "router request body 25 end=true",
+                "pii request headers end=false",
+                "pii request body 25 end=true",
+                "usage request headers end=false",
+                "usage request body 25 end=true",
+            ]
+        );
+    }
+
+    #[test]
+    fn responses_run_in_reverse_and_a_holding_filter_leaves_earlier_ones_the_new_bytes() {
+        let log = Log::default();
+        let mut pii = fake("pii", &log);
+        pii.holds_response = true;
+        let mut chain = chain(vec![fake("router", &log), pii, fake("usage", &log)]);
+        assert_eq!(chain.on_http_request_headers(9, true), Action::Continue);
+        take(&log);
+
+        assert_eq!(chain.on_http_response_headers(3, false), Action::Continue);
+        assert_eq!(
+            take(&log),
+            [
+                "usage response headers",
+                "pii response headers",
+                "router response headers"
+            ]
+        );
+        assert_eq!(chain.on_http_response_body(16, false), Action::Pause);
+        assert_eq!(chain.on_http_response_body(32, false), Action::Pause);
+        assert_eq!(chain.on_http_response_body(40, true), Action::Continue);
+        assert_eq!(
+            take(&log),
+            [
+                "usage response body 16 end=false",
+                "pii response body 16 end=false",
+                "usage response body 16 end=false",
+                "pii response body 32 end=false",
+                "usage response body 8 end=true",
+                "pii response body 40 end=true",
+                "router response body 40 end=true",
+            ]
+        );
+        // Envoy forwarded the buffer: the next callback's bytes are all new to everyone.
+        assert_eq!(chain.on_http_response_body(5, true), Action::Continue);
+        assert_eq!(
+            take(&log),
+            [
+                "usage response body 5 end=true",
+                "pii response body 5 end=true",
+                "router response body 5 end=true",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_local_reply_stops_the_filters_after_it_but_not_the_response() {
+        let log = Log::default();
+        let mut auth = fake("auth", &log);
+        auth.replies = true;
+        let mut chain = chain(vec![auth, fake("router", &log)]);
+        assert_eq!(chain.on_http_request_headers(9, false), Action::Pause);
+        assert_eq!(chain.on_http_request_body(10, true), Action::Pause);
+        assert_eq!(take(&log), ["auth request headers end=false"]);
+        // The reply itself passes every filter on its way out, as in Envoy.
+        assert_eq!(chain.on_http_response_headers(3, false), Action::Continue);
+        chain.on_log();
+        assert_eq!(
+            take(&log),
+            [
+                "router response headers",
+                "auth response headers",
+                "auth log",
+                "router log",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_filter_that_resumes_after_its_call_continues_the_chain_before_the_host() {
+        let log = Log::default();
+        let mut auth = fake("auth", &log);
+        auth.waits_for_call = true;
+        let mut router = fake("router", &log);
+        router.holds_request = true;
+        let mut chain = chain(vec![auth, router]);
+        let resumes = || HOST_RESUMES.with(|count| count.get());
+        let before = resumes();
+
+        assert_eq!(chain.on_http_request_headers(9, false), Action::Pause);
+        assert_eq!(chain.on_http_request_body(12, true), Action::Pause);
+        take(&log);
+        chain.on_grpc_call_response(3, 0, 0); // not auth's call
+        assert!(take(&log).is_empty());
+        assert_eq!(resumes(), before);
+
+        chain.on_grpc_call_response(7, 0, 0);
+        assert_eq!(
+            take(&log),
+            [
+                "auth answer",
+                "router request headers end=false",
+                "router request body 12 end=true",
+            ]
+        );
+        assert_eq!(
+            resumes(),
+            before + 1,
+            "the host resumes once, after router passed"
+        );
+    }
+
+    #[test]
+    fn a_resume_before_the_body_arrived_waits_for_it() {
+        let log = Log::default();
+        let mut auth = fake("auth", &log);
+        auth.waits_for_call = true;
+        let mut router = fake("router", &log);
+        router.holds_request = true;
+        let mut chain = chain(vec![auth, router]);
+        let resumes = || HOST_RESUMES.with(|count| count.get());
+        let before = resumes();
+
+        assert_eq!(chain.on_http_request_headers(9, false), Action::Pause);
+        chain.on_grpc_call_response(7, 0, 0);
+        assert_eq!(resumes(), before, "router still holds the headers");
+        assert_eq!(chain.on_http_request_body(12, true), Action::Continue);
+        assert_eq!(
+            take(&log),
+            [
+                "auth request headers end=false",
+                "auth answer",
+                "router request headers end=false",
+                "auth request body 12 end=true",
+                "router request body 12 end=true",
+            ]
+        );
     }
 }
