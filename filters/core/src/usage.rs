@@ -74,13 +74,15 @@ pub enum ResponseFormat {
 
 /// Usage (and the model the provider reports) from a complete JSON response.
 pub fn from_json(format: ResponseFormat, body: &[u8]) -> (Option<Usage>, Option<String>) {
-    /// Only `model` and `usage` are read: serde skips the rest (the answer's text) without building it.
+    /// Only `model` and `usage` are read: serde skips the rest (the answer's text) without building
+    /// it, and reads `usage` into typed fields rather than a map (measured: 7.8 µs for a 1.5 KB
+    /// answer through a `Value`, most of it building the usage maps).
     #[derive(serde::Deserialize)]
     struct Probe {
         #[serde(default)]
         model: Option<Value>,
         #[serde(default)]
-        usage: Option<Value>,
+        usage: Option<IfObject<UsageFields>>,
     }
     // serde's derived visitor would also accept an array (positional fields): only objects count.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -94,16 +96,140 @@ pub fn from_json(format: ResponseFormat, body: &[u8]) -> (Option<Usage>, Option<
         .as_ref()
         .and_then(Value::as_str)
         .map(str::to_string);
-    let usage = match (format, probe.usage.as_ref()) {
-        (ResponseFormat::OpenAi, Some(usage)) => Usage::from_openai(usage),
-        (ResponseFormat::Anthropic, Some(usage)) => {
-            let mut u = Usage::default();
-            u.absorb_anthropic(usage);
-            Some(u)
-        }
-        _ => None,
-    };
+    let usage = probe.usage.and_then(|u| u.0).map(|fields| match format {
+        ResponseFormat::OpenAi => fields.openai(),
+        ResponseFormat::Anthropic => fields.anthropic(),
+    });
     (usage, model)
+}
+
+/// The counts a `usage` object may carry, under OpenAI's and Anthropic's names. Each count is read as
+/// [`Value::as_u64`] reads it: anything but a non-negative integer counts as absent.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct UsageFields {
+    // Present even when null: as with a map, a null `prompt_tokens` hides `input_tokens`.
+    #[serde(deserialize_with = "present")]
+    prompt_tokens: Option<Value>,
+    input_tokens: Option<Value>,
+    #[serde(deserialize_with = "present")]
+    completion_tokens: Option<Value>,
+    output_tokens: Option<Value>,
+    prompt_tokens_details: Option<IfObject<Details>>,
+    input_tokens_details: Option<IfObject<Details>>,
+    completion_tokens_details: Option<IfObject<Details>>,
+    output_tokens_details: Option<IfObject<Details>>,
+    cache_read_input_tokens: Option<Value>,
+    cache_creation_input_tokens: Option<Value>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct Details {
+    cached_tokens: Option<Value>,
+    reasoning_tokens: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    <Value as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
+fn count(value: &Option<Value>) -> Option<u64> {
+    value.as_ref().and_then(Value::as_u64)
+}
+
+fn detail(details: &Option<IfObject<Details>>, pick: fn(&Details) -> &Option<Value>) -> u64 {
+    details
+        .as_ref()
+        .and_then(|d| d.0.as_ref())
+        .and_then(|d| count(pick(d)))
+        .unwrap_or(0)
+}
+
+impl UsageFields {
+    /// As [`Usage::from_openai`] reads the same object.
+    fn openai(&self) -> Usage {
+        Usage {
+            input: count(&self.prompt_tokens)
+                .or(if self.prompt_tokens.is_some() {
+                    None
+                } else {
+                    count(&self.input_tokens)
+                })
+                .unwrap_or(0),
+            output: count(&self.completion_tokens)
+                .or(if self.completion_tokens.is_some() {
+                    None
+                } else {
+                    count(&self.output_tokens)
+                })
+                .unwrap_or(0),
+            cached_input: detail(&self.prompt_tokens_details, |d| &d.cached_tokens)
+                .max(detail(&self.input_tokens_details, |d| &d.cached_tokens)),
+            cache_creation: 0,
+            reasoning: detail(&self.completion_tokens_details, |d| &d.reasoning_tokens)
+                .max(detail(&self.output_tokens_details, |d| &d.reasoning_tokens)),
+            estimated: false,
+        }
+    }
+
+    /// As [`Usage::absorb_anthropic`] reads the same object into an empty [`Usage`].
+    fn anthropic(&self) -> Usage {
+        let cached_input = count(&self.cache_read_input_tokens).unwrap_or(0);
+        let cache_creation = count(&self.cache_creation_input_tokens).unwrap_or(0);
+        Usage {
+            input: count(&self.input_tokens).map_or(0, |v| v + cached_input + cache_creation),
+            output: count(&self.output_tokens).unwrap_or(0),
+            cached_input,
+            cache_creation,
+            ..Usage::default()
+        }
+    }
+}
+
+/// `T` when the value is an object; any other value is skipped and reads as nothing, never as an
+/// error, so an odd `usage` does not cost the rest of the answer (as with a `Value`).
+#[derive(Debug)]
+struct IfObject<T>(Option<T>);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for IfObject<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct ObjectOnly<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for ObjectOnly<T> {
+            type Value = IfObject<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|t| IfObject(Some(t)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(IfObject(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(IfObject(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(IfObject(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(IfObject(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(IfObject(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(IfObject(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(IfObject(None))
+            }
+        }
+        deserializer.deserialize_any(ObjectOnly(std::marker::PhantomData))
+    }
 }
 
 /// The text a JSON response carries, for estimating output tokens when the provider sent no usage.
@@ -374,6 +500,91 @@ pub fn inject_include_usage(body: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `from_json` read before it used typed fields: the reference its answers must equal.
+    fn from_json_through_values(
+        format: ResponseFormat,
+        body: &[u8],
+    ) -> (Option<Usage>, Option<String>) {
+        #[derive(serde::Deserialize)]
+        struct Probe {
+            #[serde(default)]
+            model: Option<Value>,
+            #[serde(default)]
+            usage: Option<Value>,
+        }
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return (None, None);
+        }
+        let Ok(probe) = serde_json::from_slice::<Probe>(body) else {
+            return (None, None);
+        };
+        let model = probe
+            .model
+            .as_ref()
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let usage = match (format, probe.usage.as_ref()) {
+            (ResponseFormat::OpenAi, Some(usage)) => Usage::from_openai(usage),
+            (ResponseFormat::Anthropic, Some(usage)) => {
+                let mut u = Usage::default();
+                u.absorb_anthropic(usage);
+                Some(u)
+            }
+            _ => None,
+        };
+        (usage, model)
+    }
+
+    #[test]
+    fn typed_usage_reads_exactly_what_the_value_reading_did() {
+        let usages = [
+            r#"{"prompt_tokens":470,"completion_tokens":256,"total_tokens":726,"prompt_tokens_details":{"cached_tokens":7,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":9}}"#,
+            r#"{"input_tokens":3,"output_tokens":4,"input_tokens_details":{"cached_tokens":1},"output_tokens_details":{"reasoning_tokens":2}}"#,
+            r#"{"input_tokens":10,"cache_read_input_tokens":5,"cache_creation_input_tokens":2,"output_tokens":8}"#,
+            r#"{"prompt_tokens":null,"input_tokens":5,"completion_tokens":null,"output_tokens":6}"#,
+            r#"{"prompt_tokens":1.5,"input_tokens":5,"completion_tokens":-2,"output_tokens":"6"}"#,
+            r#"{"prompt_tokens_details":"none","completion_tokens_details":[1,2],"input_tokens_details":null}"#,
+            r#"{"prompt_tokens_details":{"cached_tokens":{"n":1}},"output_tokens_details":{"reasoning_tokens":true}}"#,
+            r#"{"prompt_tokens":18446744073709551615,"completion_tokens":0,"extra":{"deep":[{"a":null}]}}"#,
+            r#"{}"#,
+            r#"null"#,
+            r#"12"#,
+            r#""usage""#,
+            r#"[{"prompt_tokens":1}]"#,
+            r#"true"#,
+        ];
+        let models = [r#""gpt-4o-mini""#, "null", "7", r#"{"name":"x"}"#];
+        for usage in usages {
+            for model in models {
+                for body in [
+                    format!(
+                        r#"{{"model":{model},"choices":[{{"message":{{"content":"a \"usage\": {{}}"}}}}],"usage":{usage}}}"#
+                    ),
+                    format!(r#"{{"usage":{usage},"model":{model}}}"#),
+                    format!(r#"{{"model":{model}}}"#),
+                ] {
+                    for format in [ResponseFormat::OpenAi, ResponseFormat::Anthropic] {
+                        let (usage_read, model_read) = from_json(format, body.as_bytes());
+                        let (reference, model_reference) =
+                            from_json_through_values(format, body.as_bytes());
+                        assert_eq!(model_read, model_reference, "{format:?} {body}");
+                        // The one intended change: an Anthropic `usage` that is not an object used
+                        // to read as zero tokens; now it reads as absent, so usage is estimated.
+                        let not_an_object = !usage.starts_with('{') && usage != "null";
+                        if format == ResponseFormat::Anthropic
+                            && not_an_object
+                            && body.contains("\"usage\":")
+                        {
+                            assert_eq!(usage_read, None, "{body}");
+                        } else {
+                            assert_eq!(usage_read, reference, "{format:?} {body}");
+                        }
+                    }
+                }
+            }
+        }
+    }
     use serde_json::json;
 
     #[test]
