@@ -37,7 +37,7 @@ results=bench/results.md
   echo "mock provider share the machine with Envoy, so absolute numbers are low: compare the ratio. Per-filter costs:"
   echo "[filter-cost.md](filter-cost.md)."
   echo
-  echo "## Instructions per request (callgrind; repeatable to 0.1%, unlike the timings above)"
+  echo "## Instructions per request (callgrind; about 0.5% from run to run, unlike the timings above)"
   echo
   echo '```'
   scripts/callgrind-cost.sh 200

@@ -573,14 +573,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_filter_that_resumes_after_its_call_continues_the_chain_before_the_host() {
+    /// auth pauses for an asynchronous call (token 7) as with a global limit; router holds the body.
+    fn auth_waiting_for_a_call_then_router() -> (Log, Chain) {
         let log = Log::default();
         let mut auth = fake("auth", &log);
         auth.waits_for_call = true;
         let mut router = fake("router", &log);
         router.holds_request = true;
-        let mut chain = chain(vec![auth, router]);
+        let chain = chain(vec![auth, router]);
+        (log, chain)
+    }
+
+    #[test]
+    fn a_filter_that_resumes_after_its_call_continues_the_chain_before_the_host() {
+        let (log, mut chain) = auth_waiting_for_a_call_then_router();
         let resumes = || HOST_RESUMES.with(|count| count.get());
         let before = resumes();
 
@@ -609,12 +615,7 @@ mod tests {
 
     #[test]
     fn a_resume_before_the_body_arrived_waits_for_it() {
-        let log = Log::default();
-        let mut auth = fake("auth", &log);
-        auth.waits_for_call = true;
-        let mut router = fake("router", &log);
-        router.holds_request = true;
-        let mut chain = chain(vec![auth, router]);
+        let (log, mut chain) = auth_waiting_for_a_call_then_router();
         let resumes = || HOST_RESUMES.with(|count| count.get());
         let before = resumes();
 
