@@ -76,7 +76,7 @@ impl Chain {
                 ..Flow::default()
             },
             replied: false,
-            resume_host: resume_in_host,
+            resume_host: view::resume_in_host,
         }
     }
 
@@ -270,13 +270,6 @@ impl Chain {
         flow.trailers = true;
         flow.end_of_stream = true;
         self.in_view(|chain| chain.run(direction, 0))
-    }
-}
-
-/// Resumes the request in Envoy.
-fn resume_in_host() {
-    if let Err(status) = proxy_wasm::hostcalls::resume_http_request() {
-        log::warn!("cannot resume the request: {status:?}");
     }
 }
 

@@ -54,7 +54,7 @@ pub fn register<F: Filter>() {
 }
 
 /// A counter metric; failures to count are ignored because metrics must never fail a request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counter {
     id: u32,
 }
@@ -338,7 +338,7 @@ pub fn read_shared(key: &str) -> Option<Vec<u8>> {
 }
 
 /// A histogram metric (Envoy's default buckets; visible after the stats flush).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Histogram {
     id: u32,
 }

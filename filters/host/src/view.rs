@@ -68,38 +68,27 @@ pub(crate) fn shared_mut<R>(f: impl FnOnce(&mut Shared) -> R) -> Option<R> {
     with_shared(|shared| shared.map(f))
 }
 
+/// The chain's copy of `map`'s headers (request or response).
+fn headers_of(shared: &mut Shared, map: MapType) -> &mut Option<Headers> {
+    match map {
+        MapType::HttpResponseHeaders => &mut shared.response_headers,
+        _ => &mut shared.request_headers,
+    }
+}
+
 pub(crate) fn read_map(map: MapType) -> Headers {
-    let cached = with_shared(|shared| {
-        let shared = shared?;
-        let slot = match map {
-            MapType::HttpResponseHeaders => &shared.response_headers,
-            _ => &shared.request_headers,
-        };
-        slot.clone()
-    });
-    if let Some(headers) = cached {
+    if let Some(headers) = with_shared(|shared| headers_of(shared?, map).clone()) {
         return headers;
     }
     let headers = Headers::from_host(map);
-    with_shared(|shared| {
-        if let Some(shared) = shared {
-            match map {
-                MapType::HttpResponseHeaders => shared.response_headers = Some(headers.clone()),
-                _ => shared.request_headers = Some(headers.clone()),
-            }
-        }
-    });
+    shared_mut(|shared| *headers_of(shared, map) = Some(headers.clone()));
     headers
 }
 
 /// One header, from the chain's copy when there is one, else by a single host read.
 pub(crate) fn read_header(map: MapType, name: &str) -> Option<String> {
     let cached = with_shared(|shared| {
-        let shared = shared?;
-        let headers = match map {
-            MapType::HttpResponseHeaders => shared.response_headers.as_ref(),
-            _ => shared.request_headers.as_ref(),
-        }?;
+        let headers = headers_of(shared?, map).as_ref()?;
         Some(headers.get(name).map(str::to_string))
     });
     match cached {
@@ -118,15 +107,9 @@ fn write_header(map: MapType, name: &str, value: Option<&str>) {
         log::warn!("cannot set header {name}: {status:?}");
         return;
     }
-    with_shared(|shared| {
-        if let Some(shared) = shared {
-            let slot = match map {
-                MapType::HttpResponseHeaders => &mut shared.response_headers,
-                _ => &mut shared.request_headers,
-            };
-            if let Some(headers) = slot {
-                headers.replace(name, value);
-            }
+    shared_mut(|shared| {
+        if let Some(headers) = headers_of(shared, map) {
+            headers.replace(name, value);
         }
     });
 }
@@ -216,9 +199,14 @@ pub fn replace_response_body(size: usize, new: &[u8]) {
 pub fn resume_request() {
     let in_chain = shared_mut(|shared| shared.resume_requested = true).is_some();
     if !in_chain {
-        if let Err(status) = hostcalls::resume_http_request() {
-            log::warn!("cannot resume the request: {status:?}");
-        }
+        resume_in_host();
+    }
+}
+
+/// Resumes the request in Envoy.
+pub(crate) fn resume_in_host() {
+    if let Err(status) = hostcalls::resume_http_request() {
+        log::warn!("cannot resume the request: {status:?}");
     }
 }
 

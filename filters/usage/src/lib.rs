@@ -63,7 +63,7 @@ struct Metrics {
 
 /// The ids of one label set's (consumer, model, provider) series. The four counters and the duration
 /// are defined with the set; the others when first needed, so no series exists that never counted.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Series {
     input: Option<Counter>,
     output: Option<Counter>,
@@ -680,6 +680,7 @@ impl HttpContext for UsageRequest {
         let known = filter.metrics.borrow().series.get(&key).copied();
         // Defined outside the borrow: a host call may call back into the VM.
         let mut series = known.unwrap_or_else(|| Series::define(&key.0, &key.1, &key.2));
+        let before = series;
         let (consumer, model, provider_label) = (&key.0, &key.1, &key.2);
         let labels = [
             ("consumer", consumer.as_str()),
@@ -724,7 +725,10 @@ impl HttpContext for UsageRequest {
         if let Some(duration) = series.duration {
             duration.record(now_ns.saturating_sub(self.started_ns) / 1_000_000);
         }
-        filter.metrics.borrow_mut().series.insert(key, series);
+        // Written back only when a series was defined: most requests change nothing.
+        if known.is_none() || series != before {
+            filter.metrics.borrow_mut().series.insert(key, series);
+        }
 
         set_filter_state("llm_provider", &provider);
         set_filter_state("llm_input_tokens", &usage.input.to_string());
