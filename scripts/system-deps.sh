@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages the tests need beyond Rust and Python: redis-server (global-limit tests) and
-# libclang-dev (bindgen for RocksDB, which the limitador crate compiles in). Installs what is missing.
+# Debian packages the tests need beyond Rust and Python: redis-server (global-limit tests and the
+# rate-limit service's own tests). Installs what is missing.
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null || [[ -x /usr/bin/redis-server ]] || missing+=(redis-server)
-dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
 ((${#missing[@]})) || exit 0
 if [[ $(id -u) -ne 0 ]]; then
   echo "missing Debian packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})" >&2

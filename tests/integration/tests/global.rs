@@ -1,6 +1,6 @@
-//! Global limits across two Envoy replicas that share one rate-limit service (the bundled
-//! llm-ratelimit over Limitador) and one real Redis: request limits, token limits charged on one
-//! replica and enforced on the other, and Redis or the service going away mid-test.
+//! Global limits across two Envoy replicas, each asking its own instance of the bundled rate-limit
+//! service (llm-ratelimit), both instances counting in one real Redis: request limits, token limits
+//! charged on one replica and enforced on the other, and Redis or the services going away mid-test.
 
 use integration::http::{self, post_json};
 use integration::{
@@ -15,17 +15,21 @@ const TINY_DIGEST: &str = "893f74a20440edb553081b44356004410d389628c6cece5754722
 const REQUEST_LIMIT: usize = 10;
 const TOKEN_LIMIT: u64 = 100;
 
-/// Two replicas of the demo whose team-a request limit and tiny token limit are global.
+/// Two replicas of the demo whose team-a request limit and tiny token limit are global. Replica a
+/// asks service instance 0, replica b instance 1: every count crosses both instances.
 struct Replicas {
     a: Demo,
     b: Envoy,
-    service: RateLimitService,
+    services: [RateLimitService; 2],
     redis: Redis,
 }
 
 fn start() -> Replicas {
     let redis = Redis::start();
-    let service = RateLimitService::start(&redis);
+    let services = [
+        RateLimitService::start(&redis),
+        RateLimitService::start(&redis),
+    ];
     let auth = json!({
         "consumers": [
             {"name": "team-a", "keys": [{"sha256": TEAM_A_DIGEST}],
@@ -39,17 +43,23 @@ fn start() -> Replicas {
         "limits": [{"consumer": "tiny", "tokens_per_minute": TOKEN_LIMIT, "scope": "global"}],
         "rate_limit_service": {"cluster": "ratelimit", "timeout_ms": 500}
     });
-    let port = service.port();
+    let ports = [services[0].port(), services[1].port()];
     let a = Demo::start_with(|config| {
-        let config = add_grpc_cluster(&config, "ratelimit", port);
+        let config = add_grpc_cluster(&config, "ratelimit", ports[0]);
         let config = set_filter_config(&config, "llm_auth", &auth.to_string());
         set_filter_config(&config, "llm_usage", &usage.to_string())
     });
-    let b = Envoy::start(&a.config, &EnvoyOptions::default());
+    let b_config = a.config.replacen(
+        &format!("port_value: {} }}", ports[0]),
+        &format!("port_value: {} }}", ports[1]),
+        1,
+    );
+    assert_ne!(b_config, a.config, "replica b's service port was not replaced");
+    let b = Envoy::start(&b_config, &EnvoyOptions::default());
     Replicas {
         a,
         b,
-        service,
+        services,
         redis,
     }
 }
@@ -85,8 +95,8 @@ fn a_request_limit_admits_exactly_its_limit_across_both_replicas() {
     require_envoy!();
     let r = start();
     let urls = [r.a.envoy.url(""), r.b.url("")];
-    // 36 concurrent requests, alternating replicas, from 6 threads.
-    let statuses: Vec<(usize, u16, http::Response)> = http::concurrently(6, 6, |client, t, i| {
+    // 40 concurrent requests, alternating replicas (and so service instances), from 8 threads.
+    let statuses: Vec<(usize, u16, http::Response)> = http::concurrently(8, 5, |client, t, i| {
         let replica = (t + i) % 2;
         let response = client.post_json(
             &format!("{}/v1/chat/completions", urls[replica]),
@@ -103,7 +113,7 @@ fn a_request_limit_admits_exactly_its_limit_across_both_replicas() {
         "statuses: {:?}",
         statuses.iter().map(|s| s.1).collect::<Vec<_>>()
     );
-    assert_eq!(limited.len(), 36 - REQUEST_LIMIT);
+    assert_eq!(limited.len(), 40 - REQUEST_LIMIT);
     for replica in [0, 1] {
         assert!(
             statuses.iter().any(|(r, s, _)| *r == replica && *s == 200),
@@ -226,11 +236,12 @@ fn redis_outage_fails_closed_for_request_limits_and_open_for_token_limits_then_r
     }
     assert_eq!(admitted, REQUEST_LIMIT);
 
-    // The service itself gone: the same policy, still within the timeout.
-    let service_pid = r.service.pid();
-    let _ = std::process::Command::new("kill")
-        .args(["-9", &service_pid.to_string()])
-        .status();
+    // The services themselves gone: the same policy, still within the timeout.
+    for service in &r.services {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &service.pid().to_string()])
+            .status();
+    }
     let started = Instant::now();
     assert_eq!(chat(&r.a.envoy, "sk-demo-team-a", &ask("hi")).status, 503);
     assert_eq!(chat(&r.a.envoy, "sk-demo-tiny", &ask("hi")).status, 200);
