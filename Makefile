@@ -65,7 +65,7 @@ DEMO_CONFIG ?= envoy/demo.yaml
 run: build
 	DEMO_CONFIG=$(DEMO_CONFIG) scripts/run-demo.sh
 
-# The reference rate-limit service (global limits) builds RocksDB through limitador: only tests need it.
+# The reference rate-limit service (global limits): tests, benchmarks and deployments that want it.
 build-ratelimit: setup
 	cargo build --profile service -p llm-ratelimit
 
@@ -79,7 +79,7 @@ test: build build-ratelimit build-fault
 
 test-host:
 	# llm-host links proxy-wasm's host calls, which exist only in Wasm: its tests run in test-wasm.
-	cargo test --workspace --exclude integration --exclude llm-bench --exclude llm-ratelimit --exclude llm-gateway --exclude llm-host
+	cargo test --workspace --exclude integration --exclude llm-bench --exclude llm-gateway --exclude llm-host
 
 test-wasm:
 	@command -v node >/dev/null || { echo "node is required to run the wasm tests (apt-get install nodejs)"; exit 1; }
@@ -97,9 +97,7 @@ test-integration:
 
 lint: setup
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets --exclude llm-ratelimit -- -D warnings
-	# In the profile `make build-ratelimit` uses, so RocksDB's C++ build is shared rather than repeated.
-	cargo clippy --profile service -p llm-ratelimit --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target $(WASM_TARGET) -p llm-core -p llm-host $(FILTER_PACKAGES) -- -D warnings
 	cargo clippy --target $(WASM_TARGET) -p llm-gateway -- -D warnings
 	cargo clippy --target $(WASM_TARGET) -p llm-host --features fault-injection -- -D warnings
