@@ -46,6 +46,51 @@ pub struct PiiConfig {
     /// Extra entity types found as literal terms (names, project code words, ...).
     #[serde(default)]
     pub terms: Vec<TermEntity>,
+    /// Caps on the work one request may cause.
+    #[serde(default)]
+    pub limits: ScanLimits,
+}
+
+/// What one request may cost the scanner, and what happens past that.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScanLimits {
+    /// Request bodies larger than this are not scanned.
+    #[serde(default = "default_max_scan_bytes")]
+    pub max_scan_bytes: usize,
+    /// At most this many values are masked, redacted or blocked per request.
+    #[serde(default = "default_max_findings")]
+    pub max_findings: u32,
+    /// `block` (default): refuse a request over a cap, in the caller's API shape. `pass`: forward it,
+    /// masking only what was found within the caps, and count `llm_pii_scan_limited_total`.
+    #[serde(default)]
+    pub on_limit: OnLimit,
+}
+
+impl Default for ScanLimits {
+    fn default() -> Self {
+        ScanLimits {
+            max_scan_bytes: default_max_scan_bytes(),
+            max_findings: default_max_findings(),
+            on_limit: OnLimit::default(),
+        }
+    }
+}
+
+fn default_max_scan_bytes() -> usize {
+    8 * 1024 * 1024
+}
+
+fn default_max_findings() -> u32 {
+    2_000
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLimit {
+    #[default]
+    Block,
+    Pass,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -92,6 +137,7 @@ pub struct Pii {
     detectors: Detectors,
     actions: HashMap<Builtin, Action>,
     extras: Vec<Extra>,
+    limits: ScanLimits,
 }
 
 impl std::fmt::Debug for Pii {
@@ -196,10 +242,23 @@ impl Pii {
                 action: term.action,
             });
         }
+        if config.limits.max_scan_bytes == 0 {
+            return Err(ConfigError::new(
+                "limits.max_scan_bytes",
+                "must be at least 1 (bytes)",
+            ));
+        }
+        if config.limits.max_findings == 0 {
+            return Err(ConfigError::new(
+                "limits.max_findings",
+                "must be at least 1",
+            ));
+        }
         Ok(Pii {
             detectors,
             actions,
             extras,
+            limits: config.limits,
         })
     }
 }
@@ -273,10 +332,31 @@ impl Vault {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Findings {
     pub counts: BTreeMap<(String, Action), u32>,
+    /// Values found so far (every action but off).
+    pub total: u32,
+    /// A cap of `limits` was reached: with `on_limit: pass` part of the request went unscanned.
+    pub limited: Option<ScanLimit>,
+}
+
+/// Which cap a request reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanLimit {
+    Bytes,
+    Findings,
+}
+
+impl ScanLimit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScanLimit::Bytes => "bytes",
+            ScanLimit::Findings => "findings",
+        }
+    }
 }
 
 impl Findings {
     fn add(&mut self, kind: &str, action: Action) {
+        self.total = self.total.saturating_add(1);
         *self.counts.entry((kind.to_string(), action)).or_insert(0) += 1;
     }
 
@@ -313,10 +393,14 @@ impl Pii {
         vault: &mut Vault,
         findings: &mut Findings,
     ) -> Option<String> {
+        if findings.limited.is_some() {
+            // A cap was reached in an earlier string: nothing more is masked in this request.
+            return None;
+        }
         let enabled =
             |kind: Builtin| self.actions.get(&kind).copied().unwrap_or(Action::Off) != Action::Off;
         // (start, end, stem, config key, action); built-ins first, then custom types that do not overlap.
-        let mut spans: Vec<(usize, usize, String, String, Action)> = self
+        let spans: Vec<(usize, usize, String, String, Action)> = self
             .detectors
             .find(text, &enabled)
             .into_iter()
@@ -331,24 +415,35 @@ impl Pii {
                 )
             })
             .collect();
+        let mut kept = crate::pii_detect::Spans::default();
+        for span in spans {
+            kept.insert_if_free(span.0, span.1, span);
+        }
         for extra in self.extras.iter().filter(|e| e.action != Action::Off) {
             for m in extra.regex.find_iter(text) {
-                if spans
-                    .iter()
-                    .all(|(s, e, ..)| m.end() <= *s || m.start() >= *e)
-                {
-                    spans.push((
+                kept.insert_if_free(
+                    m.start(),
+                    m.end(),
+                    (
                         m.start(),
                         m.end(),
                         extra.stem.clone(),
                         extra.stem.to_ascii_lowercase(),
                         extra.action,
-                    ));
-                }
+                    ),
+                );
             }
         }
+        let mut spans = kept.into_values();
         if spans.is_empty() {
             return None;
+        }
+        // Past the findings cap nothing more is touched: a block policy refuses the request (the
+        // caller sees `limited`), a pass policy forwards the rest of the text as it is.
+        let room = self.limits.max_findings.saturating_sub(findings.total) as usize;
+        if spans.len() > room {
+            spans.truncate(room);
+            findings.limited = Some(ScanLimit::Findings);
         }
         spans.sort_by_key(|(start, ..)| *start);
         let mut out = String::with_capacity(text.len());
@@ -570,6 +665,23 @@ impl Pii {
         vault: &mut Vault,
     ) -> (Masked, Findings) {
         let mut findings = Findings::default();
+        if body.len() > self.limits.max_scan_bytes {
+            findings.limited = Some(ScanLimit::Bytes);
+            if self.limits.on_limit == OnLimit::Pass {
+                return (Masked::Unchanged, findings);
+            }
+            let reply = error_reply(
+                flavor,
+                ErrorKind::RequestTooLarge,
+                &format!(
+                    "The request body is {} bytes; this gateway checks at most {} bytes of a request for personal data. Send a smaller request.",
+                    body.len(),
+                    self.limits.max_scan_bytes
+                ),
+                ErrorDetail { code: Some("pii_scan_limit"), param: None },
+            );
+            return (Masked::Refused(reply), findings);
+        }
         // Most prompts are clean: prove it without building a DOM, then forward the body untouched.
         if let Ok(false) = self.any_string_may_match(body) {
             return (Masked::Unchanged, findings);
@@ -619,6 +731,18 @@ impl Pii {
                 changed |= self.scan_messages(request.get_mut("messages"), vault, &mut findings);
             }
             _ => return (Masked::Unchanged, findings),
+        }
+        if findings.limited == Some(ScanLimit::Findings) && self.limits.on_limit == OnLimit::Block {
+            let reply = error_reply(
+                flavor,
+                ErrorKind::InvalidRequest,
+                &format!(
+                    "The request contains more than {} values of personal data, more than this gateway masks in one request. Split it into smaller requests.",
+                    self.limits.max_findings
+                ),
+                ErrorDetail { code: Some("pii_scan_limit"), param: None },
+            );
+            return (Masked::Refused(reply), findings);
         }
         let blocked = findings.blocked();
         if !blocked.is_empty() {
@@ -1132,6 +1256,81 @@ mod tests {
     }
 
     #[test]
+    fn caps_block_by_default_and_pass_masks_within_them() {
+        let chat =
+            |text: &str| json!({"model": "m", "messages": [{"role": "user", "content": text}]});
+        let emails: Vec<String> = (0..5).map(|i| format!("user{i}@example.com")).collect();
+        let body = chat(&emails.join(" and "));
+
+        let block = pii(r#"{"limits": {"max_findings": 3}}"#);
+        let (masked, findings, _) = mask(&block, "/v1/chat/completions", &body);
+        let Masked::Refused(reply) = masked else {
+            panic!("not refused: {masked:?}")
+        };
+        assert_eq!(reply.status, 400);
+        let error: Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(error["error"]["code"], "pii_scan_limit");
+        assert!(!reply.body.contains("user"), "no value in the error");
+        assert_eq!(findings.limited, Some(ScanLimit::Findings));
+
+        let pass = pii(r#"{"limits": {"max_findings": 3, "on_limit": "pass"}}"#);
+        let (masked, findings, vault) = mask(&pass, "/v1/chat/completions", &body);
+        let text = rewritten(&masked)["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(findings.total, 3);
+        assert_eq!(findings.limited, Some(ScanLimit::Findings));
+        assert_eq!(vault.by_placeholder.len(), 3);
+        assert!(
+            text.starts_with("<EMAIL_1> and <EMAIL_2> and <EMAIL_3> and user3@"),
+            "{text}"
+        );
+
+        // The cap counts across every string of the request, not per string.
+        let spread = json!({"model": "m", "messages": emails.iter().map(|e| json!({"role": "user", "content": e})).collect::<Vec<_>>()});
+        let (masked, ..) = mask(&block, "/v1/chat/completions", &spread);
+        assert!(matches!(masked, Masked::Refused(_)), "{masked:?}");
+
+        let small = pii(r#"{"limits": {"max_scan_bytes": 64}}"#);
+        let (masked, findings, _) = mask(&small, "/v1/chat/completions", &body);
+        let Masked::Refused(reply) = masked else {
+            panic!("not refused: {masked:?}")
+        };
+        assert_eq!(reply.status, 413);
+        assert_eq!(findings.limited, Some(ScanLimit::Bytes));
+        let small_pass = pii(r#"{"limits": {"max_scan_bytes": 64, "on_limit": "pass"}}"#);
+        let (masked, findings, _) = mask(&small_pass, "/v1/chat/completions", &body);
+        assert_eq!(masked, Masked::Unchanged);
+        assert_eq!(findings.limited, Some(ScanLimit::Bytes));
+    }
+
+    /// Dense PII of every kind, 4 MB: masked whole with the caps raised (what took minutes when the
+    /// scan was quadratic). Its speed is measured in `make bench`; this checks the result.
+    #[test]
+    fn four_megabytes_of_dense_pii_are_masked_completely() {
+        let unit =
+            "mail a.b@example.com or 10.0.0.1, card 4111 1111 1111 1111, call +1 415 555 2671; ";
+        let repeats = 4 * 1024 * 1024 / unit.len();
+        let text = unit.repeat(repeats);
+        let p = pii(r#"{"limits": {"max_findings": 4000000, "max_scan_bytes": 16000000}}"#);
+        let (masked, findings, vault) = mask(
+            &p,
+            "/v1/chat/completions",
+            &json!({"model": "m", "messages": [{"role": "user", "content": text}]}),
+        );
+        assert_eq!(findings.total as usize, repeats * 4);
+        assert_eq!(findings.limited, None);
+        // The same value always gets the same placeholder: four in all.
+        assert_eq!(vault.by_placeholder.len(), 4);
+        let out = rewritten(&masked)["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(!out.contains("example.com") && !out.contains("4111") && !out.contains("10.0.0.1"));
+    }
+
+    #[test]
     fn config_errors() {
         for (json, path) in [
             (r#"{"entities": {"emails": "mask"}}"#, "entities.emails"),
@@ -1158,6 +1357,11 @@ mod tests {
             (
                 r#"{"custom": [{"name": "a", "pattern": "x"}], "terms": [{"name": "a", "values": ["y"]}]}"#,
                 "terms[0].name",
+            ),
+            (r#"{"limits": {"max_findings": 0}}"#, "limits.max_findings"),
+            (
+                r#"{"limits": {"max_scan_bytes": 0}}"#,
+                "limits.max_scan_bytes",
             ),
         ] {
             let err = Pii::compile(parse::<PiiConfig>(json.as_bytes()).unwrap()).unwrap_err();

@@ -52,6 +52,60 @@ impl fmt::Display for Builtin {
     }
 }
 
+/// Non-overlapping byte ranges with a value each, kept ordered by start: whether a new range is free
+/// is two neighbour lookups, so resolving k findings costs O(k log k), not O(k^2).
+#[derive(Debug)]
+pub struct Spans<T> {
+    by_start: std::collections::BTreeMap<usize, (usize, T)>,
+}
+
+impl<T> Default for Spans<T> {
+    fn default() -> Self {
+        Spans {
+            by_start: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl<T> Spans<T> {
+    /// Whether `start..end` overlaps no kept range.
+    pub fn is_free(&self, start: usize, end: usize) -> bool {
+        let before_ok = self
+            .by_start
+            .range(..=start)
+            .next_back()
+            .is_none_or(|(_, (kept_end, _))| *kept_end <= start);
+        let after_ok = self
+            .by_start
+            .range(start..)
+            .next()
+            .is_none_or(|(kept_start, _)| *kept_start >= end);
+        before_ok && after_ok
+    }
+
+    /// Keeps `start..end` when it overlaps no kept range; returns whether it was kept.
+    pub fn insert_if_free(&mut self, start: usize, end: usize, value: T) -> bool {
+        let free = self.is_free(start, end);
+        if free {
+            self.by_start.insert(start, (end, value));
+        }
+        free
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_start.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_start.is_empty()
+    }
+
+    /// The kept values, ordered by start.
+    pub fn into_values(self) -> Vec<T> {
+        self.by_start.into_values().map(|(_, v)| v).collect()
+    }
+}
+
 /// A validated finding in a text: byte range and type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Found {
@@ -252,13 +306,20 @@ fn iban(candidate: &str, _: &str, _: usize) -> bool {
 }
 
 fn ipv4(candidate: &str, text: &str, start: usize) -> bool {
-    // "v1.2.3.4" or "version 1.2.3.4" is a version, not an address.
+    // "v1.2.3.4" or "version 1.2.3.4" is a version, not an address. Only the bytes right before the
+    // match are looked at: copying the text before every match made a scan quadratic.
     let before = text
+        .as_bytes()
         .get(..start)
-        .unwrap_or("")
-        .trim_end()
-        .to_ascii_lowercase();
-    if before.ends_with('v') || before.ends_with("version") {
+        .unwrap_or_default()
+        .trim_ascii_end();
+    let ends_with = |word: &[u8]| {
+        before.len() >= word.len()
+            && before
+                .get(before.len() - word.len()..)
+                .is_some_and(|tail| tail.eq_ignore_ascii_case(word))
+    };
+    if ends_with(b"v") || ends_with(b"version") {
         return false;
     }
     candidate.parse::<std::net::Ipv4Addr>().is_ok()
@@ -391,15 +452,11 @@ impl Detectors {
             }
         }
         found.sort_by_key(|(rank, f)| (std::cmp::Reverse(f.end - f.start), *rank, f.start));
-        let mut kept: Vec<Found> = Vec::new();
+        let mut kept = Spans::default();
         for (_, candidate) in found {
-            if kept
-                .iter()
-                .all(|k| candidate.end <= k.start || candidate.start >= k.end)
-            {
-                kept.push(candidate);
-            }
+            kept.insert_if_free(candidate.start, candidate.end, candidate);
         }
+        let mut kept: Vec<Found> = kept.into_values();
         kept.sort_by_key(|f| f.start);
         kept
     }

@@ -54,10 +54,28 @@ impl Filter for PiiFilter {
 
 impl PiiFilter {
     fn count(&self, entity: &str, action: &str, by: u32) {
-        let name = labeled_name(
-            "llm_pii_detections_total",
-            &[("entity", entity), ("action", action)],
+        self.count_series(
+            labeled_name(
+                "llm_pii_detections_total",
+                &[("entity", entity), ("action", action)],
+            ),
+            by,
         );
+    }
+
+    /// Counts a request that reached a cap of `limits` (`reason`: bytes or findings; `action`: block
+    /// or pass), so an operator sees requests refused, or passed partly unscanned.
+    fn count_limited(&self, limit: &str, action: &str) {
+        self.count_series(
+            labeled_name(
+                "llm_pii_scan_limited_total",
+                &[("reason", limit), ("action", action)],
+            ),
+            1,
+        );
+    }
+
+    fn count_series(&self, name: String, by: u32) {
         let known = self.detections.borrow().get(&name).copied();
         let counter = match known {
             Some(counter) => counter,
@@ -101,6 +119,13 @@ impl PiiRequest {
                 .mask_request(flavor, &self.path, &body, &mut self.vault);
         for ((entity, action), n) in &findings.counts {
             filter.count(entity, action.as_str(), *n);
+        }
+        if let Some(limit) = findings.limited {
+            let action = match masked {
+                Masked::Refused(_) => "block",
+                _ => "pass",
+            };
+            filter.count_limited(limit.as_str(), action);
         }
         if !findings.counts.is_empty() {
             set_filter_state("llm_pii", &findings.summary());

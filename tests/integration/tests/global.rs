@@ -54,7 +54,10 @@ fn start() -> Replicas {
         &format!("port_value: {} }}", ports[1]),
         1,
     );
-    assert_ne!(b_config, a.config, "replica b's service port was not replaced");
+    assert_ne!(
+        b_config, a.config,
+        "replica b's service port was not replaced"
+    );
     let b = Envoy::start(&b_config, &EnvoyOptions::default());
     Replicas {
         a,
