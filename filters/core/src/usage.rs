@@ -445,15 +445,26 @@ impl StreamUsage {
     }
 }
 
-/// Adds `"stream_options":{"include_usage":true}` to a streaming OpenAI chat/completions request that did
-/// not ask for usage, by splicing bytes (the rest of the body is untouched). Returns None when nothing
-/// needs to change (not streaming, usage already asked for, or not an object).
+/// `Some(raw)` for a field that is present, `null` included (a plain `Option` reads `null` as absent).
+fn present_raw<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<&'de serde_json::value::RawValue>, D::Error> {
+    serde::Deserialize::deserialize(deserializer).map(Some)
+}
+
+/// Makes a streaming OpenAI chat/completions request ask for usage
+/// (`"stream_options":{"include_usage":true}`), whatever the client sent: no `stream_options`, an
+/// object without `include_usage` or with `false`, `null`, a string, or the key twice (JSON parsers
+/// keep the last one, so an appended key would lose to the client's). The common cases splice bytes
+/// (the rest of the body is untouched); a duplicate key rewrites the body once, with one
+/// `stream_options`. Returns None when nothing needs to change (not streaming, usage already asked
+/// for, or not a JSON object).
 pub fn inject_include_usage(body: &[u8]) -> Option<Vec<u8>> {
     #[derive(serde::Deserialize)]
     struct Probe<'a> {
         #[serde(borrow, default)]
         stream: Option<&'a serde_json::value::RawValue>,
-        #[serde(borrow, default)]
+        #[serde(borrow, default, deserialize_with = "present_raw")]
         stream_options: Option<&'a serde_json::value::RawValue>,
     }
     let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
@@ -462,7 +473,14 @@ pub fn inject_include_usage(body: &[u8]) -> Option<Vec<u8>> {
     }
     // Invalid UTF-8 is not JSON (serde would skip it inside ignored fields): leave such bodies alone.
     std::str::from_utf8(body).ok()?;
-    let probe: Probe<'_> = serde_json::from_slice(body).ok()?;
+    let probe: Probe<'_> = match serde_json::from_slice(body) {
+        Ok(probe) => probe,
+        // A key given twice: the probe refuses it, the full parser keeps the last.
+        Err(err) if err.to_string().starts_with("duplicate field") => {
+            return rewrite_stream_options(body)
+        }
+        Err(_) => return None,
+    };
     if probe.stream.map(|s| s.get()) != Some("true") {
         return None;
     }
@@ -480,8 +498,9 @@ pub fn inject_include_usage(body: &[u8]) -> Option<Vec<u8>> {
             Some(out)
         }
         Some(raw) => {
+            // An object keeps its other options; `null`, a string or a number is replaced.
             let mut options: serde_json::Map<String, Value> =
-                serde_json::from_str(raw.get()).ok()?;
+                serde_json::from_str(raw.get()).unwrap_or_default();
             if options.get("include_usage").and_then(Value::as_bool) == Some(true) {
                 return None;
             }
@@ -495,6 +514,22 @@ pub fn inject_include_usage(body: &[u8]) -> Option<Vec<u8>> {
             Some(out)
         }
     }
+}
+
+/// The body re-serialised with one `stream_options` asking for usage, for bodies with a duplicate
+/// key (read as every JSON parser reads them: the last value of a key wins).
+fn rewrite_stream_options(body: &[u8]) -> Option<Vec<u8>> {
+    let mut request: serde_json::Map<String, Value> = serde_json::from_slice(body).ok()?;
+    if request.get("stream") != Some(&Value::Bool(true)) {
+        return None;
+    }
+    let mut options = match request.remove("stream_options") {
+        Some(Value::Object(options)) => options,
+        _ => serde_json::Map::new(),
+    };
+    options.insert("include_usage".into(), Value::Bool(true));
+    request.insert("stream_options".into(), Value::Object(options));
+    serde_json::to_vec(&request).ok()
 }
 
 #[cfg(test)]
@@ -809,5 +844,48 @@ mod tests {
         let injected = inject(r#"{"stream":true}"#).unwrap();
         let parsed: Value = serde_json::from_str(&injected).unwrap();
         assert_eq!(parsed["stream_options"]["include_usage"], true);
+    }
+
+    /// Usage dodges: whatever the client puts in `stream_options`, the provider is asked for usage,
+    /// and the body has exactly one `stream_options` (a parser that keeps the first and one that keeps
+    /// the last read the same request).
+    #[test]
+    fn include_usage_wins_over_null_strings_and_duplicates() {
+        for body in [
+            r#"{"stream":true,"stream_options":null,"messages":[]}"#,
+            r#"{"stream":true,"stream_options":"no","messages":[]}"#,
+            r#"{"stream":true,"stream_options":7}"#,
+            r#"{"stream":true,"stream_options":[]}"#,
+            r#"{"stream":true,"stream\u005foptions":null}"#,
+            r#"{"stream_options":{"include_usage":true},"stream":true,"stream_options":null}"#,
+            r#"{"stream_options":{"include_usage":true},"stream":true,"stream_options":{"include_usage":false}}"#,
+            r#"{"stream":false,"stream":true,"stream_options":null}"#,
+        ] {
+            let injected = inject_include_usage(body.as_bytes())
+                .unwrap_or_else(|| panic!("nothing injected into {body}"));
+            let text = String::from_utf8(injected).unwrap();
+            let parsed: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                parsed["stream_options"]["include_usage"], true,
+                "{body} -> {text}"
+            );
+            let keys = text.matches("stream_options").count()
+                + text.matches("stream\\u005foptions").count();
+            assert_eq!(keys, 1, "{body} -> {text}");
+        }
+        // Other options survive; a non-streaming request with duplicates is left alone.
+        let kept = inject_include_usage(
+            br#"{"stream":true,"stream_options":{"x":1},"stream_options":{"y":2}}"#,
+        )
+        .unwrap();
+        let parsed: Value = serde_json::from_slice(&kept).unwrap();
+        assert_eq!(
+            parsed["stream_options"],
+            serde_json::json!({"y": 2, "include_usage": true})
+        );
+        assert_eq!(
+            inject_include_usage(br#"{"stream":true,"stream":false,"stream_options":null}"#),
+            None
+        );
     }
 }
