@@ -484,8 +484,6 @@ impl Providers {
                     plan.set
                         .push(("anthropic-version", provider.anthropic_version.clone()));
                     plan.path = Some(format!("{prefix}/messages"));
-                    // The response body is translated: it must arrive uncompressed.
-                    plan.remove.push("accept-encoding");
                     plan.set
                         .push(("content-type", "application/json".to_string()));
                 } else {
@@ -498,6 +496,9 @@ impl Providers {
                 }
             }
         }
+        // Every answer is read downstream (usage, PII restore, translation): ask for it
+        // uncompressed on every attempt, whatever the client accepts.
+        plan.remove.push("accept-encoding");
         plan.authority = provider.host.clone();
         plan
     }

@@ -508,6 +508,10 @@ impl HttpContext for UsageRequest {
             return Action::Continue;
         };
         self.inference = true;
+        // Usage is read from the answer's bytes: ask for them uncompressed. Real providers gzip JSON
+        // answers for clients that accept it (every official SDK does), and a compressed answer
+        // would go uncounted. Envoy's compressor filter can compress again for the client.
+        llm_host::set_request_header("accept-encoding", None);
         self.flavor = flavor;
         self.format = match flavor {
             ApiFlavor::Anthropic => ResponseFormat::Anthropic,

@@ -72,6 +72,12 @@ pub struct Counter {
     script: redis::Script,
 }
 
+impl Default for Counter {
+    fn default() -> Self {
+        Counter::new()
+    }
+}
+
 impl Counter {
     pub fn new() -> Counter {
         Counter {

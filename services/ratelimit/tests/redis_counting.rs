@@ -2,6 +2,9 @@
 //! concurrency from two independent clients (as two service instances are), check-only hits, and
 //! windows that expire at their end.
 
+// A test file: its helpers (outside #[test] functions) may fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::{
     Entry, RateLimitOverride,
 };

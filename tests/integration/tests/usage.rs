@@ -289,3 +289,73 @@ fn two_workers_charge_one_budget_exactly() {
         .sum();
     assert_eq!(cost, 480_000.0);
 }
+
+/// Real providers gzip JSON answers for clients that accept it, as every official SDK does; the
+/// mock does too. Usage is still counted exactly (the provider is asked for identity on every
+/// attempt, so no filter ever sees compressed bytes), pass-through and translated alike.
+#[test]
+fn answers_to_clients_that_accept_gzip_are_counted_exactly() {
+    require_envoy!();
+    let demo = Demo::start();
+    let accept = ("accept-encoding", "gzip, deflate, br, zstd");
+    let prompt = "x".repeat(400); // 100 tokens in, 100 out
+    for model in ["gpt-4o-mini", "claude-sonnet-4-5"] {
+        let response = post_json(
+            &demo.envoy.url("/v1/chat/completions"),
+            &[("authorization", "Bearer sk-demo-team-a"), accept],
+            &ask(model, &prompt).to_string(),
+        );
+        assert_eq!(response.status, 200, "{}", response.body);
+        assert_eq!(response.json()["usage"]["completion_tokens"], 100);
+    }
+    let native = post_json(
+        &demo.envoy.url("/v1/messages"),
+        &[
+            ("x-api-key", "sk-demo-team-a"),
+            ("anthropic-version", "2023-06-01"),
+            accept,
+        ],
+        &json!({"model": "claude-sonnet-4-5", "max_tokens": 500,
+                "messages": [{"role": "user", "content": prompt}]})
+        .to_string(),
+    );
+    assert_eq!(native.status, 200, "{}", native.body);
+    for mock in [&demo.openai, &demo.anthropic] {
+        for request in mock.requests() {
+            assert!(
+                request["headers"].get("accept-encoding").is_none(),
+                "the provider was offered compression: {request}"
+            );
+        }
+    }
+    let prometheus = demo.envoy.prometheus();
+    let value = |series: &str| -> f64 {
+        prometheus
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{series} "))?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        value(
+            r#"llm_output_tokens_total{consumer="team-a",model="gpt-4o-mini",provider="openai"}"#
+        ),
+        100.0,
+        "{prometheus}"
+    );
+    assert_eq!(
+        value(
+            r#"llm_output_tokens_total{consumer="team-a",model="claude-sonnet-4-5",provider="anthropic"}"#
+        ),
+        200.0,
+        "{prometheus}"
+    );
+    assert_eq!(
+        value(
+            r#"llm_estimated_usage_total{consumer="team-a",model="gpt-4o-mini",provider="openai"}"#
+        ) + value(
+            r#"llm_estimated_usage_total{consumer="team-a",model="claude-sonnet-4-5",provider="anthropic"}"#
+        ),
+        0.0,
+        "nothing estimated: {prometheus}"
+    );
+}

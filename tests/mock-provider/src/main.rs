@@ -222,7 +222,11 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
         .and_then(|n| usize::try_from(n).ok())
         .filter(|n| *n > 0);
     let frame_delay = header_number(&request, "x-mock-chunk-delay-ms").map(Duration::from_millis);
+    let encoding = header(&request, "accept-encoding").and_then(reply::negotiate_encoding);
     let mut response = respond(state, request).await;
+    if let Some(encoding) = encoding {
+        response = reply::compressed(response, encoding).await;
+    }
     if let Some(size) = json_frames {
         response = reply::json_in_frames(response, size, frame_delay).await;
     }

@@ -193,3 +193,65 @@ pub fn data_event(value: &Value) -> String {
 pub fn named_event(name: &str, value: &Value) -> String {
     format!("event: {name}\ndata: {value}\n\n")
 }
+
+/// The encoding a real provider would pick for `accept-encoding` (gzip, else deflate), if any.
+pub fn negotiate_encoding(accept_encoding: &str) -> Option<&'static str> {
+    let offered = |name: &str| {
+        accept_encoding.split(',').any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let refused = parts.any(|p| p.replace(' ', "") == "q=0");
+            (coding.eq_ignore_ascii_case(name) || coding == "*") && !refused
+        })
+    };
+    ["gzip", "deflate"].into_iter().find(|name| offered(name))
+}
+
+/// A JSON answer compressed with `encoding`, as real providers send it (streams are left alone).
+pub async fn compressed(response: Response<Body>, encoding: &str) -> Response<Body> {
+    use std::io::Write;
+    let is_json = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(collected) = body.collect().await else {
+        return Response::from_parts(
+            parts,
+            Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+    };
+    let plain = collected.to_bytes();
+    let packed = match encoding {
+        "gzip" => {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(&plain).and_then(|_| encoder.finish())
+        }
+        _ => {
+            let mut encoder =
+                flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(&plain).and_then(|_| encoder.finish())
+        }
+    };
+    let body = match packed {
+        Ok(packed) => {
+            if let Ok(value) = HeaderValue::from_str(encoding) {
+                parts.headers.insert("content-encoding", value);
+            }
+            parts.headers.remove("content-length");
+            Bytes::from(packed)
+        }
+        Err(_) => plain,
+    };
+    Response::from_parts(
+        parts,
+        Full::new(body).map_err(|never| match never {}).boxed(),
+    )
+}
