@@ -81,6 +81,11 @@ pub struct JwtConfig {
     /// The claim whose value names the consumer.
     #[serde(default = "jwt_subject")]
     pub consumer_claim: String,
+    /// Put before the claim's value to make the consumer's name (`jwt:alice`), so a token's subject
+    /// can never share an API-key consumer's limits, budget and metrics. With `""` names are used
+    /// as they are, and a token whose subject names an API-key consumer is refused.
+    #[serde(default = "jwt_consumer_prefix")]
+    pub consumer_prefix: String,
     /// The first policy whose `claims` all match applies; a verified identity matching none gets 403.
     pub policies: Vec<JwtPolicy>,
 }
@@ -111,6 +116,9 @@ fn jwt_payload_key() -> String {
 }
 fn jwt_subject() -> String {
     "sub".to_string()
+}
+fn jwt_consumer_prefix() -> String {
+    "jwt:".to_string()
 }
 
 /// How a caller proved who they are.
@@ -402,6 +410,23 @@ impl Auth {
                         return Err(ConfigError::new(field, "must not be empty"));
                     }
                 }
+                if !jwt.consumer_prefix.is_empty() && !is_plain_name(&jwt.consumer_prefix) {
+                    return Err(ConfigError::new(
+                        "jwt.consumer_prefix",
+                        "use 1-128 letters, digits or `-_.@:` (or \"\" for none)",
+                    ));
+                }
+                if !jwt.consumer_prefix.is_empty() {
+                    if let Some(c) = consumers
+                        .iter()
+                        .position(|c| c.name.starts_with(&jwt.consumer_prefix))
+                    {
+                        return Err(ConfigError::new(
+                            format!("consumers[{c}].name"),
+                            "starts with `jwt.consumer_prefix`, which names JWT identities; rename the consumer or change the prefix",
+                        ));
+                    }
+                }
                 if jwt.policies.is_empty() {
                     return Err(ConfigError::new(
                         "jwt.policies",
@@ -500,9 +525,19 @@ impl Auth {
                             .all(|(name, value)| claim(name).as_deref() == Some(value))
                     })
                     .and_then(|(_, id)| Some((*id, self.grants.get(*id)?)));
+                let subject = format!("{}{subject}", jwt.config.consumer_prefix);
                 if !is_plain_name(&subject) {
                     // It would be published as a header and a label: refuse rather than mangle.
                     return Err(invalid_identity(flavor));
+                }
+                if self.consumers.iter().any(|c| c.name == subject) {
+                    // Only possible without a prefix: never merge a token into a key's consumer.
+                    return Err(error_reply(
+                        flavor,
+                        ErrorKind::PermissionDenied,
+                        "Your token's identity is also the name of an API-key consumer of this gateway; the gateway keeps the two apart. Ask its operators to set `jwt.consumer_prefix`.",
+                        ErrorDetail { code: Some("identity_conflict"), param: None },
+                    ));
                 }
                 return match grant {
                     Some((grant_id, grant)) => Ok(Principal {
@@ -839,6 +874,46 @@ mod tests {
         assert!(reply.body.contains("model_not_found"));
     }
 
+    /// A token whose subject is an API-key consumer's name never shares that consumer's limits,
+    /// budget and metrics: prefixed by default; refused when the operator turned the prefix off.
+    #[test]
+    fn jwt_identities_never_merge_with_api_key_consumers() {
+        let claims = |name: &str| match name {
+            "sub" => Some("team-a".to_string()),
+            "org" => Some("beta".to_string()),
+            _ => None,
+        };
+        let none = Credentials::default();
+        let prefixed = demo();
+        let principal = prefixed
+            .authenticate(ApiFlavor::OpenAi, &none, &claims, 0)
+            .unwrap();
+        assert_eq!(principal.name, "jwt:team-a");
+        assert_eq!(principal.method, AuthMethod::Jwt);
+
+        let bare = auth(&format!(
+            r#"{{"consumers":[{{"name":"team-a","keys":[{{"sha256":"{}"}}]}}],
+                "jwt":{{"consumer_prefix":"","policies":[{{}}]}}}}"#,
+            digest("sk-a")
+        ));
+        let refused = bare
+            .authenticate(ApiFlavor::OpenAi, &none, &claims, 0)
+            .unwrap_err();
+        assert_eq!(refused.status, 403);
+        assert!(
+            refused.body.contains("identity_conflict"),
+            "{}",
+            refused.body
+        );
+        let other = |name: &str| (name == "sub").then(|| "someone".to_string());
+        assert_eq!(
+            bare.authenticate(ApiFlavor::OpenAi, &none, &other, 0)
+                .unwrap()
+                .name,
+            "someone"
+        );
+    }
+
     #[test]
     fn jwt_identity_and_policies() {
         let a = demo();
@@ -853,7 +928,10 @@ mod tests {
         let acme = a
             .authenticate(ApiFlavor::OpenAi, &none, &claims("acme", "alice@acme"), 0)
             .unwrap();
-        assert_eq!(acme.name, "alice@acme");
+        assert_eq!(
+            acme.name, "jwt:alice@acme",
+            "JWT identities have their own namespace"
+        );
         assert_eq!(acme.method, AuthMethod::Jwt);
         assert!(acme.grant.allows("claude-sonnet-4-5") && !acme.grant.allows("gpt-4o"));
         let beta = a
@@ -882,7 +960,7 @@ mod tests {
             a.authenticate(ApiFlavor::OpenAi, &both, &claims("beta", "bob"), 0)
                 .unwrap()
                 .name,
-            "bob"
+            "jwt:bob"
         );
         assert_eq!(a.jwt_claims(), vec!["org", "sub"]);
         // A JWT that jwt_authn did not verify is not mistaken for a wrong API key.
@@ -1027,6 +1105,19 @@ mod tests {
                 r#"{"jwt":{"policies":[]}}"#.to_string(),
                 "jwt.policies",
                 "at least one",
+            ),
+            (
+                r#"{"jwt":{"consumer_prefix":"jwt user/","policies":[{}]}}"#.to_string(),
+                "jwt.consumer_prefix",
+                "letters, digits",
+            ),
+            (
+                format!(
+                    r#"{{"consumers":[{{"name":"jwt:ops","keys":[{{"sha256":"{}"}}]}}],"jwt":{{"policies":[{{}}]}}}}"#,
+                    digest("k")
+                ),
+                "consumers[0].name",
+                "consumer_prefix",
             ),
             (
                 r#"{"jwt":{"consumer_claim":"","policies":[{}]}}"#.to_string(),

@@ -285,6 +285,9 @@ pub struct StreamUsage {
     /// Drop the usage-only chunk and the `usage: null` fields: the client did not ask for usage.
     hide_usage: bool,
     usage: Option<Usage>,
+    /// The provider's final usage arrived (OpenAI's usage chunk, Anthropic's `message_delta`): the
+    /// stream's usage is complete. Until then Anthropic's `message_start` says 1 output token.
+    final_usage: bool,
     model: Option<String>,
     output_chars: usize,
     saw_content: bool,
@@ -297,9 +300,39 @@ impl StreamUsage {
             parser: SseParser::new(),
             hide_usage,
             usage: None,
+            final_usage: false,
             model: None,
             output_chars: 0,
             saw_content: false,
+        }
+    }
+
+    /// What the stream is charged. With the provider's final usage, that; a stream that ended before
+    /// it (the client went away, the upstream reset) is charged at least what was delivered: the
+    /// larger of the reported and the estimated output, and the reported input (estimated from
+    /// `request_bytes` when none was). `None`: nothing reported and nothing delivered to go by.
+    pub fn charged(&self, request_bytes: usize) -> Option<Usage> {
+        if self.final_usage {
+            return self.usage;
+        }
+        let delivered = estimate_tokens(self.output_chars);
+        match self.usage {
+            Some(reported) => {
+                let input = if reported.input > 0 {
+                    reported.input
+                } else {
+                    estimate_tokens(request_bytes)
+                };
+                Some(Usage {
+                    input,
+                    output: reported.output.max(delivered),
+                    estimated: reported.estimated
+                        || delivered > reported.output
+                        || input != reported.input,
+                    ..reported
+                })
+            }
+            None => None,
         }
     }
 
@@ -360,6 +393,18 @@ impl StreamUsage {
                         .or_else(|| choice.get("text").and_then(Value::as_str))
                         .unwrap_or("");
                     self.output_chars += content.chars().count();
+                    // Tool-call arguments are output too (estimates of cut-off streams need them).
+                    for call in delta
+                        .and_then(|d| d.get("tool_calls"))
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        self.output_chars += call
+                            .pointer("/function/arguments")
+                            .and_then(Value::as_str)
+                            .map_or(0, |a| a.chars().count());
+                    }
                     let tool = delta.and_then(|d| d.get("tool_calls")).is_some();
                     if !content.is_empty() || tool {
                         self.saw_content = true;
@@ -371,6 +416,7 @@ impl StreamUsage {
                     .is_some_and(Vec::is_empty);
                 if let Some(usage) = value.get("usage").and_then(Usage::from_openai) {
                     self.usage = Some(usage);
+                    self.final_usage = true;
                 }
                 if !self.hide_usage {
                     return None;
@@ -422,6 +468,7 @@ impl StreamUsage {
                             self.usage
                                 .get_or_insert_with(Usage::default)
                                 .absorb_anthropic(usage);
+                            self.final_usage = true;
                         }
                     }
                     _ => {}
@@ -811,6 +858,46 @@ mod tests {
             );
             assert_eq!(tracker.model(), Some("claude-sonnet-4-5"));
         }
+    }
+
+    /// A stream cut before the provider's final usage (a client that disconnects after the last
+    /// content block, an upstream reset) is charged at least what was delivered, in both formats.
+    #[test]
+    fn a_stream_cut_before_its_final_usage_is_charged_what_was_delivered() {
+        let text = "x".repeat(2000); // 500 tokens by the estimate
+        let anthropic = format!(
+            concat!(
+                "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"model\":\"claude-sonnet-4-5\",\"usage\":{{\"input_tokens\":10,\"output_tokens\":1}}}}}}\n\n",
+                "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{}\"}}}}\n\n",
+                "event: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":0}}\n\n",
+            ),
+            text
+        );
+        let (tracker, _, _) = feed(&anthropic, ResponseFormat::Anthropic, false, &[]);
+        let charged = tracker.charged(4000).unwrap();
+        assert_eq!((charged.input, charged.output), (10, 500));
+        assert!(charged.estimated);
+        // With message_delta the provider's numbers stand, even when below the estimate.
+        let complete = format!(
+            "{anthropic}event: message_delta\ndata: {{\"type\":\"message_delta\",\"usage\":{{\"output_tokens\":480}}}}\n\n"
+        );
+        let (tracker, _, _) = feed(&complete, ResponseFormat::Anthropic, false, &[]);
+        let charged = tracker.charged(4000).unwrap();
+        assert_eq!(
+            (charged.input, charged.output, charged.estimated),
+            (10, 480, false)
+        );
+
+        // OpenAI: content and tool-call arguments without the usage chunk; the glue estimates the
+        // input from the request (None here), the output counts both.
+        let openai = format!(
+            "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}]}}\n\ndata: {{\"choices\":[{{\"delta\":{{\"tool_calls\":[{{\"index\":0,\"function\":{{\"arguments\":\"{}\"}}}}]}}}}]}}\n\n",
+            &text[..1000],
+            &text[..400]
+        );
+        let (tracker, _, _) = feed(&openai, ResponseFormat::OpenAi, false, &[]);
+        assert_eq!(tracker.charged(100), None);
+        assert_eq!(tracker.output_chars(), 1400);
     }
 
     #[test]

@@ -202,6 +202,8 @@ impl Filter for UsageFilter {
             started_ns: 0,
             body: BodyBuffer::default(),
             request_bytes: 0,
+            observed_bytes: 0,
+            request_paused: false,
             hide_usage: false,
             stream: None,
             json: Vec::new(),
@@ -257,6 +259,11 @@ struct UsageRequest {
     /// A streaming completion's body, held to ask the provider for usage.
     body: BodyBuffer,
     request_bytes: usize,
+    /// Request body bytes this filter saw (a chunked upload has no content-length).
+    observed_bytes: usize,
+    /// The last request body callback returned Pause: Envoy buffers, and the next callback's size
+    /// counts every byte so far rather than one chunk.
+    request_paused: bool,
     /// The gateway asked for stream usage on the client's behalf: remove it from what the client gets.
     hide_usage: bool,
     stream: Option<StreamUsage>,
@@ -465,6 +472,19 @@ impl UsageRequest {
     fn provider(&self) -> String {
         llm_host::endpoint_provider().unwrap_or_else(|| "unknown".to_string())
     }
+
+    fn request_body_action(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        // While the global check is out, nothing may pass; a held body that completes meanwhile is
+        // finished when the answer arrives.
+        if self.pending_check.is_some() {
+            self.held_size = body_size;
+            if end_of_stream && self.body.is_reading() {
+                self.body_done = Some(body_size);
+            }
+            return Action::Pause;
+        }
+        request_body(self, body_size, end_of_stream)
+    }
 }
 
 impl Context for UsageRequest {
@@ -549,16 +569,14 @@ impl HttpContext for UsageRequest {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        // While the global check is out, nothing may pass; a held body that completes meanwhile is
-        // finished when the answer arrives.
-        if self.pending_check.is_some() {
-            self.held_size = body_size;
-            if end_of_stream && self.body.is_reading() {
-                self.body_done = Some(body_size);
-            }
-            return Action::Pause;
-        }
-        request_body(self, body_size, end_of_stream)
+        self.observed_bytes = if self.request_paused {
+            self.observed_bytes.max(body_size)
+        } else {
+            self.observed_bytes.saturating_add(body_size)
+        };
+        let action = self.request_body_action(body_size, end_of_stream);
+        self.request_paused = matches!(action, Action::Pause);
+        action
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
@@ -639,7 +657,7 @@ impl HttpContext for UsageRequest {
         let now_ns = now_unix_nanos();
         let (reported, model_reported, output_chars) = match &self.stream {
             Some(stream) => (
-                stream.usage(),
+                stream.charged(self.request_bytes.max(self.observed_bytes)),
                 stream.model().map(str::to_string),
                 stream.output_chars(),
             ),
@@ -658,7 +676,8 @@ impl HttpContext for UsageRequest {
         let usage = match reported {
             Some(usage) => usage,
             None if success => Usage {
-                input: estimate_tokens(self.request_bytes),
+                // The bytes received, when larger than content-length says (a chunked upload).
+                input: estimate_tokens(self.request_bytes.max(self.observed_bytes)),
                 output: estimate_tokens(output_chars),
                 estimated: true,
                 ..Usage::default()

@@ -309,7 +309,8 @@ fn jwt_identity_from_envoy_jwt_authn() {
         "gpt-4o-mini",
     );
     assert_eq!(ok.status, 200, "{}", ok.body);
-    assert_eq!(demo.envoy.access_log(1)[0]["consumer"], "alice");
+    // JWT identities have their own namespace: never an API-key consumer's limits or budget.
+    assert_eq!(demo.envoy.access_log(1)[0]["consumer"], "jwt:alice");
 
     // The research policy allows every model; the default policy only the small ones.
     let other = mint_jwt(&["bob"]);
@@ -319,7 +320,11 @@ fn jwt_identity_from_envoy_jwt_authn() {
     );
     let denied = chat(&demo, &[("authorization", &bearer(&other))], "gpt-4o");
     assert_eq!(denied.status, 403);
-    assert!(denied.body.contains("Consumer `bob`"));
+    assert!(
+        denied.body.contains("Consumer `jwt:bob`"),
+        "{}",
+        denied.body
+    );
 
     let expired = mint_jwt(&["alice", "team=research", "--ttl=-120"]);
     let refused = chat(
@@ -342,7 +347,7 @@ fn jwt_identity_from_envoy_jwt_authn() {
         .lines()
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|l| l["consumer"] == "alice")
+        .find(|l| l["consumer"] == "jwt:alice")
         .expect("access log line for alice");
     assert_eq!(line["auth"], "jwt");
 }

@@ -359,3 +359,98 @@ fn answers_to_clients_that_accept_gzip_are_counted_exactly() {
         "nothing estimated: {prometheus}"
     );
 }
+
+/// A client that closes the connection after the last content block, before `message_delta`
+/// (which carries the output count; `message_start` says 1), received everything: it is charged at
+/// least what was delivered. Likewise an upstream reset mid-stream.
+#[test]
+fn streams_that_end_early_are_charged_what_was_delivered() {
+    use std::io::{Read, Write};
+    require_envoy!();
+    let demo = Demo::start();
+    let prompt = "z".repeat(2000); // the mock echoes it: 500 output tokens by its own count
+    let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 1000, "stream": true,
+                      "messages": [{"role": "user", "content": prompt}]})
+    .to_string();
+    let request = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: sk-demo-team-a\r\n\
+         anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\n\
+         x-mock-chunk-delay-ms: 300\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = std::net::TcpStream::connect(&demo.envoy.listener).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("content_block_stop") {
+        let n = stream.read(&mut buffer).unwrap();
+        assert!(
+            n > 0,
+            "stream ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buffer[..n]);
+    }
+    assert!(!String::from_utf8_lossy(&seen).contains("message_delta"));
+    drop(stream); // gone before message_delta
+
+    let series = r#"llm_output_tokens_total{consumer="team-a",model="claude-sonnet-4-5",provider="anthropic"}"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut output = 0.0;
+    while Instant::now() < deadline {
+        output = demo.envoy.prometheus_value(series).unwrap_or(0.0);
+        if output > 0.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        output >= 500.0,
+        "charged {output} output tokens for 500 delivered"
+    );
+    assert_eq!(
+        demo.envoy
+            .prometheus_value(r#"llm_estimated_usage_total{consumer="team-a",model="claude-sonnet-4-5",provider="anthropic"}"#),
+        Some(1.0)
+    );
+
+    // An upstream reset after a few events: what arrived is charged, not the 1 of message_start.
+    let reset = post_json(
+        &demo.envoy.url("/v1/messages"),
+        &[
+            ("x-api-key", "sk-demo-team-a"),
+            ("anthropic-version", "2023-06-01"),
+            ("x-mock-stream-reset-after", "5"),
+        ],
+        &body,
+    );
+    let delivered: usize = http::sse_events(&reset.body)
+        .iter()
+        .filter_map(|(_, data)| serde_json::from_str::<Value>(data).ok())
+        .filter_map(|event| {
+            event
+                .pointer("/delta/text")
+                .and_then(Value::as_str)
+                .map(|t| t.chars().count())
+        })
+        .sum();
+    assert!(
+        delivered > 0,
+        "nothing delivered before the reset: {}",
+        reset.body
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = output;
+    while Instant::now() < deadline && after == output {
+        after = demo.envoy.prometheus_value(series).unwrap_or(0.0);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        after - output >= (delivered as f64 / 4.0).ceil(),
+        "charged {} for {delivered} delivered characters",
+        after - output
+    );
+}
