@@ -454,3 +454,82 @@ fn streams_that_end_early_are_charged_what_was_delivered() {
         after - output
     );
 }
+
+/// The official SDKs on their default headers (gzip offered), JSON and streaming, pass-through and
+/// translated: exact tokens and cost in Prometheus.
+#[test]
+fn official_sdks_on_default_settings_are_charged_exactly() {
+    require_envoy!();
+    let demo = Demo::start();
+    let root = integration::repo_root();
+    let python = root.join(".venv/bin/python");
+    let output = std::process::Command::new(&python)
+        .arg(root.join("tests/sdk/usage_sdks.py"))
+        .arg(format!("http://{}", demo.envoy.listener))
+        .arg("sk-demo-team-a")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "run {} (make setup installs the SDKs): {e}",
+                python.display()
+            )
+        });
+    assert!(
+        output.status.success(),
+        "SDK run failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let value = |name: &str, model: &str, provider: &str| {
+        let series =
+            format!("{name}{{consumer=\"team-a\",model=\"{model}\",provider=\"{provider}\"}}");
+        demo.envoy.prometheus_value(&series).unwrap_or(-1.0)
+    };
+    // Each model: 100 + 50 tokens in and out (JSON + stream); Claude also through its own API.
+    assert_eq!(
+        value("llm_input_tokens_total", "gpt-4o-mini", "openai"),
+        150.0
+    );
+    assert_eq!(
+        value("llm_output_tokens_total", "gpt-4o-mini", "openai"),
+        150.0
+    );
+    assert_eq!(
+        value("llm_input_tokens_total", "claude-sonnet-4-5", "anthropic"),
+        300.0
+    );
+    assert_eq!(
+        value("llm_output_tokens_total", "claude-sonnet-4-5", "anthropic"),
+        300.0
+    );
+    // gpt-4o-mini at 0.15 / 0.60 USD and Claude at 3 / 15 USD per million tokens, in nano-USD.
+    assert_eq!(
+        value("llm_cost_nanousd_total", "gpt-4o-mini", "openai"),
+        112_500.0
+    );
+    assert_eq!(
+        value("llm_cost_nanousd_total", "claude-sonnet-4-5", "anthropic"),
+        5_400_000.0
+    );
+    for (model, provider) in [
+        ("gpt-4o-mini", "openai"),
+        ("claude-sonnet-4-5", "anthropic"),
+    ] {
+        assert!(
+            value("llm_estimated_usage_total", model, provider) <= 0.0,
+            "{model}: usage was estimated"
+        );
+    }
+    // The SDKs offered compression; the providers were asked for none.
+    for request in demo
+        .openai
+        .requests()
+        .iter()
+        .chain(demo.anthropic.requests().iter())
+    {
+        assert!(
+            request["headers"].get("accept-encoding").is_none(),
+            "{request}"
+        );
+    }
+}
