@@ -31,7 +31,14 @@ pub struct UsageConfig {
     /// The rate-limit service that counts `scope: global` limits across Envoy replicas.
     #[serde(default)]
     pub rate_limit_service: Option<ServiceConfig>,
+    /// Output tokens reserved at admission for a request that sets no `max_tokens` (or
+    /// `max_completion_tokens`, `max_output_tokens`), against local token limits and budgets.
+    #[serde(default)]
+    pub reserve_output_tokens: Option<u64>,
 }
+
+/// Output tokens reserved for a request without an output limit of its own.
+pub const DEFAULT_RESERVE_OUTPUT_TOKENS: u64 = 1024;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -151,6 +158,7 @@ pub struct Accounting {
     prices: Vec<Price>,
     limits: Vec<Limit>,
     pub max_label_sets: usize,
+    reserve_output_tokens: u64,
     /// Where `scope: global` limits are counted.
     pub service: Option<Service>,
 }
@@ -322,6 +330,9 @@ impl Accounting {
             prices,
             limits,
             max_label_sets,
+            reserve_output_tokens: config
+                .reserve_output_tokens
+                .unwrap_or(DEFAULT_RESERVE_OUTPUT_TOKENS),
             service,
         })
     }
@@ -361,6 +372,26 @@ impl Accounting {
             };
             Some((limit.key(consumer), initial))
         })
+    }
+
+    /// What a request is reserved at admission: input estimated from its size in bytes, output its
+    /// own limit (the provider stops there) or `reserve_output_tokens`; none for embeddings.
+    pub fn reservation(
+        &self,
+        request_bytes: usize,
+        max_output_tokens: Option<u64>,
+        produces_output: bool,
+    ) -> Usage {
+        Usage {
+            input: crate::usage::estimate_tokens(request_bytes),
+            output: if produces_output {
+                max_output_tokens.unwrap_or(self.reserve_output_tokens)
+            } else {
+                0
+            },
+            estimated: true,
+            ..Usage::default()
+        }
     }
 
     /// The cost of `usage` in nano-USD (1e-9 USD), or None when no price matches.

@@ -357,6 +357,14 @@ impl TokenBucket {
         }
     }
 
+    #[cfg(test)]
+    fn full_at(&self, now_ns: u64) -> DebtState {
+        DebtState {
+            level: self.capacity(),
+            last_ns: now_ns,
+        }
+    }
+
     fn refilled(&self, state: Option<DebtState>, now_ns: u64) -> DebtState {
         match state {
             None => DebtState {
@@ -404,6 +412,41 @@ impl TokenBucket {
         s.level = s
             .level
             .saturating_sub(i128::from(tokens).saturating_mul(self.unit()));
+        s
+    }
+
+    /// Admission with a reservation: a request may start when at least one token is left, and then
+    /// takes `tokens` (its estimate) at once, so requests running beside it see them spent. The
+    /// outcome describes the state before the reservation; a refused request takes nothing.
+    pub fn reserve(
+        &self,
+        state: Option<DebtState>,
+        now_ns: u64,
+        tokens: u64,
+    ) -> (Outcome, DebtState) {
+        let outcome = self.check(state, now_ns);
+        let refilled = self.refilled(state, now_ns);
+        if !outcome.allowed {
+            return (outcome, refilled);
+        }
+        (outcome, self.charge(Some(refilled), now_ns, tokens))
+    }
+
+    /// Settles a reservation when the request ends: gives back what was reserved beyond what it
+    /// used, or takes what it used beyond the reservation.
+    pub fn settle(
+        &self,
+        state: Option<DebtState>,
+        now_ns: u64,
+        reserved: u64,
+        used: u64,
+    ) -> DebtState {
+        let mut s = self.refilled(state, now_ns);
+        let delta = i128::from(reserved) - i128::from(used);
+        s.level = s
+            .level
+            .saturating_add(delta.saturating_mul(self.unit()))
+            .min(self.capacity());
         s
     }
 }
@@ -495,6 +538,47 @@ impl Spend {
     pub fn in_window(stored: Option<Spend>, window: u32) -> u64 {
         stored.filter(|s| s.window == window).map_or(0, |s| s.spent)
     }
+
+    /// Admission with a reservation: when less than `budget` is spent in `window`, `reserved` is
+    /// added at once (requests running beside this one see it spent). Returns whether the request
+    /// may start, and the spend to store.
+    pub fn reserve(
+        stored: Option<Spend>,
+        window: u32,
+        budget: u64,
+        reserved: u64,
+    ) -> (bool, Spend) {
+        let spent = Spend::in_window(stored, window);
+        if spent >= budget {
+            return (false, Spend { window, spent });
+        }
+        (
+            true,
+            Spend {
+                window,
+                spent: spent.saturating_add(reserved),
+            },
+        )
+    }
+
+    /// Settles a reservation made in `reserved_in`: within the same window the reservation is
+    /// replaced by what was used; in a later window (the old one's spend no longer counts) what was
+    /// used is added to the new one.
+    pub fn settle(
+        stored: Option<Spend>,
+        reserved_in: u32,
+        window: u32,
+        reserved: u64,
+        used: u64,
+    ) -> Spend {
+        let spent = Spend::in_window(stored, window);
+        let spent = if reserved_in == window {
+            spent.saturating_sub(reserved).saturating_add(used)
+        } else {
+            spent.saturating_add(used)
+        };
+        Spend { window, spent }
+    }
 }
 
 #[cfg(test)]
@@ -502,6 +586,82 @@ mod budget_tests {
     use super::*;
 
     const SECOND: u64 = 1_000_000_000;
+
+    /// Reservations: concurrent requests see each other's estimates; settling gives back or takes
+    /// the difference; the documented bound holds for any order of admissions and settlements.
+    #[test]
+    fn reservations_bound_concurrent_requests() {
+        let bucket = TokenBucket {
+            limit: RateLimit::new(2000, Duration::from_secs(60)),
+        };
+        let now = 1_000 * SECOND;
+        // Four requests of ~1,100 tokens arrive together: two start, two are refused.
+        let mut state = None;
+        let mut admitted = 0;
+        for _ in 0..4 {
+            let (outcome, next) = bucket.reserve(state, now, 1100);
+            state = Some(next);
+            admitted += u32::from(outcome.allowed);
+        }
+        assert_eq!(admitted, 2, "without reservations all four passed");
+        // Both used less than reserved: the rest comes back.
+        let s = bucket.settle(state, now, 1100, 1000);
+        let s = bucket.settle(Some(s), now, 1100, 1000);
+        assert_eq!(bucket.check(Some(s), now).remaining, 0);
+        assert_eq!(s.level, 0, "2,000 used of 2,000");
+        // Settling never refills above capacity.
+        let full = bucket.settle(None, now, 5000, 0);
+        assert_eq!(full, bucket.full_at(now));
+
+        // Bound: whatever the interleaving, what admitted requests use (when each uses at most its
+        // reservation) stays below the limit plus one request's reservation.
+        let mut rng = 0x9e37_79b9_u64;
+        for _ in 0..200 {
+            let mut state = None;
+            let mut in_flight: Vec<(u64, u64)> = Vec::new();
+            let mut used_total = 0u64;
+            for _ in 0..30 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                if rng % 3 == 0 && !in_flight.is_empty() {
+                    let (reserved, used) = in_flight.remove((rng as usize / 3) % in_flight.len());
+                    state = Some(bucket.settle(state, now, reserved, used));
+                    used_total += used;
+                } else {
+                    let reserved = 100 + rng % 900;
+                    let (outcome, next) = bucket.reserve(state, now, reserved);
+                    state = Some(next);
+                    if outcome.allowed {
+                        in_flight.push((reserved, reserved - rng % 50));
+                    }
+                }
+            }
+            for (reserved, used) in in_flight.drain(..) {
+                state = Some(bucket.settle(state, now, reserved, used));
+                used_total += used;
+            }
+            assert!(used_total < 2000 + 1000, "used {used_total}");
+        }
+    }
+
+    #[test]
+    fn budget_reservations() {
+        let budget = 1_000;
+        let (ok, s) = Spend::reserve(None, 7, budget, 600);
+        assert!(ok);
+        let (ok, s) = Spend::reserve(Some(s), 7, budget, 600);
+        assert!(ok, "600 < 1000 spent: admitted");
+        let (ok, s) = Spend::reserve(Some(s), 7, budget, 600);
+        assert!(!ok, "1200 reserved: refused");
+        assert_eq!(s.spent, 1200);
+        let s = Spend::settle(Some(s), 7, 7, 600, 100);
+        assert_eq!(s.spent, 700);
+        // A request reserved yesterday and settled today adds what it used to today.
+        let s = Spend::settle(Some(s), 7, 8, 600, 100);
+        assert_eq!((s.window, s.spent), (8, 100));
+        assert_eq!(Spend::settle(None, 8, 8, 600, 0).spent, 0);
+    }
 
     #[test]
     fn token_bucket_admits_then_carries_debt() {

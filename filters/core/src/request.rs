@@ -18,6 +18,9 @@ pub struct RequestFields {
     pub model_span: Option<Range<usize>>,
     /// `stream: true`.
     pub stream: bool,
+    /// The most output tokens the request allows (`max_tokens`, `max_completion_tokens` or
+    /// `max_output_tokens`, the smallest when several are sent); `None` when it sets no number.
+    pub max_output_tokens: Option<u64>,
 }
 
 /// Why a body could not be read.
@@ -28,8 +31,14 @@ pub enum BodyError {
     Syntax(String),
     NotAnObject,
     DuplicateModel,
+    /// An output-limit field given twice (parsers would read different limits).
+    DuplicateField(&'static str),
     ModelNotAString,
 }
+
+/// The request fields that cap a request's output, by API: Chat Completions (both spellings),
+/// Completions and Messages (`max_tokens`), Responses (`max_output_tokens`).
+const OUTPUT_LIMIT_FIELDS: [&str; 3] = ["max_tokens", "max_completion_tokens", "max_output_tokens"];
 
 #[derive(Deserialize)]
 struct Probe<'a> {
@@ -37,6 +46,12 @@ struct Probe<'a> {
     model: Option<&'a RawValue>,
     #[serde(borrow, default)]
     stream: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    max_output_tokens: Option<&'a RawValue>,
 }
 
 pub fn read_fields(body: &[u8]) -> Result<RequestFields, BodyError> {
@@ -65,6 +80,11 @@ pub fn read_fields(body: &[u8]) -> Result<RequestFields, BodyError> {
         } else if err.to_string().starts_with("duplicate field `model`") {
             // Two `model` keys: different parsers would pick different ones, so refuse.
             BodyError::DuplicateModel
+        } else if let Some(field) = OUTPUT_LIMIT_FIELDS.into_iter().find(|f| {
+            err.to_string()
+                .starts_with(&format!("duplicate field `{f}`"))
+        }) {
+            BodyError::DuplicateField(field)
         } else {
             BodyError::NotAnObject
         }
@@ -79,10 +99,20 @@ pub fn read_fields(body: &[u8]) -> Result<RequestFields, BodyError> {
             (Some(model), span_within(body, text.as_bytes()))
         }
     };
+    let max_output_tokens = [
+        probe.max_tokens,
+        probe.max_completion_tokens,
+        probe.max_output_tokens,
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|raw| raw.get().parse::<u64>().ok())
+    .min();
     Ok(RequestFields {
         model,
         model_span,
         stream: probe.stream.is_some_and(|raw| raw.get() == "true"),
+        max_output_tokens,
     })
 }
 
@@ -118,6 +148,10 @@ pub fn body_error_reply(flavor: ApiFlavor, err: &BodyError) -> LocalReply {
         BodyError::DuplicateModel => (
             "The request body has more than one `model` field; send exactly one.".to_string(),
             Some("model"),
+        ),
+        BodyError::DuplicateField(field) => (
+            format!("The request body has more than one `{field}` field; send exactly one."),
+            Some(*field),
         ),
         BodyError::ModelNotAString => (
             "`model` must be a string, e.g. \"gpt-4o-mini\".".to_string(),
@@ -157,6 +191,35 @@ mod tests {
         assert!(fields.stream);
         let span = fields.model_span.unwrap();
         assert_eq!(&body[span], br#""gpt-4o""#);
+    }
+
+    #[test]
+    fn reads_the_output_limit_of_every_api() {
+        let limit = |body: &str| read_fields(body.as_bytes()).map(|f| f.max_output_tokens);
+        assert_eq!(limit(r#"{"model":"m","max_tokens":300}"#), Ok(Some(300)));
+        assert_eq!(
+            limit(r#"{"model":"m","max_completion_tokens":70}"#),
+            Ok(Some(70))
+        );
+        assert_eq!(limit(r#"{"model":"m","max_output_tokens":9}"#), Ok(Some(9)));
+        assert_eq!(
+            limit(r#"{"model":"m","max_tokens":500,"max_completion_tokens":40}"#),
+            Ok(Some(40)),
+            "the provider stops at the smaller"
+        );
+        for none in [
+            r#"{"model":"m"}"#,
+            r#"{"model":"m","max_tokens":null}"#,
+            r#"{"model":"m","max_tokens":"500"}"#,
+            r#"{"model":"m","max_tokens":-1}"#,
+            r#"{"model":"m","max_tokens":1.5}"#,
+        ] {
+            assert_eq!(limit(none), Ok(None), "{none}");
+        }
+        assert_eq!(
+            limit(r#"{"model":"m","max_tokens":1,"max_tokens":100000}"#),
+            Err(BodyError::DuplicateField("max_tokens"))
+        );
     }
 
     #[test]

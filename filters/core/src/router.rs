@@ -474,6 +474,8 @@ pub struct Routed {
     pub model: String,
     pub resolution: Resolution,
     pub stream: bool,
+    /// The request's output limit (`x-llm-max-tokens`), for llm_usage's reservations.
+    pub max_output_tokens: Option<u64>,
     /// The body to send instead, when the provider's model name differs from the asked one.
     pub new_body: Option<Vec<u8>>,
 }
@@ -556,6 +558,7 @@ impl Router {
             model,
             resolution,
             stream: fields.stream,
+            max_output_tokens: fields.max_output_tokens,
             new_body,
         })
     }

@@ -22,7 +22,12 @@ proxy_wasm::main! {{
 }}
 
 /// Headers only this filter may set: a client-sent value is deleted before anything reads it.
-const PUBLISHED_HEADERS: [&str; 3] = ["x-llm-model", "x-llm-route", "x-llm-stream"];
+const PUBLISHED_HEADERS: [&str; 4] = [
+    "x-llm-model",
+    "x-llm-route",
+    "x-llm-stream",
+    "x-llm-max-tokens",
+];
 
 pub struct RouterFilter {
     router: Router,
@@ -124,6 +129,10 @@ impl RouterRequest {
             "x-llm-stream",
             Some(if routed.stream { "true" } else { "false" }),
         );
+        // Lets llm_usage reserve the request's most expensive outcome against token limits and budgets.
+        if let Some(max) = routed.max_output_tokens {
+            llm_host::set_request_header("x-llm-max-tokens", Some(&max.to_string()));
+        }
         if let Some(new_body) = &routed.new_body {
             llm_host::replace_request_body(body_size, new_body);
             llm_host::set_request_header("content-length", Some(&new_body.len().to_string()));

@@ -211,6 +211,7 @@ impl Filter for UsageFilter {
             first_byte_ns: None,
             token_outcome: None,
             status: 0,
+            reservations: Vec::new(),
         })
     }
 }
@@ -273,29 +274,100 @@ struct UsageRequest {
     /// The tightest token limit's state at admission, for the `x-ratelimit-*-tokens` headers.
     token_outcome: Option<Outcome>,
     status: u16,
+    /// What admission reserved against local limits, settled when the request ends.
+    reservations: Vec<Reserved>,
+}
+
+/// A reservation against one local limit: tokens, or nano-USD for a budget (made in `window`).
+struct Reserved {
+    kind: LimitKind,
+    key: String,
+    amount: u64,
+    window: u32,
+}
+
+impl Reserved {
+    /// Replaces the reservation by what the request used (`used`: tokens, or nano-USD).
+    fn settle(&self, now_ns: u64, used: u64) {
+        match self.kind {
+            LimitKind::Tokens { bucket, .. } => {
+                update_shared(&self.key, |current| {
+                    bucket
+                        .settle(
+                            current.and_then(DebtState::decode),
+                            now_ns,
+                            self.amount,
+                            used,
+                        )
+                        .encode()
+                        .to_vec()
+                });
+            }
+            LimitKind::Budget { period, .. } => {
+                let (window, _) = period.window(now_ns / 1_000_000_000);
+                update_shared(&self.key, |current| {
+                    Spend::settle(
+                        current.and_then(Spend::decode),
+                        self.window,
+                        window,
+                        self.amount,
+                        used,
+                    )
+                    .encode()
+                    .to_vec()
+                });
+            }
+        }
+    }
 }
 
 impl UsageRequest {
-    /// Checks every limit that applies; answers 429 when one is spent.
-    fn admit(&mut self) -> Option<Action> {
+    /// Checks every limit that applies and reserves the request's estimate against the local ones
+    /// (so requests running beside it see it spent); answers 429 when one is spent.
+    fn admit(&mut self, estimate: &Usage) -> Option<Action> {
         let filter = Rc::clone(&self.filter);
         let now_ns = now_unix_nanos();
+        let estimate_cost = filter
+            .accounting
+            .cost_nano_usd(&[self.model.as_str()], estimate);
         let mut global_limits = Vec::new();
-        for limit in filter.accounting.limits_for(&self.consumer, &self.model) {
+        let consumer = self.consumer.clone();
+        let model = self.model.clone();
+        for limit in filter.accounting.limits_for(&consumer, &model) {
             if limit.global.is_some() {
                 global_limits.push(limit.clone());
                 continue;
             }
-            let stored = read_shared(&limit.key(&self.consumer));
+            let key = limit.key(&consumer);
             match limit.kind {
                 LimitKind::Tokens { bucket, .. } => {
-                    let outcome =
-                        bucket.check(stored.as_deref().and_then(DebtState::decode), now_ns);
+                    let amount = limit.tokens(estimate);
+                    let seen = Cell::new(None);
+                    let written = update_shared(&key, |current| {
+                        let (outcome, next) =
+                            bucket.reserve(current.and_then(DebtState::decode), now_ns, amount);
+                        seen.set(Some(outcome));
+                        next.encode().to_vec()
+                    });
+                    let outcome = seen.get().unwrap_or_else(|| {
+                        bucket.check(
+                            read_shared(&key).as_deref().and_then(DebtState::decode),
+                            now_ns,
+                        )
+                    });
                     if !outcome.allowed {
                         return Some(self.limited(
                             "tokens",
                             &tokens_exhausted(self.flavor, &self.consumer, &outcome),
                         ));
+                    }
+                    if written {
+                        self.reservations.push(Reserved {
+                            kind: limit.kind,
+                            key,
+                            amount,
+                            window: 0,
+                        });
                     }
                     if self
                         .token_outcome
@@ -306,8 +378,19 @@ impl UsageRequest {
                 }
                 LimitKind::Budget { period, nano_usd } => {
                     let (window, resets_in) = period.window(now_ns / 1_000_000_000);
-                    let spent = Spend::in_window(stored.as_deref().and_then(Spend::decode), window);
-                    if spent >= nano_usd {
+                    let amount = estimate_cost.unwrap_or(0);
+                    let admitted = Cell::new(true);
+                    let written = update_shared(&key, |current| {
+                        let (ok, next) = Spend::reserve(
+                            current.and_then(Spend::decode),
+                            window,
+                            nano_usd,
+                            amount,
+                        );
+                        admitted.set(ok);
+                        next.encode().to_vec()
+                    });
+                    if !admitted.get() {
                         let reply = budget_exhausted(
                             self.flavor,
                             &self.consumer,
@@ -316,6 +399,14 @@ impl UsageRequest {
                             resets_in,
                         );
                         return Some(self.limited("budget", &reply));
+                    }
+                    if written {
+                        self.reservations.push(Reserved {
+                            kind: limit.kind,
+                            key,
+                            amount,
+                            window,
+                        });
                     }
                 }
             }
@@ -338,8 +429,15 @@ impl UsageRequest {
         }
     }
 
+    /// Gives back every reservation of a request that will not reach a provider.
+    fn release_reservations(&mut self, now_ns: u64) {
+        for reserved in self.reservations.drain(..) {
+            reserved.settle(now_ns, 0);
+        }
+    }
+
     /// The rate-limit service could not answer: the limits' `on_service_error` decides (deny wins).
-    fn service_error(&self, limits: &[Limit], why: &str) -> Option<Action> {
+    fn service_error(&mut self, limits: &[Limit], why: &str) -> Option<Action> {
         let allow = global::allow_on_error(limits.iter().filter_map(|l| l.global.as_ref()));
         let action = if allow { "allow" } else { "deny" };
         count(
@@ -354,6 +452,7 @@ impl UsageRequest {
         if allow {
             return None;
         }
+        self.release_reservations(now_unix_nanos());
         let reply = llm_core::api::error_reply(
             self.flavor,
             llm_core::api::ErrorKind::Unavailable,
@@ -401,7 +500,9 @@ impl UsageRequest {
         None
     }
 
-    fn limited(&self, kind: &str, reply: &llm_core::api::LocalReply) -> Action {
+    /// Answers 429 (giving back what admission reserved so far).
+    fn limited(&mut self, kind: &str, reply: &llm_core::api::LocalReply) -> Action {
+        self.release_reservations(now_unix_nanos());
         let consumer = {
             let mut metrics = self.filter.metrics.borrow_mut();
             metrics.bounded(&self.consumer, "", "").0
@@ -418,10 +519,12 @@ impl UsageRequest {
         Action::Pause
     }
 
-    /// Charges what the request used to every limit that applies.
-    fn charge(&self, usage: &Usage, cost: Option<u64>) {
+    /// Charges what the request used to every limit that applies: settles the reservations made
+    /// at admission, charges limits without one, and reports to the rate-limit service.
+    fn charge(&mut self, usage: &Usage, cost: Option<u64>) {
         let now_ns = now_unix_nanos();
         let mut reports = Vec::new();
+        let reservations = std::mem::take(&mut self.reservations);
         for limit in self
             .filter
             .accounting
@@ -435,28 +538,33 @@ impl UsageRequest {
                 continue;
             }
             let key = limit.key(&self.consumer);
+            let used = match limit.kind {
+                LimitKind::Tokens { .. } => limit.tokens(usage),
+                LimitKind::Budget { .. } => cost.unwrap_or(0),
+            };
+            if let Some(reserved) = reservations.iter().find(|r| r.key == key) {
+                reserved.settle(now_ns, used);
+                continue;
+            }
+            if used == 0 {
+                continue;
+            }
             match limit.kind {
                 LimitKind::Tokens { bucket, .. } => {
-                    let tokens = limit.tokens(usage);
-                    if tokens > 0 {
-                        update_shared(&key, |current| {
-                            bucket
-                                .charge(current.and_then(DebtState::decode), now_ns, tokens)
-                                .encode()
-                                .to_vec()
-                        });
-                    }
+                    update_shared(&key, |current| {
+                        bucket
+                            .charge(current.and_then(DebtState::decode), now_ns, used)
+                            .encode()
+                            .to_vec()
+                    });
                 }
                 LimitKind::Budget { period, .. } => {
-                    let Some(cost) = cost.filter(|c| *c > 0) else {
-                        continue;
-                    };
                     let (window, _) = period.window(now_ns / 1_000_000_000);
                     update_shared(&key, |current| {
                         let spent = Spend::in_window(current.and_then(Spend::decode), window);
                         Spend {
                             window,
-                            spent: spent.saturating_add(cost),
+                            spent: spent.saturating_add(used),
                         }
                         .encode()
                         .to_vec()
@@ -548,12 +656,19 @@ impl HttpContext for UsageRequest {
             .get("content-length")
             .and_then(|l| l.parse().ok())
             .unwrap_or(0);
-        if let Some(action) = self.admit() {
+        let path_only = path.split('?').next().unwrap_or("");
+        // llm_router publishes the body's output limit (and deletes any client copy of the header).
+        let max_output_tokens = headers.get("x-llm-max-tokens").and_then(|v| v.parse().ok());
+        let estimate = self.filter.accounting.reservation(
+            self.request_bytes,
+            max_output_tokens,
+            path_only != "/v1/embeddings",
+        );
+        if let Some(action) = self.admit(&estimate) {
             return action;
         }
         // Only OpenAI completions can stream without usage; read those bodies to ask for it, unless
         // llm_router (which deletes any client copy of its headers) says the request does not stream.
-        let path_only = path.split('?').next().unwrap_or("");
         let not_streaming = headers.get("x-llm-stream") == Some("false");
         if !end_of_stream
             && !not_streaming
@@ -652,7 +767,9 @@ impl HttpContext for UsageRequest {
 
     fn on_log(&mut self) {
         if !self.inference || self.status == 0 {
-            return; // never reached a provider (rejected earlier, or no response)
+            // Never reached a provider (rejected by a later filter, or no response): nothing used.
+            self.release_reservations(now_unix_nanos());
+            return;
         }
         let now_ns = now_unix_nanos();
         let (reported, model_reported, output_chars) = match &self.stream {

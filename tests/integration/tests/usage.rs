@@ -254,17 +254,20 @@ fn a_token_limit_recovers_as_the_window_refills() {
 #[test]
 fn two_workers_charge_one_budget_exactly() {
     require_envoy!();
-    // 1 USD per million tokens both ways: a 40-character prompt costs (10 + 10) × 1,000 nano-USD.
-    // The budget is exactly 24 such requests.
+    // Output at 1 USD per million tokens, input free: a 40-character prompt echoed back costs
+    // 10 × 1,000 nano-USD, and `max_tokens: 10` makes the reservation at admission exactly that, so
+    // the budget is exactly 24 such requests however many run at once.
     let demo = Demo::start_with(|config| {
         set_filter_config(
             &config,
             "llm_usage",
-            r#"{"prices":[{"model":"*","input":1,"output":1}],"limits":[{"consumer":"team-a","usd_per_day":0.00048}]}"#,
+            r#"{"prices":[{"model":"*","input":0,"output":1}],"limits":[{"consumer":"team-a","usd_per_day":0.00024}]}"#,
         )
     });
     let url = demo.envoy.url("/v1/chat/completions");
-    let body = ask("gpt-4o-mini", &"b".repeat(40)).to_string();
+    let mut body = ask("gpt-4o-mini", &"b".repeat(40));
+    body["max_tokens"] = json!(10);
+    let body = body.to_string();
     let statuses: Vec<u16> = http::concurrently(6, 4, |client, _, _| {
         client
             .post_json(&url, &[("authorization", "Bearer sk-demo-team-a")], &body)
@@ -287,7 +290,7 @@ fn two_workers_charge_one_budget_exactly() {
         .filter(|l| l.starts_with("llm_cost_nanousd_total{consumer=\"team-a\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    assert_eq!(cost, 480_000.0);
+    assert_eq!(cost, 240_000.0);
 }
 
 /// Real providers gzip JSON answers for clients that accept it, as every official SDK does; the
@@ -532,4 +535,84 @@ fn official_sdks_on_default_settings_are_charged_exactly() {
             "{request}"
         );
     }
+}
+
+/// Four requests of ~1,100 tokens arrive together against sk-demo-tiny's 2,000 tokens a minute.
+/// Admission reserves each one's estimate (input from its size, output from `max_tokens`), so the
+/// requests running beside it see it spent: two start, two get 429 (before reservations all four
+/// passed). Settled at the end with what they used, the count is exact.
+#[test]
+fn concurrent_requests_cannot_overshoot_a_token_limit() {
+    require_envoy!();
+    let demo = Demo::start();
+    let mut body = ask("gpt-4o-mini", &"w".repeat(2200)); // 550 tokens in, 550 out
+    body["max_tokens"] = json!(550);
+    let statuses: Vec<u16> = http::concurrently(4, 1, |client, _, _| {
+        client
+            .post_json(
+                &demo.envoy.url("/v1/chat/completions"),
+                &[
+                    ("authorization", "Bearer sk-demo-tiny"),
+                    ("x-mock-delay-ms", "1000"),
+                ],
+                &body.to_string(),
+            )
+            .status
+    });
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(demo.openai.requests().len(), 2);
+    // What was used is what is counted: 2 × 1,100 tokens.
+    let used = demo
+        .envoy
+        .prometheus_value(
+            r#"llm_input_tokens_total{consumer="tiny",model="gpt-4o-mini",provider="openai"}"#,
+        )
+        .unwrap_or(0.0)
+        + demo
+            .envoy
+            .prometheus_value(
+                r#"llm_output_tokens_total{consumer="tiny",model="gpt-4o-mini",provider="openai"}"#,
+            )
+            .unwrap_or(0.0);
+    assert_eq!(used, 2200.0);
+    // The limit is spent (200 tokens of debt): the next request waits for the refill.
+    let after = chat(&demo, "sk-demo-tiny", &ask("gpt-4o-mini", "again"));
+    assert_eq!(after.status, 429, "{}", after.body);
+}
+
+/// A request refused by a later filter (here llm_router's 404 for an unknown model never reaches
+/// llm_usage; llm_pii's block does) gives its reservation back.
+#[test]
+fn reservations_of_requests_that_never_reach_a_provider_are_given_back() {
+    require_envoy!();
+    let demo = Demo::start();
+    // Each reserves ~1,000 tokens of sk-demo-tiny's 2,000 and ends with a client reset before any
+    // response; were the reservations kept, the third request would be refused.
+    for _ in 0..3 {
+        let body = json!({"model": "gpt-4o-mini", "max_tokens": 900,
+                          "messages": [{"role": "user", "content": "hi"}]})
+        .to_string();
+        let request = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-demo-tiny\r\n\
+             content-type: application/json\r\nx-mock-delay-ms: 2000\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(&demo.envoy.listener).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        drop(stream);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let ok = chat(&demo, "sk-demo-tiny", &ask("gpt-4o-mini", "still allowed"));
+    assert_eq!(ok.status, 200, "{}", ok.body);
 }
