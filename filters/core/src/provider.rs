@@ -61,6 +61,41 @@ pub struct ProviderEntry {
     /// Anthropic: `max_tokens` when an OpenAI request sets none (Anthropic requires it).
     #[serde(default)]
     pub default_max_tokens: Option<u64>,
+    /// Client headers to pass on besides [`FORWARDED_BY_DEFAULT`]: names, or prefixes ending in `*`
+    /// (`anthropic-beta`, `openai-organization`, `x-mock-*`). Every other client header is removed.
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
+}
+
+/// Client headers every provider receives: content negotiation, the SDKs' own telemetry, request
+/// ids and trace context. Everything else a client sends (`openai-organization`, `openai-project`,
+/// `anthropic-beta`, billing and feature headers among them) reaches the provider only when its
+/// `forward_headers` names it: the gateway's key must not be steered by the client. Envoy's own
+/// `x-envoy-*` and `x-forwarded-*` headers and the pseudo-headers are Envoy's, not the client's.
+pub const FORWARDED_BY_DEFAULT: [&str; 15] = [
+    "content-type",
+    "content-length",
+    "accept",
+    "user-agent",
+    "anthropic-version",
+    "idempotency-key",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "b3",
+    "x-b3-*",
+    "x-stainless-*",
+    "x-envoy-*",
+    "x-forwarded-*",
+];
+
+/// A header name, or a prefix when it ends in `*`.
+fn header_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == pattern,
+    }
 }
 
 /// A credential: never printed, not even in debug output.
@@ -85,6 +120,7 @@ struct Provider {
     deployments: HashMap<String, String>,
     anthropic_version: String,
     default_max_tokens: u64,
+    forward_headers: Vec<String>,
 }
 
 /// The compiled configuration.
@@ -263,6 +299,27 @@ impl Providers {
                     "must be greater than 0",
                 ));
             }
+            let mut forward_headers = Vec::new();
+            for (i, header) in entry.forward_headers.iter().enumerate() {
+                let header = header.trim().to_ascii_lowercase();
+                let stem = header.strip_suffix('*').unwrap_or(&header);
+                let credential = CREDENTIAL_HEADERS
+                    .iter()
+                    .any(|c| header_matches(&header, c));
+                if stem.is_empty()
+                    || !stem
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    || credential
+                    || header.starts_with("x-llm-")
+                {
+                    return Err(ConfigError::new(
+                        format!("providers.{name}.forward_headers[{i}]"),
+                        "a header name or a prefix ending in `*` (letters, digits, '-', '_'); never a credential or x-llm-* header",
+                    ));
+                }
+                forward_headers.push(header);
+            }
             by_name.insert(name.clone(), providers.len());
             providers.push(Provider {
                 name,
@@ -277,6 +334,7 @@ impl Providers {
                     .anthropic_version
                     .unwrap_or_else(|| DEFAULT_ANTHROPIC_VERSION.to_string()),
                 default_max_tokens: entry.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+                forward_headers,
             });
         }
         let default = match &config.default_provider {
@@ -294,6 +352,19 @@ impl Providers {
 
     fn provider(&self, attempt: &Attempt) -> Option<&Provider> {
         self.providers.get(attempt.provider)
+    }
+
+    /// Whether the client's header `name` (lowercase) may reach this attempt's provider.
+    pub fn forwards(&self, attempt: &Attempt, name: &str) -> bool {
+        name.starts_with(':')
+            || FORWARDED_BY_DEFAULT
+                .iter()
+                .any(|pattern| header_matches(pattern, name))
+            || self.provider(attempt).is_some_and(|p| {
+                p.forward_headers
+                    .iter()
+                    .any(|pattern| header_matches(pattern, name))
+            })
     }
 
     /// Starts an attempt on the endpoint whose metadata names `provider` (None: no metadata).
@@ -550,6 +621,64 @@ mod tests {
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Headers that steer the gateway's account (organization, project, beta features) reach a
+    /// provider only when the operator lists them for it; trace context and SDK telemetry always do.
+    #[test]
+    fn client_headers_pass_an_allow_list_per_provider() {
+        let p = providers(
+            r#"{"providers": {
+                "openai": {"format": "openai", "forward_headers": ["OpenAI-Organization", "x-mock-*"]},
+                "anthropic": {"format": "anthropic"}
+            }}"#,
+        );
+        let openai = p.attempt(Some("openai"), "/v1/chat/completions").unwrap();
+        let anthropic = p.attempt(Some("anthropic"), "/v1/messages").unwrap();
+        for always in [
+            ":path",
+            "content-type",
+            "user-agent",
+            "traceparent",
+            "x-stainless-retry-count",
+            "x-request-id",
+            "x-envoy-expected-rq-timeout-ms",
+            "anthropic-version",
+        ] {
+            assert!(
+                p.forwards(&openai, always) && p.forwards(&anthropic, always),
+                "{always}"
+            );
+        }
+        for never in [
+            "openai-project",
+            "anthropic-beta",
+            "openai-beta",
+            "authorization",
+            "x-api-key",
+            "cookie",
+            "x-custom",
+        ] {
+            assert!(!p.forwards(&anthropic, never), "{never}");
+        }
+        assert!(p.forwards(&openai, "openai-organization"));
+        assert!(!p.forwards(&anthropic, "openai-organization"));
+        assert!(p.forwards(&openai, "x-mock-delay-ms"));
+        assert!(!p.forwards(&openai, "openai-project"));
+        for bad in [
+            "authorization",
+            "x-api-*",
+            "x-llm-consumer",
+            "*",
+            "bad header",
+        ] {
+            let json = format!(
+                r#"{{"providers": {{"o": {{"format": "openai", "forward_headers": ["{bad}"]}}}}}}"#
+            );
+            let err = Providers::compile(parse::<ProviderConfig>(json.as_bytes()).unwrap(), &env)
+                .unwrap_err();
+            assert_eq!(err.path, "providers.o.forward_headers[0]", "{bad}");
+        }
     }
 
     #[test]

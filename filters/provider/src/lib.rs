@@ -91,6 +91,13 @@ struct ProviderAttempt {
 impl ProviderAttempt {
     fn apply_headers(&self, attempt: &Attempt, model: Option<&str>) {
         let plan = self.filter.providers.headers(attempt, model);
+        // Only allow-listed client headers reach the provider (organization, project and beta
+        // headers only when configured for it).
+        for name in self.headers.names() {
+            if !self.filter.providers.forwards(attempt, name) {
+                llm_host::set_request_header(name, None);
+            }
+        }
         for name in &plan.remove {
             llm_host::set_request_header(name, None);
         }

@@ -281,7 +281,7 @@ fn azure_openai_path_and_key_mapping() {
         set_filter_config(
             &config,
             "llm_provider",
-            r#"{"default_provider":"openai","providers":{"openai":{"format":"openai","api_key_env":"MOCK_OPENAI_KEY"},"anthropic":{"format":"anthropic","api_key_env":"MOCK_ANTHROPIC_KEY"},"azure":{"format":"azure_openai","api_key_env":"MOCK_OPENAI_KEY","api_version":"2024-10-21","deployments":{"gpt-4o-mini":"mini-prod"}}}}"#,
+            r#"{"default_provider":"openai","providers":{"openai":{"format":"openai","api_key_env":"MOCK_OPENAI_KEY","forward_headers":["x-mock-*"]},"anthropic":{"format":"anthropic","api_key_env":"MOCK_ANTHROPIC_KEY","forward_headers":["x-mock-*"]},"azure":{"format":"azure_openai","api_key_env":"MOCK_OPENAI_KEY","api_version":"2024-10-21","deployments":{"gpt-4o-mini":"mini-prod"},"forward_headers":["x-mock-*"]}}}"#,
         )
     });
     let response = demo.chat(
@@ -330,4 +330,50 @@ fn a_missing_credential_variable_is_refused_at_startup() {
         "{line}"
     );
     assert!(line.contains("NOT_SET_ANYWHERE"), "{line}");
+}
+
+/// Headers that would let a client steer the gateway's provider account (organization, project,
+/// beta features) or leak its cookies never reach the provider unless configured; trace context and
+/// SDK telemetry do. A client-sent x-envoy-original-path is not trusted by the access log.
+#[test]
+fn only_allow_listed_client_headers_reach_the_provider() {
+    require_envoy!();
+    let demo = Demo::start();
+    let response = demo.chat(
+        &[
+            ("openai-organization", "org-attacker"),
+            ("openai-project", "proj-attacker"),
+            ("anthropic-beta", "context-1m-2025-08-07"),
+            ("cookie", "session=1"),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+            ("x-stainless-retry-count", "0"),
+            ("x-envoy-original-path", "/forged"),
+        ],
+        &json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    let received = demo.anthropic.requests();
+    let headers = &received[0]["headers"];
+    for absent in [
+        "openai-organization",
+        "openai-project",
+        "anthropic-beta",
+        "cookie",
+    ] {
+        assert!(
+            headers.get(absent).is_none(),
+            "{absent} reached the provider: {headers}"
+        );
+    }
+    assert_eq!(
+        headers["traceparent"],
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    );
+    assert_eq!(headers["x-stainless-retry-count"], "0");
+    assert_eq!(headers["x-envoy-original-path"], "/v1/chat/completions");
+    let line = demo.envoy.access_log(1).into_iter().next().unwrap();
+    assert_eq!(line["path"], "/v1/chat/completions", "{line}");
 }

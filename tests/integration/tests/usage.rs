@@ -616,3 +616,161 @@ fn reservations_of_requests_that_never_reach_a_provider_are_given_back() {
     let ok = chat(&demo, "sk-demo-tiny", &ask("gpt-4o-mini", "still allowed"));
     assert_eq!(ok.status, 200, "{}", ok.body);
 }
+
+fn series(demo: &Demo, name: &str, model: &str, provider: &str) -> f64 {
+    demo.envoy
+        .prometheus_value(&format!(
+            "{name}{{consumer=\"team-a\",model=\"{model}\",provider=\"{provider}\"}}"
+        ))
+        .unwrap_or(0.0)
+}
+
+/// What real providers do besides answering: SSE comment and keep-alive lines, Anthropic `ping`
+/// events, and HTTP/2 to the upstream. Usage and cost stay exact.
+#[test]
+fn keep_alive_comments_and_http2_upstreams_are_counted_exactly() {
+    require_envoy!();
+    let demo = Demo::start_with(|config| {
+        // Every provider cluster (they share one anchor) speaks HTTP/2 to the mocks.
+        config.replacen(
+            "explicit_http_config: { http_protocol_options: {} }",
+            "explicit_http_config: { http2_protocol_options: {} }",
+            1,
+        )
+    });
+    let prompt = "k".repeat(400); // 100 tokens in and out
+    for model in ["gpt-4o-mini", "claude-sonnet-4-5"] {
+        let mut body = ask(model, &prompt);
+        assert_eq!(chat(&demo, "sk-demo-team-a", &body).status, 200);
+        body["stream"] = json!(true);
+        let streamed = post_json(
+            &demo.envoy.url("/v1/chat/completions"),
+            &[
+                ("authorization", "Bearer sk-demo-team-a"),
+                ("x-mock-sse-comments", "1"),
+            ],
+            &body.to_string(),
+        );
+        assert_eq!(streamed.status, 200, "{}", streamed.body);
+        assert_eq!(http::sse_text(&streamed.body), prompt);
+    }
+    let native = post_json(
+        &demo.envoy.url("/v1/messages"),
+        &[
+            ("x-api-key", "sk-demo-team-a"),
+            ("anthropic-version", "2023-06-01"),
+            ("x-mock-sse-comments", "1"),
+        ],
+        &json!({"model": "claude-sonnet-4-5", "max_tokens": 500, "stream": true,
+                "messages": [{"role": "user", "content": prompt}]})
+        .to_string(),
+    );
+    assert_eq!(native.status, 200, "{}", native.body);
+    assert!(native.body.contains("event: ping"), "{}", native.body);
+    for request in demo
+        .openai
+        .requests()
+        .iter()
+        .chain(demo.anthropic.requests().iter())
+    {
+        assert_eq!(request["version"], "HTTP/2.0", "{request}");
+    }
+    assert_eq!(
+        series(&demo, "llm_output_tokens_total", "gpt-4o-mini", "openai"),
+        200.0
+    );
+    assert_eq!(
+        series(&demo, "llm_input_tokens_total", "gpt-4o-mini", "openai"),
+        200.0
+    );
+    assert_eq!(
+        series(
+            &demo,
+            "llm_output_tokens_total",
+            "claude-sonnet-4-5",
+            "anthropic"
+        ),
+        300.0
+    );
+    // 200 × 150 + 200 × 600 nano-USD; Claude: 300 × 3,000 + 300 × 15,000.
+    assert_eq!(
+        series(&demo, "llm_cost_nanousd_total", "gpt-4o-mini", "openai"),
+        150_000.0
+    );
+    assert_eq!(
+        series(
+            &demo,
+            "llm_cost_nanousd_total",
+            "claude-sonnet-4-5",
+            "anthropic"
+        ),
+        5_400_000.0
+    );
+    for (model, provider) in [
+        ("gpt-4o-mini", "openai"),
+        ("claude-sonnet-4-5", "anthropic"),
+    ] {
+        assert_eq!(
+            series(&demo, "llm_estimated_usage_total", model, provider),
+            0.0
+        );
+    }
+}
+
+/// A provider's 429 reaches the client with its `retry-after` and rate-limit headers and costs
+/// nothing; an error event mid-stream is charged what was delivered before it.
+#[test]
+fn provider_rate_limits_and_mid_stream_errors_are_charged_correctly() {
+    require_envoy!();
+    let demo = Demo::start();
+    let limited = post_json(
+        &demo.envoy.url("/v1/chat/completions"),
+        &[
+            ("authorization", "Bearer sk-demo-team-a"),
+            ("x-mock-status", "429"),
+        ],
+        &ask("gpt-4o-mini", "hello").to_string(),
+    );
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert_eq!(limited.header("retry-after"), Some("1"));
+    // The x-ratelimit-* headers a client sees are the gateway's limits for it (llm_auth), never the
+    // provider account's.
+    assert_ne!(limited.header("x-ratelimit-limit-requests"), Some("500"));
+    assert_eq!(limited.json()["error"]["type"], "rate_limit_error");
+    let requests_4xx = demo
+        .envoy
+        .prometheus_value(r#"llm_requests_total{consumer="team-a",model="gpt-4o-mini",provider="openai",status_class="4xx"}"#);
+    assert_eq!(requests_4xx, Some(1.0));
+    assert_eq!(
+        series(&demo, "llm_output_tokens_total", "gpt-4o-mini", "openai"),
+        0.0
+    );
+    assert_eq!(
+        series(&demo, "llm_cost_nanousd_total", "gpt-4o-mini", "openai"),
+        0.0
+    );
+
+    let prompt = "word ".repeat(800); // streamed a few words an event
+    let mut body = ask("gpt-4o-mini", &prompt);
+    body["stream"] = json!(true);
+    let cut = post_json(
+        &demo.envoy.url("/v1/chat/completions"),
+        &[
+            ("authorization", "Bearer sk-demo-team-a"),
+            ("x-mock-stream-error-after", "3"),
+        ],
+        &body.to_string(),
+    );
+    assert_eq!(cut.status, 200);
+    let delivered = http::sse_text(&cut.body).chars().count();
+    assert!(delivered > 0 && delivered < 4000, "delivered {delivered}");
+    let output = series(&demo, "llm_output_tokens_total", "gpt-4o-mini", "openai");
+    assert!(
+        output >= (delivered as f64 / 4.0).ceil(),
+        "{output} output tokens for {delivered} characters delivered"
+    );
+    assert_eq!(
+        series(&demo, "llm_estimated_usage_total", "gpt-4o-mini", "openai"),
+        1.0
+    );
+}

@@ -271,6 +271,7 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
             .and_then(|n| usize::try_from(n).ok()),
         chunk_bytes: header_number(&request, "x-mock-chunk-bytes")
             .and_then(|n| usize::try_from(n).ok()),
+        comments: header(&request, "x-mock-sse-comments").is_some(),
     };
     let forced_status = header_number(&request, "x-mock-status")
         .and_then(|s| u16::try_from(s).ok())
@@ -291,6 +292,7 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
     };
     state.log.push(record::Recorded {
         method: parts.method.to_string(),
+        version: format!("{:?}", parts.version),
         path: path_and_query.clone(),
         headers: parts.headers,
         body: body.clone(),
@@ -312,6 +314,9 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
     }
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
+    }
+    if forced_status == Some(429) {
+        return reply::rate_limited(api, "mock error: rate limited (x-mock-status: 429)");
     }
     if let Some(status) = forced_status {
         return reply::error(

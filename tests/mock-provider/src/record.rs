@@ -9,6 +9,8 @@ use std::sync::Mutex;
 
 pub struct Recorded {
     pub method: String,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -46,7 +48,7 @@ impl RequestLog {
             .clear();
     }
 
-    /// `{"requests":[{method, path, headers:{name: value}, body, json}]}`. Repeated headers are joined
+    /// `{"requests":[{method, version, path, headers:{name: value}, body, json}]}`. Repeated headers are joined
     /// with `,`; `body` is the text (or `body_base64` when it is not UTF-8); `json` is the parsed body
     /// when it parses, for convenience.
     pub fn to_json(&self) -> Value {
@@ -70,7 +72,7 @@ fn entry_json(entry: &Recorded) -> Value {
             }
         }
     }
-    let mut out = json!({"method": entry.method, "path": entry.path, "headers": headers});
+    let mut out = json!({"method": entry.method, "version": entry.version, "path": entry.path, "headers": headers});
     match std::str::from_utf8(&entry.body) {
         Ok(text) => {
             out["body"] = json!(text);

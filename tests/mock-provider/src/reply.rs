@@ -43,6 +43,27 @@ pub fn set_header(response: &mut Response<Body>, name: &str, value: &str) {
     }
 }
 
+/// A 429 as real providers send it: `retry-after` and the provider's rate-limit headers.
+pub fn rate_limited(api: Api, message: &str) -> Response<Body> {
+    let mut response = error(api, 429, message); // with retry-after
+    let headers: &[(&str, &str)] = match api {
+        Api::OpenAi => &[
+            ("x-ratelimit-limit-requests", "500"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "1s"),
+        ],
+        Api::Anthropic => &[
+            ("anthropic-ratelimit-requests-limit", "50"),
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-requests-reset", "2030-01-01T00:00:01Z"),
+        ],
+    };
+    for (name, value) in headers {
+        set_header(&mut response, name, value);
+    }
+    response
+}
+
 /// An error in the provider's own format: OpenAI `{"error":{...}}`, Anthropic `{"type":"error",...}`.
 pub fn error(api: Api, status: u16, message: &str) -> Response<Body> {
     let body = match api {
@@ -89,10 +110,20 @@ pub struct StreamFaults {
     /// Re-cut the whole stream into frames of this many bytes (events split anywhere, even inside a
     /// UTF-8 character), each sent after `chunk_delay`.
     pub chunk_bytes: Option<usize>,
+    /// SSE comment lines (`: keep-alive`) before the first event and between events, as some
+    /// providers and routers send while a model thinks.
+    pub comments: bool,
 }
 
 /// An SSE response sending each event as its own body frame. `error_event` is what `error_after` sends.
 pub fn sse(events: Vec<String>, error_event: String, faults: StreamFaults) -> Response<Body> {
+    let events: Vec<String> = if faults.comments {
+        let mut with_comments = vec![": PROCESSING\n\n".to_string()];
+        with_comments.extend(events.into_iter().map(|e| format!(": keep-alive\n\n{e}")));
+        with_comments
+    } else {
+        events
+    };
     let events: Vec<Vec<u8>> = match faults.chunk_bytes.filter(|n| *n > 0) {
         Some(size) => {
             let all: Vec<u8> = events.concat().into_bytes();
