@@ -57,7 +57,8 @@ build: setup
 	cargo build --release --target $(WASM_TARGET) $(FILTER_PACKAGES)
 	# Its own cargo run: built together, cargo would unify features and link the filters' entry points.
 	cargo build --release --target $(WASM_TARGET) -p llm-gateway
-	cargo build --release -p mock-provider
+	# The mock and llm-ratelimit share the `service` profile (no LTO), so their tokio/hyper build once.
+	cargo build --profile service -p mock-provider
 	@ls -l $(WASM_FILES) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
 
 # `make run DEMO_CONFIG=envoy/demo-single-module.yaml`: the same demo with llm_gateway.
@@ -88,12 +89,11 @@ test-wasm:
 validate: setup
 	scripts/validate-configs.sh
 
-# The filters' own test files run twice: with the five modules, then with llm_gateway in place of the
-# four downstream ones (LLM_SINGLE_MODULE=1 makes the harness merge them).
+# The filters' own test files run twice, side by side: with the five modules, and with llm_gateway in
+# place of the four downstream ones (LLM_SINGLE_MODULE=1 makes the harness merge them).
 SINGLE_MODULE_TESTS := foundation auth router pii usage provider observability global reliability
 test-integration:
-	cargo test -p integration -- --test-threads 2
-	LLM_SINGLE_MODULE=1 cargo test -p integration $(foreach t,$(SINGLE_MODULE_TESTS),--test $(t)) -- --test-threads 2
+	scripts/test-integration.sh $(SINGLE_MODULE_TESTS)
 
 lint: setup
 	cargo fmt --all -- --check

@@ -31,7 +31,7 @@ for _ in range(n):
 PY
 }
 mock_port=$(free_port)
-target/release/mock-provider --max-recorded 0 --listen "127.0.0.1:$mock_port" > "$work/mock.log" 2>&1 &
+target/service/mock-provider --max-recorded 0 --listen "127.0.0.1:$mock_port" > "$work/mock.log" 2>&1 &
 pids+=($!)
 envoy=$(.venv/bin/python -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))' 2>/dev/null || command -v envoy)
 for variant in $variants; do

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 ENVOY_BIN=${ENVOY_BIN:-.venv/bin/envoy}
 DEMO_CONFIG=${DEMO_CONFIG:-envoy/demo.yaml}
-MOCK=target/release/mock-provider
+MOCK=target/service/mock-provider
 for needed in "$ENVOY_BIN" "$MOCK" "$DEMO_CONFIG" target/wasm32-wasip1/release/llm_auth.wasm; do
   [[ -x $needed || -f $needed ]] || { echo "missing $needed: run 'make run' (it builds first)" >&2; exit 1; }
 done

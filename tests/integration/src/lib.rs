@@ -116,9 +116,9 @@ pub struct MockProvider {
 }
 
 impl MockProvider {
-    /// Starts `target/release/mock-provider --name NAME EXTRA...` on a free port.
+    /// Starts `target/service/mock-provider --name NAME EXTRA...` on a free port.
     pub fn start(name: &str, extra_args: &[&str]) -> MockProvider {
-        let binary = built_artifact("target/release/mock-provider");
+        let binary = built_artifact("target/service/mock-provider");
         let mut child = spawn(
             Command::new(binary)
                 .args(["--listen", "127.0.0.1:0", "--name", name])

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The integration tests in their two packagings side by side: the five separate modules, and
+# llm_gateway in place of the four downstream ones (LLM_SINGLE_MODULE=1 makes the harness merge them).
+# Most of a test's time is spent waiting on Envoy and the mocks, so the two runs overlap well on two
+# cores. Each run's output is printed whole when both are done; the exit status fails if either did.
+# usage: test-integration.sh TEST_NAME... (the test files that also run against llm_gateway)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+logs=target/test-logs
+mkdir -p "$logs"
+cargo test -p integration --no-run || exit 1
+
+single_args=()
+for name in "$@"; do single_args+=(--test "$name"); done
+
+echo "integration tests: separate modules and llm_gateway side by side (logs: $logs/)"
+cargo test -p integration -- --test-threads 2 > "$logs/modules.log" 2>&1 &
+modules=$!
+LLM_SINGLE_MODULE=1 cargo test -p integration "${single_args[@]}" -- --test-threads 2 > "$logs/gateway.log" 2>&1 &
+gateway=$!
+wait "$modules"; modules_status=$?
+wait "$gateway"; gateway_status=$?
+
+echo "=== separate modules (exit $modules_status) ==="
+cat "$logs/modules.log"
+echo "=== llm_gateway, LLM_SINGLE_MODULE=1 (exit $gateway_status) ==="
+cat "$logs/gateway.log"
+((modules_status == 0 && gateway_status == 0))
