@@ -75,7 +75,7 @@ build-fault: setup
 	cargo build --release --target $(WASM_TARGET) -p llm-auth -p llm-usage --features llm-host/fault-injection --target-dir target/fault
 	cargo build --release --target $(WASM_TARGET) -p llm-gateway --features llm-host/fault-injection --target-dir target/fault
 
-test: build build-ratelimit build-fault
+test: build build-fault
 	$(MAKE) --no-print-directory test-host test-wasm validate test-integration
 
 test-host:

@@ -45,7 +45,7 @@ results=bench/results.md
   echo
   echo "## Global limits: the added latency of a check by the rate-limit service"
   echo
-  target/service/global-check "${BENCH_ROUNDS:-5}" "${BENCH_GLOBAL_REQUESTS:-1000}"
+  LLM_RATELIMIT_BIN=target/service/llm-ratelimit target/service/global-check "${BENCH_ROUNDS:-5}" "${BENCH_GLOBAL_REQUESTS:-1000}"
 } > "$results.tmp"
 mv "$results.tmp" "$results"
 cat "$results"

@@ -8,6 +8,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 logs=target/test-logs
 mkdir -p "$logs"
+# The rate-limit service the global-limit tests start: its debug build shares the unit tests' build.
+cargo build -p llm-ratelimit || exit 1
 cargo test -p integration --no-run || exit 1
 
 single_args=()

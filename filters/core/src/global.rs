@@ -38,6 +38,9 @@ pub struct Descriptor {
     /// A wrapper, so that 0 (check only) is told apart from "not set" (one hit).
     #[prost(message, optional, tag = "3")]
     pub hits_addend: Option<UInt64Value>,
+    /// `hits_addend` gives hits back (a reservation's unused part) instead of adding them.
+    #[prost(bool, tag = "4")]
+    pub is_negative_hits: bool,
 }
 
 #[derive(Clone, PartialEq, Eq, Message)]
@@ -129,6 +132,11 @@ pub struct ServiceConfig {
     /// How long a request waits for the service before its limit's `on_service_error` applies.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// The service honours `is_negative_hits` (the bundled llm-ratelimit does): token limits and
+    /// budgets then reserve each request's estimate at admission and give back what it did not use.
+    /// Without it they are checked with `hits_addend` 0 and charged afterwards.
+    #[serde(default)]
+    pub refunds: bool,
 }
 
 fn default_domain() -> String {
@@ -166,6 +174,8 @@ pub struct Service {
     pub target: String,
     pub domain: String,
     pub timeout: Duration,
+    /// See [`ServiceConfig::refunds`].
+    pub refunds: bool,
 }
 
 impl Service {
@@ -201,6 +211,7 @@ impl Service {
             target,
             domain: config.domain.clone(),
             timeout: Duration::from_millis(config.timeout_ms),
+            refunds: config.refunds,
         })
     }
 
@@ -307,6 +318,25 @@ impl GlobalLimit {
                 unit: self.unit.proto(),
             }),
             hits_addend: Some(UInt64Value { value: hits }),
+            is_negative_hits: false,
+        }
+    }
+
+    /// The descriptor that gives `hits` back to `consumer`'s count (a reservation's unused part).
+    pub fn refund(&self, consumer: &str, hits: u64) -> Descriptor {
+        Descriptor {
+            is_negative_hits: true,
+            ..self.descriptor(consumer, hits)
+        }
+    }
+
+    /// What settles a reservation of `reserved` for a request that used `used`: the rest as hits,
+    /// the unused part as a refund, or nothing.
+    pub fn settlement(&self, consumer: &str, reserved: u64, used: u64) -> Option<Descriptor> {
+        match used.cmp(&reserved) {
+            std::cmp::Ordering::Greater => Some(self.descriptor(consumer, used - reserved)),
+            std::cmp::Ordering::Less => Some(self.refund(consumer, reserved - used)),
+            std::cmp::Ordering::Equal => None,
         }
     }
 }
@@ -403,6 +433,7 @@ mod tests {
                 cluster: "rls".into(),
                 domain: "llm".into(),
                 timeout_ms: 100,
+                refunds: false,
             },
         )
         .unwrap();
@@ -427,6 +458,23 @@ mod tests {
         let with_model = limit(Some("gpt-4o*")).descriptor("team-a", 7);
         assert_eq!(with_model.entries[2].key, "model");
         assert_eq!(with_model.entries[2].value, "gpt-4o*");
+        assert!(!with_model.is_negative_hits);
+        // A refund sets is_negative_hits (field 4, varint 1); a settlement adds or gives back.
+        let refund = limit(None).refund("team-a", 40);
+        assert!(refund.is_negative_hits);
+        assert!(refund.encode_to_vec().windows(2).any(|w| w == [0x20, 0x01]));
+        let l = limit(None);
+        let more = l.settlement("a", 100, 130).unwrap();
+        assert_eq!(
+            (more.hits_addend.unwrap().value, more.is_negative_hits),
+            (30, false)
+        );
+        let less = l.settlement("a", 100, 60).unwrap();
+        assert_eq!(
+            (less.hits_addend.unwrap().value, less.is_negative_hits),
+            (40, true)
+        );
+        assert_eq!(l.settlement("a", 100, 100), None);
     }
 
     #[test]
@@ -480,6 +528,7 @@ mod tests {
                     cluster: cluster.into(),
                     domain: "llm".into(),
                     timeout_ms,
+                    refunds: false,
                 },
             )
             .unwrap_err()
@@ -511,14 +560,22 @@ mod tests {
                 cluster: "rls".into(),
                 domain: "llm".into(),
                 timeout_ms: 100,
+                refunds: false,
             },
         )
         .unwrap();
         let bytes = service.request(vec![
             limit(Some("gpt-4o")).descriptor("team-a", 0),
             limit(None).descriptor("team-a", 42),
+            limit(None).refund("team-a", 9),
         ]);
         let request = official::RateLimitRequest::decode(bytes.as_slice()).unwrap();
+        assert!(!request.descriptors[1].is_negative_hits);
+        assert!(request.descriptors[2].is_negative_hits);
+        assert_eq!(
+            request.descriptors[2].hits_addend.as_ref().map(|h| h.value),
+            Some(9)
+        );
         assert_eq!(request.domain, "llm");
         let first = &request.descriptors[0];
         assert_eq!(first.entries[0].key, "llm_limit");

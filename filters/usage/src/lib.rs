@@ -212,6 +212,7 @@ impl Filter for UsageFilter {
             token_outcome: None,
             status: 0,
             reservations: Vec::new(),
+            global_reserved: Vec::new(),
         })
     }
 }
@@ -276,6 +277,9 @@ struct UsageRequest {
     status: u16,
     /// What admission reserved against local limits, settled when the request ends.
     reservations: Vec<Reserved>,
+    /// What admission reserved against global limits (limit index, hits), when the service takes
+    /// refunds: settled, or given back, by a report to the service.
+    global_reserved: Vec<(usize, u64)>,
 }
 
 /// A reservation against one local limit: tokens, or nano-USD for a budget (made in `window`).
@@ -415,14 +419,28 @@ impl UsageRequest {
         if global_limits.is_empty() {
             return None;
         }
+        // A service that takes refunds counts each request's estimate at once (so concurrent
+        // requests see it) and gets back the unused part; otherwise the check counts nothing.
+        let mut reserved = Vec::new();
         let descriptors = global_limits
             .iter()
-            .filter_map(|limit| limit.global.as_ref())
-            .map(|global| global.descriptor(&self.consumer, 0))
+            .filter_map(|limit| {
+                let global = limit.global.as_ref()?;
+                let hits = if service.refunds {
+                    limit.hits(estimate, estimate_cost)
+                } else {
+                    0
+                };
+                if hits > 0 {
+                    reserved.push((limit.index, hits));
+                }
+                Some(global.descriptor(&consumer, hits))
+            })
             .collect();
         match call_rate_limit_service(service, descriptors) {
             Ok(token) => {
                 self.pending_check = Some((token, global_limits));
+                self.global_reserved = reserved;
                 None
             }
             Err(status) => self.service_error(&global_limits, &format!("{status:?}")),
@@ -433,6 +451,22 @@ impl UsageRequest {
     fn release_reservations(&mut self, now_ns: u64) {
         for reserved in self.reservations.drain(..) {
             reserved.settle(now_ns, 0);
+        }
+        let global_reserved = std::mem::take(&mut self.global_reserved);
+        if global_reserved.is_empty() {
+            return;
+        }
+        let filter = Rc::clone(&self.filter);
+        let refunds: Vec<Descriptor> = filter
+            .accounting
+            .limits_for(&self.consumer, &self.model)
+            .filter_map(|limit| {
+                let (_, hits) = global_reserved.iter().find(|(i, _)| *i == limit.index)?;
+                Some(limit.global.as_ref()?.refund(&self.consumer, *hits))
+            })
+            .collect();
+        if !refunds.is_empty() {
+            filter.queue_report(refunds);
         }
     }
 
@@ -449,6 +483,9 @@ impl UsageRequest {
             1,
         );
         log::warn!("llm_usage: rate-limit service unavailable ({why}); on_service_error={action}");
+        // Whether the service counted the reservation is unknown: the request is charged in full at
+        // its end instead (at worst the reservation is counted too, never nothing).
+        self.global_reserved.clear();
         if allow {
             return None;
         }
@@ -525,6 +562,7 @@ impl UsageRequest {
         let now_ns = now_unix_nanos();
         let mut reports = Vec::new();
         let reservations = std::mem::take(&mut self.reservations);
+        let global_reserved = std::mem::take(&mut self.global_reserved);
         for limit in self
             .filter
             .accounting
@@ -532,8 +570,13 @@ impl UsageRequest {
         {
             if let Some(global) = &limit.global {
                 let hits = limit.hits(usage, cost);
-                if hits > 0 {
-                    reports.push(global.descriptor(&self.consumer, hits));
+                let reserved = global_reserved.iter().find(|(i, _)| *i == limit.index);
+                match reserved {
+                    Some((_, reserved)) => {
+                        reports.extend(global.settlement(&self.consumer, *reserved, hits));
+                    }
+                    None if hits > 0 => reports.push(global.descriptor(&self.consumer, hits)),
+                    None => {}
                 }
                 continue;
             }

@@ -812,7 +812,8 @@ fn redis_answers(port: u16) -> bool {
         && &reply == b"+PONG\r\n"
 }
 
-/// The bundled reference rate-limit service (`target/service/llm-ratelimit`) on a free port.
+/// The bundled reference rate-limit service on a free port: the debug build that `make test`'s unit
+/// tests build anyway (`cargo build -p llm-ratelimit`), or `LLM_RATELIMIT_BIN`.
 pub struct RateLimitService {
     pub address: String,
     process: Process,
@@ -820,7 +821,10 @@ pub struct RateLimitService {
 
 impl RateLimitService {
     pub fn start(redis: &Redis) -> RateLimitService {
-        let binary = built_artifact("target/service/llm-ratelimit");
+        let binary = match std::env::var_os("LLM_RATELIMIT_BIN") {
+            Some(path) => PathBuf::from(path),
+            None => built_artifact("target/debug/llm-ratelimit"),
+        };
         let mut child = spawn(
             Command::new(binary)
                 .args(["--listen", "127.0.0.1:0", "--redis", &redis.url()])

@@ -25,6 +25,14 @@ struct Replicas {
 }
 
 fn start() -> Replicas {
+    start_with_usage(json!({
+        "prices": [{"model": "*", "input": 1, "output": 2}],
+        "limits": [{"consumer": "tiny", "tokens_per_minute": TOKEN_LIMIT, "scope": "global"}],
+        "rate_limit_service": {"cluster": "ratelimit", "timeout_ms": 500}
+    }))
+}
+
+fn start_with_usage(usage: Value) -> Replicas {
     let redis = Redis::start();
     let services = [
         RateLimitService::start(&redis),
@@ -36,11 +44,6 @@ fn start() -> Replicas {
              "rate_limit": {"requests": REQUEST_LIMIT, "window_seconds": 60, "scope": "global"}},
             {"name": "tiny", "keys": [{"sha256": TINY_DIGEST}]}
         ],
-        "rate_limit_service": {"cluster": "ratelimit", "timeout_ms": 500}
-    });
-    let usage = json!({
-        "prices": [{"model": "*", "input": 1, "output": 2}],
-        "limits": [{"consumer": "tiny", "tokens_per_minute": TOKEN_LIMIT, "scope": "global"}],
         "rate_limit_service": {"cluster": "ratelimit", "timeout_ms": 500}
     });
     let ports = [services[0].port(), services[1].port()];
@@ -249,4 +252,62 @@ fn redis_outage_fails_closed_for_request_limits_and_open_for_token_limits_then_r
     assert_eq!(chat(&r.a.envoy, "sk-demo-team-a", &ask("hi")).status, 503);
     assert_eq!(chat(&r.a.envoy, "sk-demo-tiny", &ask("hi")).status, 200);
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// With a service that takes refunds (`refunds: true`; llm-ratelimit honours `is_negative_hits`),
+/// a global token limit reserves each request's estimate at admission, across replicas: of four
+/// concurrent ~1,100-token requests against 2,000 tokens a minute only one fits, and the unused part
+/// of its reservation comes back, so the count ends exact.
+#[test]
+fn global_reservations_hold_across_replicas_and_settle_exactly() {
+    require_envoy!();
+    let r = start_with_usage(json!({
+        "limits": [{"consumer": "tiny", "tokens_per_minute": 2000, "scope": "global"}],
+        "rate_limit_service": {"cluster": "ratelimit", "timeout_ms": 500, "refunds": true}
+    }));
+    let urls = [r.a.envoy.url(""), r.b.url("")];
+    let mut big = ask(&"w".repeat(2200)); // 550 tokens in and out
+    big["max_tokens"] = json!(550);
+    let statuses: Vec<u16> = http::concurrently(4, 1, |client, t, _| {
+        client
+            .post_json(
+                &format!("{}/v1/chat/completions", urls[t % 2]),
+                &[
+                    ("authorization", "Bearer sk-demo-tiny"),
+                    ("x-mock-delay-ms", "1000"),
+                ],
+                &big.to_string(),
+            )
+            .status
+    });
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        3,
+        "{statuses:?}"
+    );
+    // 1,100 tokens used; the refused requests' reservations and the unused 23 or so came back. A
+    // request reserving ~920 more does not fit (2,020 > 2,000), one reserving ~820 does.
+    let fits = |max_tokens: u64| {
+        let mut body = ask("x");
+        body["max_tokens"] = json!(max_tokens);
+        body
+    };
+    let mut settled = false;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(200));
+        if chat(&r.b, "sk-demo-tiny", &fits(1)).status == 200 {
+            settled = true;
+            break;
+        }
+    }
+    assert!(settled, "the refused reservations were not given back");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(chat(&r.a.envoy, "sk-demo-tiny", &fits(900)).status, 429);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(chat(&r.b, "sk-demo-tiny", &fits(800)).status, 200);
 }
