@@ -78,9 +78,11 @@ build-fault: setup
 test: build build-fault
 	$(MAKE) --no-print-directory test-host test-wasm validate test-integration
 
+# llm-host links proxy-wasm's host calls, which exist only in Wasm: its tests run in test-wasm.
+HOST_TEST_ARGS := --workspace --exclude integration --exclude llm-bench --exclude llm-gateway --exclude llm-host
+export HOST_TEST_ARGS
 test-host:
-	# llm-host links proxy-wasm's host calls, which exist only in Wasm: its tests run in test-wasm.
-	cargo test --workspace --exclude integration --exclude llm-bench --exclude llm-gateway --exclude llm-host
+	cargo test $(HOST_TEST_ARGS)
 
 test-wasm:
 	@command -v node >/dev/null || { echo "node is required to run the wasm tests (apt-get install nodejs)"; exit 1; }

@@ -71,8 +71,9 @@ pub struct ProviderEntry {
 /// ids and trace context. Everything else a client sends (`openai-organization`, `openai-project`,
 /// `anthropic-beta`, billing and feature headers among them) reaches the provider only when its
 /// `forward_headers` names it: the gateway's key must not be steered by the client. Envoy's own
-/// `x-envoy-*` and `x-forwarded-*` headers and the pseudo-headers are Envoy's, not the client's.
-pub const FORWARDED_BY_DEFAULT: [&str; 15] = [
+/// `x-envoy-*` headers (the access log reads `x-envoy-original-path`) and the pseudo-headers stay;
+/// `x-forwarded-*` (client addresses, internal topology) go to no third party unless listed.
+pub const FORWARDED_BY_DEFAULT: [&str; 14] = [
     "content-type",
     "content-length",
     "accept",
@@ -87,7 +88,6 @@ pub const FORWARDED_BY_DEFAULT: [&str; 15] = [
     "x-b3-*",
     "x-stainless-*",
     "x-envoy-*",
-    "x-forwarded-*",
 ];
 
 /// A header name, or a prefix when it ends in `*`.
@@ -658,6 +658,7 @@ mod tests {
             "x-api-key",
             "cookie",
             "x-custom",
+            "x-forwarded-for",
         ] {
             assert!(!p.forwards(&anthropic, never), "{never}");
         }

@@ -40,6 +40,9 @@ pub enum BodyError {
 /// Completions and Messages (`max_tokens`), Responses (`max_output_tokens`).
 const OUTPUT_LIMIT_FIELDS: [&str; 3] = ["max_tokens", "max_completion_tokens", "max_output_tokens"];
 
+/// The largest output limit taken from a request (4 Gi tokens).
+pub const MAX_OUTPUT_TOKENS: u64 = u32::MAX as u64;
+
 #[derive(Deserialize)]
 struct Probe<'a> {
     #[serde(borrow, default)]
@@ -107,7 +110,9 @@ pub fn read_fields(body: &[u8]) -> Result<RequestFields, BodyError> {
     .into_iter()
     .flatten()
     .filter_map(|raw| raw.get().parse::<u64>().ok())
-    .min();
+    .min()
+    // No model writes more than this; a client's 2^64-1 must not overflow a reservation.
+    .map(|max| max.min(MAX_OUTPUT_TOKENS));
     Ok(RequestFields {
         model,
         model_span,
@@ -216,6 +221,10 @@ mod tests {
         ] {
             assert_eq!(limit(none), Ok(None), "{none}");
         }
+        assert_eq!(
+            limit(r#"{"model":"m","max_tokens":18446744073709551615}"#),
+            Ok(Some(MAX_OUTPUT_TOKENS))
+        );
         assert_eq!(
             limit(r#"{"model":"m","max_tokens":1,"max_tokens":100000}"#),
             Err(BodyError::DuplicateField("max_tokens"))

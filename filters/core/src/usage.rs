@@ -22,7 +22,7 @@ pub struct Usage {
 
 impl Usage {
     pub fn total(&self) -> u64 {
-        self.input + self.output
+        self.input.saturating_add(self.output)
     }
 
     fn from_openai(usage: &Value) -> Option<Usage> {

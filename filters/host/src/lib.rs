@@ -447,6 +447,15 @@ pub fn grpc_response_body(size: usize) -> Option<Vec<u8>> {
         .flatten()
 }
 
+/// Whether the request was sent to an upstream endpoint (Envoy's `upstream.address` is set once a
+/// connection to one was chosen), even if no response came back.
+pub fn reached_upstream() -> bool {
+    hostcalls::get_property(vec!["upstream", "address"])
+        .ok()
+        .flatten()
+        .is_some_and(|address| !address.is_empty())
+}
+
 /// The chosen upstream endpoint's `metadata.filter_metadata.llm.provider`, if set.
 pub fn endpoint_provider() -> Option<String> {
     const PATH: [&str; 5] = [

@@ -277,9 +277,25 @@ struct UsageRequest {
     status: u16,
     /// What admission reserved against local limits, settled when the request ends.
     reservations: Vec<Reserved>,
-    /// What admission reserved against global limits (limit index, hits), when the service takes
-    /// refunds: settled, or given back, by a report to the service.
-    global_reserved: Vec<(usize, u64)>,
+    /// What admission reserved against global limits, when the service takes refunds: settled, or
+    /// given back, by a report to the service.
+    global_reserved: Vec<GlobalReserved>,
+}
+
+/// A reservation counted by the rate-limit service: `hits` for limit `index`, in the window that
+/// ends at `window_end_ns` (from the check's `duration_until_reset`; None when the service sent none).
+struct GlobalReserved {
+    index: usize,
+    hits: u64,
+    window_end_ns: Option<u64>,
+}
+
+impl GlobalReserved {
+    /// Whether its window has ended: a refund would come off the next window's count, which never
+    /// held this reservation.
+    fn expired(&self, now_ns: u64) -> bool {
+        self.window_end_ns.is_some_and(|end| now_ns >= end)
+    }
 }
 
 /// A reservation against one local limit: tokens, or nano-USD for a budget (made in `window`).
@@ -426,13 +442,20 @@ impl UsageRequest {
             .iter()
             .filter_map(|limit| {
                 let global = limit.global.as_ref()?;
+                // At most the limit itself: a bigger estimate would never fit in any window.
                 let hits = if service.refunds {
-                    limit.hits(estimate, estimate_cost)
+                    limit
+                        .hits(estimate, estimate_cost)
+                        .min(u64::from(global.amount))
                 } else {
                     0
                 };
                 if hits > 0 {
-                    reserved.push((limit.index, hits));
+                    reserved.push(GlobalReserved {
+                        index: limit.index,
+                        hits,
+                        window_end_ns: None,
+                    });
                 }
                 Some(global.descriptor(&consumer, hits))
             })
@@ -453,7 +476,9 @@ impl UsageRequest {
             reserved.settle(now_ns, 0);
         }
         let global_reserved = std::mem::take(&mut self.global_reserved);
-        if global_reserved.is_empty() {
+        if global_reserved.is_empty() || self.pending_check.is_some() {
+            // With the check still out, a refund could overtake it: whether the reservation is
+            // counted is unknown, as when the service errs.
             return;
         }
         let filter = Rc::clone(&self.filter);
@@ -461,8 +486,10 @@ impl UsageRequest {
             .accounting
             .limits_for(&self.consumer, &self.model)
             .filter_map(|limit| {
-                let (_, hits) = global_reserved.iter().find(|(i, _)| *i == limit.index)?;
-                Some(limit.global.as_ref()?.refund(&self.consumer, *hits))
+                let reserved = global_reserved
+                    .iter()
+                    .find(|r| r.index == limit.index && !r.expired(now_ns))?;
+                Some(limit.global.as_ref()?.refund(&self.consumer, reserved.hits))
             })
             .collect();
         if !refunds.is_empty() {
@@ -502,6 +529,19 @@ impl UsageRequest {
 
     /// The service's answer to the limits check: 429 for the first spent limit.
     fn on_check(&mut self, limits: &[Limit], verdicts: &[global::Verdict]) -> Option<Action> {
+        let now_ns = now_unix_nanos();
+        for (limit, verdict) in limits.iter().zip(verdicts) {
+            if let Some(reserved) = self
+                .global_reserved
+                .iter_mut()
+                .find(|r| r.index == limit.index)
+            {
+                reserved.window_end_ns = (!verdict.reset.is_zero()).then(|| {
+                    now_ns
+                        .saturating_add(u64::try_from(verdict.reset.as_nanos()).unwrap_or(u64::MAX))
+                });
+            }
+        }
         for (limit, verdict) in limits.iter().zip(verdicts) {
             let Some(global) = &limit.global else {
                 continue;
@@ -570,13 +610,15 @@ impl UsageRequest {
         {
             if let Some(global) = &limit.global {
                 let hits = limit.hits(usage, cost);
-                let reserved = global_reserved.iter().find(|(i, _)| *i == limit.index);
+                let reserved = global_reserved.iter().find(|r| r.index == limit.index);
                 match reserved {
-                    Some((_, reserved)) => {
-                        reports.extend(global.settlement(&self.consumer, *reserved, hits));
+                    // Same window: replace the reservation by what was used.
+                    Some(reserved) if !reserved.expired(now_ns) => {
+                        reports.extend(global.settlement(&self.consumer, reserved.hits, hits));
                     }
-                    None if hits > 0 => reports.push(global.descriptor(&self.consumer, hits)),
-                    None => {}
+                    // No reservation, or its window is over: count what was used in this one.
+                    _ if hits > 0 => reports.push(global.descriptor(&self.consumer, hits)),
+                    _ => {}
                 }
                 continue;
             }
@@ -810,7 +852,14 @@ impl HttpContext for UsageRequest {
 
     fn on_log(&mut self) {
         if !self.inference || self.status == 0 {
-            // Never reached a provider (rejected by a later filter, or no response): nothing used.
+            if self.inference && llm_host::reached_upstream() {
+                // Sent to a provider, no answer seen (the client left first): the provider may have
+                // run and billed the whole request, so its reservations stay charged.
+                self.reservations.clear();
+                self.global_reserved.clear();
+                return;
+            }
+            // Never reached a provider (rejected by a later filter): nothing used.
             self.release_reservations(now_unix_nanos());
             return;
         }

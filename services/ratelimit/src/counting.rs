@@ -22,6 +22,8 @@ const MAX_HITS: i64 = 1 << 53;
 /// every service instance agrees on them whatever its own clock says. Returns, per key, the count
 /// after this call and the seconds until its window ends.
 const SCRIPT: &str = r"
+-- Redis 3.2-4 refuse writes after TIME unless effects are replicated (the default from 5 on).
+if redis.replicate_commands then redis.replicate_commands() end
 local now = tonumber(redis.call('TIME')[1])
 local out = {}
 for i, base in ipairs(KEYS) do

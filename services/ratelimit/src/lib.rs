@@ -23,10 +23,12 @@ pub fn client(url: &str, ca_pem: Option<Vec<u8>>) -> Result<redis::Client, Strin
     built.map_err(|err| format!("not a usable Redis URL ({:?})", err.kind()))
 }
 
-/// `redis://:secret@host:6379` as `redis://host:6379`: a log line never carries the password.
+/// `redis://:secret@host:6379/0?x=y` as `redis://host:6379/0`: a log line carries neither the
+/// user-info nor the query (`redis+unix:///sock?pass=...` puts the password there).
 pub fn redacted(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
+            let rest = rest.split(['?', '#']).next().unwrap_or("");
             let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
             format!("{scheme}://{host}")
         }
@@ -50,6 +52,10 @@ mod tests {
             "an @ inside the password"
         );
         assert_eq!(redacted("redis://host"), "redis://host");
+        assert_eq!(
+            redacted("redis+unix:///run/redis.sock?db=1&pass=s3cret"),
+            "redis+unix:///run/redis.sock"
+        );
         assert_eq!(redacted("host:6379"), "(not a redis:// URL)");
     }
 }

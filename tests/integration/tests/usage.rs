@@ -589,18 +589,32 @@ fn concurrent_requests_cannot_overshoot_a_token_limit() {
     assert_eq!(after.status, 429, "{}", after.body);
 }
 
-/// A request refused by a later filter (here llm_router's 404 for an unknown model never reaches
-/// llm_usage; llm_pii's block does) gives its reservation back.
+/// A request the provider refused (here a 500) used nothing: its reservation is given back. One the
+/// client abandoned after it was sent keeps its reservation (the provider may have run and billed).
 #[test]
-fn reservations_of_requests_that_never_reach_a_provider_are_given_back() {
+fn reservations_follow_what_the_provider_may_have_used() {
     require_envoy!();
     let demo = Demo::start();
-    // Each reserves ~1,000 tokens of sk-demo-tiny's 2,000 and ends with a client reset before any
-    // response; were the reservations kept, the third request would be refused.
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 900,
+                      "messages": [{"role": "user", "content": "hi"}]})
+    .to_string();
+    // Each reserves ~930 of sk-demo-tiny's 2,000 tokens; kept, the third would be refused.
     for _ in 0..3 {
-        let body = json!({"model": "gpt-4o-mini", "max_tokens": 900,
-                          "messages": [{"role": "user", "content": "hi"}]})
-        .to_string();
+        let failed = post_json(
+            &demo.envoy.url("/v1/chat/completions"),
+            &[
+                ("authorization", "Bearer sk-demo-tiny"),
+                ("x-mock-status", "500"),
+            ],
+            &body,
+        );
+        assert_eq!(failed.status, 500, "{}", failed.body);
+    }
+    let ok = chat(&demo, "sk-demo-tiny", &ask("gpt-4o-mini", "still allowed"));
+    assert_eq!(ok.status, 200, "{}", ok.body);
+
+    // Now three requests sent to the provider and abandoned before its answer.
+    for _ in 0..3 {
         let request = format!(
             "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-demo-tiny\r\n\
              content-type: application/json\r\nx-mock-delay-ms: 2000\r\ncontent-length: {}\r\n\r\n{body}",
@@ -612,9 +626,9 @@ fn reservations_of_requests_that_never_reach_a_provider_are_given_back() {
         std::thread::sleep(Duration::from_millis(300));
         drop(stream);
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let ok = chat(&demo, "sk-demo-tiny", &ask("gpt-4o-mini", "still allowed"));
-    assert_eq!(ok.status, 200, "{}", ok.body);
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = chat(&demo, "sk-demo-tiny", &ask("gpt-4o-mini", "over"));
+    assert_eq!(refused.status, 429, "{}", refused.body);
 }
 
 fn series(demo: &Demo, name: &str, model: &str, provider: &str) -> f64 {
