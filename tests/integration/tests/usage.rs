@@ -293,26 +293,139 @@ fn two_workers_charge_one_budget_exactly() {
     assert_eq!(cost, 240_000.0);
 }
 
+/// A raw HTTP/1.1 exchange over `stream`: the request, then the response's status line and headers,
+/// and its body as it arrives (chunked framing removed).
+struct RawExchange {
+    stream: std::net::TcpStream,
+    raw: Vec<u8>,
+    head: Option<String>,
+    body_at: usize,
+}
+
+impl RawExchange {
+    fn send(demo: &Demo, path: &str, headers: &[(&str, &str)], body: &str) -> RawExchange {
+        use std::io::Write;
+        let mut request =
+            format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+        let mut stream = std::net::TcpStream::connect(&demo.envoy.listener).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        RawExchange {
+            stream,
+            raw: Vec::new(),
+            head: None,
+            body_at: 0,
+        }
+    }
+
+    /// Reads more; false at the end of the response.
+    fn read_more(&mut self) -> bool {
+        use std::io::Read;
+        let mut buffer = [0u8; 8192];
+        let n = self.stream.read(&mut buffer).unwrap_or(0);
+        self.raw.extend_from_slice(&buffer[..n]);
+        if self.head.is_none() {
+            if let Some(end) = self.raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                self.head = Some(String::from_utf8_lossy(&self.raw[..end]).to_lowercase());
+                self.body_at = end + 4;
+            }
+        }
+        n > 0 && !self.complete()
+    }
+
+    /// The body bytes received so far, without the chunked framing, and whether the last chunk came.
+    fn body(&self) -> (Vec<u8>, bool) {
+        let raw = &self.raw[self.body_at.min(self.raw.len())..];
+        let chunked = self
+            .head
+            .as_deref()
+            .is_some_and(|h| h.contains("transfer-encoding: chunked"));
+        if !chunked {
+            return (raw.to_vec(), false);
+        }
+        let (mut out, mut at) = (Vec::new(), 0);
+        while let Some(line_end) = raw[at..].windows(2).position(|w| w == b"\r\n") {
+            let size = usize::from_str_radix(
+                std::str::from_utf8(&raw[at..at + line_end]).unwrap().trim(),
+                16,
+            )
+            .unwrap();
+            if size == 0 {
+                return (out, true);
+            }
+            let start = at + line_end + 2;
+            if raw.len() < start + size + 2 {
+                break;
+            }
+            out.extend_from_slice(&raw[start..start + size]);
+            at = start + size + 2;
+        }
+        (out, false)
+    }
+
+    fn complete(&self) -> bool {
+        self.body().1
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.as_deref()?.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            (n.trim() == name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// What a gzip stream decodes to so far (a stream flushed per chunk decodes as it arrives).
+fn gunzip_so_far(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut decoder = flate2::write::GzDecoder::new(Vec::new());
+    let _ = decoder.write_all(bytes);
+    let _ = decoder.flush();
+    String::from_utf8_lossy(decoder.get_ref()).into_owned()
+}
+
 /// Real providers gzip JSON answers for clients that accept it, as every official SDK does; the
 /// mock does too. Usage is still counted exactly (the provider is asked for identity on every
-/// attempt, so no filter ever sees compressed bytes), pass-through and translated alike.
+/// attempt, so no filter ever sees compressed bytes), pass-through and translated alike; the client
+/// gets its answer gzipped by Envoy's compressor filter (demo config), after the filters read it.
 #[test]
 fn answers_to_clients_that_accept_gzip_are_counted_exactly() {
     require_envoy!();
     let demo = Demo::start();
     let accept = ("accept-encoding", "gzip, deflate, br, zstd");
     let prompt = "x".repeat(400); // 100 tokens in, 100 out
+    let exchange = |path: &str, headers: &[(&str, &str)], body: &str| {
+        let mut exchange = RawExchange::send(&demo, path, headers, body);
+        while exchange.read_more() {}
+        assert!(
+            exchange
+                .head
+                .as_deref()
+                .unwrap()
+                .starts_with("http/1.1 200"),
+            "{:?}",
+            exchange.head
+        );
+        assert_eq!(exchange.header("content-encoding").as_deref(), Some("gzip"));
+        let decoded: Value = serde_json::from_str(&gunzip_so_far(&exchange.body().0)).unwrap();
+        decoded
+    };
     for model in ["gpt-4o-mini", "claude-sonnet-4-5"] {
-        let response = post_json(
-            &demo.envoy.url("/v1/chat/completions"),
+        let answer = exchange(
+            "/v1/chat/completions",
             &[("authorization", "Bearer sk-demo-team-a"), accept],
             &ask(model, &prompt).to_string(),
         );
-        assert_eq!(response.status, 200, "{}", response.body);
-        assert_eq!(response.json()["usage"]["completion_tokens"], 100);
+        assert_eq!(answer["usage"]["completion_tokens"], 100);
     }
-    let native = post_json(
-        &demo.envoy.url("/v1/messages"),
+    let native = exchange(
+        "/v1/messages",
         &[
             ("x-api-key", "sk-demo-team-a"),
             ("anthropic-version", "2023-06-01"),
@@ -322,7 +435,7 @@ fn answers_to_clients_that_accept_gzip_are_counted_exactly() {
                 "messages": [{"role": "user", "content": prompt}]})
         .to_string(),
     );
-    assert_eq!(native.status, 200, "{}", native.body);
+    assert_eq!(native["usage"]["output_tokens"], 100);
     for mock in [&demo.openai, &demo.anthropic] {
         for request in mock.requests() {
             assert!(
@@ -787,4 +900,44 @@ fn provider_rate_limits_and_mid_stream_errors_are_charged_correctly() {
         series(&demo, "llm_estimated_usage_total", "gpt-4o-mini", "openai"),
         1.0
     );
+}
+
+/// A compressed stream is not held back: each event reaches the client as it comes (the compressor
+/// flushes every chunk), so the first content decodes while the provider is still writing.
+#[test]
+fn compressed_streams_arrive_event_by_event() {
+    require_envoy!();
+    let demo = Demo::start();
+    let mut body = ask(
+        "gpt-4o-mini",
+        "one two three four five six seven eight nine ten",
+    );
+    body["stream"] = json!(true);
+    let mut exchange = RawExchange::send(
+        &demo,
+        "/v1/chat/completions",
+        &[
+            ("authorization", "Bearer sk-demo-team-a"),
+            ("accept-encoding", "gzip"),
+            ("x-mock-chunk-delay-ms", "150"),
+        ],
+        &body.to_string(),
+    );
+    let mut first_content_while_streaming = false;
+    while exchange.read_more() {
+        let (bytes, done) = exchange.body();
+        let text = gunzip_so_far(&bytes);
+        if text.contains("\"content\":\"") && !text.contains("[DONE]") && !done {
+            first_content_while_streaming = true;
+            break;
+        }
+    }
+    assert_eq!(exchange.header("content-encoding").as_deref(), Some("gzip"));
+    assert!(
+        first_content_while_streaming,
+        "the first event only decoded with the end of the stream: the compressor buffered it"
+    );
+    while exchange.read_more() {}
+    let text = gunzip_so_far(&exchange.body().0);
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
 }
