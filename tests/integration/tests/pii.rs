@@ -2,7 +2,7 @@
 //! streams cut into 1-byte chunks), block and redact modes, and clean bodies arrive untouched.
 
 use integration::http::{self, post_json, sse_data, sse_events, sse_text};
-use integration::{require_envoy, Demo};
+use integration::{require_envoy, set_filter_config, Demo};
 use serde_json::{json, Value};
 
 const KEY: (&str, &str) = ("authorization", "Bearer sk-demo-team-a");
@@ -136,4 +136,54 @@ fn a_clean_body_arrives_byte_identical() {
         .envoy
         .prometheus()
         .contains("llm_pii_detections_total{"));
+}
+
+/// The caps on one request's scan: past `max_findings` a block policy refuses the request before any
+/// provider sees it (no value in the error); a pass policy masks what fits and counts the rest.
+#[test]
+fn requests_over_the_scan_caps_are_refused_or_counted() {
+    require_envoy!();
+    let five = (1..=5)
+        .map(|i| format!("user{i}@example.com"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": five}]});
+    let block = Demo::start_with(|config| {
+        set_filter_config(&config, "llm_pii", r#"{"limits": {"max_findings": 3}}"#)
+    });
+    let refused = block.chat(&[], &body);
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(refused.json()["error"]["code"], "pii_scan_limit");
+    assert!(!refused.body.contains("example.com"), "{}", refused.body);
+    assert!(block.openai.requests().is_empty());
+    assert_eq!(
+        block
+            .envoy
+            .prometheus_value(r#"llm_pii_scan_limited_total{action="block",reason="findings"}"#),
+        Some(1.0)
+    );
+
+    let pass = Demo::start_with(|config| {
+        set_filter_config(
+            &config,
+            "llm_pii",
+            r#"{"limits": {"max_findings": 3, "on_limit": "pass"}}"#,
+        )
+    });
+    let answered = pass.chat(&[], &body);
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    assert_eq!(answered.json()["choices"][0]["message"]["content"], five);
+    let sent = pass.openai.requests()[0]["json"]["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        sent,
+        "<EMAIL_1>, <EMAIL_2>, <EMAIL_3>, user4@example.com, user5@example.com"
+    );
+    assert_eq!(
+        pass.envoy
+            .prometheus_value(r#"llm_pii_scan_limited_total{action="pass",reason="findings"}"#),
+        Some(1.0)
+    );
 }
