@@ -9,11 +9,7 @@ import sys
 import anthropic
 import openai
 
-
-def check(condition, what):
-    if not condition:
-        sys.exit(f"FAILED: {what}")
-    print(f"ok: {what}")
+from check_sdks import check
 
 
 def main(base, key):

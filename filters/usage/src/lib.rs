@@ -346,6 +346,11 @@ impl UsageRequest {
     /// (so requests running beside it see it spent); answers 429 when one is spent.
     fn admit(&mut self, estimate: &Usage) -> Option<Action> {
         let filter = Rc::clone(&self.filter);
+        // Most requests fall under no limit: no price lookup, no copies.
+        filter
+            .accounting
+            .limits_for(&self.consumer, &self.model)
+            .next()?;
         let now_ns = now_unix_nanos();
         let estimate_cost = filter
             .accounting

@@ -812,6 +812,30 @@ fn redis_answers(port: u16) -> bool {
         && &reply == b"+PONG\r\n"
 }
 
+/// Runs `tests/sdk/<script>` with the `.venv` Python (the official SDKs) against `demo` as `key`;
+/// returns its stdout, panicking with both outputs when it fails.
+pub fn run_sdk_script(script: &str, demo: &Demo, key: &str) -> String {
+    let python = repo_root().join(".venv/bin/python");
+    let output = Command::new(&python)
+        .arg(repo_root().join("tests/sdk").join(script))
+        .arg(format!("http://{}", demo.envoy.listener))
+        .arg(key)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "run {} (make setup installs the SDKs): {e}",
+                python.display()
+            )
+        });
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// The bundled reference rate-limit service on a free port: the debug build that `make test`'s unit
 /// tests build anyway (`cargo build -p llm-ratelimit`), or `LLM_RATELIMIT_BIN`.
 pub struct RateLimitService {

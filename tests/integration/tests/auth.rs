@@ -356,24 +356,7 @@ fn jwt_identity_from_envoy_jwt_authn() {
 fn official_openai_and_anthropic_sdks_work_with_a_demo_key() {
     require_envoy!();
     let demo = Demo::start();
-    let python = repo_root().join(".venv/bin/python");
-    let output = Command::new(&python)
-        .arg(repo_root().join("tests/sdk/check_sdks.py"))
-        .arg(format!("http://{}", demo.envoy.listener))
-        .arg("sk-demo-team-a")
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "run {} (make setup installs the SDKs): {e}",
-                python.display()
-            )
-        });
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "SDK check failed:\n{stdout}\n{stderr}"
-    );
+    let stdout = integration::run_sdk_script("check_sdks.py", &demo, "sk-demo-team-a");
     assert!(
         stdout.contains("ok: anthropic streaming with auth_token (Bearer)"),
         "{stdout}"
