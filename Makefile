@@ -18,7 +18,7 @@ WASM_TEST_RUNNER := node --no-warnings $(CURDIR)/tests/wasi-runner.mjs
 
 export ENVOY_BIN
 
-.PHONY: help setup build build-ratelimit build-fault fuzz-smoke run test test-host test-wasm test-integration validate lint fmt clean bench callgrind-cost hash-key dist fuzz
+.PHONY: help setup build build-native build-ratelimit build-fault fuzz-smoke run test test-host test-wasm test-integration validate lint fmt clean bench callgrind-cost hash-key dist fuzz
 
 help:
 	@echo "make run      build everything and start the demo gateway on http://127.0.0.1:10000"
@@ -67,6 +67,14 @@ run: build
 	DEMO_CONFIG=$(DEMO_CONFIG) scripts/run-demo.sh
 
 # The reference rate-limit service (global limits): tests, benchmarks and deployments that want it.
+# libllm_gateway.so, the native Envoy dynamic module (every filter; filters/native/README.md).
+NATIVE_DIR := target/native
+NATIVE_MODULE := $(NATIVE_DIR)/libllm_gateway.so
+build-native: setup
+	cargo build --profile native -p llm-native
+	cp $(NATIVE_DIR)/libllm_gateway_native.so $(NATIVE_MODULE)
+	@ls -l $(NATIVE_MODULE) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
+
 build-ratelimit: setup
 	cargo build --profile service -p llm-ratelimit
 
@@ -78,8 +86,8 @@ build-fault: setup
 test: build build-fault
 	$(MAKE) --no-print-directory test-host test-wasm validate test-integration
 
-# llm-host links proxy-wasm's host calls, which exist only in Wasm: its tests run in test-wasm.
-HOST_TEST_ARGS := --workspace --exclude integration --exclude llm-bench --exclude llm-gateway --exclude llm-host
+# Every crate's unit tests, natively: the filters' glue runs on llm_host's in-memory fake host.
+HOST_TEST_ARGS := --workspace --exclude integration --exclude llm-bench
 export HOST_TEST_ARGS
 test-host:
 	cargo test $(HOST_TEST_ARGS)

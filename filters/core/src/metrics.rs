@@ -45,9 +45,123 @@ pub fn labeled_name(base: &str, labels: &[(&str, &str)]) -> String {
     name
 }
 
+/// Every metric family the filters report: name, whether it is a histogram, and its labels in the
+/// order the filters pass them. Hosts that must declare metrics before traffic (Envoy's dynamic
+/// modules freeze definitions once a filter config is loaded) declare these; proxy-wasm needs none.
+pub const FAMILIES: &[(&str, bool, &[&str])] = &[
+    ("llm_filter_requests_total", false, &["filter"]),
+    ("llm_auth_rejected_total", false, &["reason"]),
+    ("llm_auth_requests_total", false, &["kind"]),
+    (
+        "llm_global_limit_errors_total",
+        false,
+        &["filter", "action"],
+    ),
+    ("llm_router_requests_total", false, &["model", "route"]),
+    ("llm_router_rejected_total", false, &["reason"]),
+    ("llm_pii_detections_total", false, &["entity", "action"]),
+    ("llm_pii_scan_limited_total", false, &["reason", "action"]),
+    ("llm_provider_attempts_total", false, &["provider"]),
+    ("llm_provider_translated_total", false, &["provider"]),
+    (
+        "llm_input_tokens_total",
+        false,
+        &["consumer", "model", "provider"],
+    ),
+    (
+        "llm_output_tokens_total",
+        false,
+        &["consumer", "model", "provider"],
+    ),
+    (
+        "llm_cached_input_tokens_total",
+        false,
+        &["consumer", "model", "provider"],
+    ),
+    (
+        "llm_cost_nanousd_total",
+        false,
+        &["consumer", "model", "provider"],
+    ),
+    (
+        "llm_estimated_usage_total",
+        false,
+        &["consumer", "model", "provider"],
+    ),
+    (
+        "llm_requests_total",
+        false,
+        &["consumer", "model", "provider", "status_class"],
+    ),
+    ("llm_usage_limited_total", false, &["consumer", "kind"]),
+    ("llm_request_duration_ms", true, &["model", "provider"]),
+    ("llm_time_to_first_token_ms", true, &["model", "provider"]),
+];
+
+/// The inverse of [`labeled_name`]: the base name and the `(label, value)` pairs, or `None` when the
+/// name does not parse (a label outside [`KNOWN_LABELS`]).
+pub fn parse_labeled_name(name: &str) -> Option<(&str, Vec<(&str, &str)>)> {
+    let Some(first) = name.find("=.=") else {
+        return Some((name, Vec::new()));
+    };
+    let head = name.get(..first)?;
+    let label = KNOWN_LABELS
+        .iter()
+        .filter(|label| head.ends_with(&format!("_{label}")))
+        .max_by_key(|label| label.len())?;
+    let base = head.get(..head.len() - label.len() - 1)?;
+    let mut labels = Vec::new();
+    let mut rest = name.get(base.len()..)?;
+    while !rest.is_empty() {
+        let body = rest.strip_prefix('_')?;
+        let (label, tail) = body.split_once("=.=")?;
+        let (value, tail) = tail.split_once(";.;")?;
+        if !KNOWN_LABELS.contains(&label) {
+            return None;
+        }
+        labels.push((label, value));
+        rest = tail;
+    }
+    Some((base, labels))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labeled_names_parse_back() {
+        let name = labeled_name(
+            "llm_requests_total",
+            &[
+                ("consumer", "team_a"),
+                ("model", "gpt-4o"),
+                ("status_class", "2xx"),
+            ],
+        );
+        assert_eq!(
+            parse_labeled_name(&name),
+            Some((
+                "llm_requests_total",
+                vec![
+                    ("consumer", "team_a"),
+                    ("model", "gpt-4o"),
+                    ("status_class", "2xx")
+                ]
+            ))
+        );
+        assert_eq!(parse_labeled_name("llm_x"), Some(("llm_x", vec![])));
+        assert_eq!(parse_labeled_name("m_nolabel=.=x;.;"), None);
+    }
+
+    #[test]
+    fn every_family_uses_known_labels() {
+        for (name, _, labels) in FAMILIES {
+            for label in *labels {
+                assert!(KNOWN_LABELS.contains(label), "{name}: {label}");
+            }
+        }
+    }
 
     #[test]
     fn encodes_labels_in_order() {

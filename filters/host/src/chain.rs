@@ -1,4 +1,4 @@
-//! Several filters in one Wasm module and one HTTP context: [`Chain`] runs their contexts in order,
+//! Several filters in one module and one stream: [`Chain`] runs their contexts in order,
 //! as Envoy would run them as separate filters, so each filter's glue works unchanged.
 //!
 //! What Envoy's filter chain guarantees, and this keeps: a filter sees the request headers only after
@@ -8,9 +8,8 @@
 //! reply stops the filters after the one that sent it; a filter that paused for its own asynchronous
 //! call continues the chain with the filter after it when it resumes.
 
+use crate::host::{Action, HttpFilter};
 use crate::view::{self, BodyWindow, Shared};
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
 
 /// Where one filter is in one direction (request or response).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,7 +51,7 @@ struct Flow {
 
 /// The HTTP context of a module that holds several filters.
 pub struct Chain {
-    filters: Vec<Box<dyn HttpContext>>,
+    filters: Vec<Box<dyn HttpFilter>>,
     request: Flow,
     response: Flow,
     /// A filter sent a local reply: the request goes no further.
@@ -63,7 +62,7 @@ pub struct Chain {
 
 impl Chain {
     /// `filters` in request order (responses run them in reverse).
-    pub fn new(filters: Vec<Box<dyn HttpContext>>) -> Self {
+    pub fn new(filters: Vec<Box<dyn HttpFilter>>) -> Self {
         let progress = vec![Progress::default(); filters.len()];
         Chain {
             filters,
@@ -140,11 +139,9 @@ impl Chain {
         };
         let mut action = Action::Continue;
         if progress.headers == Headers::NotSeen {
-            // Envoy's own count of headers is not what this filter sees after earlier rewrites;
-            // no filter uses it.
             let result = match direction {
-                Direction::Request => filter.on_http_request_headers(0, headers_end_stream),
-                Direction::Response => filter.on_http_response_headers(0, headers_end_stream),
+                Direction::Request => filter.on_request_headers(headers_end_stream),
+                Direction::Response => filter.on_response_headers(headers_end_stream),
             };
             progress.headers = match result {
                 Action::Continue => Headers::Passed,
@@ -162,8 +159,8 @@ impl Chain {
             if body_seen && (new_bytes > 0 || (body_end && !progress.body_ended)) {
                 set_offset(direction, progress.passed);
                 let result = match direction {
-                    Direction::Request => filter.on_http_request_body(new_bytes, body_end),
-                    Direction::Response => filter.on_http_response_body(new_bytes, body_end),
+                    Direction::Request => filter.on_request_body(new_bytes, body_end),
+                    Direction::Response => filter.on_response_body(new_bytes, body_end),
                 };
                 if replied() {
                     self.replied = true;
@@ -181,8 +178,8 @@ impl Chain {
             }
             if action == Action::Continue && trailers && !progress.trailers_seen {
                 let result = match direction {
-                    Direction::Request => filter.on_http_request_trailers(0),
-                    Direction::Response => filter.on_http_response_trailers(0),
+                    Direction::Request => filter.on_request_trailers(),
+                    Direction::Response => filter.on_response_trailers(),
                 };
                 if replied() {
                     self.replied = true;
@@ -218,7 +215,7 @@ impl Chain {
     }
 
     /// Delivers an asynchronous answer to each filter (each knows its own call tokens).
-    fn on_async(&mut self, mut deliver: impl FnMut(&mut dyn HttpContext)) {
+    fn on_async(&mut self, mut deliver: impl FnMut(&mut dyn HttpFilter)) {
         if self.replied {
             return;
         }
@@ -288,52 +285,33 @@ fn window(shared: &mut Shared, direction: Direction) -> &mut BodyWindow {
     }
 }
 
-impl Context for Chain {
-    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
-        self.in_view(|chain| {
-            chain.on_async(|filter| {
-                filter.on_grpc_call_response(token_id, status_code, response_size)
-            })
-        });
-    }
-
-    fn on_http_call_response(&mut self, token: u32, headers: usize, body: usize, trailers: usize) {
-        self.in_view(|chain| {
-            chain.on_async(|filter| filter.on_http_call_response(token, headers, body, trailers))
-        });
-    }
-
-    fn on_done(&mut self) -> bool {
-        for filter in &mut self.filters {
-            filter.on_done();
-        }
-        true
-    }
-}
-
-impl HttpContext for Chain {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+impl HttpFilter for Chain {
+    fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         self.headers(Direction::Request, end_of_stream)
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.body(Direction::Request, body_size, end_of_stream)
+    fn on_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        self.body(Direction::Request, size, end_of_stream)
     }
 
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+    fn on_request_trailers(&mut self) -> Action {
         self.trailers(Direction::Request)
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+    fn on_response_headers(&mut self, end_of_stream: bool) -> Action {
         self.headers(Direction::Response, end_of_stream)
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.body(Direction::Response, body_size, end_of_stream)
+    fn on_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        self.body(Direction::Response, size, end_of_stream)
     }
 
-    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+    fn on_response_trailers(&mut self) -> Action {
         self.trailers(Direction::Response)
+    }
+
+    fn on_grpc_response(&mut self, token: u32, status: u32, body: Option<&[u8]>) {
+        self.in_view(|chain| chain.on_async(|filter| filter.on_grpc_response(token, status, body)));
     }
 
     fn on_log(&mut self) {
@@ -385,18 +363,16 @@ mod tests {
         }
     }
 
-    impl Context for Fake {
-        fn on_grpc_call_response(&mut self, token: u32, _status: u32, _size: usize) {
+    impl HttpFilter for Fake {
+        fn on_grpc_response(&mut self, token: u32, _status: u32, _body: Option<&[u8]>) {
             if self.waits_for_call && token == 7 {
                 self.waits_for_call = false;
                 self.note("answer".into());
                 crate::view::resume_request();
             }
         }
-    }
 
-    impl HttpContext for Fake {
-        fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+        fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
             self.note(format!("request headers end={end_of_stream}"));
             if self.replies {
                 crate::view::note_reply();
@@ -409,7 +385,7 @@ mod tests {
             }
         }
 
-        fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        fn on_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
             self.note(format!("request body {size} end={end_of_stream}"));
             if self.waits_for_call || (self.holds_request && !end_of_stream) {
                 Action::Pause
@@ -418,12 +394,12 @@ mod tests {
             }
         }
 
-        fn on_http_response_headers(&mut self, _: usize, _end_of_stream: bool) -> Action {
+        fn on_response_headers(&mut self, _end_of_stream: bool) -> Action {
             self.note("response headers".into());
             Action::Continue
         }
 
-        fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        fn on_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
             self.note(format!("response body {size} end={end_of_stream}"));
             if self.holds_response && !end_of_stream {
                 Action::Pause
@@ -445,7 +421,7 @@ mod tests {
         let mut chain = Chain::new(
             filters
                 .into_iter()
-                .map(|f| Box::new(f) as Box<dyn HttpContext>)
+                .map(|f| Box::new(f) as Box<dyn HttpFilter>)
                 .collect(),
         );
         chain.resume_host = || HOST_RESUMES.with(|count| count.set(count.get() + 1));
@@ -465,7 +441,7 @@ mod tests {
         pii.holds_request = true;
         let mut chain = chain(vec![fake("auth", &log), router, pii, fake("usage", &log)]);
 
-        assert_eq!(chain.on_http_request_headers(9, false), Action::Pause);
+        assert_eq!(chain.on_request_headers(false), Action::Pause);
         assert_eq!(
             take(&log),
             [
@@ -474,7 +450,7 @@ mod tests {
             ]
         );
         // A first part: auth passes it, router holds it; nobody after router sees anything.
-        assert_eq!(chain.on_http_request_body(10, false), Action::Pause);
+        assert_eq!(chain.on_request_body(10, false), Action::Pause);
         assert_eq!(
             take(&log),
             [
@@ -484,7 +460,7 @@ mod tests {
         );
         // The rest: auth sees only the new bytes, router the whole buffer; then pii gets headers and
         // the whole body, holds it no further (it ended), and usage follows.
-        assert_eq!(chain.on_http_request_body(25, true), Action::Continue);
+        assert_eq!(chain.on_request_body(25, true), Action::Continue);
         assert_eq!(
             take(&log),
             [
@@ -504,10 +480,10 @@ mod tests {
         let mut pii = fake("pii", &log);
         pii.holds_response = true;
         let mut chain = chain(vec![fake("router", &log), pii, fake("usage", &log)]);
-        assert_eq!(chain.on_http_request_headers(9, true), Action::Continue);
+        assert_eq!(chain.on_request_headers(true), Action::Continue);
         take(&log);
 
-        assert_eq!(chain.on_http_response_headers(3, false), Action::Continue);
+        assert_eq!(chain.on_response_headers(false), Action::Continue);
         assert_eq!(
             take(&log),
             [
@@ -516,9 +492,9 @@ mod tests {
                 "router response headers"
             ]
         );
-        assert_eq!(chain.on_http_response_body(16, false), Action::Pause);
-        assert_eq!(chain.on_http_response_body(32, false), Action::Pause);
-        assert_eq!(chain.on_http_response_body(40, true), Action::Continue);
+        assert_eq!(chain.on_response_body(16, false), Action::Pause);
+        assert_eq!(chain.on_response_body(32, false), Action::Pause);
+        assert_eq!(chain.on_response_body(40, true), Action::Continue);
         assert_eq!(
             take(&log),
             [
@@ -532,7 +508,7 @@ mod tests {
             ]
         );
         // Envoy forwarded the buffer: the next callback's bytes are all new to everyone.
-        assert_eq!(chain.on_http_response_body(5, true), Action::Continue);
+        assert_eq!(chain.on_response_body(5, true), Action::Continue);
         assert_eq!(
             take(&log),
             [
@@ -549,11 +525,11 @@ mod tests {
         let mut auth = fake("auth", &log);
         auth.replies = true;
         let mut chain = chain(vec![auth, fake("router", &log)]);
-        assert_eq!(chain.on_http_request_headers(9, false), Action::Pause);
-        assert_eq!(chain.on_http_request_body(10, true), Action::Pause);
+        assert_eq!(chain.on_request_headers(false), Action::Pause);
+        assert_eq!(chain.on_request_body(10, true), Action::Pause);
         assert_eq!(take(&log), ["auth request headers end=false"]);
         // The reply itself passes every filter on its way out, as in Envoy.
-        assert_eq!(chain.on_http_response_headers(3, false), Action::Continue);
+        assert_eq!(chain.on_response_headers(false), Action::Continue);
         chain.on_log();
         assert_eq!(
             take(&log),
@@ -583,14 +559,14 @@ mod tests {
         let resumes = || HOST_RESUMES.with(|count| count.get());
         let before = resumes();
 
-        assert_eq!(chain.on_http_request_headers(9, false), Action::Pause);
-        assert_eq!(chain.on_http_request_body(12, true), Action::Pause);
+        assert_eq!(chain.on_request_headers(false), Action::Pause);
+        assert_eq!(chain.on_request_body(12, true), Action::Pause);
         take(&log);
-        chain.on_grpc_call_response(3, 0, 0); // not auth's call
+        chain.on_grpc_response(3, 0, None); // not auth's call
         assert!(take(&log).is_empty());
         assert_eq!(resumes(), before);
 
-        chain.on_grpc_call_response(7, 0, 0);
+        chain.on_grpc_response(7, 0, None);
         assert_eq!(
             take(&log),
             [
@@ -612,10 +588,10 @@ mod tests {
         let resumes = || HOST_RESUMES.with(|count| count.get());
         let before = resumes();
 
-        assert_eq!(chain.on_http_request_headers(9, false), Action::Pause);
-        chain.on_grpc_call_response(7, 0, 0);
+        assert_eq!(chain.on_request_headers(false), Action::Pause);
+        chain.on_grpc_response(7, 0, None);
         assert_eq!(resumes(), before, "router still holds the headers");
-        assert_eq!(chain.on_http_request_body(12, true), Action::Continue);
+        assert_eq!(chain.on_request_body(12, true), Action::Continue);
         assert_eq!(
             take(&log),
             [

@@ -1,25 +1,43 @@
-//! Glue shared by every filter crate: the root context that loads and validates configuration, and the
-//! metrics every filter reports. Filter crates implement [`Filter`] and call [`register`].
+//! What every filter crate builds on: the host interface ([`host`]) and its free functions (headers,
+//! bodies, replies, metrics, shared data, callouts), configuration loading, and [`Chain`] (several
+//! filters in one module). Filter crates implement [`Filter`] and [`HttpFilter`], and never call a
+//! host ABI directly; `wasm_module!` makes one a proxy-wasm module.
 
 use llm_core::config::{self, ConfigError};
 use llm_core::metrics::labeled_name;
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, LogLevel, MapType, MetricType};
 use serde::de::DeserializeOwned;
 use std::rc::Rc;
 use std::time::Duration;
 
 mod chain;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fake;
 #[cfg(feature = "fault-injection")]
 mod fault;
+pub mod host;
 mod view;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
 
 pub use chain::Chain;
+pub use host::{current, Action, HttpFilter};
+use host::{HeaderMap, MetricKind, SharedWriteError};
 pub use view::{
     read_request_body, read_response_body, replace_request_body, replace_response_body,
     resume_request, set_request_header, set_response_header,
 };
+
+/// Makes `$filter` this module's filter: `llm_host::wasm_module!(AuthFilter);`. Compiled only for
+/// Wasm; a native build of the crate has no entry point.
+#[macro_export]
+macro_rules! wasm_module {
+    ($filter:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        $crate::wasm::proxy_wasm::main! {{
+            $crate::wasm::register::<$filter>();
+        }}
+    };
+}
 
 /// One HTTP filter: its name, its configuration, and how it handles a request.
 pub trait Filter: Sized + 'static {
@@ -31,8 +49,8 @@ pub trait Filter: Sized + 'static {
     /// The compile step after parsing: build regexes, tables, ...; an error names the field at fault.
     fn from_config(config: Self::Config) -> Result<Self, ConfigError>;
 
-    /// The per-request (per-attempt, for upstream filters) context.
-    fn http_context(self: &Rc<Self>, context_id: u32) -> Box<dyn HttpContext>;
+    /// The per-request (per-attempt, for upstream filters) handler.
+    fn http_filter(self: &Rc<Self>) -> Box<dyn HttpFilter>;
 
     /// How often [`Filter::on_tick`] runs in the root context; `None`: never.
     fn tick_period(&self) -> Option<Duration> {
@@ -44,13 +62,49 @@ pub trait Filter: Sized + 'static {
     fn on_tick(&self) {}
 
     /// The answer to a gRPC call made from [`Filter::on_tick`]: gRPC `status` (0 = OK) and body.
-    fn on_root_grpc_response(&self, _token: u32, _status: u32, _body: Option<Vec<u8>>) {}
+    fn on_root_grpc_response(&self, _token: u32, _status: u32, _body: Option<&[u8]>) {}
 }
 
-/// Installs `F` as this module's root context. Call from `proxy_wasm::main!`.
-pub fn register<F: Filter>() {
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(FilterRoot::<F>::new()) });
+/// A filter's configuration, checked and compiled: what every backend does at configure time. The
+/// error is the one line the host logs (naming the filter and the field, never the configuration
+/// itself, which may hold secrets).
+pub fn configure<F: Filter>(bytes: &[u8]) -> Result<Loaded<F>, String> {
+    let filter = config::parse::<F::Config>(bytes)
+        .and_then(F::from_config)
+        .map_err(|err: ConfigError| format!("{}: invalid configuration: {err}", F::NAME))?;
+    let short_name = F::NAME.strip_prefix("llm_").unwrap_or(F::NAME);
+    let requests = Counter::define(&labeled_name(
+        "llm_filter_requests_total",
+        &[("filter", short_name)],
+    ));
+    Ok(Loaded {
+        filter: Rc::new(filter),
+        requests,
+    })
+}
+
+/// A configured filter as a backend holds it.
+pub struct Loaded<F: Filter> {
+    pub filter: Rc<F>,
+    /// `llm_filter_requests_total{filter=...}`: one per stream (per attempt for the upstream filter).
+    /// It shows at a glance that the filter is on the request path.
+    requests: Option<Counter>,
+}
+
+impl<F: Filter> Loaded<F> {
+    /// The handler of a new stream.
+    pub fn new_stream(&self) -> Box<dyn HttpFilter> {
+        if let Some(requests) = self.requests {
+            requests.increment(1);
+        }
+        let handler = self.filter.http_filter();
+        #[cfg(feature = "fault-injection")]
+        let handler: Box<dyn HttpFilter> = Box::new(fault::PanicOnRequest {
+            filter: F::NAME,
+            inner: handler,
+        });
+        handler
+    }
 }
 
 /// A counter metric; failures to count are ignored because metrics must never fail a request.
@@ -61,89 +115,17 @@ pub struct Counter {
 
 impl Counter {
     pub fn define(name: &str) -> Option<Self> {
-        match hostcalls::define_metric(MetricType::Counter, name) {
+        match current().define_metric(MetricKind::Counter, name) {
             Ok(id) => Some(Counter { id }),
-            Err(status) => {
-                log::error!("cannot define metric {name}: {status:?}");
+            Err(why) => {
+                log::error!("cannot define metric {name}: {why}");
                 None
             }
         }
     }
 
-    pub fn increment(&self, by: i64) {
-        let _ = hostcalls::increment_metric(self.id, by);
-    }
-}
-
-struct FilterRoot<F: Filter> {
-    filter: Option<Rc<F>>,
-    /// `llm_filter_requests_total{filter=...}`: one per HTTP context, i.e. per request (per attempt for
-    /// the upstream filter). It shows at a glance that the filter is on the request path.
-    requests: Option<Counter>,
-}
-
-impl<F: Filter> FilterRoot<F> {
-    fn new() -> Self {
-        FilterRoot {
-            filter: None,
-            requests: None,
-        }
-    }
-}
-
-impl<F: Filter> Context for FilterRoot<F> {
-    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
-        if let Some(filter) = &self.filter {
-            filter.on_root_grpc_response(token_id, status_code, grpc_response_body(response_size));
-        }
-    }
-}
-
-impl<F: Filter> RootContext for FilterRoot<F> {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
-        // One line naming the filter and the field; never the configuration itself (it may hold secrets).
-        let filter = match config::parse::<F::Config>(&bytes).and_then(F::from_config) {
-            Ok(filter) => filter,
-            Err(err) => {
-                log::error!("{}: invalid configuration: {err}", F::NAME);
-                return false;
-            }
-        };
-        if let Some(period) = filter.tick_period() {
-            self.set_tick_period(period);
-        }
-        self.filter = Some(Rc::new(filter));
-        let short_name = F::NAME.strip_prefix("llm_").unwrap_or(F::NAME);
-        self.requests = Counter::define(&labeled_name(
-            "llm_filter_requests_total",
-            &[("filter", short_name)],
-        ));
-        true
-    }
-
-    fn on_tick(&mut self) {
-        if let Some(filter) = &self.filter {
-            filter.on_tick();
-        }
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let filter = self.filter.as_ref()?;
-        if let Some(requests) = self.requests {
-            requests.increment(1);
-        }
-        let context = filter.http_context(context_id);
-        #[cfg(feature = "fault-injection")]
-        let context: Box<dyn HttpContext> = Box::new(fault::PanicOnRequest {
-            filter: F::NAME,
-            inner: context,
-        });
-        Some(context)
+    pub fn increment(&self, by: u64) {
+        current().increment_counter(self.id, by);
     }
 }
 
@@ -158,15 +140,15 @@ pub struct Headers(Vec<(String, String)>);
 
 impl Headers {
     pub fn request() -> Self {
-        view::read_map(MapType::HttpRequestHeaders)
+        view::read_map(HeaderMap::Request)
     }
 
     pub fn response() -> Self {
-        view::read_map(MapType::HttpResponseHeaders)
+        view::read_map(HeaderMap::Response)
     }
 
-    fn from_host(map: MapType) -> Self {
-        let pairs = hostcalls::get_map_bytes(map).unwrap_or_default();
+    fn from_host(map: HeaderMap) -> Self {
+        let pairs = current().headers(map);
         Headers(
             pairs
                 .into_iter()
@@ -202,12 +184,12 @@ impl Headers {
 
 /// One request header, read as bytes and decoded lossily (see [`Headers`]).
 pub fn request_header(name: &str) -> Option<String> {
-    view::read_header(MapType::HttpRequestHeaders, name)
+    view::read_header(HeaderMap::Request, name)
 }
 
 /// One response header, read as bytes and decoded lossily (see [`Headers`]).
 pub fn response_header(name: &str) -> Option<String> {
-    view::read_header(MapType::HttpResponseHeaders, name)
+    view::read_header(HeaderMap::Response, name)
 }
 
 fn lossy(bytes: Vec<u8>) -> String {
@@ -223,28 +205,22 @@ pub fn send_local_reply(reply: &llm_core::api::LocalReply) {
         .iter()
         .map(|(name, value)| (name.as_str(), value.as_str()))
         .collect();
-    if let Err(status) = hostcalls::send_http_response(
-        u32::from(reply.status),
-        headers,
-        Some(reply.body.as_bytes()),
-    ) {
-        log::warn!("cannot send local reply {}: {status:?}", reply.status);
+    if let Err(why) = current().send_reply(reply.status, &headers, reply.body.as_bytes()) {
+        log::warn!("cannot send local reply {}: {why}", reply.status);
     }
 }
 
-/// Sets filter state `wasm.<key>` (readable in access logs as `%FILTER_STATE(wasm.<key>:PLAIN)%`).
+/// Sets filter state `<namespace>.<key>` (in Wasm `wasm.<key>`; readable in access logs as
+/// `%FILTER_STATE(wasm.<key>:PLAIN)%`).
 pub fn set_filter_state(key: &str, value: &str) {
-    if let Err(status) = hostcalls::set_property(vec![key], Some(value.as_bytes())) {
-        log::debug!("cannot set filter state {key}: {status:?}");
+    if let Err(why) = current().set_filter_state(key, value) {
+        log::debug!("cannot set filter state {key}: {why}");
     }
 }
 
 /// Unix time in nanoseconds from the host clock.
 pub fn now_unix_nanos() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    current().now_unix_nanos()
 }
 
 /// How often a compare-and-swap on shared data is retried before giving up. Contention is per key
@@ -267,12 +243,11 @@ pub fn take_from_bucket(
     cost: u64,
 ) -> Option<llm_core::ratelimit::Outcome> {
     use llm_core::ratelimit::BucketState;
-    use proxy_wasm::types::Status;
     for _ in 0..CAS_ATTEMPTS {
-        let (bytes, cas) = match hostcalls::get_shared_data(key) {
+        let (bytes, cas) = match current().shared_get(key) {
             Ok(found) => found,
-            Err(status) => {
-                log::warn!("shared data read failed: {status:?}");
+            Err(why) => {
+                log::warn!("shared data read failed: {why}");
                 return None;
             }
         };
@@ -281,11 +256,11 @@ pub fn take_from_bucket(
         if !outcome.allowed && state.is_some() {
             return Some(outcome); // nothing to write
         }
-        match hostcalls::set_shared_data(key, Some(&next.encode()), cas) {
+        match current().shared_set(key, &next.encode(), cas) {
             Ok(()) => return Some(outcome),
-            Err(Status::CasMismatch) => continue,
-            Err(status) => {
-                log::warn!("shared data write failed: {status:?}");
+            Err(SharedWriteError::CasMismatch) => continue,
+            Err(SharedWriteError::Failed(why)) => {
+                log::warn!("shared data write failed: {why}");
                 return None;
             }
         }
@@ -297,9 +272,9 @@ pub fn take_from_bucket(
 /// Stores `bytes` under `key` unless the key exists (for counters known from config, created before
 /// traffic because Envoy does not compare-and-swap the first write of a key).
 pub fn ensure_shared(key: &str, bytes: &[u8]) {
-    if let Ok((None, _)) = hostcalls::get_shared_data(key) {
-        if let Err(status) = hostcalls::set_shared_data(key, Some(bytes), None) {
-            log::warn!("cannot create shared data: {status:?}");
+    if let Ok((None, _)) = current().shared_get(key) {
+        if let Err(why) = current().shared_set(key, bytes, None) {
+            log::warn!("cannot create shared data: {why:?}");
         }
     }
 }
@@ -307,21 +282,20 @@ pub fn ensure_shared(key: &str, bytes: &[u8]) {
 /// Reads `key`, lets `update` compute the new value from the current one, and writes it with
 /// compare-and-swap, retrying on conflicts. Returns whether the write happened.
 pub fn update_shared(key: &str, update: impl Fn(Option<&[u8]>) -> Vec<u8>) -> bool {
-    use proxy_wasm::types::Status;
     for _ in 0..CAS_ATTEMPTS {
-        let (bytes, cas) = match hostcalls::get_shared_data(key) {
+        let (bytes, cas) = match current().shared_get(key) {
             Ok(found) => found,
-            Err(status) => {
-                log::warn!("shared data read failed: {status:?}");
+            Err(why) => {
+                log::warn!("shared data read failed: {why}");
                 return false;
             }
         };
         let next = update(bytes.as_deref());
-        match hostcalls::set_shared_data(key, Some(&next), cas) {
+        match current().shared_set(key, &next, cas) {
             Ok(()) => return true,
-            Err(Status::CasMismatch) => continue,
-            Err(status) => {
-                log::warn!("shared data write failed: {status:?}");
+            Err(SharedWriteError::CasMismatch) => continue,
+            Err(SharedWriteError::Failed(why)) => {
+                log::warn!("shared data write failed: {why}");
                 return false;
             }
         }
@@ -332,9 +306,7 @@ pub fn update_shared(key: &str, update: impl Fn(Option<&[u8]>) -> Vec<u8>) -> bo
 
 /// Reads `key` from shared data.
 pub fn read_shared(key: &str) -> Option<Vec<u8>> {
-    hostcalls::get_shared_data(key)
-        .ok()
-        .and_then(|(bytes, _)| bytes)
+    current().shared_get(key).ok().and_then(|(bytes, _)| bytes)
 }
 
 /// A histogram metric (Envoy's default buckets; visible after the stats flush).
@@ -345,17 +317,17 @@ pub struct Histogram {
 
 impl Histogram {
     pub fn define(name: &str) -> Option<Self> {
-        match hostcalls::define_metric(MetricType::Histogram, name) {
+        match current().define_metric(MetricKind::Histogram, name) {
             Ok(id) => Some(Histogram { id }),
-            Err(status) => {
-                log::error!("cannot define metric {name}: {status:?}");
+            Err(why) => {
+                log::error!("cannot define metric {name}: {why}");
                 None
             }
         }
     }
 
     pub fn record(&self, value: u64) {
-        let _ = hostcalls::record_metric(self.id, value);
+        current().record_histogram(self.id, value);
     }
 }
 
@@ -377,28 +349,28 @@ impl BodyBuffer {
     }
 }
 
-/// A context that holds request bodies with a [`BodyBuffer`].
-pub trait HoldsRequestBody: HttpContext {
+/// A handler that holds request bodies with a [`BodyBuffer`].
+pub trait HoldsRequestBody: HttpFilter {
     fn body_buffer(&mut self) -> &mut BodyBuffer;
 
-    /// The body is complete (`size` bytes, read with `get_http_request_body(0, size)`).
-    fn on_complete_body(&mut self, size: usize) -> proxy_wasm::types::Action;
+    /// The body is complete (`size` bytes, read with [`read_request_body`]).
+    fn on_complete_body(&mut self, size: usize) -> Action;
 
     /// A partial body of `size` bytes arrived; the default waits for the rest.
-    fn on_partial_body(&mut self, _size: usize) -> proxy_wasm::types::Action {
-        proxy_wasm::types::Action::Pause
+    fn on_partial_body(&mut self, _size: usize) -> Action {
+        Action::Pause
     }
 }
 
-/// The body of `on_http_request_body` for a [`HoldsRequestBody`] context.
+/// The body of `on_request_body` for a [`HoldsRequestBody`] context.
 pub fn request_body<C: HoldsRequestBody>(
     context: &mut C,
     size: usize,
     end_of_stream: bool,
-) -> proxy_wasm::types::Action {
+) -> Action {
     let buffer = context.body_buffer();
     if !buffer.reading {
-        return proxy_wasm::types::Action::Continue;
+        return Action::Continue;
     }
     buffer.size = size;
     if !end_of_stream {
@@ -408,12 +380,12 @@ pub fn request_body<C: HoldsRequestBody>(
     context.on_complete_body(size)
 }
 
-/// The body of `on_http_request_trailers`: a body followed by trailers never sees end_of_stream in
+/// The body of `on_request_trailers`: a body followed by trailers never sees end_of_stream in
 /// the body callback, so it is complete here.
-pub fn request_trailers<C: HoldsRequestBody>(context: &mut C) -> proxy_wasm::types::Action {
+pub fn request_trailers<C: HoldsRequestBody>(context: &mut C) -> Action {
     let buffer = context.body_buffer();
     if !buffer.reading {
-        return proxy_wasm::types::Action::Continue;
+        return Action::Continue;
     }
     buffer.reading = false;
     let size = buffer.size;
@@ -421,39 +393,30 @@ pub fn request_trailers<C: HoldsRequestBody>(context: &mut C) -> proxy_wasm::typ
 }
 
 /// Sends a `ShouldRateLimit` call for `descriptors` to the rate-limit service; the answer arrives in
-/// the calling context's `on_grpc_call_response` with the returned token.
+/// the calling context's `on_grpc_response` with the returned token.
 pub fn call_rate_limit_service(
     service: &llm_core::global::Service,
     descriptors: Vec<llm_core::global::Descriptor>,
-) -> Result<u32, proxy_wasm::types::Status> {
+) -> Result<u32, String> {
     let message = service.request(descriptors);
-    hostcalls::dispatch_grpc_call(
+    current().grpc_call(
         &service.target,
         llm_core::global::SERVICE,
         llm_core::global::METHOD,
-        Vec::new(),
-        Some(&message),
+        &message,
         service.timeout,
     )
 }
 
-/// The body of the gRPC answer being delivered (empty on failures).
-pub fn grpc_response_body(size: usize) -> Option<Vec<u8>> {
-    if size == 0 {
-        return None;
-    }
-    hostcalls::get_buffer(proxy_wasm::types::BufferType::GrpcReceiveBuffer, 0, size)
-        .ok()
-        .flatten()
+/// A property of the stream (see [`host::Host::property`]).
+pub fn property(path: &[&str]) -> Option<Vec<u8>> {
+    current().property(path)
 }
 
 /// Whether the request was sent to an upstream endpoint (Envoy's `upstream.address` is set once a
 /// connection to one was chosen), even if no response came back.
 pub fn reached_upstream() -> bool {
-    hostcalls::get_property(vec!["upstream", "address"])
-        .ok()
-        .flatten()
-        .is_some_and(|address| !address.is_empty())
+    property(&["upstream", "address"]).is_some_and(|address| !address.is_empty())
 }
 
 /// The chosen upstream endpoint's `metadata.filter_metadata.llm.provider`, if set.
@@ -465,8 +428,5 @@ pub fn endpoint_provider() -> Option<String> {
         "llm",
         "provider",
     ];
-    hostcalls::get_property(PATH.to_vec())
-        .ok()
-        .flatten()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
+    property(&PATH).and_then(|bytes| String::from_utf8(bytes).ok())
 }

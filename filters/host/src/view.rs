@@ -4,12 +4,11 @@
 //! already read, writes keep that copy current, each filter sees only the body bytes it has not passed
 //! yet, and a filter's resume or local reply goes to the chain instead of the host.
 //!
-//! Every host call that returns data makes Envoy call back into the VM to allocate the result; sharing
-//! one read among the filters of a chain is most of what a single module saves.
+//! In Wasm, every host call that returns data makes Envoy call back into the VM to allocate the result;
+//! sharing one read among the filters of a chain is most of what a single module saves.
 
+use crate::host::{current, Body, HeaderMap};
 use crate::Headers;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType};
 use std::cell::RefCell;
 
 /// The state of the chain callback being run; `None` outside a chain (a filter alone in its module).
@@ -69,14 +68,14 @@ pub(crate) fn shared_mut<R>(f: impl FnOnce(&mut Shared) -> R) -> Option<R> {
 }
 
 /// The chain's copy of `map`'s headers (request or response).
-fn headers_of(shared: &mut Shared, map: MapType) -> &mut Option<Headers> {
+fn headers_of(shared: &mut Shared, map: HeaderMap) -> &mut Option<Headers> {
     match map {
-        MapType::HttpResponseHeaders => &mut shared.response_headers,
-        _ => &mut shared.request_headers,
+        HeaderMap::Response => &mut shared.response_headers,
+        HeaderMap::Request => &mut shared.request_headers,
     }
 }
 
-pub(crate) fn read_map(map: MapType) -> Headers {
+pub(crate) fn read_map(map: HeaderMap) -> Headers {
     if let Some(headers) = with_shared(|shared| headers_of(shared?, map).clone()) {
         return headers;
     }
@@ -86,25 +85,21 @@ pub(crate) fn read_map(map: MapType) -> Headers {
 }
 
 /// One header, from the chain's copy when there is one, else by a single host read.
-pub(crate) fn read_header(map: MapType, name: &str) -> Option<String> {
+pub(crate) fn read_header(map: HeaderMap, name: &str) -> Option<String> {
     let cached = with_shared(|shared| {
         let headers = headers_of(shared?, map).as_ref()?;
         Some(headers.get(name).map(str::to_string))
     });
     match cached {
         Some(value) => value,
-        None => hostcalls::get_map_value_bytes(map, name)
-            .ok()
-            .flatten()
-            .map(crate::lossy),
+        None => current().header(map, name).map(crate::lossy),
     }
 }
 
-fn write_header(map: MapType, name: &str, value: Option<&str>) {
-    // The SDK's setter panics on a non-Ok status (e.g. headers already sent); a filter must not die
-    // of that, so the status is logged.
-    if let Err(status) = hostcalls::set_map_value(map, name, value) {
-        log::warn!("cannot set header {name}: {status:?}");
+fn write_header(map: HeaderMap, name: &str, value: Option<&str>) {
+    // A refused write (e.g. headers already sent) must not fail the filter: it is logged.
+    if let Err(why) = current().set_header(map, name, value) {
+        log::warn!("cannot set header {name}: {why}");
         return;
     }
     shared_mut(|shared| {
@@ -116,22 +111,22 @@ fn write_header(map: MapType, name: &str, value: Option<&str>) {
 
 /// Sets (or with `None` removes) a request header, replacing every value it had.
 pub fn set_request_header(name: &str, value: Option<&str>) {
-    write_header(MapType::HttpRequestHeaders, name, value);
+    write_header(HeaderMap::Request, name, value);
 }
 
 /// Sets (or with `None` removes) a response header, replacing every value it had.
 pub fn set_response_header(name: &str, value: Option<&str>) {
-    write_header(MapType::HttpResponseHeaders, name, value);
+    write_header(HeaderMap::Response, name, value);
 }
 
-fn window_of(shared: &mut Shared, buffer: BufferType) -> &mut BodyWindow {
+fn window_of(shared: &mut Shared, buffer: Body) -> &mut BodyWindow {
     match buffer {
-        BufferType::HttpResponseBody => &mut shared.response_body,
-        _ => &mut shared.request_body,
+        Body::Response => &mut shared.response_body,
+        Body::Request => &mut shared.request_body,
     }
 }
 
-fn read_body(buffer: BufferType, size: usize) -> Vec<u8> {
+fn read_body(buffer: Body, size: usize) -> Vec<u8> {
     let offset = with_shared(|shared| shared.map_or(0, |s| window_of(s, buffer).offset));
     let cached = with_shared(|shared| {
         let (start, bytes) = window_of(shared?, buffer).cache.as_ref()?;
@@ -141,10 +136,7 @@ fn read_body(buffer: BufferType, size: usize) -> Vec<u8> {
     if let Some(bytes) = cached {
         return bytes;
     }
-    let bytes = hostcalls::get_buffer(buffer, offset, size)
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let bytes = current().body(buffer, offset, size);
     with_shared(|shared| {
         if let Some(shared) = shared {
             window_of(shared, buffer).cache = Some((offset, bytes.clone()));
@@ -153,10 +145,10 @@ fn read_body(buffer: BufferType, size: usize) -> Vec<u8> {
     bytes
 }
 
-fn replace_body(buffer: BufferType, size: usize, new: &[u8]) {
+fn replace_body(buffer: Body, size: usize, new: &[u8]) {
     let offset = with_shared(|shared| shared.map_or(0, |s| window_of(s, buffer).offset));
-    if let Err(status) = hostcalls::set_buffer(buffer, offset, size, new) {
-        log::warn!("cannot replace the body: {status:?}");
+    if let Err(why) = current().replace_body(buffer, offset, size, new) {
+        log::warn!("cannot replace the body: {why}");
         return;
     }
     with_shared(|shared| {
@@ -176,22 +168,22 @@ fn replace_body(buffer: BufferType, size: usize, new: &[u8]) {
 
 /// The first `size` bytes of the request body this filter has not passed yet (all of it, alone).
 pub fn read_request_body(size: usize) -> Vec<u8> {
-    read_body(BufferType::HttpRequestBody, size)
+    read_body(Body::Request, size)
 }
 
 /// Replaces the first `size` bytes of what [`read_request_body`] reads with `new`.
 pub fn replace_request_body(size: usize, new: &[u8]) {
-    replace_body(BufferType::HttpRequestBody, size, new);
+    replace_body(Body::Request, size, new);
 }
 
 /// The first `size` bytes of the response body this filter has not passed yet.
 pub fn read_response_body(size: usize) -> Vec<u8> {
-    read_body(BufferType::HttpResponseBody, size)
+    read_body(Body::Response, size)
 }
 
 /// Replaces the first `size` bytes of what [`read_response_body`] reads with `new`.
 pub fn replace_response_body(size: usize, new: &[u8]) {
-    replace_body(BufferType::HttpResponseBody, size, new);
+    replace_body(Body::Response, size, new);
 }
 
 /// Resumes the request this filter paused (after its own asynchronous call): in a chain, the
@@ -205,8 +197,8 @@ pub fn resume_request() {
 
 /// Resumes the request in Envoy.
 pub(crate) fn resume_in_host() {
-    if let Err(status) = hostcalls::resume_http_request() {
-        log::warn!("cannot resume the request: {status:?}");
+    if let Err(why) = current().resume_request() {
+        log::warn!("cannot resume the request: {why}");
     }
 }
 

@@ -7,20 +7,16 @@ use llm_core::config::ConfigError;
 use llm_core::metrics::labeled_name;
 use llm_core::pii::{restore_json, Masked, Pii, PiiConfig, StreamFormat, StreamRestorer, Vault};
 use llm_host::{
-    request_body, request_trailers, response_header, send_local_reply, set_filter_state,
-    BodyBuffer, Counter, Filter, Headers, HoldsRequestBody,
+    request_body, request_trailers, response_header, send_local_reply, set_filter_state, Action,
+    BodyBuffer, Counter, Filter, Headers, HoldsRequestBody, HttpFilter,
 };
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 // Without `module` (as in llm_gateway, which links this filter with the others) no entry point.
 #[cfg(feature = "module")]
-proxy_wasm::main! {{
-    llm_host::register::<PiiFilter>();
-}}
+llm_host::wasm_module!(PiiFilter);
 
 pub struct PiiFilter {
     pii: Pii,
@@ -40,7 +36,7 @@ impl Filter for PiiFilter {
         })
     }
 
-    fn http_context(self: &Rc<Self>, _context_id: u32) -> Box<dyn HttpContext> {
+    fn http_filter(self: &Rc<Self>) -> Box<dyn HttpFilter> {
         Box::new(PiiRequest {
             filter: Rc::clone(self),
             flavor: ApiFlavor::OpenAi,
@@ -86,7 +82,7 @@ impl PiiFilter {
             }
         };
         if let Some(counter) = counter {
-            counter.increment(i64::from(by));
+            counter.increment(u64::from(by));
         }
     }
 }
@@ -149,10 +145,8 @@ impl PiiRequest {
     }
 }
 
-impl Context for PiiRequest {}
-
-impl HttpContext for PiiRequest {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+impl HttpFilter for PiiRequest {
+    fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         let headers = Headers::request();
         let method = headers.get(":method").unwrap_or_default();
         self.path = headers.get(":path").unwrap_or_default().to_string();
@@ -167,15 +161,15 @@ impl HttpContext for PiiRequest {
         }
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         request_body(self, body_size, end_of_stream)
     }
 
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+    fn on_request_trailers(&mut self) -> Action {
         request_trailers(self)
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_response_headers(&mut self, _end_of_stream: bool) -> Action {
         if self.vault.is_empty() {
             return Action::Continue;
         }
@@ -194,7 +188,7 @@ impl HttpContext for PiiRequest {
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match &self.response {
             Response::Untouched => Action::Continue,
             Response::Buffered if !end_of_stream => Action::Pause,
@@ -227,5 +221,225 @@ impl HoldsRequestBody for PiiRequest {
 
     fn on_complete_body(&mut self, size: usize) -> Action {
         self.mask(size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llm_host::fake::{self, Stream};
+    use serde_json::{json, Value};
+
+    /// The configuration of envoy/demo.yaml.
+    const DEMO: &str = r#"{
+      "entities": {
+        "email": "mask", "phone": "mask", "credit_card": "mask", "us_ssn": "mask",
+        "iban": "mask", "ip_address": "mask", "secret": "block"
+      },
+      "terms": [{"name": "project", "values": ["Project Falcon"], "action": "redact"}]
+    }"#;
+
+    const CHAT: [(&str, &str); 4] = [
+        (":method", "POST"),
+        (":path", "/v1/chat/completions"),
+        ("content-type", "application/json"),
+        ("accept-encoding", "gzip"),
+    ];
+
+    fn stream() -> Stream {
+        fake::reset();
+        let loaded = llm_host::configure::<PiiFilter>(DEMO.as_bytes()).expect("config");
+        Stream::new(loaded.new_stream())
+    }
+
+    fn prompt(text: &str) -> Vec<u8> {
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]})
+            .to_string()
+            .into_bytes()
+    }
+
+    /// A request whose prompt holds an e-mail address, sent in two chunks; returns the stream.
+    fn masked_request() -> Stream {
+        let mut stream = stream();
+        let body = prompt("Mail jane.doe@example.com about Project Falcon");
+        let (first, second) = body.split_at(30);
+        assert_eq!(stream.request_headers(&CHAT, false), Action::Pause);
+        assert_eq!(stream.request_body(first, false), Action::Pause);
+        assert!(
+            stream.upstream_body().is_empty(),
+            "nothing leaves unscanned"
+        );
+        assert_eq!(stream.request_body(second, true), Action::Continue);
+        stream
+    }
+
+    /// The `delta.content` of every OpenAI event the client got, joined.
+    fn streamed_text(sse: &str) -> String {
+        sse.split("\n\n")
+            .filter_map(|event| event.strip_prefix("data: "))
+            .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_email_in_a_prompt_is_masked_before_it_leaves() {
+        let stream = masked_request();
+        let upstream: Value = serde_json::from_slice(stream.upstream_body()).unwrap();
+        assert_eq!(
+            upstream["messages"][0]["content"],
+            "Mail <EMAIL_1> about [PROJECT]"
+        );
+        assert_eq!(upstream["model"], "gpt-4o-mini");
+        assert_eq!(
+            fake::request_header("content-length"),
+            Some(stream.upstream_body().len().to_string())
+        );
+        // The answer will be rewritten: it must come back uncompressed.
+        assert_eq!(fake::request_header("accept-encoding"), None);
+        assert_eq!(
+            fake::with(|s| s.filter_state.get("llm_pii").cloned()).as_deref(),
+            Some("email=1,project=1")
+        );
+        assert_eq!(
+            fake::counter("llm_pii_detections_total_entity=.=email;.;_action=.=mask;.;"),
+            1
+        );
+        assert_eq!(
+            fake::counter("llm_pii_detections_total_entity=.=project;.;_action=.=redact;.;"),
+            1
+        );
+    }
+
+    #[test]
+    fn a_clean_prompt_is_forwarded_byte_for_byte() {
+        let mut stream = stream();
+        let body = br#"{"model":"gpt-4o-mini",  "messages":[{"role":"user","content":"hello"}]}"#;
+        assert_eq!(stream.request(&CHAT, &[body]), Action::Continue);
+        assert_eq!(stream.upstream_body(), body);
+        assert_eq!(
+            fake::request_header("accept-encoding").as_deref(),
+            Some("gzip")
+        );
+        // Nothing to restore: the answer passes untouched.
+        let answer = br#"{"choices":[{"message":{"content":"<EMAIL_1>"}}]}"#;
+        let headers = [(":status", "200"), ("content-type", "application/json")];
+        assert_eq!(stream.response(&headers, &[answer]), Action::Continue);
+        assert_eq!(stream.client_body(), answer);
+    }
+
+    #[test]
+    fn placeholders_are_restored_in_a_json_answer() {
+        let mut stream = masked_request();
+        let answer = json!({
+            "id": "chatcmpl-1",
+            "choices": [{"index": 0, "message": {"role": "assistant",
+                         "content": "I will mail <EMAIL_1> today."}}]
+        })
+        .to_string()
+        .into_bytes();
+        let length = answer.len().to_string();
+        let headers = [
+            (":status", "200"),
+            ("content-type", "application/json"),
+            ("content-length", length.as_str()),
+        ];
+        assert_eq!(stream.response_headers(&headers, false), Action::Continue);
+        assert_eq!(fake::response_header("content-length"), None);
+        let (first, second) = answer.split_at(40);
+        assert_eq!(stream.response_body(first, false), Action::Pause);
+        assert!(stream.client_body().is_empty(), "held to its end");
+        assert_eq!(stream.response_body(second, true), Action::Continue);
+        let got: Value = serde_json::from_slice(stream.client_body()).unwrap();
+        assert_eq!(
+            got["choices"][0]["message"]["content"],
+            "I will mail jane.doe@example.com today."
+        );
+    }
+
+    #[test]
+    fn a_placeholder_split_across_chunks_is_restored_in_a_stream() {
+        let mut stream = masked_request();
+        let headers = [(":status", "200"), ("content-type", "text/event-stream")];
+        assert_eq!(stream.response_headers(&headers, false), Action::Continue);
+        let event = |text: &str| {
+            format!(
+                "data: {}\n\n",
+                json!({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]})
+            )
+        };
+        let finish = format!(
+            "data: {}\n\ndata: [DONE]\n\n",
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        );
+        // The placeholder is cut between two events, and the second event between two chunks.
+        let provider = [event("Sure, I will mail <EMA"), event("IL_1> now."), finish].concat();
+        let cut = provider.find("IL_1>").unwrap() - 5;
+        let first_event_end = provider.find("\n\n").unwrap() + 2;
+        let chunks = [
+            &provider[..first_event_end],
+            &provider[first_event_end..cut],
+            &provider[cut..],
+        ];
+
+        assert_eq!(
+            stream.response_body(chunks[0].as_bytes(), false),
+            Action::Continue
+        );
+        // Only the tail that may become a placeholder is held back.
+        assert_eq!(
+            streamed_text(&stream.client_body_text()),
+            "Sure, I will mail "
+        );
+        assert_eq!(
+            stream.response_body(chunks[1].as_bytes(), false),
+            Action::Continue
+        );
+        assert_eq!(
+            stream.response_body(chunks[2].as_bytes(), true),
+            Action::Continue
+        );
+
+        let client = stream.client_body_text();
+        assert_eq!(
+            streamed_text(&client),
+            "Sure, I will mail jane.doe@example.com now."
+        );
+        assert!(!client.contains("EMA"), "{client}");
+        assert!(client.ends_with("data: [DONE]\n\n"), "{client}");
+    }
+
+    #[test]
+    fn a_blocked_type_gets_a_local_reply_that_names_no_value() {
+        let mut stream = stream();
+        let key = "sk-proj-abcdefghijklmnopqrstuvwx1234";
+        let body = prompt(&format!("my key is {key}, mail jane.doe@example.com"));
+        assert_eq!(stream.request(&CHAT, &[&body]), Action::Pause);
+        let reply = stream.reply().expect("refused");
+        assert_eq!(reply.status, 400);
+        assert_eq!(reply.json()["error"]["code"], "pii_blocked");
+        assert!(reply.body.contains("secret"), "{}", reply.body);
+        assert!(!reply.body.contains(key));
+        assert!(!reply.body.contains("jane.doe"));
+        assert!(stream.upstream_body().is_empty());
+        assert!(!stream.request_forwarded());
+        assert_eq!(
+            fake::counter("llm_pii_detections_total_entity=.=secret;.;_action=.=block;.;"),
+            1
+        );
+    }
+
+    #[test]
+    fn requests_that_are_not_inference_pass_without_being_held() {
+        let mut stream = stream();
+        let headers = [(":method", "POST"), (":path", "/v1/files")];
+        assert_eq!(stream.request_headers(&headers, false), Action::Continue);
+        let body = br#"{"note":"jane.doe@example.com"}"#;
+        assert_eq!(stream.request_body(body, true), Action::Continue);
+        assert_eq!(stream.upstream_body(), body);
     }
 }

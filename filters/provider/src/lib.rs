@@ -7,17 +7,13 @@ use llm_core::config::ConfigError;
 use llm_core::metrics::labeled_name;
 use llm_core::provider::{Attempt, ProviderConfig, Providers, StreamFlags};
 use llm_host::{
-    now_unix_nanos, request_body, request_trailers, send_local_reply, BodyBuffer, Counter, Filter,
-    Headers, HoldsRequestBody,
+    now_unix_nanos, request_body, request_trailers, send_local_reply, Action, BodyBuffer, Counter,
+    Filter, Headers, HoldsRequestBody, HttpFilter,
 };
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-proxy_wasm::main! {{
-    llm_host::register::<ProviderFilter>();
-}}
+llm_host::wasm_module!(ProviderFilter);
 
 pub struct ProviderFilter {
     providers: Providers,
@@ -56,7 +52,7 @@ impl Filter for ProviderFilter {
         })
     }
 
-    fn http_context(self: &Rc<Self>, _context_id: u32) -> Box<dyn HttpContext> {
+    fn http_filter(self: &Rc<Self>) -> Box<dyn HttpFilter> {
         Box::new(ProviderAttempt {
             filter: Rc::clone(self),
             attempt: None,
@@ -154,10 +150,8 @@ impl ProviderAttempt {
     }
 }
 
-impl Context for ProviderAttempt {}
-
-impl HttpContext for ProviderAttempt {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+impl HttpFilter for ProviderAttempt {
+    fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         // Internal facts never leave the gateway. Headers are shared across attempts, so every
         // change below replaces or removes; nothing is added twice.
         self.headers = Headers::request();
@@ -196,15 +190,15 @@ impl HttpContext for ProviderAttempt {
         Action::Pause
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         request_body(self, body_size, end_of_stream)
     }
 
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+    fn on_request_trailers(&mut self) -> Action {
         request_trailers(self)
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_response_headers(&mut self, _end_of_stream: bool) -> Action {
         let Some(flags) = self.translate else {
             return Action::Continue;
         };
@@ -232,7 +226,7 @@ impl HttpContext for ProviderAttempt {
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if matches!(self.response, ResponseMode::Passthrough) {
             return Action::Continue;
         }
@@ -283,5 +277,334 @@ impl HoldsRequestBody for ProviderAttempt {
 
     fn on_complete_body(&mut self, size: usize) -> Action {
         self.finish_request(size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llm_host::fake::{self, Stream};
+    use serde_json::{json, Value};
+
+    const PROVIDER: &str = "xds.upstream_host_metadata.filter_metadata.llm.provider";
+
+    /// The configuration of envoy/demo.yaml, with keys in environment variables named after `test`
+    /// (tests run in parallel and share the process environment).
+    fn config(test: &str) -> String {
+        json!({
+            "default_provider": "openai",
+            "providers": {
+                "openai": {"format": "openai", "api_key_env": format!("LLM_PROVIDER_TEST_{test}_OPENAI"),
+                           "forward_headers": ["x-mock-*"]},
+                "anthropic": {"format": "anthropic",
+                              "api_key_env": format!("LLM_PROVIDER_TEST_{test}_ANTHROPIC"),
+                              "model_map": {"gpt-4o": "claude-sonnet-4-5"},
+                              "forward_headers": ["x-mock-*"]}
+            }
+        })
+        .to_string()
+    }
+
+    /// An attempt on an endpoint whose metadata names `provider` (None: no metadata).
+    fn attempt(test: &str, provider: Option<&str>) -> Stream {
+        fake::reset();
+        std::env::set_var(
+            format!("LLM_PROVIDER_TEST_{test}_OPENAI"),
+            format!("sk-openai-{test}"),
+        );
+        std::env::set_var(
+            format!("LLM_PROVIDER_TEST_{test}_ANTHROPIC"),
+            format!("sk-ant-{test}"),
+        );
+        let loaded =
+            llm_host::configure::<ProviderFilter>(config(test).as_bytes()).expect("config");
+        if let Some(provider) = provider {
+            fake::with(|s| {
+                s.properties
+                    .insert(PROVIDER.into(), provider.as_bytes().to_vec())
+            });
+        }
+        Stream::new(loaded.new_stream())
+    }
+
+    /// A chat completion as it leaves the downstream filters (client headers included).
+    const CHAT: [(&str, &str); 10] = [
+        (":method", "POST"),
+        (":path", "/v1/chat/completions"),
+        (":authority", "gateway.local"),
+        ("content-type", "application/json"),
+        ("authorization", "Bearer sk-demo-team-a"),
+        ("accept-encoding", "gzip"),
+        ("openai-organization", "org-123"),
+        ("x-mock-delay-ms", "5"),
+        ("x-request-id", "req-1"),
+        ("x-llm-consumer", "team-a"),
+    ];
+
+    fn request_body(stream: bool) -> Vec<u8> {
+        let mut body = json!({
+            "model": "gpt-4o",
+            "messages": [{"role": "system", "content": "Be brief."},
+                         {"role": "user", "content": "Hi"}],
+            "max_tokens": 50
+        });
+        if stream {
+            body["stream"] = json!(true);
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        body.to_string().into_bytes()
+    }
+
+    /// Sends a chat completion through an Anthropic-format attempt and checks the translation.
+    fn anthropic_attempt(test: &str, stream_answer: bool) -> Stream {
+        let mut stream = attempt(test, Some("anthropic"));
+        let body = request_body(stream_answer);
+        assert_eq!(stream.request_headers(&CHAT, false), Action::Pause);
+        assert_eq!(stream.request_body(&body[..30], false), Action::Pause);
+        assert!(stream.upstream_body().is_empty());
+        assert_eq!(stream.request_body(&body[30..], true), Action::Continue);
+        stream
+    }
+
+    /// The OpenAI chunks the client got, parsed (`[DONE]` as a string).
+    fn events(sse: &str) -> Vec<Value> {
+        sse.split("\n\n")
+            .filter_map(|event| event.strip_prefix("data: "))
+            .map(|data| serde_json::from_str(data).unwrap_or_else(|_| json!(data)))
+            .collect()
+    }
+
+    #[test]
+    fn an_anthropic_attempt_is_translated_with_the_providers_credential() {
+        let stream = anthropic_attempt("translate", false);
+        let header = |name: &str| fake::request_header(name);
+        assert_eq!(header(":path").as_deref(), Some("/v1/messages"));
+        assert_eq!(
+            header("x-envoy-original-path").as_deref(),
+            Some("/v1/chat/completions")
+        );
+        assert_eq!(header("x-api-key").as_deref(), Some("sk-ant-translate"));
+        assert_eq!(header("anthropic-version").as_deref(), Some("2023-06-01"));
+        assert_eq!(header("content-type").as_deref(), Some("application/json"));
+        assert_eq!(header("x-mock-delay-ms").as_deref(), Some("5"));
+        assert_eq!(header("x-request-id").as_deref(), Some("req-1"));
+        for removed in [
+            "authorization",
+            "accept-encoding",
+            "openai-organization",
+            "x-llm-consumer",
+        ] {
+            assert_eq!(header(removed), None, "{removed}");
+        }
+        let sent: Value = serde_json::from_slice(stream.upstream_body()).unwrap();
+        assert_eq!(sent["model"], "claude-sonnet-4-5");
+        assert_eq!(sent["system"], "Be brief.");
+        assert_eq!(sent["max_tokens"], 50);
+        assert_eq!(sent["messages"][0]["role"], "user");
+        assert_eq!(sent["messages"].as_array().map(Vec::len), Some(1));
+        assert_eq!(
+            header("content-length"),
+            Some(stream.upstream_body().len().to_string())
+        );
+        assert_eq!(
+            fake::counter("llm_provider_attempts_total_provider=.=anthropic;.;"),
+            1
+        );
+        assert_eq!(
+            fake::counter("llm_provider_translated_total_provider=.=anthropic;.;"),
+            1
+        );
+        assert_eq!(
+            fake::counter("llm_filter_requests_total_filter=.=provider;.;"),
+            1
+        );
+    }
+
+    #[test]
+    fn an_anthropic_json_answer_is_translated_back() {
+        let mut stream = anthropic_attempt("json_answer", false);
+        let answer = json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+            "content": [{"type": "text", "text": "Hello"}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 10, "cache_read_input_tokens": 4, "output_tokens": 3}
+        })
+        .to_string()
+        .into_bytes();
+        let length = answer.len().to_string();
+        let headers = [
+            (":status", "200"),
+            ("content-type", "application/json"),
+            ("content-length", length.as_str()),
+        ];
+        assert_eq!(stream.response_headers(&headers, false), Action::Continue);
+        assert_eq!(fake::response_header("content-length"), None);
+        assert_eq!(stream.response_body(&answer[..20], false), Action::Pause);
+        assert!(stream.client_body().is_empty());
+        assert_eq!(stream.response_body(&answer[20..], true), Action::Continue);
+
+        let chat: Value = serde_json::from_slice(stream.client_body()).unwrap();
+        assert_eq!(chat["object"], "chat.completion");
+        assert_eq!(chat["id"], "chatcmpl-msg_1");
+        assert_eq!(chat["created"], 1_767_225_600);
+        assert_eq!(chat["choices"][0]["message"]["content"], "Hello");
+        assert_eq!(chat["choices"][0]["finish_reason"], "stop");
+        assert_eq!(chat["usage"]["prompt_tokens"], 14);
+        assert_eq!(chat["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+        assert_eq!(chat["usage"]["completion_tokens"], 3);
+    }
+
+    #[test]
+    fn an_anthropic_error_becomes_an_openai_error() {
+        let mut stream = anthropic_attempt("error_answer", false);
+        let answer =
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        stream.response(
+            &[(":status", "529"), ("content-type", "application/json")],
+            &[answer],
+        );
+        assert_eq!(fake::response_header(":status").as_deref(), Some("503"));
+        let error: Value = serde_json::from_slice(stream.client_body()).unwrap();
+        assert_eq!(error["error"]["message"], "Overloaded");
+        assert_eq!(error["error"]["code"], "overloaded_error");
+    }
+
+    #[test]
+    fn an_anthropic_stream_is_translated_chunk_by_chunk() {
+        let mut stream = anthropic_attempt("stream_answer", true);
+        assert_eq!(
+            stream.response_headers(
+                &[(":status", "200"), ("content-type", "text/event-stream")],
+                false
+            ),
+            Action::Continue
+        );
+        let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+        let text = |t: &str| {
+            event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                       "delta": {"type": "text_delta", "text": t}}),
+            )
+        };
+        let provider = [
+            event(
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "msg_1",
+                       "model": "claude-sonnet-4-5", "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+            ),
+            event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0,
+                       "content_block": {"type": "text", "text": ""}}),
+            ),
+            event("ping", json!({"type": "ping"})),
+            text("Hel"),
+            text("lo"),
+            event("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+            event(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                       "usage": {"output_tokens": 2}}),
+            ),
+            event("message_stop", json!({"type": "message_stop"})),
+        ]
+        .concat();
+        // Cut in the middle of the first text delta.
+        let cut = provider.find("Hel").unwrap();
+        assert_eq!(
+            stream.response_body(&provider.as_bytes()[..cut], false),
+            Action::Continue
+        );
+        // The role chunk went out at once; the cut event waits for its end.
+        let so_far = events(&stream.client_body_text());
+        assert_eq!(so_far.len(), 1);
+        assert_eq!(so_far[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(
+            stream.response_body(&provider.as_bytes()[cut..], true),
+            Action::Continue
+        );
+
+        let chunks = events(&stream.client_body_text());
+        let content: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(content, "Hello");
+        assert!(chunks
+            .iter()
+            .all(|c| !c.is_object() || c["object"] == "chat.completion.chunk"));
+        let finish = chunks
+            .iter()
+            .find_map(|c| c["choices"][0]["finish_reason"].as_str());
+        assert_eq!(finish, Some("stop"));
+        let usage = &chunks[chunks.len() - 2]["usage"];
+        assert_eq!(usage["prompt_tokens"], 10);
+        assert_eq!(usage["completion_tokens"], 2);
+        assert_eq!(chunks.last(), Some(&json!("[DONE]")));
+    }
+
+    #[test]
+    fn an_openai_attempt_streams_through_with_the_providers_key() {
+        let mut stream = attempt("openai", Some("openai"));
+        let mut headers = CHAT.to_vec();
+        headers.push(("anthropic-version", "2023-06-01"));
+        // No translation and no model to map: the body is not held.
+        assert_eq!(stream.request_headers(&headers, false), Action::Continue);
+        assert_eq!(
+            fake::request_header("authorization").as_deref(),
+            Some("Bearer sk-openai-openai")
+        );
+        assert_eq!(
+            fake::request_header(":path").as_deref(),
+            Some("/v1/chat/completions")
+        );
+        for removed in ["anthropic-version", "x-llm-consumer", "openai-organization"] {
+            assert_eq!(fake::request_header(removed), None, "{removed}");
+        }
+        let body = request_body(false);
+        assert_eq!(stream.request_body(&body, true), Action::Continue);
+        assert_eq!(stream.upstream_body(), body.as_slice());
+        let answer = br#"{"object":"chat.completion"}"#;
+        stream.response(&[(":status", "200")], &[answer]);
+        assert_eq!(stream.client_body(), answer);
+    }
+
+    #[test]
+    fn an_endpoint_without_metadata_uses_the_default_provider() {
+        let mut stream = attempt("default", None);
+        assert_eq!(stream.request_headers(&CHAT, false), Action::Continue);
+        assert_eq!(
+            fake::request_header("authorization").as_deref(),
+            Some("Bearer sk-openai-default")
+        );
+        assert_eq!(
+            fake::counter("llm_provider_attempts_total_provider=.=openai;.;"),
+            1
+        );
+    }
+
+    #[test]
+    fn an_unknown_provider_gets_502_without_reaching_it() {
+        let mut stream = attempt("unknown", Some("mistral"));
+        assert_eq!(stream.request_headers(&CHAT, false), Action::Pause);
+        let reply = stream.reply().expect("502");
+        assert_eq!(reply.status, 502);
+        assert!(reply.body.contains("mistral"));
+        assert!(!stream.request_forwarded());
+    }
+
+    #[test]
+    fn a_missing_credential_fails_the_configuration() {
+        fake::reset();
+        let config = config("never_set");
+        let err = llm_host::configure::<ProviderFilter>(config.as_bytes())
+            .err()
+            .expect("refused");
+        assert!(
+            err.starts_with("llm_provider: invalid configuration"),
+            "{err}"
+        );
+        assert!(err.contains("LLM_PROVIDER_TEST_never_set_"), "{err}");
     }
 }

@@ -7,19 +7,15 @@ use llm_core::config::ConfigError;
 use llm_core::metrics::labeled_name;
 use llm_core::router::{HeadersDecision, RequestHead, Router, RouterConfig};
 use llm_host::{
-    request_body, request_trailers, send_local_reply, set_filter_state, BodyBuffer, Counter,
-    Filter, Headers, HoldsRequestBody,
+    request_body, request_trailers, send_local_reply, set_filter_state, Action, BodyBuffer,
+    Counter, Filter, Headers, HoldsRequestBody, HttpFilter,
 };
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 // Without `module` (as in llm_gateway, which links this filter with the others) no entry point.
 #[cfg(feature = "module")]
-proxy_wasm::main! {{
-    llm_host::register::<RouterFilter>();
-}}
+llm_host::wasm_module!(RouterFilter);
 
 /// Headers only this filter may set: a client-sent value is deleted before anything reads it.
 const PUBLISHED_HEADERS: [&str; 4] = [
@@ -79,7 +75,7 @@ impl Filter for RouterFilter {
         })
     }
 
-    fn http_context(self: &Rc<Self>, _context_id: u32) -> Box<dyn HttpContext> {
+    fn http_filter(self: &Rc<Self>) -> Box<dyn HttpFilter> {
         Box::new(RouterRequest {
             filter: Rc::clone(self),
             flavor: ApiFlavor::OpenAi,
@@ -151,10 +147,8 @@ impl RouterRequest {
     }
 }
 
-impl Context for RouterRequest {}
-
-impl HttpContext for RouterRequest {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+impl HttpFilter for RouterRequest {
+    fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         let headers = Headers::request();
         for header in PUBLISHED_HEADERS {
             if headers.contains(header) {
@@ -183,11 +177,11 @@ impl HttpContext for RouterRequest {
         }
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         request_body(self, body_size, end_of_stream)
     }
 
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+    fn on_request_trailers(&mut self) -> Action {
         request_trailers(self)
     }
 }
@@ -211,5 +205,250 @@ impl HoldsRequestBody for RouterRequest {
             return self.reply(&self.filter.router.too_large(self.flavor));
         }
         self.route_body(size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llm_host::fake::{self, Stream};
+
+    /// The model table of envoy/demo.yaml.
+    const DEMO: &str = r#"{
+      "models": [
+        {"name": "gpt-4o-mini", "route": "openai", "owned_by": "openai"},
+        {"name": "fast", "alias_of": "gpt-4o-mini"},
+        {"name": "claude-sonnet-4-5", "route": "anthropic", "owned_by": "anthropic"},
+        {"name": "gpt-4o", "route": "gpt-4o-pool", "owned_by": "openai"},
+        {"name": "text-embedding-3-small", "route": "openai", "owned_by": "openai"}
+      ],
+      "max_body_bytes": 4194304
+    }"#;
+
+    const CHAT: [(&str, &str); 3] = [
+        (":method", "POST"),
+        (":path", "/v1/chat/completions"),
+        ("content-type", "application/json"),
+    ];
+
+    fn stream(config: &str) -> Stream {
+        fake::reset();
+        let loaded = llm_host::configure::<RouterFilter>(config.as_bytes()).expect("config");
+        Stream::new(loaded.new_stream())
+    }
+
+    fn state(key: &str) -> Option<String> {
+        fake::with(|s| s.filter_state.get(key).cloned())
+    }
+
+    #[test]
+    fn routes_a_chat_completion_and_publishes_the_decision() {
+        let mut stream = stream(DEMO);
+        let mut headers = CHAT.to_vec();
+        // A client may not choose its route, model or reservation.
+        headers.extend([
+            ("x-llm-route", "anthropic"),
+            ("x-llm-model", "claude-sonnet-4-5"),
+            ("x-llm-max-tokens", "1"),
+        ]);
+        let body = br#"{"model":"fast","messages":[{"role":"user","content":"hi"}]}"#;
+        assert_eq!(stream.request_headers(&headers, false), Action::Pause);
+        assert_eq!(fake::request_header("x-llm-route"), None);
+        assert_eq!(stream.request_body(body, true), Action::Continue);
+
+        assert_eq!(fake::request_header("x-llm-model").as_deref(), Some("fast"));
+        assert_eq!(
+            fake::request_header("x-llm-route").as_deref(),
+            Some("openai")
+        );
+        assert_eq!(
+            fake::request_header("x-llm-stream").as_deref(),
+            Some("false")
+        );
+        assert_eq!(fake::request_header("x-llm-max-tokens"), None);
+        // The alias is rewritten to the provider's name; nothing else changes.
+        let expected = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+        assert_eq!(stream.upstream_body(), expected);
+        assert_eq!(
+            fake::request_header("content-length"),
+            Some(expected.len().to_string())
+        );
+        assert_eq!(state("llm_model").as_deref(), Some("fast"));
+        assert_eq!(state("llm_upstream_model").as_deref(), Some("gpt-4o-mini"));
+        assert_eq!(state("llm_route").as_deref(), Some("openai"));
+        assert_eq!(state("llm_stream").as_deref(), Some("false"));
+        assert_eq!(
+            fake::counter("llm_router_requests_total_model=.=gpt-4o-mini;.;_route=.=openai;.;"),
+            1
+        );
+        assert_eq!(
+            fake::counter("llm_filter_requests_total_filter=.=router;.;"),
+            1
+        );
+        assert!(stream.reply().is_none());
+    }
+
+    #[test]
+    fn a_body_in_chunks_is_held_until_its_end() {
+        let mut stream = stream(DEMO);
+        assert_eq!(stream.request_headers(&CHAT, false), Action::Pause);
+        let chunks: [&[u8]; 3] = [
+            br#"{"model":"claude-so"#,
+            br#"nnet-4-5","stream":true,"max_tokens":300,"#,
+            br#""messages":[]}"#,
+        ];
+        assert_eq!(stream.request_body(chunks[0], false), Action::Pause);
+        assert_eq!(stream.request_body(chunks[1], false), Action::Pause);
+        assert!(stream.upstream_body().is_empty());
+        assert_eq!(fake::request_header("x-llm-route"), None);
+        assert_eq!(stream.request_body(chunks[2], true), Action::Continue);
+
+        assert_eq!(stream.upstream_body(), chunks.concat().as_slice());
+        assert_eq!(
+            fake::request_header("x-llm-route").as_deref(),
+            Some("anthropic")
+        );
+        assert_eq!(
+            fake::request_header("x-llm-stream").as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            fake::request_header("x-llm-max-tokens").as_deref(),
+            Some("300")
+        );
+        // Not rewritten: content-length untouched (none was sent).
+        assert_eq!(fake::request_header("content-length"), None);
+    }
+
+    #[test]
+    fn a_body_ending_with_trailers_is_routed_at_the_trailers() {
+        let mut stream = stream(DEMO);
+        let body = br#"{"model":"gpt-4o","messages":[]}"#;
+        assert_eq!(stream.request_headers(&CHAT, false), Action::Pause);
+        assert_eq!(stream.request_body(body, false), Action::Pause);
+        assert_eq!(fake::request_header("x-llm-route"), None);
+        assert_eq!(stream.request_trailers(), Action::Continue);
+        assert_eq!(
+            fake::request_header("x-llm-route").as_deref(),
+            Some("gpt-4o-pool")
+        );
+        assert_eq!(stream.upstream_body(), body);
+    }
+
+    #[test]
+    fn an_unknown_model_gets_404_in_openai_shape() {
+        let mut stream = stream(DEMO);
+        stream.request(&CHAT, &[br#"{"model":"llama-3","messages":[]}"#]);
+        let reply = stream.reply().expect("a local reply");
+        assert_eq!(reply.status, 404);
+        let body = reply.json();
+        assert_eq!(body["error"]["code"], "model_not_found");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["param"], "model");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("`llama-3`"), "{message}");
+        assert!(message.contains("gpt-4o-mini, fast"), "{message}");
+        assert!(stream.upstream_body().is_empty());
+        assert_eq!(fake::request_header("x-llm-route"), None);
+        assert_eq!(
+            fake::counter("llm_router_rejected_total_reason=.=unknown_model;.;"),
+            1
+        );
+    }
+
+    #[test]
+    fn invalid_json_gets_400() {
+        let mut stream = stream(DEMO);
+        stream.request(&CHAT, &[br#"{"model":"fast","messages":[}"#]);
+        let reply = stream.reply().expect("a local reply");
+        assert_eq!(reply.status, 400);
+        assert_eq!(reply.json()["error"]["type"], "invalid_request_error");
+        assert!(stream.upstream_body().is_empty());
+        assert_eq!(
+            fake::counter("llm_router_rejected_total_reason=.=invalid_request;.;"),
+            1
+        );
+    }
+
+    #[test]
+    fn an_anthropic_request_gets_errors_in_anthropic_shape() {
+        let mut stream = stream(DEMO);
+        let headers = [(":method", "POST"), (":path", "/v1/messages")];
+        stream.request(&headers, &[br#"{"model":"nope","messages":[]}"#]);
+        let reply = stream.reply().expect("a local reply");
+        assert_eq!(reply.status, 404);
+        assert_eq!(reply.json()["type"], "error");
+        assert_eq!(reply.json()["error"]["type"], "not_found_error");
+    }
+
+    #[test]
+    fn an_oversized_chunked_body_is_refused_as_it_crosses_the_limit() {
+        let mut stream = stream(r#"{"models":[{"name":"m","route":"r"}],"max_body_bytes":100}"#);
+        assert_eq!(stream.request_headers(&CHAT, false), Action::Pause);
+        assert_eq!(stream.request_body(&[b' '; 60], false), Action::Pause);
+        assert!(stream.reply().is_none());
+        // 120 bytes held, more to come: refused now, not at the end of the body.
+        assert_eq!(stream.request_body(&[b' '; 60], false), Action::Pause);
+        let reply = stream.reply().expect("413 before the end of the body");
+        assert_eq!(reply.status, 413);
+        assert!(reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("100 bytes"));
+        assert!(stream.upstream_body().is_empty());
+        assert_eq!(
+            fake::counter("llm_router_rejected_total_reason=.=too_large;.;"),
+            1
+        );
+    }
+
+    #[test]
+    fn a_declared_content_length_over_the_limit_is_refused_at_the_headers() {
+        let mut stream = stream(r#"{"models":[{"name":"m","route":"r"}],"max_body_bytes":100}"#);
+        let mut headers = CHAT.to_vec();
+        headers.push(("content-length", "101"));
+        assert_eq!(stream.request_headers(&headers, false), Action::Pause);
+        assert_eq!(stream.reply().map(|r| r.status), Some(413));
+    }
+
+    #[test]
+    fn a_get_that_is_not_the_routers_passes_through_untouched() {
+        let mut stream = stream(DEMO);
+        let headers = [(":method", "GET"), (":path", "/healthz"), ("accept", "*/*")];
+        assert_eq!(stream.request_headers(&headers, true), Action::Continue);
+        assert!(stream.request_forwarded());
+        assert!(stream.reply().is_none());
+        let seen = fake::with(|s| s.request_headers.clone());
+        let sent: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(seen, sent);
+        assert!(fake::with(|s| s.filter_state.is_empty()));
+    }
+
+    #[test]
+    fn models_are_listed_from_the_table() {
+        let mut stream = stream(DEMO);
+        let headers = [(":method", "GET"), (":path", "/v1/models")];
+        assert_eq!(stream.request_headers(&headers, true), Action::Pause);
+        let reply = stream.reply().expect("answered by the router");
+        assert_eq!(reply.status, 200);
+        let ids: Vec<String> = reply.json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "gpt-4o-mini",
+                "fast",
+                "claude-sonnet-4-5",
+                "gpt-4o",
+                "text-embedding-3-small"
+            ]
+        );
     }
 }

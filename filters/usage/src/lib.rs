@@ -16,12 +16,10 @@ use llm_core::usage::{
     Usage,
 };
 use llm_host::{
-    call_rate_limit_service, ensure_shared, grpc_response_body, now_unix_nanos, read_shared,
-    request_body, request_trailers, send_local_reply, set_filter_state, update_shared, BodyBuffer,
-    Counter, Filter, Headers, Histogram, HoldsRequestBody,
+    call_rate_limit_service, ensure_shared, now_unix_nanos, read_shared, request_body,
+    request_trailers, send_local_reply, set_filter_state, update_shared, Action, BodyBuffer,
+    Counter, Filter, Headers, Histogram, HoldsRequestBody, HttpFilter,
 };
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
@@ -29,9 +27,7 @@ use std::time::Duration;
 
 // Without `module` (as in llm_gateway, which links this filter with the others) no entry point.
 #[cfg(feature = "module")]
-proxy_wasm::main! {{
-    llm_host::register::<UsageFilter>();
-}}
+llm_host::wasm_module!(UsageFilter);
 
 /// Non-streaming responses are copied (not held) to read their usage at the end; past this size the
 /// copy stops and usage is estimated.
@@ -127,14 +123,14 @@ fn count(metrics: &RefCell<Metrics>, name: String, by: u64) {
         }
     };
     if let (Some(counter), true) = (counter, by > 0) {
-        counter.increment(i64::try_from(by).unwrap_or(i64::MAX));
+        counter.increment(by);
     }
 }
 
 /// Adds `by` (when positive) to a counter that may have failed to define.
 fn increment(counter: Option<Counter>, by: u64) {
     if let (Some(counter), true) = (counter, by > 0) {
-        counter.increment(i64::try_from(by).unwrap_or(i64::MAX));
+        counter.increment(by);
     }
 }
 
@@ -178,7 +174,7 @@ impl Filter for UsageFilter {
         }
     }
 
-    fn on_root_grpc_response(&self, _token: u32, status: u32, _body: Option<Vec<u8>>) {
+    fn on_root_grpc_response(&self, _token: u32, status: u32, _body: Option<&[u8]>) {
         if status == 0 {
             if !self.reporting_ok.replace(true) {
                 log::info!("llm_usage: usage reports reach the rate-limit service again");
@@ -188,7 +184,7 @@ impl Filter for UsageFilter {
         }
     }
 
-    fn http_context(self: &Rc<Self>, _context_id: u32) -> Box<dyn HttpContext> {
+    fn http_filter(self: &Rc<Self>) -> Box<dyn HttpFilter> {
         Box::new(UsageRequest {
             pending_check: None,
             body_done: None,
@@ -685,8 +681,9 @@ impl UsageRequest {
     }
 }
 
-impl Context for UsageRequest {
-    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+impl UsageRequest {
+    /// The rate-limit service's answer to this request's check.
+    fn on_check_answer(&mut self, token_id: u32, status_code: u32, response: Option<&[u8]>) {
         let Some((token, limits)) = self.pending_check.take() else {
             return;
         };
@@ -695,9 +692,9 @@ impl Context for UsageRequest {
             return;
         }
         let verdicts = match status_code {
-            0 => grpc_response_body(response_size)
+            0 => response
                 .ok_or("empty response")
-                .and_then(|body| global::read_response(&body, limits.len())),
+                .and_then(|body| global::read_response(body, limits.len())),
             _ => Err("gRPC call failed"),
         };
         let stop = match verdicts {
@@ -717,8 +714,12 @@ impl Context for UsageRequest {
     }
 }
 
-impl HttpContext for UsageRequest {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+impl HttpFilter for UsageRequest {
+    fn on_grpc_response(&mut self, token: u32, status: u32, body: Option<&[u8]>) {
+        self.on_check_answer(token, status, body);
+    }
+
+    fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         let headers = Headers::request();
         let method = headers.get(":method").unwrap_or_default();
         let path = headers.get(":path").unwrap_or_default();
@@ -773,7 +774,7 @@ impl HttpContext for UsageRequest {
         Action::Continue
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         self.observed_bytes = if self.request_paused {
             self.observed_bytes.max(body_size)
         } else {
@@ -784,7 +785,7 @@ impl HttpContext for UsageRequest {
         action
     }
 
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+    fn on_request_trailers(&mut self) -> Action {
         if self.pending_check.is_some() {
             if self.body.is_reading() {
                 self.body_done = Some(self.held_size);
@@ -794,7 +795,7 @@ impl HttpContext for UsageRequest {
         request_trailers(self)
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_response_headers(&mut self, _end_of_stream: bool) -> Action {
         if !self.inference {
             return Action::Continue;
         }
@@ -818,7 +819,7 @@ impl HttpContext for UsageRequest {
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if !self.inference {
             return Action::Continue;
         }
@@ -1009,5 +1010,391 @@ impl HoldsRequestBody for UsageRequest {
             self.hide_usage = true;
         }
         Action::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llm_host::fake::{self, Stream};
+    use serde_json::{json, Value};
+
+    /// The configuration of envoy/demo.yaml.
+    const DEMO: &str = r#"{
+      "prices": [
+        {"model": "gpt-4o-mini*", "input": 0.15, "output": 0.60, "cached_input": 0.075},
+        {"model": "gpt-4o*", "input": 2.50, "output": 10.00, "cached_input": 1.25},
+        {"model": "claude-sonnet-4-5*", "input": 3.00, "output": 15.00,
+         "cached_input": 0.30, "cache_write": 3.75},
+        {"model": "text-embedding-3-small", "input": 0.02, "output": 0}
+      ],
+      "limits": [
+        {"consumer": "tiny", "tokens_per_minute": 2000},
+        {"consumer": "team-b", "usd_per_day": 5}
+      ]
+    }"#;
+
+    const PROVIDER: &str = "xds.upstream_host_metadata.filter_metadata.llm.provider";
+    const JSON_ANSWER: [(&str, &str); 2] =
+        [(":status", "200"), ("content-type", "application/json")];
+    const SSE_ANSWER: [(&str, &str); 2] =
+        [(":status", "200"), ("content-type", "text/event-stream")];
+
+    fn configure() -> llm_host::Loaded<UsageFilter> {
+        fake::reset();
+        let loaded = llm_host::configure::<UsageFilter>(DEMO.as_bytes()).expect("config");
+        fake::with(|s| s.properties.insert(PROVIDER.into(), b"openai".to_vec()));
+        loaded
+    }
+
+    /// A chat completion as llm_auth and llm_router leave it (consumer, model, stream published).
+    fn chat<'a>(consumer: &'a str, model: &'a str, stream: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            ("content-type", "application/json"),
+            ("accept-encoding", "gzip, br"),
+            ("x-llm-consumer", consumer),
+            ("x-llm-model", model),
+            ("x-llm-stream", stream),
+        ]
+    }
+
+    fn state(key: &str) -> Option<String> {
+        fake::with(|s| s.filter_state.get(key).cloned())
+    }
+
+    fn series(metric: &str, consumer: &str, model: &str) -> String {
+        format!("{metric}_consumer=.={consumer};.;_model=.={model};.;_provider=.=openai;.;")
+    }
+
+    fn openai_answer(model: &str, input: u64, output: u64) -> Vec<u8> {
+        json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": input, "completion_tokens": output,
+                      "total_tokens": input + output}
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    /// One non-streaming request answered with `answer`, then the access log.
+    fn complete(loaded: &llm_host::Loaded<UsageFilter>, headers: &[(&str, &str)], answer: &[u8]) {
+        let mut stream = Stream::new(loaded.new_stream());
+        assert_eq!(
+            stream.request(headers, &[br#"{"model":"x","messages":[]}"#]),
+            Action::Continue
+        );
+        assert_eq!(stream.response(&JSON_ANSWER, &[answer]), Action::Continue);
+        stream.log();
+    }
+
+    #[test]
+    fn tokens_and_cost_are_counted_from_a_json_answer() {
+        let loaded = configure();
+        let mut stream = Stream::new(loaded.new_stream());
+        let headers = chat("team-a", "gpt-4o-mini", "false");
+        // Not streaming: nothing is held.
+        assert_eq!(stream.request_headers(&headers, false), Action::Continue);
+        assert_eq!(fake::request_header("accept-encoding"), None);
+        assert_eq!(
+            stream.request_body(br#"{"model":"gpt-4o-mini"}"#, true),
+            Action::Continue
+        );
+
+        let answer = json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini-2024-07-18",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150,
+                      "prompt_tokens_details": {"cached_tokens": 20}}
+        })
+        .to_string()
+        .into_bytes();
+        assert_eq!(
+            stream.response_headers(&JSON_ANSWER, false),
+            Action::Continue
+        );
+        fake::with(|s| s.now_unix_nanos += 250_000_000);
+        let (first, second) = answer.split_at(50);
+        // Observed as it passes, never held.
+        assert_eq!(stream.response_body(first, false), Action::Continue);
+        assert_eq!(stream.client_body(), first);
+        assert_eq!(stream.response_body(second, true), Action::Continue);
+        assert_eq!(stream.client_body(), answer.as_slice());
+        stream.log();
+
+        let metric = |name: &str| fake::counter(&series(name, "team-a", "gpt-4o-mini"));
+        assert_eq!(metric("llm_input_tokens_total"), 100);
+        assert_eq!(metric("llm_output_tokens_total"), 50);
+        assert_eq!(metric("llm_cached_input_tokens_total"), 20);
+        // 80 × 150 + 20 × 75 + 50 × 600 nano-USD.
+        assert_eq!(metric("llm_cost_nanousd_total"), 43_500);
+        let requests = series("llm_requests_total", "team-a", "gpt-4o-mini");
+        assert_eq!(
+            fake::counter(&format!("{requests}_status_class=.=2xx;.;")),
+            1
+        );
+        assert_eq!(
+            fake::histogram(
+                "llm_time_to_first_token_ms_model=.=gpt-4o-mini;.;_provider=.=openai;.;"
+            ),
+            [250]
+        );
+
+        // The access-log fields.
+        for (key, value) in [
+            ("llm_provider", "openai"),
+            ("llm_input_tokens", "100"),
+            ("llm_output_tokens", "50"),
+            ("llm_cached_tokens", "20"),
+            ("llm_cost_usd", "0.000043500"),
+            ("llm_ttft_ms", "250"),
+            ("llm_response_model", "gpt-4o-mini-2024-07-18"),
+            ("llm_streamed", "false"),
+            ("llm_usage_estimated", "false"),
+        ] {
+            assert_eq!(state(key).as_deref(), Some(value), "{key}");
+        }
+    }
+
+    #[test]
+    fn an_answer_without_usage_is_estimated_from_the_bytes_seen() {
+        let loaded = configure();
+        let mut stream = Stream::new(loaded.new_stream());
+        // A chunked upload: no content-length, 40 bytes seen in two chunks.
+        let headers = chat("team-a", "gpt-4o-mini", "false");
+        assert_eq!(
+            stream.request(&headers, &[&[b' '; 20], &[b' '; 20]]),
+            Action::Continue
+        );
+        let answer = br#"{"choices":[{"message":{"content":"12345678"}}]}"#;
+        stream.response(&JSON_ANSWER, &[answer]);
+        stream.log();
+        let metric = |name: &str| fake::counter(&series(name, "team-a", "gpt-4o-mini"));
+        assert_eq!(metric("llm_input_tokens_total"), 10);
+        assert_eq!(metric("llm_output_tokens_total"), 2);
+        assert_eq!(metric("llm_estimated_usage_total"), 1);
+        assert_eq!(state("llm_usage_estimated").as_deref(), Some("true"));
+    }
+
+    #[test]
+    fn a_stream_gets_usage_asked_for_and_hidden_from_the_client() {
+        let loaded = configure();
+        let mut stream = Stream::new(loaded.new_stream());
+        let headers = chat("team-a", "gpt-4o-mini", "true");
+        let body = br#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#;
+        assert_eq!(stream.request_headers(&headers, false), Action::Pause);
+        assert_eq!(stream.request_body(&body[..20], false), Action::Pause);
+        assert!(stream.upstream_body().is_empty());
+        assert_eq!(stream.request_body(&body[20..], true), Action::Continue);
+        let injected =
+            br#"{"stream_options":{"include_usage":true},"model":"gpt-4o-mini","stream":true,"messages":[]}"#;
+        assert_eq!(stream.upstream_body(), injected);
+        assert_eq!(
+            fake::request_header("content-length"),
+            Some(injected.len().to_string())
+        );
+
+        let event = |value: Value| format!("data: {value}\n\n");
+        let delta = |text: &str, finish: Value| {
+            event(json!({"id": "c1", "model": "gpt-4o-mini-2024-07-18",
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
+                "usage": null}))
+        };
+        let usage = event(
+            json!({"id": "c1", "model": "gpt-4o-mini-2024-07-18", "choices": [],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14}}),
+        );
+        let provider = [
+            delta("Hel", Value::Null),
+            delta("lo", json!("stop")),
+            usage,
+            "data: [DONE]\n\n".to_string(),
+        ]
+        .concat();
+        // The usage event is cut between two chunks.
+        let cut = provider.find("prompt_tokens").unwrap();
+        let headers = [
+            (":status", "200"),
+            ("content-type", "text/event-stream"),
+            ("content-length", "999"),
+        ];
+        assert_eq!(stream.response_headers(&headers, false), Action::Continue);
+        assert_eq!(fake::response_header("content-length"), None);
+        assert_eq!(
+            stream.response_body(&provider.as_bytes()[..cut], false),
+            Action::Continue
+        );
+        assert_eq!(
+            stream.response_body(&provider.as_bytes()[cut..], true),
+            Action::Continue
+        );
+        stream.log();
+
+        let client = stream.client_body_text();
+        assert!(!client.contains("usage"), "{client}");
+        let expected = [
+            delta("Hel", Value::Null),
+            delta("lo", json!("stop")),
+            "data: [DONE]\n\n".to_string(),
+        ]
+        .concat()
+        .replace(r#","usage":null"#, "");
+        assert_eq!(client, expected);
+        let metric = |name: &str| fake::counter(&series(name, "team-a", "gpt-4o-mini"));
+        assert_eq!(metric("llm_input_tokens_total"), 12);
+        assert_eq!(metric("llm_output_tokens_total"), 2);
+        assert_eq!(state("llm_streamed").as_deref(), Some("true"));
+        assert_eq!(state("llm_usage_estimated").as_deref(), Some("false"));
+    }
+
+    #[test]
+    fn a_stream_that_asked_for_usage_keeps_it() {
+        let loaded = configure();
+        let mut stream = Stream::new(loaded.new_stream());
+        let headers = chat("team-a", "gpt-4o-mini", "true");
+        let body =
+            br#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true}}"#;
+        assert_eq!(stream.request(&headers, &[body]), Action::Continue);
+        assert_eq!(stream.upstream_body(), body);
+        let provider = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n";
+        stream.response(&SSE_ANSWER, &[provider.as_bytes()]);
+        stream.log();
+        assert_eq!(stream.client_body_text(), provider);
+        assert_eq!(
+            fake::counter(&series("llm_output_tokens_total", "team-a", "gpt-4o-mini")),
+            4
+        );
+    }
+
+    #[test]
+    fn a_spent_token_limit_refuses_the_next_request() {
+        let loaded = configure();
+        let mut headers = chat("tiny", "fast", "false");
+        headers.extend([("content-length", "400"), ("x-llm-max-tokens", "100")]);
+
+        let mut first = Stream::new(loaded.new_stream());
+        assert_eq!(first.request_headers(&headers, false), Action::Continue);
+        first.request_body(&[b' '; 400], true);
+        first.response_headers(&JSON_ANSWER, false);
+        assert_eq!(
+            fake::response_header("x-ratelimit-limit-tokens").as_deref(),
+            Some("2000")
+        );
+        assert_eq!(
+            fake::response_header("x-ratelimit-remaining-tokens").as_deref(),
+            Some("2000")
+        );
+        // 2,500 tokens used against 2,000 a minute: 500 tokens of debt.
+        first.response_body(&openai_answer("gpt-4o-mini", 1500, 1000), true);
+        first.log();
+
+        let mut second = Stream::new(loaded.new_stream());
+        assert_eq!(second.request_headers(&headers, false), Action::Pause);
+        let reply = second.reply().expect("429");
+        assert_eq!(reply.status, 429);
+        assert_eq!(reply.json()["error"]["code"], "rate_limit_exceeded");
+        // The debt and one token more refill at 2,000 a minute: 501 × 60 / 2000 = 15.03 s.
+        assert!(reply
+            .headers
+            .contains(&("retry-after".to_string(), "16".to_string())));
+        assert!(!second.request_forwarded());
+        assert_eq!(
+            fake::counter("llm_usage_limited_total_consumer=.=tiny;.;_kind=.=tokens;.;"),
+            1
+        );
+
+        // Other consumers are not limited by it.
+        let mut other = Stream::new(loaded.new_stream());
+        let team_a = chat("team-a", "fast", "false");
+        assert_eq!(other.request_headers(&team_a, false), Action::Continue);
+    }
+
+    #[test]
+    fn a_spent_usd_budget_refuses_the_next_request_until_the_next_day() {
+        let loaded = configure();
+        let headers = chat("team-b", "gpt-4o", "false");
+        // 1,000 × 2.5 + 600,000 × 10 USD per million tokens: 6.0025 USD of a 5 USD day.
+        complete(
+            &loaded,
+            &headers,
+            &openai_answer("gpt-4o-2024-08-06", 1000, 600_000),
+        );
+        assert_eq!(state("llm_cost_usd").as_deref(), Some("6.002500000"));
+
+        let mut stream = Stream::new(loaded.new_stream());
+        assert_eq!(stream.request_headers(&headers, false), Action::Pause);
+        let reply = stream.reply().expect("429");
+        assert_eq!(reply.status, 429);
+        assert_eq!(reply.json()["error"]["code"], "budget_exceeded");
+        // The fake's clock is 2026-01-01T00:00:00Z: a whole day to go.
+        assert!(reply
+            .headers
+            .contains(&("retry-after".to_string(), "86400".to_string())));
+        assert_eq!(
+            fake::counter("llm_usage_limited_total_consumer=.=team-b;.;_kind=.=budget;.;"),
+            1
+        );
+    }
+
+    #[test]
+    fn a_request_that_never_reached_a_provider_gives_its_reservation_back() {
+        let loaded = configure();
+        let mut headers = chat("tiny", "fast", "false");
+        headers.extend([("content-length", "4000"), ("x-llm-max-tokens", "1000")]);
+        // Reserves 2,000 tokens (all of them), then a later filter refuses it: no answer, no upstream.
+        let mut refused = Stream::new(loaded.new_stream());
+        assert_eq!(refused.request_headers(&headers, false), Action::Continue);
+        refused.log();
+
+        let mut next = Stream::new(loaded.new_stream());
+        assert_eq!(next.request_headers(&headers, false), Action::Continue);
+        next.response_headers(&JSON_ANSWER, false);
+        assert_eq!(
+            fake::response_header("x-ratelimit-remaining-tokens").as_deref(),
+            Some("2000")
+        );
+    }
+
+    #[test]
+    fn a_request_sent_upstream_without_an_answer_keeps_its_reservation() {
+        let loaded = configure();
+        let mut headers = chat("tiny", "fast", "false");
+        headers.extend([("content-length", "4000"), ("x-llm-max-tokens", "1000")]);
+        let mut abandoned = Stream::new(loaded.new_stream());
+        assert_eq!(abandoned.request_headers(&headers, false), Action::Continue);
+        fake::with(|s| {
+            s.properties
+                .insert("upstream.address".into(), b"10.0.0.1:443".to_vec())
+        });
+        abandoned.log();
+
+        let mut next = Stream::new(loaded.new_stream());
+        assert_eq!(next.request_headers(&headers, false), Action::Pause);
+        assert_eq!(next.reply().map(|r| r.status), Some(429));
+    }
+
+    #[test]
+    fn requests_that_are_not_inference_are_not_counted() {
+        let loaded = configure();
+        let mut stream = Stream::new(loaded.new_stream());
+        let headers = [
+            (":method", "GET"),
+            (":path", "/v1/models"),
+            ("accept-encoding", "gzip"),
+        ];
+        assert_eq!(stream.request_headers(&headers, true), Action::Continue);
+        assert_eq!(
+            fake::request_header("accept-encoding").as_deref(),
+            Some("gzip")
+        );
+        stream.response(&JSON_ANSWER, &[br#"{"data":[]}"#]);
+        stream.log();
+        assert!(fake::with(|s| s.filter_state.is_empty()));
+        assert!(!fake::metric_names()
+            .iter()
+            .any(|m| m.starts_with("llm_input_tokens_total")));
     }
 }

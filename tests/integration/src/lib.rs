@@ -220,6 +220,17 @@ fn envoy_command(dir: &Path, config: &str, options: &EnvoyOptions) -> (Command, 
     // stdout carries the JSON access log: a file of its own, so lines never interleave with Envoy's.
     let access_log = fs::File::create(dir.join("access.log")).expect("create access log");
     let mut command = Command::new(binary);
+    // The native module: libllm_gateway.so from `make build-native`, and the environment its
+    // config asks for (see [`to_native`]).
+    command.env(
+        "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
+        repo_root().join("target/native"),
+    );
+    for line in config.lines() {
+        if let Some((name, value)) = line.strip_prefix("# env ").and_then(|l| l.split_once('=')) {
+            command.env(name, value);
+        }
+    }
     command
         .current_dir(repo_root())
         .arg("-c")
@@ -516,6 +527,105 @@ pub fn single_module() -> bool {
     std::env::var("LLM_SINGLE_MODULE").as_deref() == Ok("1")
 }
 
+/// Set `LLM_NATIVE=1` to run the demo's tests against the native dynamic module (libllm_gateway.so):
+/// the harness merges the four downstream filters as for llm_gateway, then loads every filter
+/// (llm_provider included) from the native module instead of Wasm.
+pub fn native() -> bool {
+    std::env::var("LLM_NATIVE").as_deref() == Ok("1")
+}
+
+const WASM_TYPE: &str = "\"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+
+/// Every Wasm filter of `config` (downstream or upstream) as the same filter of libllm_gateway.so:
+/// same name, same JSON configuration. Environment variables that a Wasm VM was given in
+/// `environment_variables.key_values` are read from Envoy's own environment by the native module;
+/// they become `# env NAME=value` lines, which [`Envoy::start`] exports to the process.
+pub fn to_native(config: &str) -> String {
+    let lines: Vec<&str> = config.lines().collect();
+    let mut out = String::new();
+    let mut env = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if line.trim() != WASM_TYPE {
+            out.push_str(line);
+            out.push('\n');
+            i += 1;
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let mut end = i + 1;
+        while end < lines.len() {
+            let l = lines[end];
+            if !l.trim().is_empty() && l.len() - l.trim_start().len() < indent {
+                break;
+            }
+            end += 1;
+        }
+        let block = &lines[i + 1..end];
+        let name = block
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("name: "))
+            .expect("a Wasm filter's config.name")
+            .trim();
+        let value_at = block
+            .iter()
+            .position(|l| l.trim() == "value: |")
+            .expect("a Wasm filter's configuration value");
+        let value_indent = block[value_at].len() - block[value_at].trim_start().len();
+        let json: Vec<&str> = block[value_at + 1..]
+            .iter()
+            .copied()
+            .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > value_indent)
+            .collect();
+        if let Some(at) = block.iter().position(|l| l.trim() == "key_values:") {
+            let kv_indent = block[at].len() - block[at].trim_start().len();
+            for l in &block[at + 1..] {
+                if l.len() - l.trim_start().len() <= kv_indent {
+                    break;
+                }
+                if let Some((k, v)) = l.trim().split_once(": ") {
+                    env.push(format!("# env {k}={v}"));
+                }
+            }
+        }
+        let pad = " ".repeat(indent);
+        out.push_str(&format!(
+            "{pad}\"@type\": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter\n\
+             {pad}dynamic_module_config: {{ name: llm_gateway, do_not_close: true }}\n\
+             {pad}filter_name: {name}\n\
+             {pad}filter_config:\n\
+             {pad}  \"@type\": type.googleapis.com/google.protobuf.StringValue\n\
+             {pad}  value: |\n"
+        ));
+        let json_indent = json
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.len() - l.trim_start().len())
+            .min()
+            .unwrap_or(0);
+        for l in json {
+            if l.trim().is_empty() {
+                out.push('\n');
+            } else {
+                out.push_str(&format!("{pad}    {}\n", &l[json_indent..]));
+            }
+        }
+        i = end;
+    }
+    env.sort();
+    env.dedup();
+    let mut header = String::from(
+        "# The native dynamic module (libllm_gateway.so) in place of every Wasm filter. It reads\n\
+         # provider keys from Envoy's environment: start Envoy with these exported.\n",
+    );
+    for line in env {
+        header.push_str(&line);
+        header.push('\n');
+    }
+    header + &out
+}
+
 /// The four downstream filters of a demo-shaped config (llm_auth through llm_usage, in that order
 /// and consecutive) replaced by one llm_gateway filter whose sections are their configurations.
 pub fn to_single_module(config: &str) -> String {
@@ -655,8 +765,11 @@ impl Demo {
         config = replace_port(&config, DEMO_UNAVAILABLE_PORT, unavailable.port());
         let mut config = edit(config);
         // (A test's edit may have merged the filters itself.)
-        if single_module() && !config.contains("root_id: llm_gateway\n") {
+        if (single_module() || native()) && !config.contains("root_id: llm_gateway\n") {
             config = to_single_module(&config);
+        }
+        if native() {
+            config = to_native(&config);
         }
         let envoy = Envoy::start(&config, options);
         Demo {

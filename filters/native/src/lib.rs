@@ -1,0 +1,1455 @@
+//! `libllm_gateway.so`: the filters as one Envoy dynamic module (Envoy 1.40's native extension ABI).
+//! Envoy's `dynamic_modules` HTTP filter picks one by `filter_name`: `llm_gateway` (auth, router, pii
+//! and usage in one chain), any single filter (`llm_auth`, ...), and `llm_provider`, which goes in a
+//! cluster's upstream `http_filters`. The filters are the same code as in the Wasm modules; this
+//! crate is their host (`llm_host::host::Host`) over the ABI's callbacks.
+//!
+//! Differences from proxy-wasm that this backend absorbs:
+//! - Envoy runs one filter config on every worker thread; the filters are single-threaded (`Rc`), so
+//!   each worker builds its own instance from the config bytes on its first stream, as each Wasm VM
+//!   does. Shared data (rate-limit buckets, budgets) is process-wide state behind a lock.
+//! - Metrics must be declared while the config loads: every family of `llm_core::metrics::FAMILIES`
+//!   is declared then with its labels; label values come per increment.
+//! - No gRPC callouts: gRPC calls are HTTP/2 callouts with gRPC framing. No timers: calls that must
+//!   outlive their request (usage reports) go to the main thread through the config's scheduler.
+//! - A local reply is sent after the filter's callback returns (Envoy runs the reply through the
+//!   filters synchronously, re-entering this module).
+//! - A panic never crosses the FFI boundary: it is caught, logged once, and answered with a 500.
+#![allow(unsafe_code)] // The FFI boundary: every unsafe block reads or passes Envoy's pointers.
+// The hooks are `extern "C"` entry points Envoy calls with its own pointers; they cannot be `unsafe`.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
+mod abi;
+
+use abi::*;
+use llm_host::host::{
+    self, Action, Body, HeaderMap, Host, HostResult, HttpFilter, MetricKind, SharedWriteError,
+};
+use llm_host::{configure, Filter, Loaded};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{c_char, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+// ---------------------------------------------------------------------------------------------
+// Program init, logging, panics
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
+    let _ = log::set_logger(&ENVOY_LOG);
+    log::set_max_level(log::LevelFilter::Info);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        // Once per process: a bug that panics on every request must not flood the log.
+        if !PANIC_LOGGED.swap(true, Ordering::Relaxed) {
+            log::error!("llm_gateway: a filter panicked ({info}); the request got a 500");
+        }
+        let _ = &default_hook;
+    }));
+    ABI_VERSION.as_ptr().cast()
+}
+
+static PANIC_LOGGED: AtomicBool = AtomicBool::new(false);
+
+struct EnvoyLog;
+
+static ENVOY_LOG: EnvoyLog = EnvoyLog;
+
+fn envoy_level(level: log::Level) -> i32 {
+    match level {
+        log::Level::Error => LOG_ERROR,
+        log::Level::Warn => LOG_WARN,
+        log::Level::Info => LOG_INFO,
+        log::Level::Debug => LOG_DEBUG,
+        log::Level::Trace => LOG_TRACE,
+    }
+}
+
+impl log::Log for EnvoyLog {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        // SAFETY: a plain call with an integer.
+        unsafe { envoy_dynamic_module_callback_log_enabled(envoy_level(metadata.level())) }
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let message = record.args().to_string();
+        // SAFETY: the buffer is read during the call only.
+        unsafe {
+            envoy_dynamic_module_callback_log(
+                envoy_level(record.level()),
+                ModuleBuffer::of(message.as_bytes()),
+            )
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+// ---------------------------------------------------------------------------------------------
+// The filters this module offers
+
+/// A configured filter, as one thread holds it.
+trait Factory {
+    fn new_stream(&self) -> Box<dyn HttpFilter>;
+    fn has_tick(&self) -> bool;
+    fn on_tick(&self);
+    fn on_root_grpc_response(&self, token: u32, status: u32, body: Option<&[u8]>);
+}
+
+impl<F: Filter> Factory for Loaded<F> {
+    fn new_stream(&self) -> Box<dyn HttpFilter> {
+        Loaded::new_stream(self)
+    }
+    fn has_tick(&self) -> bool {
+        self.filter.tick_period().is_some()
+    }
+    fn on_tick(&self) {
+        self.filter.on_tick();
+    }
+    fn on_root_grpc_response(&self, token: u32, status: u32, body: Option<&[u8]>) {
+        self.filter.on_root_grpc_response(token, status, body);
+    }
+}
+
+fn load(name: &str, bytes: &[u8]) -> Result<Rc<dyn Factory>, String> {
+    fn rc<F: Filter>(loaded: Loaded<F>) -> Rc<dyn Factory> {
+        Rc::new(loaded)
+    }
+    match name {
+        "llm_gateway" => configure::<llm_gateway::Gateway>(bytes).map(rc),
+        "llm_auth" => configure::<llm_auth::AuthFilter>(bytes).map(rc),
+        "llm_router" => configure::<llm_router::RouterFilter>(bytes).map(rc),
+        "llm_pii" => configure::<llm_pii::PiiFilter>(bytes).map(rc),
+        "llm_usage" => configure::<llm_usage::UsageFilter>(bytes).map(rc),
+        "llm_provider" => configure::<llm_provider::ProviderFilter>(bytes).map(rc),
+        other => Err(format!(
+            "llm_gateway: unknown filter_name {other:?} (llm_gateway, llm_auth, llm_router, llm_pii, llm_usage or llm_provider)"
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Filter configs
+
+/// One `dynamic_modules` filter config; shared by every worker (hence only `Send + Sync` state).
+struct Config {
+    id: u64,
+    name: String,
+    bytes: Vec<u8>,
+    /// The config's scheduler, which brings work to the main thread (`commit` works from any).
+    scheduler: usize,
+    metrics: Metrics,
+    /// gRPC calls that must outlive their request, sent from the main thread.
+    outbox: Mutex<Vec<OutgoingCall>>,
+}
+
+struct OutgoingCall {
+    cluster: String,
+    path: String,
+    message: Vec<u8>,
+    timeout: Duration,
+    token: u32,
+}
+
+static NEXT_CONFIG_ID: AtomicU64 = AtomicU64::new(1);
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's instance of each config (the main thread's is built at load time).
+    static INSTANCES: RefCell<HashMap<u64, Rc<dyn Factory>>> = RefCell::new(HashMap::new());
+    /// Root-context calls in flight from the main thread: callout id → token.
+    static ROOT_CALLS: RefCell<HashMap<u64, u32>> = RefCell::new(HashMap::new());
+}
+
+/// Metric families declared at load, and the series (family + label values) made from them.
+#[derive(Default)]
+struct Metrics {
+    /// `(name, labels)` → Envoy's id and kind.
+    families: HashMap<(String, Vec<String>), (usize, MetricKind)>,
+    series: RwLock<Vec<Series>>,
+    by_name: RwLock<HashMap<String, u32>>,
+}
+
+struct Series {
+    family: usize,
+    kind: MetricKind,
+    values: Vec<String>,
+}
+
+impl Metrics {
+    fn declare(envoy: ConfigEnvoyPtr) -> Metrics {
+        let mut metrics = Metrics::default();
+        for (name, histogram, labels) in llm_core::metrics::FAMILIES {
+            let mut label_names: Vec<ModuleBuffer> = labels
+                .iter()
+                .map(|l| ModuleBuffer::of(l.as_bytes()))
+                .collect();
+            let mut id = 0usize;
+            // SAFETY: `envoy` is the config being created (main thread); buffers live across the call.
+            let result = unsafe {
+                if *histogram {
+                    envoy_dynamic_module_callback_http_filter_config_define_histogram(
+                        envoy,
+                        ModuleBuffer::of(name.as_bytes()),
+                        label_names.as_mut_ptr(),
+                        label_names.len(),
+                        &mut id,
+                    )
+                } else {
+                    envoy_dynamic_module_callback_http_filter_config_define_counter(
+                        envoy,
+                        ModuleBuffer::of(name.as_bytes()),
+                        label_names.as_mut_ptr(),
+                        label_names.len(),
+                        &mut id,
+                    )
+                }
+            };
+            if result == METRICS_SUCCESS {
+                let kind = if *histogram {
+                    MetricKind::Histogram
+                } else {
+                    MetricKind::Counter
+                };
+                let key = (
+                    name.to_string(),
+                    labels.iter().map(|l| l.to_string()).collect(),
+                );
+                metrics.families.insert(key, (id, kind));
+            } else {
+                log::error!("llm_gateway: cannot declare metric {name} (status {result})");
+            }
+        }
+        metrics
+    }
+
+    fn define(&self, kind: MetricKind, name: &str) -> HostResult<u32> {
+        if let Some(id) = self.by_name.read().ok().and_then(|m| m.get(name).copied()) {
+            return Ok(id);
+        }
+        let (base, labels) = llm_core::metrics::parse_labeled_name(name)
+            .ok_or_else(|| format!("unparsable metric name {name}"))?;
+        let key = (
+            base.to_string(),
+            labels
+                .iter()
+                .map(|(l, _)| l.to_string())
+                .collect::<Vec<_>>(),
+        );
+        let (family, family_kind) = *self
+            .families
+            .get(&key)
+            .ok_or_else(|| format!("metric family {base} {:?} is not declared", key.1))?;
+        if family_kind != kind {
+            return Err(format!("metric {base} has another kind"));
+        }
+        let mut by_name = self.by_name.write().map_err(|_| "metrics lock")?;
+        if let Some(id) = by_name.get(name) {
+            return Ok(*id);
+        }
+        let mut series = self.series.write().map_err(|_| "metrics lock")?;
+        let id = u32::try_from(series.len()).map_err(|_| "too many series")?;
+        series.push(Series {
+            family,
+            kind,
+            values: labels.iter().map(|(_, v)| v.to_string()).collect(),
+        });
+        by_name.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    fn add(&self, id: u32, value: u64, kind: MetricKind, target: Target) {
+        let Ok(series) = self.series.read() else {
+            return;
+        };
+        let Some(series) = series.get(id as usize).filter(|s| s.kind == kind) else {
+            return;
+        };
+        let mut values: Vec<ModuleBuffer> = series
+            .values
+            .iter()
+            .map(|v| ModuleBuffer::of(v.as_bytes()))
+            .collect();
+        // SAFETY: the pointer is the running hook's (stream or config); buffers live across the call.
+        unsafe {
+            match (target, kind) {
+                (Target::Stream(filter), MetricKind::Counter) => {
+                    envoy_dynamic_module_callback_http_filter_increment_counter(
+                        filter,
+                        series.family,
+                        values.as_mut_ptr(),
+                        values.len(),
+                        value,
+                    );
+                }
+                (Target::Stream(filter), MetricKind::Histogram) => {
+                    envoy_dynamic_module_callback_http_filter_record_histogram_value(
+                        filter,
+                        series.family,
+                        values.as_mut_ptr(),
+                        values.len(),
+                        value,
+                    );
+                }
+                (Target::Config(config), MetricKind::Counter) => {
+                    envoy_dynamic_module_callback_http_filter_config_increment_counter(
+                        config,
+                        series.family,
+                        values.as_mut_ptr(),
+                        values.len(),
+                        value,
+                    );
+                }
+                (Target::Config(_), MetricKind::Histogram) => {}
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Target {
+    Stream(FilterEnvoyPtr),
+    Config(ConfigEnvoyPtr),
+}
+
+fn bytes_of(buffer: EnvoyBuffer) -> Vec<u8> {
+    if buffer.ptr.is_null() || buffer.length == 0 {
+        return Vec::new();
+    }
+    // SAFETY: Envoy's buffer is valid for the running hook.
+    unsafe { std::slice::from_raw_parts(buffer.ptr.cast::<u8>(), buffer.length).to_vec() }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+    envoy: ConfigEnvoyPtr,
+    name: EnvoyBuffer,
+    config: EnvoyBuffer,
+) -> *const c_void {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let name = String::from_utf8_lossy(&bytes_of(name)).into_owned();
+        let bytes = bytes_of(config);
+        let metrics = Metrics::declare(envoy);
+        // SAFETY: `envoy` is the config being created, on the main thread.
+        let scheduler =
+            unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_new(envoy) };
+        let config = Arc::new(Config {
+            id: NEXT_CONFIG_ID.fetch_add(1, Ordering::Relaxed),
+            name,
+            bytes,
+            scheduler: scheduler as usize,
+            metrics,
+            outbox: Mutex::new(Vec::new()),
+        });
+        // Built here once to validate (one log line naming the field, and Envoy refuses the
+        // config), and kept as the main thread's instance for root-context work.
+        let factory = with_context(Context::config(&config), || {
+            load(&config.name, &config.bytes)
+        });
+        match factory {
+            Ok(factory) => {
+                INSTANCES.with(|i| i.borrow_mut().insert(config.id, factory));
+                Arc::into_raw(config).cast::<c_void>()
+            }
+            Err(line) => {
+                log::error!("{line}");
+                if !scheduler.is_null() {
+                    // SAFETY: created above, not shared yet.
+                    unsafe {
+                        envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler)
+                    };
+                }
+                std::ptr::null()
+            }
+        }
+    }));
+    result.unwrap_or(std::ptr::null())
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
+    if config.is_null() {
+        return;
+    }
+    // SAFETY: the pointer came from Arc::into_raw in config_new and is released once, here.
+    let config = unsafe { Arc::from_raw(config.cast::<Config>()) };
+    INSTANCES.with(|i| i.borrow_mut().remove(&config.id));
+    let scheduler = config.scheduler as SchedulerPtr;
+    if !scheduler.is_null() {
+        // SAFETY: ours, deleted once.
+        unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler) };
+    }
+}
+
+/// The config's instance on this thread, built on first use.
+fn instance(config: &Arc<Config>) -> Option<Rc<dyn Factory>> {
+    if let Some(found) = INSTANCES.with(|i| i.borrow().get(&config.id).cloned()) {
+        return Some(found);
+    }
+    let built = with_context(Context::config(config), || {
+        load(&config.name, &config.bytes)
+    });
+    match built {
+        Ok(factory) => {
+            INSTANCES.with(|i| i.borrow_mut().insert(config.id, Rc::clone(&factory)));
+            Some(factory)
+        }
+        Err(line) => {
+            log::error!("{line}");
+            None
+        }
+    }
+}
+
+/// The main thread: root-context calls queued by workers.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    envoy: ConfigEnvoyPtr,
+    config: *const c_void,
+    _event_id: u64,
+) {
+    if config.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: Envoy passes the pointer config_new returned, alive until config_destroy.
+        let config = unsafe { &*config.cast::<Config>() };
+        let calls = config
+            .outbox
+            .lock()
+            .map(|mut outbox| std::mem::take(&mut *outbox))
+            .unwrap_or_default();
+        for call in calls {
+            let headers = grpc_headers(&call.cluster, &call.path);
+            let mut module_headers: Vec<ModuleHeader> = headers
+                .iter()
+                .map(|(k, v)| ModuleHeader::of(k.as_bytes(), v.as_bytes()))
+                .collect();
+            let body = grpc_frame(&call.message);
+            let mut callout_id = 0u64;
+            // SAFETY: main thread, Envoy's config pointer; buffers live across the call.
+            let result = unsafe {
+                envoy_dynamic_module_callback_http_filter_config_http_callout(
+                    envoy,
+                    &mut callout_id,
+                    ModuleBuffer::of(call.cluster.as_bytes()),
+                    module_headers.as_mut_ptr(),
+                    module_headers.len(),
+                    ModuleBuffer::of(&body),
+                    duration_ms(call.timeout),
+                )
+            };
+            let factory = INSTANCES.with(|i| i.borrow().get(&config.id).cloned());
+            if result == CALLOUT_INIT_SUCCESS {
+                ROOT_CALLS.with(|c| c.borrow_mut().insert(callout_id, call.token));
+            } else if let Some(factory) = factory {
+                with_context(Context::root(config, envoy), || {
+                    factory.on_root_grpc_response(call.token, GRPC_UNAVAILABLE, None)
+                });
+            }
+        }
+    }));
+}
+
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
+    envoy: ConfigEnvoyPtr,
+    config: *const c_void,
+    callout_id: u64,
+    result: i32,
+    headers: *const EnvoyHeader,
+    headers_size: usize,
+    body: *const EnvoyBuffer,
+    body_size: usize,
+) {
+    if config.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: as in config_scheduled.
+        let config = unsafe { &*config.cast::<Config>() };
+        let Some(token) = ROOT_CALLS.with(|c| c.borrow_mut().remove(&callout_id)) else {
+            return;
+        };
+        let (status, message) = grpc_answer(result, headers, headers_size, body, body_size);
+        if let Some(factory) = INSTANCES.with(|i| i.borrow().get(&config.id).cloned()) {
+            with_context(Context::root(config, envoy), || {
+                factory.on_root_grpc_response(token, status, message.as_deref())
+            });
+        }
+    }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streams
+
+struct Stream {
+    config: Arc<Config>,
+    factory: Rc<dyn Factory>,
+    filter: RefCell<Box<dyn HttpFilter>>,
+    /// Callout id → token of this stream's gRPC calls.
+    calls: RefCell<HashMap<u64, u32>>,
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
+    config: *const c_void,
+    envoy: FilterEnvoyPtr,
+) -> *const c_void {
+    if config.is_null() {
+        return std::ptr::null();
+    }
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: Envoy passes the pointer config_new returned; we take a counted reference.
+        let config = unsafe {
+            Arc::increment_strong_count(config.cast::<Config>());
+            Arc::from_raw(config.cast::<Config>())
+        };
+        let factory = instance(&config)?;
+        let filter = with_context(Context::stream(&config, envoy, None), || {
+            factory.new_stream()
+        });
+        let stream = Box::new(Stream {
+            config,
+            factory,
+            filter: RefCell::new(filter),
+            calls: RefCell::new(HashMap::new()),
+        });
+        Some(Box::into_raw(stream).cast::<c_void>().cast_const())
+    }));
+    result.ok().flatten().unwrap_or(std::ptr::null())
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: *const c_void) {
+    if stream.is_null() {
+        return;
+    }
+    // SAFETY: the pointer came from Box::into_raw in filter_new and is released once, here.
+    let stream = unsafe { Box::from_raw(stream.cast_mut().cast::<Stream>()) };
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(stream)));
+}
+
+/// Runs one callback of a stream's filter with this backend installed; sends a reply the filter
+/// asked for once the filter is no longer borrowed; a panic becomes a 500.
+fn run_stream(
+    envoy: FilterEnvoyPtr,
+    stream: *const c_void,
+    body: Option<Body>,
+    callback: impl FnOnce(&mut dyn HttpFilter) -> Action,
+) -> i32 {
+    if stream.is_null() {
+        return STATUS_CONTINUE;
+    }
+    // SAFETY: Envoy passes the pointer filter_new returned, alive until filter_destroy.
+    let stream = unsafe { &*stream.cast::<Stream>() };
+    let mut context = Context::stream(&stream.config, envoy, body);
+    context.stream = stream;
+    let (outcome, context) = with_context_returning(context, || {
+        catch_unwind(AssertUnwindSafe(|| {
+            // Envoy re-enters a filter only through our own deferred reply, sent after release;
+            // a busy filter is skipped rather than aliased.
+            let Ok(mut filter) = stream.filter.try_borrow_mut() else {
+                return Action::Continue;
+            };
+            callback(filter.as_mut())
+        }))
+    });
+    if context.request_headers_changed {
+        // As proxy-wasm does: routing facts set as headers choose the route again.
+        // SAFETY: the running hook's pointer.
+        unsafe { envoy_dynamic_module_callback_http_clear_route_cache(envoy) };
+    }
+    let reply = match outcome {
+        Ok(_) if context.reply.is_some() => context.reply,
+        Ok(Action::Continue) => return STATUS_CONTINUE,
+        Ok(Action::Pause) => return STATUS_STOP,
+        Err(_) => Some(internal_error()),
+    };
+    if let Some(reply) = reply {
+        send_reply_now(envoy, &reply);
+    }
+    STATUS_STOP
+}
+
+fn internal_error() -> PendingReply {
+    PendingReply {
+        status: 500,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: br#"{"error":{"message":"The gateway failed to handle this request.","type":"server_error","code":"internal_error"}}"#.to_vec(),
+    }
+}
+
+fn send_reply_now(envoy: FilterEnvoyPtr, reply: &PendingReply) {
+    let mut headers: Vec<ModuleHeader> = reply
+        .headers
+        .iter()
+        .map(|(k, v)| ModuleHeader::of(k.as_bytes(), v.as_bytes()))
+        .collect();
+    // SAFETY: the running hook's pointer; buffers live across the call.
+    unsafe {
+        envoy_dynamic_module_callback_http_send_response(
+            envoy,
+            u32::from(reply.status),
+            headers.as_mut_ptr(),
+            headers.len(),
+            ModuleBuffer::of(&reply.body),
+            ModuleBuffer::NULL,
+        )
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+    envoy: FilterEnvoyPtr,
+    stream: *const c_void,
+    end_of_stream: bool,
+) -> i32 {
+    run_stream(envoy, stream, None, |f| f.on_request_headers(end_of_stream))
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    envoy: FilterEnvoyPtr,
+    stream: *const c_void,
+    end_of_stream: bool,
+) -> i32 {
+    run_stream(envoy, stream, Some(Body::Request), |f| {
+        let size = body_size(envoy, Body::Request, true);
+        f.on_request_body(size, end_of_stream)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+    envoy: FilterEnvoyPtr,
+    stream: *const c_void,
+) -> i32 {
+    run_stream(envoy, stream, None, |f| f.on_request_trailers())
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    envoy: FilterEnvoyPtr,
+    stream: *const c_void,
+    end_of_stream: bool,
+) -> i32 {
+    run_stream(envoy, stream, None, |f| {
+        f.on_response_headers(end_of_stream)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    envoy: FilterEnvoyPtr,
+    stream: *const c_void,
+    end_of_stream: bool,
+) -> i32 {
+    run_stream(envoy, stream, Some(Body::Response), |f| {
+        let size = body_size(envoy, Body::Response, true);
+        f.on_response_body(size, end_of_stream)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+    envoy: FilterEnvoyPtr,
+    stream: *const c_void,
+) -> i32 {
+    run_stream(envoy, stream, None, |f| f.on_response_trailers())
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
+    envoy: FilterEnvoyPtr,
+    stream: *const c_void,
+) {
+    if stream.is_null() {
+        return;
+    }
+    run_stream(envoy, stream, None, |f| {
+        f.on_log();
+        Action::Continue
+    });
+    // SAFETY: as in run_stream.
+    let stream = unsafe { &*stream.cast::<Stream>() };
+    if stream.factory.has_tick() {
+        // Work the Wasm root context does on its timer (usage reports): this worker has no timer,
+        // so it runs after each stream; its calls go to the main thread.
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            with_context(Context::worker_root(&stream.config), || {
+                stream.factory.on_tick()
+            })
+        }));
+    }
+}
+
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    envoy: FilterEnvoyPtr,
+    stream: *const c_void,
+    callout_id: u64,
+    result: i32,
+    headers: *const EnvoyHeader,
+    headers_size: usize,
+    body: *const EnvoyBuffer,
+    body_size: usize,
+) {
+    if stream.is_null() {
+        return;
+    }
+    // SAFETY: as in run_stream.
+    let stream_ref = unsafe { &*stream.cast::<Stream>() };
+    let Some(token) = stream_ref.calls.borrow_mut().remove(&callout_id) else {
+        return;
+    };
+    let answer = catch_unwind(AssertUnwindSafe(|| {
+        grpc_answer(result, headers, headers_size, body, body_size)
+    }))
+    .unwrap_or((GRPC_UNAVAILABLE, None));
+    let status = run_stream(envoy, stream, None, |f| {
+        f.on_grpc_response(token, answer.0, answer.1.as_deref());
+        Action::Continue
+    });
+    let _ = status;
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    _envoy: FilterEnvoyPtr,
+    _stream: *const c_void,
+    _event_id: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+    _envoy: FilterEnvoyPtr,
+    _stream: *const c_void,
+    _stream_id: u64,
+    _headers: *const EnvoyHeader,
+    _headers_size: usize,
+    _end_stream: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
+    _envoy: FilterEnvoyPtr,
+    _stream: *const c_void,
+    _stream_id: u64,
+    _data: *const EnvoyBuffer,
+    _data_count: usize,
+    _end_stream: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
+    _envoy: FilterEnvoyPtr,
+    _stream: *const c_void,
+    _stream_id: u64,
+    _trailers: *const EnvoyHeader,
+    _trailers_size: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
+    _envoy: FilterEnvoyPtr,
+    _stream: *const c_void,
+    _stream_id: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+    _envoy: FilterEnvoyPtr,
+    _stream: *const c_void,
+    _stream_id: u64,
+    _reason: i32,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
+    _envoy: FilterEnvoyPtr,
+    _stream: *const c_void,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
+    _envoy: FilterEnvoyPtr,
+    _stream: *const c_void,
+) {
+}
+
+// ---------------------------------------------------------------------------------------------
+// gRPC over HTTP/2 callouts
+
+const GRPC_UNKNOWN: u32 = 2;
+const GRPC_UNAVAILABLE: u32 = 14;
+
+fn grpc_headers(cluster: &str, path: &str) -> Vec<(String, String)> {
+    vec![
+        (":method".into(), "POST".into()),
+        (":path".into(), path.into()),
+        ("host".into(), cluster.into()),
+        ("content-type".into(), "application/grpc".into()),
+        ("te".into(), "trailers".into()),
+    ]
+}
+
+/// A gRPC message with its length-prefixed framing (uncompressed).
+fn grpc_frame(message: &[u8]) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(message.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(
+        &u32::try_from(message.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    framed.extend_from_slice(message);
+    framed
+}
+
+/// The gRPC status and message of a finished callout. A trailers-only answer carries its status in
+/// the headers; otherwise a 200 with one whole message is OK (callouts do not expose trailers).
+fn grpc_answer(
+    result: i32,
+    headers: *const EnvoyHeader,
+    headers_size: usize,
+    body: *const EnvoyBuffer,
+    body_size: usize,
+) -> (u32, Option<Vec<u8>>) {
+    if result != CALLOUT_SUCCESS {
+        return (GRPC_UNAVAILABLE, None);
+    }
+    let headers: Vec<(Vec<u8>, Vec<u8>)> = if headers.is_null() {
+        Vec::new()
+    } else {
+        // SAFETY: Envoy's array of `headers_size` entries, valid during the hook.
+        unsafe { std::slice::from_raw_parts(headers, headers_size) }
+            .iter()
+            .map(|h| {
+                (
+                    bytes_of(EnvoyBuffer {
+                        ptr: h.key_ptr,
+                        length: h.key_length,
+                    }),
+                    bytes_of(EnvoyBuffer {
+                        ptr: h.value_ptr,
+                        length: h.value_length,
+                    }),
+                )
+            })
+            .collect()
+    };
+    let header = |name: &[u8]| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    if let Some(status) = header(b"grpc-status") {
+        let status = status.trim().parse().unwrap_or(GRPC_UNKNOWN);
+        if status != 0 {
+            return (status, None);
+        }
+    }
+    if header(b":status").as_deref() != Some("200") {
+        return (GRPC_UNAVAILABLE, None);
+    }
+    let mut bytes = Vec::new();
+    if !body.is_null() {
+        // SAFETY: Envoy's array of `body_size` slices, valid during the hook.
+        for chunk in unsafe { std::slice::from_raw_parts(body, body_size) } {
+            bytes.extend(bytes_of(*chunk));
+        }
+    }
+    match bytes.split_first_chunk::<5>() {
+        Some(([0, a, b, c, d], message))
+            if u32::from_be_bytes([*a, *b, *c, *d]) as usize == message.len() =>
+        {
+            (0, Some(message.to_vec()))
+        }
+        _ => (GRPC_UNKNOWN, None),
+    }
+}
+
+fn duration_ms(timeout: Duration) -> u64 {
+    u64::try_from(timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The host
+
+/// What the running callback acts on.
+struct Context {
+    config: *const Config,
+    kind: ContextKind,
+    /// Inside a body callback: the body whose received chunk is available.
+    body: Option<Body>,
+    reply: Option<PendingReply>,
+    request_headers_changed: bool,
+    stream: *const Stream,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ContextKind {
+    /// A stream's callback.
+    Stream(FilterEnvoyPtr),
+    /// Loading a config (metric definitions; no stream).
+    Config,
+    /// The main thread's root work (config callouts).
+    Root(ConfigEnvoyPtr),
+    /// A worker's root work: its calls go to the main thread.
+    WorkerRoot,
+}
+
+struct PendingReply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Context {
+    fn new(config: &Config, kind: ContextKind) -> Self {
+        Context {
+            config,
+            kind,
+            body: None,
+            reply: None,
+            request_headers_changed: false,
+            stream: std::ptr::null(),
+        }
+    }
+    fn config(config: &Config) -> Self {
+        Context::new(config, ContextKind::Config)
+    }
+    fn root(config: &Config, envoy: ConfigEnvoyPtr) -> Self {
+        Context::new(config, ContextKind::Root(envoy))
+    }
+    fn worker_root(config: &Config) -> Self {
+        Context::new(config, ContextKind::WorkerRoot)
+    }
+    fn stream(config: &Config, envoy: FilterEnvoyPtr, body: Option<Body>) -> Self {
+        Context {
+            body,
+            ..Context::new(config, ContextKind::Stream(envoy))
+        }
+    }
+}
+
+thread_local! {
+    static CONTEXT: RefCell<Vec<Context>> = const { RefCell::new(Vec::new()) };
+}
+
+fn with_context<R>(context: Context, f: impl FnOnce() -> R) -> R {
+    with_context_returning(context, f).0
+}
+
+/// Runs `f` with `context` current (contexts nest: Envoy may re-enter through a reply).
+fn with_context_returning<R>(context: Context, f: impl FnOnce() -> R) -> (R, Context) {
+    host::install(&NATIVE);
+    CONTEXT.with(|c| c.borrow_mut().push(context));
+    let result = f();
+    let context = CONTEXT.with(|c| c.borrow_mut().pop());
+    (result, context.unwrap_or_else(Context::new_detached))
+}
+
+impl Context {
+    fn new_detached() -> Self {
+        Context {
+            config: std::ptr::null(),
+            kind: ContextKind::Config,
+            body: None,
+            reply: None,
+            request_headers_changed: false,
+            stream: std::ptr::null(),
+        }
+    }
+}
+
+/// Reads the current context.
+fn current<R>(f: impl FnOnce(&mut Context) -> R) -> Option<R> {
+    CONTEXT.with(|c| c.borrow_mut().last_mut().map(f))
+}
+
+fn current_config<R>(f: impl FnOnce(&Config) -> R) -> Option<R> {
+    let config = current(|c| c.config)?;
+    if config.is_null() {
+        return None;
+    }
+    // SAFETY: the context's config outlives the callback it was installed for.
+    Some(f(unsafe { &*config }))
+}
+
+fn stream_ptr() -> Option<FilterEnvoyPtr> {
+    match current(|c| c.kind)? {
+        ContextKind::Stream(envoy) => Some(envoy),
+        _ => None,
+    }
+}
+
+fn header_type(map: HeaderMap) -> i32 {
+    match map {
+        HeaderMap::Request => REQUEST_HEADER,
+        HeaderMap::Response => RESPONSE_HEADER,
+    }
+}
+
+fn received_type(body: Body) -> i32 {
+    match body {
+        Body::Request => RECEIVED_REQUEST_BODY,
+        Body::Response => RECEIVED_RESPONSE_BODY,
+    }
+}
+
+fn buffered_type(body: Body) -> i32 {
+    match body {
+        Body::Request => BUFFERED_REQUEST_BODY,
+        Body::Response => BUFFERED_RESPONSE_BODY,
+    }
+}
+
+/// Which of Envoy's two buffers make up the body a filter sees (what it held, then the new chunk):
+/// `(buffered, received)`.
+fn body_parts(envoy: FilterEnvoyPtr, body: Body) -> (bool, bool) {
+    let in_hook = current(|c| c.body == Some(body)).unwrap_or(false);
+    if !in_hook {
+        return (true, false);
+    }
+    // SAFETY: the running hook's pointer.
+    let same = unsafe {
+        match body {
+            Body::Request => {
+                envoy_dynamic_module_callback_http_received_buffered_request_body(envoy)
+            }
+            Body::Response => {
+                envoy_dynamic_module_callback_http_received_buffered_response_body(envoy)
+            }
+        }
+    };
+    (!same, true)
+}
+
+fn body_size(envoy: FilterEnvoyPtr, body: Body, _in_hook: bool) -> usize {
+    let (buffered, received) = body_parts(envoy, body);
+    let mut size = 0;
+    // SAFETY: the running hook's pointer.
+    unsafe {
+        if buffered {
+            size += envoy_dynamic_module_callback_http_get_body_size(envoy, buffered_type(body));
+        }
+        if received {
+            size += envoy_dynamic_module_callback_http_get_body_size(envoy, received_type(body));
+        }
+    }
+    size
+}
+
+fn read_buffer(envoy: FilterEnvoyPtr, body_type: i32, out: &mut Vec<u8>) {
+    // SAFETY: the running hook's pointer; the array is sized by Envoy's own count.
+    unsafe {
+        let count = envoy_dynamic_module_callback_http_get_body_chunks_size(envoy, body_type);
+        if count == 0 {
+            return;
+        }
+        let mut chunks = vec![
+            EnvoyBuffer {
+                ptr: std::ptr::null(),
+                length: 0
+            };
+            count
+        ];
+        if envoy_dynamic_module_callback_http_get_body_chunks(envoy, body_type, chunks.as_mut_ptr())
+        {
+            for chunk in chunks {
+                if !chunk.ptr.is_null() {
+                    out.extend_from_slice(std::slice::from_raw_parts(
+                        chunk.ptr.cast::<u8>(),
+                        chunk.length,
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn whole_body(envoy: FilterEnvoyPtr, body: Body) -> Vec<u8> {
+    let (buffered, received) = body_parts(envoy, body);
+    let mut bytes = Vec::new();
+    if buffered {
+        read_buffer(envoy, buffered_type(body), &mut bytes);
+    }
+    if received {
+        read_buffer(envoy, received_type(body), &mut bytes);
+    }
+    bytes
+}
+
+struct Native;
+
+static NATIVE: Native = Native;
+
+/// Shared data: value and version (for compare-and-swap) by key, process-wide.
+type SharedData = Mutex<HashMap<String, (Vec<u8>, u32)>>;
+
+static SHARED: OnceLock<SharedData> = OnceLock::new();
+
+fn shared() -> &'static SharedData {
+    SHARED.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+const NO_STREAM: &str = "no stream in this context";
+
+impl Host for Native {
+    fn headers(&self, map: HeaderMap) -> Vec<(String, Vec<u8>)> {
+        let Some(envoy) = stream_ptr() else {
+            return Vec::new();
+        };
+        // SAFETY: the running hook's pointer; the array is sized by Envoy's own count.
+        unsafe {
+            let count =
+                envoy_dynamic_module_callback_http_get_headers_size(envoy, header_type(map));
+            let mut headers = vec![
+                EnvoyHeader {
+                    key_ptr: std::ptr::null(),
+                    key_length: 0,
+                    value_ptr: std::ptr::null(),
+                    value_length: 0
+                };
+                count
+            ];
+            if count == 0
+                || !envoy_dynamic_module_callback_http_get_headers(
+                    envoy,
+                    header_type(map),
+                    headers.as_mut_ptr(),
+                )
+            {
+                return Vec::new();
+            }
+            headers
+                .iter()
+                .map(|h| {
+                    let key = bytes_of(EnvoyBuffer {
+                        ptr: h.key_ptr,
+                        length: h.key_length,
+                    });
+                    let value = bytes_of(EnvoyBuffer {
+                        ptr: h.value_ptr,
+                        length: h.value_length,
+                    });
+                    (String::from_utf8_lossy(&key).into_owned(), value)
+                })
+                .collect()
+        }
+    }
+
+    fn header(&self, map: HeaderMap, name: &str) -> Option<Vec<u8>> {
+        let envoy = stream_ptr()?;
+        let mut result = EnvoyBuffer {
+            ptr: std::ptr::null(),
+            length: 0,
+        };
+        // SAFETY: the running hook's pointer; `result` is written by Envoy.
+        let found = unsafe {
+            envoy_dynamic_module_callback_http_get_header(
+                envoy,
+                header_type(map),
+                ModuleBuffer::of(name.as_bytes()),
+                &mut result,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        (found && !result.ptr.is_null()).then(|| bytes_of(result))
+    }
+
+    fn set_header(&self, map: HeaderMap, name: &str, value: Option<&str>) -> HostResult<()> {
+        let envoy = stream_ptr().ok_or(NO_STREAM)?;
+        let value = value.map_or(ModuleBuffer::NULL, |v| ModuleBuffer::of(v.as_bytes()));
+        // SAFETY: the running hook's pointer; buffers live across the call.
+        let done = unsafe {
+            envoy_dynamic_module_callback_http_set_header(
+                envoy,
+                header_type(map),
+                ModuleBuffer::of(name.as_bytes()),
+                value,
+            )
+        };
+        if map == HeaderMap::Request {
+            current(|c| c.request_headers_changed = true);
+        }
+        if done || value.ptr.is_null() {
+            Ok(())
+        } else {
+            Err("the header map is not available".into())
+        }
+    }
+
+    fn body(&self, body: Body, offset: usize, size: usize) -> Vec<u8> {
+        let Some(envoy) = stream_ptr() else {
+            return Vec::new();
+        };
+        let bytes = whole_body(envoy, body);
+        let end = offset.saturating_add(size).min(bytes.len());
+        bytes.get(offset.min(end)..end).unwrap_or_default().to_vec()
+    }
+
+    fn replace_body(&self, body: Body, offset: usize, size: usize, new: &[u8]) -> HostResult<()> {
+        let envoy = stream_ptr().ok_or(NO_STREAM)?;
+        let (buffered, received) = body_parts(envoy, body);
+        let mut bytes = whole_body(envoy, body);
+        if offset > bytes.len() {
+            return Err("offset past the body".into());
+        }
+        let end = offset.saturating_add(size).min(bytes.len());
+        bytes.splice(offset..end, new.iter().copied());
+        // SAFETY: the running hook's pointer; `bytes` lives across the calls.
+        unsafe {
+            if buffered {
+                let n =
+                    envoy_dynamic_module_callback_http_get_body_size(envoy, buffered_type(body));
+                envoy_dynamic_module_callback_http_drain_body(envoy, buffered_type(body), n);
+            }
+            let target = if received {
+                let n =
+                    envoy_dynamic_module_callback_http_get_body_size(envoy, received_type(body));
+                envoy_dynamic_module_callback_http_drain_body(envoy, received_type(body), n);
+                received_type(body)
+            } else {
+                buffered_type(body)
+            };
+            if !envoy_dynamic_module_callback_http_append_body(
+                envoy,
+                target,
+                ModuleBuffer::of(&bytes),
+            ) {
+                return Err("the body is not available".into());
+            }
+        }
+        Ok(())
+    }
+
+    fn send_reply(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> HostResult<()> {
+        let reply = PendingReply {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.to_vec(),
+        };
+        current(|c| c.reply = Some(reply)).ok_or_else(|| NO_STREAM.to_string())
+    }
+
+    fn resume_request(&self) -> HostResult<()> {
+        let envoy = stream_ptr().ok_or(NO_STREAM)?;
+        // SAFETY: the running hook's pointer.
+        unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(envoy) };
+        Ok(())
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        let envoy = stream_ptr()?;
+        let mut result = EnvoyBuffer {
+            ptr: std::ptr::null(),
+            length: 0,
+        };
+        // SAFETY: the running hook's pointer; `result` is written by Envoy.
+        let found = unsafe {
+            match path {
+                ["upstream", "address"] => {
+                    envoy_dynamic_module_callback_http_filter_get_attribute_string(
+                        envoy,
+                        ATTRIBUTE_UPSTREAM_ADDRESS,
+                        &mut result,
+                    )
+                }
+                ["xds", "upstream_host_metadata", "filter_metadata", namespace, key] => {
+                    envoy_dynamic_module_callback_http_get_metadata_string(
+                        envoy,
+                        METADATA_HOST,
+                        ModuleBuffer::of(namespace.as_bytes()),
+                        ModuleBuffer::of(key.as_bytes()),
+                        &mut result,
+                    )
+                }
+                // Nested dynamic metadata (JWT claims) has no getter in this ABI.
+                _ => false,
+            }
+        };
+        (found && !result.ptr.is_null()).then(|| bytes_of(result))
+    }
+
+    fn set_filter_state(&self, key: &str, value: &str) -> HostResult<()> {
+        let envoy = stream_ptr().ok_or(NO_STREAM)?;
+        // The same keys as the Wasm modules', so one access-log format serves both packagings.
+        let key = format!("wasm.{key}");
+        // SAFETY: the running hook's pointer; buffers live across the call.
+        let done = unsafe {
+            envoy_dynamic_module_callback_http_set_filter_state_bytes(
+                envoy,
+                ModuleBuffer::of(key.as_bytes()),
+                ModuleBuffer::of(value.as_bytes()),
+            )
+        };
+        done.then_some(())
+            .ok_or_else(|| "filter state refused".to_string())
+    }
+
+    fn now_unix_nanos(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> HostResult<u32> {
+        current_config(|config| config.metrics.define(kind, name))
+            .unwrap_or_else(|| Err(NO_STREAM.to_string()))
+    }
+
+    fn increment_counter(&self, id: u32, by: u64) {
+        add_to_metric(id, by, MetricKind::Counter);
+    }
+
+    fn record_histogram(&self, id: u32, value: u64) {
+        add_to_metric(id, value, MetricKind::Histogram);
+    }
+
+    fn shared_get(&self, key: &str) -> HostResult<(Option<Vec<u8>>, Option<u32>)> {
+        let map = shared().lock().map_err(|_| "shared data lock poisoned")?;
+        Ok(match map.get(key) {
+            Some((bytes, version)) => (Some(bytes.clone()), Some(*version)),
+            None => (None, None),
+        })
+    }
+
+    fn shared_set(
+        &self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), SharedWriteError> {
+        let mut map = shared()
+            .lock()
+            .map_err(|_| SharedWriteError::Failed("shared data lock poisoned".into()))?;
+        let version = map.get(key).map(|(_, v)| *v);
+        if let (Some(expected), Some(version)) = (cas, version) {
+            if expected != version {
+                return Err(SharedWriteError::CasMismatch);
+            }
+        }
+        let next = version.map_or(1, |v| v.wrapping_add(1));
+        map.insert(key.to_string(), (value.to_vec(), next));
+        Ok(())
+    }
+
+    fn grpc_call(
+        &self,
+        target: &str,
+        service: &str,
+        method: &str,
+        message: &[u8],
+        timeout: Duration,
+    ) -> HostResult<u32> {
+        let path = format!("/{service}/{method}");
+        let kind = current(|c| c.kind).ok_or(NO_STREAM)?;
+        match kind {
+            ContextKind::Stream(envoy) => {
+                let headers = grpc_headers(target, &path);
+                let mut module_headers: Vec<ModuleHeader> = headers
+                    .iter()
+                    .map(|(k, v)| ModuleHeader::of(k.as_bytes(), v.as_bytes()))
+                    .collect();
+                let body = grpc_frame(message);
+                let mut callout_id = 0u64;
+                // SAFETY: the running hook's pointer; buffers live across the call.
+                let result = unsafe {
+                    envoy_dynamic_module_callback_http_filter_http_callout(
+                        envoy,
+                        &mut callout_id,
+                        ModuleBuffer::of(target.as_bytes()),
+                        module_headers.as_mut_ptr(),
+                        module_headers.len(),
+                        ModuleBuffer::of(&body),
+                        duration_ms(timeout),
+                    )
+                };
+                if result != CALLOUT_INIT_SUCCESS {
+                    return Err(format!("callout to {target} refused (status {result})"));
+                }
+                let token = next_token();
+                let stream = current(|c| c.stream).unwrap_or(std::ptr::null());
+                register_stream_call(stream, callout_id, token);
+                Ok(token)
+            }
+            ContextKind::WorkerRoot | ContextKind::Root(_) | ContextKind::Config => {
+                let token = next_token();
+                let scheduler = current_config(|config| {
+                    if let Ok(mut outbox) = config.outbox.lock() {
+                        outbox.push(OutgoingCall {
+                            cluster: target.to_string(),
+                            path,
+                            message: message.to_vec(),
+                            timeout,
+                            token,
+                        });
+                    }
+                    config.scheduler
+                })
+                .unwrap_or(0) as SchedulerPtr;
+                if scheduler.is_null() {
+                    return Err("no scheduler".into());
+                }
+                // SAFETY: the config's scheduler, alive while the config is; callable from any thread.
+                unsafe {
+                    envoy_dynamic_module_callback_http_filter_config_scheduler_commit(scheduler, 0)
+                };
+                Ok(token)
+            }
+        }
+    }
+}
+
+fn next_token() -> u32 {
+    u32::try_from(NEXT_TOKEN.fetch_add(1, Ordering::Relaxed) % u64::from(u32::MAX)).unwrap_or(1)
+}
+
+fn register_stream_call(stream: *const Stream, callout_id: u64, token: u32) {
+    if stream.is_null() {
+        return;
+    }
+    // SAFETY: the context's stream, alive for the callback that makes the call.
+    unsafe { &*stream }
+        .calls
+        .borrow_mut()
+        .insert(callout_id, token);
+}
+
+fn add_to_metric(id: u32, value: u64, kind: MetricKind) {
+    let Some(target) = current(|c| match c.kind {
+        ContextKind::Stream(envoy) => Some(Target::Stream(envoy)),
+        ContextKind::Root(envoy) => Some(Target::Config(envoy)),
+        _ => None,
+    })
+    .flatten() else {
+        return;
+    };
+    current_config(|config| config.metrics.add(id, value, kind, target));
+}
