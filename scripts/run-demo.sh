@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts the demo gateway in the foreground: three mock providers and Envoy with envoy/demo.yaml (or
-# DEMO_CONFIG, e.g. envoy/demo-single-module.yaml).
+# DEMO_CONFIG, e.g. envoy/demo-single-module.yaml or envoy/demo-native.yaml).
 # Ctrl-C (or any of them exiting) stops all of them. Run through `make run`, which builds first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,8 +33,12 @@ trap stop_all EXIT
 "$MOCK" --listen 127.0.0.1:18080 --name openai --api openai --require-key sk-mock-openai-key & pids+=($!)
 "$MOCK" --listen 127.0.0.1:18081 --name anthropic --api anthropic --require-key sk-mock-anthropic-key & pids+=($!)
 "$MOCK" --listen 127.0.0.1:18082 --name unavailable --always-status 503 & pids+=($!)
+# The native module (envoy/demo-native.yaml) is found in target/native and reads the provider keys
+# from Envoy's environment: its config lists them in `# env NAME=value` lines (demo keys only).
+native_env=(ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$PWD/target/native")
+while IFS= read -r line; do native_env+=("${line#\# env }"); done < <(grep '^# env [A-Za-z_][A-Za-z0-9_]*=' "$DEMO_CONFIG" || true)
 # Envoy's own log at warning level keeps the terminal for the JSON access log (one line per request).
-"$ENVOY_BIN" -c "$DEMO_CONFIG" --concurrency 2 --use-dynamic-base-id --log-level warning \
+env "${native_env[@]}" "$ENVOY_BIN" -c "$DEMO_CONFIG" --concurrency 2 --use-dynamic-base-id --log-level warning \
   --file-flush-interval-msec 200 & pids+=($!)
 
 is_ready() {

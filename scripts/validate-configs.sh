@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs `envoy --mode validate` on every Envoy YAML under envoy/, two at a time (each load compiles the
-# Wasm modules, which takes seconds of one core). Validation loads the Wasm filters and runs their
+# Wasm modules, which takes seconds of one core; the native module's config needs `make build-native`). Validation loads the Wasm filters and runs their
 # configuration checks, so credentials read from the environment (host_env_keys) get a placeholder
 # value when they are not set: the check is about the config, not about the secret.
 set -euo pipefail
@@ -16,7 +16,9 @@ validate() {
     [[ $name =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || continue
     [[ -n ${!name:-} ]] || placeholders+=("$name=validate-placeholder")
   done
-  if output=$(env "${placeholders[@]}" "$ENVOY_BIN" --mode validate --use-dynamic-base-id -c "$config" 2>&1); then
+  # The native module's configs name the environment it reads in `# env NAME=value` lines.
+  while IFS= read -r line; do placeholders+=("${line#\# env }"); done < <(grep '^# env [A-Za-z_][A-Za-z0-9_]*=' "$config" || true)
+  if output=$(env "${placeholders[@]}" ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$PWD/target/native" "$ENVOY_BIN" --mode validate --use-dynamic-base-id -c "$config" 2>&1); then
     echo "valid: $config" > "$result"
   else
     { echo "INVALID: $config"; echo "$output" | grep -E 'critical|error' | tail -5; } > "$result"

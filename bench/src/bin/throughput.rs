@@ -1,12 +1,12 @@
 //! Full chain vs bare Envoy under load: `wrk` drives a 2 KB chat request through (a) Envoy with no
 //! filters and (b) the demo chain (all five filters; without jwt_authn and the access log, which are
-//! Envoy's own costs), both on one worker, in interleaved rounds; medians are reported. Then: 200 KB
+//! Envoy's own costs), (c) llm_gateway, (d) the native module; all on one worker, in interleaved rounds; medians are reported. Then: 200 KB
 //! prompts with and without PII, time to first token of streams, and a soak with Envoy's RSS before and
 //! after. Writes Markdown to stdout: the first line is `full chain / bare Envoy throughput: <ratio>`.
-//! Usage: throughput [rounds] [seconds-per-run] [soak-seconds] | --print-config <mock port> [bare|single|chain-downstream|single-downstream]
+//! Usage: throughput [rounds] [seconds-per-run] [soak-seconds] | --print-config <mock port> [bare|single|native|chain-downstream|single-downstream]
 
 use integration::{
-    demo_config, replace_port, set_filter_config, to_single_module, Envoy, EnvoyOptions,
+    demo_config, replace_port, set_filter_config, to_native, to_single_module, Envoy, EnvoyOptions,
     MockProvider, DEMO_ADMIN_PORT, DEMO_ANTHROPIC_KEY, DEMO_ANTHROPIC_PORT, DEMO_LISTENER_PORT,
     DEMO_OPENAI_KEY, DEMO_OPENAI_PORT, DEMO_UNAVAILABLE_PORT,
 };
@@ -67,6 +67,11 @@ fn chain_config(mock_port: u16) -> String {
 /// The chain with llm_gateway in place of the four downstream modules.
 fn single_config(mock_port: u16) -> String {
     to_single_module(&chain_config(mock_port))
+}
+
+/// Every filter, llm_provider included, from the native module libllm_gateway.so.
+fn native_config(mock_port: u16) -> String {
+    to_native(&single_config(mock_port))
 }
 
 /// Without the upstream llm_provider (the bench mock needs no key): callgrind cannot run Envoy with
@@ -196,6 +201,7 @@ fn main() {
         match std::env::args().nth(3).as_deref() {
             Some("bare") => print!("{}", envoy_config(None, port)),
             Some("single") => print!("{}", single_config(port)),
+            Some("native") => print!("{}", native_config(port)),
             Some("chain-downstream") => print!("{}", without_provider(&chain_config(port))),
             Some("single-downstream") => print!("{}", without_provider(&single_config(port))),
             _ => print!("{}", chain_config(port)),
@@ -216,10 +222,12 @@ fn main() {
     let bare = Envoy::start(&envoy_config(None, mock.port()), &options);
     let chain = Envoy::start(&chain_config(mock.port()), &options);
     let single = Envoy::start(&single_config(mock.port()), &options);
+    let native = Envoy::start(&native_config(mock.port()), &options);
     let variants = [
         ("bare Envoy", &bare),
         ("full chain", &chain),
         ("single module", &single),
+        ("native module", &native),
     ];
 
     let dir = tempfile::tempdir().expect("temp dir");
@@ -228,7 +236,7 @@ fn main() {
     for (_, envoy) in variants {
         wrk(envoy, &script, 2);
     }
-    let mut runs: [Vec<Run>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut runs: [Vec<Run>; 4] = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..rounds {
         for (i, (_, envoy)) in variants.iter().enumerate() {
             runs[i].push(wrk(envoy, &script, seconds));
@@ -246,7 +254,7 @@ fn main() {
             ]
         })
         .collect();
-    let (bare_s, chain_s, single_s) = (summary[0], summary[1], summary[2]);
+    let (bare_s, chain_s, single_s, native_s) = (summary[0], summary[1], summary[2], summary[3]);
     println!(
         "full chain / bare Envoy throughput: {:.2}",
         chain_s[0] / bare_s[0]
@@ -255,9 +263,13 @@ fn main() {
         "single module / bare Envoy throughput: {:.2}",
         single_s[0] / bare_s[0]
     );
+    println!(
+        "native module / bare Envoy throughput: {:.2}",
+        native_s[0] / bare_s[0]
+    );
     println!();
     println!("wrk -t2 -c16, {seconds} s runs, {rounds} interleaved rounds (medians), one Envoy worker, 2 KB chat request to the mock provider.");
-    println!("The full chain: llm_auth, llm_router, llm_pii, llm_usage and the upstream llm_provider as in envoy/demo.yaml, without jwt_authn and the access log. The single module: the same with llm_gateway in place of the four downstream modules (envoy/demo-single-module.yaml).");
+    println!("The full chain: llm_auth, llm_router, llm_pii, llm_usage and the upstream llm_provider as in envoy/demo.yaml, without jwt_authn and the access log. The single module: the same with llm_gateway in place of the four downstream modules (envoy/demo-single-module.yaml). The native module: the same filters, llm_provider included, from libllm_gateway.so (envoy/demo-native.yaml).");
     println!();
     println!("| variant | requests/s | p50 ms | p99 ms | Envoy CPU µs/request |");
     println!("|---|---|---|---|---|");
@@ -269,11 +281,13 @@ fn main() {
     }
     println!();
     println!(
-        "Added Envoy CPU per request: full chain {:.0} µs, single module {:.0} µs; p50 latency ratio {:.2} and {:.2}.",
+        "Added Envoy CPU per request: full chain {:.0} µs, single module {:.0} µs, native module {:.0} µs; p50 latency ratio {:.2}, {:.2} and {:.2}.",
         chain_s[3] - bare_s[3],
         single_s[3] - bare_s[3],
+        native_s[3] - bare_s[3],
         chain_s[1] / bare_s[1],
-        single_s[1] / bare_s[1]
+        single_s[1] / bare_s[1],
+        native_s[1] / bare_s[1]
     );
 
     // 200 KB prompts, with and without PII: one run each, same machine state.
@@ -304,7 +318,7 @@ fn main() {
         serde_json::from_str(&chat_body("gpt-4o-mini", 2 * 1024)).expect("chat body");
     streaming["stream"] = serde_json::json!(true);
     let streaming = streaming.to_string();
-    let mut ttft = [Vec::new(), Vec::new(), Vec::new()];
+    let mut ttft = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..rounds {
         for (i, (_, envoy)) in variants.iter().enumerate() {
             for _ in 0..200 {
@@ -320,13 +334,17 @@ fn main() {
     let p99: Vec<f64> = ttft.iter_mut().map(|v| p(v, 99)).collect();
     println!();
     println!(
-        "Time to first token (first SSE event, 2 KB streaming request, new connection each): bare p50 {:.0} µs / p99 {:.0} µs, full chain p50 {:.0} µs / p99 {:.0} µs: added {:+.0} µs at p50; single module p50 {:.0} µs / p99 {:.0} µs: added {:+.0} µs at p50.",
-        p50[0], p99[0], p50[1], p99[1], p50[1] - p50[0], p50[2], p99[2], p50[2] - p50[0]
+        "Time to first token (first SSE event, 2 KB streaming request, new connection each): bare p50 {:.0} µs / p99 {:.0} µs, full chain p50 {:.0} µs / p99 {:.0} µs: added {:+.0} µs at p50; single module p50 {:.0} µs / p99 {:.0} µs: added {:+.0} µs at p50; native module p50 {:.0} µs / p99 {:.0} µs: added {:+.0} µs at p50.",
+        p50[0], p99[0], p50[1], p99[1], p50[1] - p50[0], p50[2], p99[2], p50[2] - p50[0], p50[3], p99[3], p50[3] - p50[0]
     );
 
     // Soak: steady load, Envoy's RSS before and after.
     println!();
-    for (name, envoy) in [("full chain", &chain), ("single module", &single)] {
+    for (name, envoy) in [
+        ("full chain", &chain),
+        ("single module", &single),
+        ("native module", &native),
+    ] {
         let rss_before = rss_kib(envoy.pid());
         let soak = wrk(envoy, &script, soak_seconds);
         let rss_after = rss_kib(envoy.pid());

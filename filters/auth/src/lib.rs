@@ -10,6 +10,7 @@ use llm_core::auth::{
     AuthConfig, AuthMethod, Credentials, CREDENTIAL_HEADERS,
 };
 use llm_core::config::ConfigError;
+use llm_core::contract::{self, state};
 use llm_core::global::{self, GlobalLimit, OnServiceError};
 use llm_core::metrics::labeled_name;
 use llm_core::ratelimit::{limit_headers, LimitUnit, Outcome};
@@ -25,9 +26,6 @@ use std::rc::Rc;
 // Without `module` (as in llm_gateway, which links this filter with the others) no entry point.
 #[cfg(feature = "module")]
 llm_host::wasm_module!(AuthFilter);
-
-/// The header this filter publishes; every client-sent `x-llm-*` header is deleted first.
-const CONSUMER_HEADER: &str = "x-llm-consumer";
 
 pub struct AuthFilter {
     auth: Auth,
@@ -280,7 +278,10 @@ impl HttpFilter for AuthRequest {
     fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         let headers = Headers::request();
         // Facts travel between filters as x-llm-* headers: none may come from the client.
-        for name in headers.names().filter(|name| name.starts_with("x-llm-")) {
+        for name in headers
+            .names()
+            .filter(|name| name.starts_with(contract::HEADER_PREFIX))
+        {
             llm_host::set_request_header(name, None);
         }
         let method = headers.get(":method").unwrap_or_default();
@@ -307,12 +308,12 @@ impl HttpFilter for AuthRequest {
                 llm_host::set_request_header(header, None);
             }
         }
-        llm_host::set_request_header(CONSUMER_HEADER, Some(&principal.name));
-        set_filter_state("llm_consumer", &principal.name);
-        set_filter_state("llm_auth_method", principal.method.as_str());
+        llm_host::set_request_header(contract::CONSUMER, Some(&principal.name));
+        set_filter_state(state::CONSUMER, &principal.name);
+        set_filter_state(state::AUTH_METHOD, principal.method.as_str());
         if let Some(metadata) = principal.metadata.filter(|m| !m.is_empty()) {
             if let Ok(json) = serde_json::to_string(metadata) {
-                set_filter_state("llm_consumer_metadata", &json);
+                set_filter_state(state::CONSUMER_METADATA, &json);
             }
         }
         if let Some(counter) = filter.accepted.get(principal.method.as_str()) {

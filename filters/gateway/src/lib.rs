@@ -1,7 +1,7 @@
-//! `llm_gateway`: llm_auth, llm_router, llm_pii and llm_usage in one Wasm module. Each filter's own
-//! glue runs unchanged inside one HTTP context ([`llm_host::Chain`]), in that order, so the request
-//! pays for one VM context and shares header and body reads instead of four. The price: one VM and
-//! one `failure_policy` for the four. See README.md.
+//! `llm_gateway`: llm_auth, llm_router, llm_pii and llm_usage in one module. Each filter's own glue
+//! runs unchanged inside one stream ([`llm_host::Chain`]), in that order, so the request pays for one
+//! VM context and shares header and body reads instead of four. The price: one VM and one
+//! `failure_policy` for the four. See README.md.
 
 use llm_auth::AuthFilter;
 use llm_core::config::ConfigError;
@@ -16,13 +16,55 @@ use std::time::Duration;
 
 llm_host::wasm_module!(Gateway);
 
+/// One configured filter of the chain.
+trait Member {
+    fn http_filter(&self) -> Box<dyn HttpFilter>;
+    fn tick_period(&self) -> Option<Duration>;
+    fn on_tick(&self);
+    fn on_root_grpc_response(&self, token: u32, status: u32, body: Option<&[u8]>);
+}
+
+impl<F: Filter> Member for Rc<F> {
+    fn http_filter(&self) -> Box<dyn HttpFilter> {
+        Filter::http_filter(self)
+    }
+    fn tick_period(&self) -> Option<Duration> {
+        Filter::tick_period(self.as_ref())
+    }
+    fn on_tick(&self) {
+        Filter::on_tick(self.as_ref());
+    }
+    fn on_root_grpc_response(&self, token: u32, status: u32, body: Option<&[u8]>) {
+        Filter::on_root_grpc_response(self.as_ref(), token, status, body);
+    }
+}
+
+struct Section {
+    filter: Box<dyn Member>,
+    /// `llm_filter_requests_total{filter=<section>}`, as the filter alone counts.
+    requests: Option<Counter>,
+}
+
+/// Compiles one section (absent: `None`), its errors naming the section.
+fn section<F: Filter>(
+    name: &str,
+    config: Option<F::Config>,
+) -> Result<Option<Section>, ConfigError> {
+    let Some(filter) = compile_section(name, config, F::from_config)? else {
+        return Ok(None);
+    };
+    Ok(Some(Section {
+        filter: Box::new(Rc::new(filter)),
+        requests: Counter::define(&labeled_name(
+            "llm_filter_requests_total",
+            &[("filter", name)],
+        )),
+    }))
+}
+
 pub struct Gateway {
-    auth: Option<Rc<AuthFilter>>,
-    router: Option<Rc<RouterFilter>>,
-    pii: Option<Rc<PiiFilter>>,
-    usage: Option<Rc<UsageFilter>>,
-    /// `llm_filter_requests_total{filter=...}` of each configured filter, as the filters alone count.
-    requests: Vec<Counter>,
+    /// The configured filters in request order (responses run them in reverse).
+    sections: Vec<Section>,
 }
 
 impl Filter for Gateway {
@@ -31,70 +73,55 @@ impl Filter for Gateway {
 
     fn from_config(config: GatewayConfig) -> Result<Self, ConfigError> {
         config.check()?;
-        let gateway = Gateway {
-            auth: compile_section("auth", config.auth, AuthFilter::from_config)?.map(Rc::new),
-            router: compile_section("router", config.router, RouterFilter::from_config)?
-                .map(Rc::new),
-            pii: compile_section("pii", config.pii, PiiFilter::from_config)?.map(Rc::new),
-            usage: compile_section("usage", config.usage, UsageFilter::from_config)?.map(Rc::new),
-            requests: Vec::new(),
-        };
-        let configured = [
-            ("auth", gateway.auth.is_some()),
-            ("router", gateway.router.is_some()),
-            ("pii", gateway.pii.is_some()),
-            ("usage", gateway.usage.is_some()),
+        let GatewayConfig {
+            auth,
+            router,
+            pii,
+            usage,
+        } = config;
+        // The module's chain: the one place that lists its filters and their order.
+        let sections = [
+            section::<AuthFilter>("auth", auth)?,
+            section::<RouterFilter>("router", router)?,
+            section::<PiiFilter>("pii", pii)?,
+            section::<UsageFilter>("usage", usage)?,
         ];
-        let requests = configured
-            .iter()
-            .filter(|(_, present)| *present)
-            .filter_map(|(name, _)| {
-                Counter::define(&labeled_name(
-                    "llm_filter_requests_total",
-                    &[("filter", name)],
-                ))
-            })
-            .collect();
         Ok(Gateway {
-            requests,
-            ..gateway
+            sections: sections.into_iter().flatten().collect(),
         })
     }
 
     fn http_filter(self: &Rc<Self>) -> Box<dyn HttpFilter> {
-        for counter in &self.requests {
-            counter.increment(1);
-        }
-        let mut filters = Vec::with_capacity(4);
-        if let Some(auth) = &self.auth {
-            filters.push(auth.http_filter());
-        }
-        if let Some(router) = &self.router {
-            filters.push(router.http_filter());
-        }
-        if let Some(pii) = &self.pii {
-            filters.push(pii.http_filter());
-        }
-        if let Some(usage) = &self.usage {
-            filters.push(usage.http_filter());
-        }
+        let filters = self
+            .sections
+            .iter()
+            .map(|section| {
+                if let Some(requests) = section.requests {
+                    requests.increment(1);
+                }
+                section.filter.http_filter()
+            })
+            .collect();
         Box::new(Chain::new(filters))
     }
 
     fn tick_period(&self) -> Option<Duration> {
-        self.usage.as_ref().and_then(|usage| usage.tick_period())
+        self.sections
+            .iter()
+            .filter_map(|s| s.filter.tick_period())
+            .min()
     }
 
     fn on_tick(&self) {
-        if let Some(usage) = &self.usage {
-            usage.on_tick();
+        for section in &self.sections {
+            section.filter.on_tick();
         }
     }
 
     fn on_root_grpc_response(&self, token: u32, status: u32, body: Option<&[u8]>) {
-        // Only llm_usage calls from the root context (its usage reports).
-        if let Some(usage) = &self.usage {
-            usage.on_root_grpc_response(token, status, body);
+        // Each filter knows its own calls' tokens (only llm_usage calls from the root context).
+        for section in &self.sections {
+            section.filter.on_root_grpc_response(token, status, body);
         }
     }
 }

@@ -5,11 +5,11 @@
 //! State is per thread (tests run on many): call [`reset`] at the start of each test.
 
 use crate::host::{
-    install, Action, Body, HeaderMap, Host, HostResult, HttpFilter, MetricKind, SharedWriteError,
+    self, install, Action, Body, HeaderMap, Host, HostResult, HttpFilter, MetricKind,
+    SharedWriteError,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::time::Duration;
 
 /// A local reply the filter sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,8 @@ impl Reply {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrpcCall {
     pub token: u32,
+    pub cluster: String,
+    /// The serialized `GrpcService` (proxy-wasm's target).
     pub target: String,
     pub service: String,
     pub method: String,
@@ -302,14 +304,7 @@ impl Host for Fake {
         })
     }
 
-    fn grpc_call(
-        &self,
-        target: &str,
-        service: &str,
-        method: &str,
-        message: &[u8],
-        _timeout: Duration,
-    ) -> HostResult<u32> {
+    fn grpc_call(&self, call: &host::GrpcCall<'_>) -> HostResult<u32> {
         with(|state| {
             if state.grpc_unavailable {
                 return Err("BadArgument".to_string());
@@ -317,10 +312,11 @@ impl Host for Fake {
             let token = u32::try_from(state.grpc_calls.len() + 1).unwrap_or(u32::MAX);
             state.grpc_calls.push(GrpcCall {
                 token,
-                target: target.to_string(),
-                service: service.to_string(),
-                method: method.to_string(),
-                message: message.to_vec(),
+                cluster: call.cluster.to_string(),
+                target: call.grpc_service.to_string(),
+                service: call.service.to_string(),
+                method: call.method.to_string(),
+                message: call.message.to_vec(),
             });
             Ok(token)
         })

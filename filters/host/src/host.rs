@@ -77,16 +77,22 @@ pub trait Host {
     /// Writes `value` if the key's version is still `cas` (`None`: unconditionally).
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>)
         -> Result<(), SharedWriteError>;
-    /// A unary gRPC call to the cluster `target`; the answer arrives in the calling context's
-    /// `on_grpc_response` (or the root's) with the returned token.
-    fn grpc_call(
-        &self,
-        target: &str,
-        service: &str,
-        method: &str,
-        message: &[u8],
-        timeout: Duration,
-    ) -> HostResult<u32>;
+    /// A unary gRPC call; the answer arrives in the calling context's `on_grpc_response` (or the
+    /// root's) with the returned token.
+    fn grpc_call(&self, call: &GrpcCall<'_>) -> HostResult<u32>;
+}
+
+/// One unary gRPC call.
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcCall<'a> {
+    /// The Envoy cluster of the service.
+    pub cluster: &'a str,
+    /// The same as a serialized `GrpcService` (what proxy-wasm takes).
+    pub grpc_service: &'a str,
+    pub service: &'a str,
+    pub method: &'a str,
+    pub message: &'a [u8],
+    pub timeout: Duration,
 }
 
 thread_local! {
@@ -151,7 +157,7 @@ impl Host for Detached {
     fn shared_set(&self, _: &str, _: &[u8], _: Option<u32>) -> Result<(), SharedWriteError> {
         Err(SharedWriteError::Failed(DETACHED.into()))
     }
-    fn grpc_call(&self, _: &str, _: &str, _: &str, _: &[u8], _: Duration) -> HostResult<u32> {
+    fn grpc_call(&self, _: &GrpcCall<'_>) -> HostResult<u32> {
         Err(DETACHED.into())
     }
 }

@@ -65,6 +65,12 @@ pub trait Filter: Sized + 'static {
     fn on_root_grpc_response(&self, _token: u32, _status: u32, _body: Option<&[u8]>) {}
 }
 
+/// Forgets the state of a [`Chain`] callback that a panic interrupted, so the next filter on this
+/// thread (the native module catches panics and goes on) never sees another request's data.
+pub fn reset_after_panic() {
+    let _ = view::leave();
+}
+
 /// A filter's configuration, checked and compiled: what every backend does at configure time. The
 /// error is the one line the host logs (naming the filter and the field, never the configuration
 /// itself, which may hold secrets).
@@ -399,13 +405,14 @@ pub fn call_rate_limit_service(
     descriptors: Vec<llm_core::global::Descriptor>,
 ) -> Result<u32, String> {
     let message = service.request(descriptors);
-    current().grpc_call(
-        &service.target,
-        llm_core::global::SERVICE,
-        llm_core::global::METHOD,
-        &message,
-        service.timeout,
-    )
+    current().grpc_call(&host::GrpcCall {
+        cluster: &service.cluster,
+        grpc_service: &service.target,
+        service: llm_core::global::SERVICE,
+        method: llm_core::global::METHOD,
+        message: &message,
+        timeout: service.timeout,
+    })
 }
 
 /// A property of the stream (see [`host::Host::property`]).

@@ -3,13 +3,13 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use crate::host::{
-    install, Action, Body, HeaderMap, Host, HostResult, HttpFilter, MetricKind, SharedWriteError,
+    install, Action, Body, GrpcCall, HeaderMap, Host, HostResult, HttpFilter, MetricKind,
+    SharedWriteError,
 };
 use crate::{configure, Filter, Loaded};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType, MetricType, Status};
-use std::time::Duration;
 
 pub use proxy_wasm;
 
@@ -119,16 +119,16 @@ impl Host for ProxyWasm {
         }
     }
 
-    fn grpc_call(
-        &self,
-        target: &str,
-        service: &str,
-        method: &str,
-        message: &[u8],
-        timeout: Duration,
-    ) -> HostResult<u32> {
-        hostcalls::dispatch_grpc_call(target, service, method, Vec::new(), Some(message), timeout)
-            .map_err(status_text)
+    fn grpc_call(&self, call: &GrpcCall<'_>) -> HostResult<u32> {
+        hostcalls::dispatch_grpc_call(
+            call.grpc_service,
+            call.service,
+            call.method,
+            Vec::new(),
+            Some(call.message),
+            call.timeout,
+        )
+        .map_err(status_text)
     }
 }
 

@@ -15,7 +15,8 @@
 //! - A local reply is sent after the filter's callback returns (Envoy runs the reply through the
 //!   filters synchronously, re-entering this module).
 //! - A panic never crosses the FFI boundary: it is caught, logged once, and answered with a 500.
-#![allow(unsafe_code)] // The FFI boundary: every unsafe block reads or passes Envoy's pointers.
+#![allow(unsafe_code)]
+// The FFI boundary: every unsafe block reads or passes Envoy's pointers.
 // The hooks are `extern "C"` entry points Envoy calls with its own pointers; they cannot be `unsafe`.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
@@ -26,7 +27,7 @@ use llm_host::host::{
     self, Action, Body, HeaderMap, Host, HostResult, HttpFilter, MetricKind, SharedWriteError,
 };
 use llm_host::{configure, Filter, Loaded};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -45,8 +46,13 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         // Once per process: a bug that panics on every request must not flood the log.
+        // Where, never the message: a panic's message may quote request data.
         if !PANIC_LOGGED.swap(true, Ordering::Relaxed) {
-            log::error!("llm_gateway: a filter panicked ({info}); the request got a 500");
+            let place = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            log::error!("llm_gateway: a filter panicked at {place}; the request got a 500");
         }
         let _ = &default_hook;
     }));
@@ -118,6 +124,25 @@ impl<F: Filter> Factory for Loaded<F> {
     }
 }
 
+/// JWT identities come from `jwt_authn`'s payload in nested dynamic metadata, which Envoy 1.40's
+/// dynamic-module ABI cannot read (one level: namespace and key): such requests get 401. Said once,
+/// at load, naming the field.
+fn warn_if_jwt(name: &str, bytes: &[u8]) {
+    let Ok(config) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return;
+    };
+    let (jwt, field) = match name {
+        "llm_gateway" => (config.get("auth").and_then(|a| a.get("jwt")), "auth.jwt"),
+        "llm_auth" => (config.get("jwt"), "jwt"),
+        _ => (None, ""),
+    };
+    if jwt.is_some_and(|j| !j.is_null()) {
+        log::warn!(
+            "{name}: field `{field}`: JWT identities need jwt_authn's payload from nested dynamic metadata, which Envoy's dynamic-module ABI cannot read yet; on the native module JWT requests get 401 (use the Wasm module for JWT)"
+        );
+    }
+}
+
 fn load(name: &str, bytes: &[u8]) -> Result<Rc<dyn Factory>, String> {
     fn rc<F: Filter>(loaded: Loaded<F>) -> Rc<dyn Factory> {
         Rc::new(loaded)
@@ -143,8 +168,13 @@ struct Config {
     id: u64,
     name: String,
     bytes: Vec<u8>,
+    /// An upstream filter (llm_provider): it runs after routing, so it never clears the route.
+    upstream: bool,
+    /// Envoy's config object (`envoy_dynamic_module_type_http_filter_config_envoy_ptr`).
+    envoy: usize,
     /// The config's scheduler, which brings work to the main thread (`commit` works from any).
-    scheduler: usize,
+    /// Made on first use, from whichever thread needs it.
+    scheduler: OnceLock<usize>,
     metrics: Metrics,
     /// gRPC calls that must outlive their request, sent from the main thread.
     outbox: Mutex<Vec<OutgoingCall>>,
@@ -162,19 +192,54 @@ static NEXT_CONFIG_ID: AtomicU64 = AtomicU64::new(1);
 static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
-    /// This thread's instance of each config (the main thread's is built at load time).
-    static INSTANCES: RefCell<HashMap<u64, Rc<dyn Factory>>> = RefCell::new(HashMap::new());
-    /// Root-context calls in flight from the main thread: callout id → token.
-    static ROOT_CALLS: RefCell<HashMap<u64, u32>> = RefCell::new(HashMap::new());
+    /// This thread's instance of each config (the main thread's is built at load time), with the
+    /// config, so instances of configs gone are dropped.
+    static INSTANCES: RefCell<HashMap<u64, Instance>> = RefCell::new(HashMap::new());
+    /// Root-context calls in flight from the main thread: (config id, callout id) → token.
+    static ROOT_CALLS: RefCell<HashMap<(u64, u64), u32>> = RefCell::new(HashMap::new());
+}
+
+struct Instance {
+    config: std::sync::Weak<Config>,
+    factory: Rc<dyn Factory>,
+}
+
+/// This thread's instance of config `id`.
+fn thread_instance(id: u64) -> Option<Rc<dyn Factory>> {
+    INSTANCES.with(|i| i.borrow().get(&id).map(|found| Rc::clone(&found.factory)))
+}
+
+/// Keeps `factory` as this thread's instance of `config`, dropping those of configs Envoy is done
+/// with (xDS updates replace configs; each worker holds an instance of each).
+fn keep_instance(config: &Arc<Config>, factory: Rc<dyn Factory>) {
+    INSTANCES.with(|i| {
+        let mut instances = i.borrow_mut();
+        instances.retain(|_, instance| instance.config.strong_count() > 0);
+        instances.insert(
+            config.id,
+            Instance {
+                config: Arc::downgrade(config),
+                factory,
+            },
+        );
+    });
 }
 
 /// Metric families declared at load, and the series (family + label values) made from them.
 #[derive(Default)]
 struct Metrics {
-    /// `(name, labels)` → Envoy's id and kind.
-    families: HashMap<(String, Vec<String>), (usize, MetricKind)>,
+    /// By `(name, label names sorted)`.
+    families: HashMap<(String, Vec<String>), Family>,
     series: RwLock<Vec<Series>>,
     by_name: RwLock<HashMap<String, u32>>,
+}
+
+struct Family {
+    /// Envoy's id.
+    id: usize,
+    kind: MetricKind,
+    /// Label names in declared order.
+    labels: Vec<String>,
 }
 
 struct Series {
@@ -192,12 +257,15 @@ impl Metrics {
                 .map(|l| ModuleBuffer::of(l.as_bytes()))
                 .collect();
             let mut id = 0usize;
+            // Envoy prefixes the config's `metrics_namespace` (`llm` in the shipped configs), so
+            // `llm_filter_requests_total` is declared as `filter_requests_total`.
+            let short = name.strip_prefix("llm_").unwrap_or(name);
             // SAFETY: `envoy` is the config being created (main thread); buffers live across the call.
             let result = unsafe {
                 if *histogram {
                     envoy_dynamic_module_callback_http_filter_config_define_histogram(
                         envoy,
-                        ModuleBuffer::of(name.as_bytes()),
+                        ModuleBuffer::of(short.as_bytes()),
                         label_names.as_mut_ptr(),
                         label_names.len(),
                         &mut id,
@@ -205,7 +273,7 @@ impl Metrics {
                 } else {
                     envoy_dynamic_module_callback_http_filter_config_define_counter(
                         envoy,
-                        ModuleBuffer::of(name.as_bytes()),
+                        ModuleBuffer::of(short.as_bytes()),
                         label_names.as_mut_ptr(),
                         label_names.len(),
                         &mut id,
@@ -218,11 +286,17 @@ impl Metrics {
                 } else {
                     MetricKind::Counter
                 };
-                let key = (
-                    name.to_string(),
-                    labels.iter().map(|l| l.to_string()).collect(),
+                let declared: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+                let mut sorted = declared.clone();
+                sorted.sort();
+                metrics.families.insert(
+                    (name.to_string(), sorted),
+                    Family {
+                        id,
+                        kind,
+                        labels: declared,
+                    },
                 );
-                metrics.families.insert(key, (id, kind));
             } else {
                 log::error!("llm_gateway: cannot declare metric {name} (status {result})");
             }
@@ -236,20 +310,27 @@ impl Metrics {
         }
         let (base, labels) = llm_core::metrics::parse_labeled_name(name)
             .ok_or_else(|| format!("unparsable metric name {name}"))?;
-        let key = (
-            base.to_string(),
-            labels
-                .iter()
-                .map(|(l, _)| l.to_string())
-                .collect::<Vec<_>>(),
-        );
-        let (family, family_kind) = *self
+        let mut names: Vec<String> = labels.iter().map(|(l, _)| l.to_string()).collect();
+        names.sort();
+        let key = (base.to_string(), names);
+        let declared = self
             .families
             .get(&key)
             .ok_or_else(|| format!("metric family {base} {:?} is not declared", key.1))?;
-        if family_kind != kind {
+        if declared.kind != kind {
             return Err(format!("metric {base} has another kind"));
         }
+        // Label values in the order the family was declared with, whatever the call site's.
+        let values: Vec<String> = declared
+            .labels
+            .iter()
+            .map(|label| {
+                labels
+                    .iter()
+                    .find(|(l, _)| l == label)
+                    .map_or_else(String::new, |(_, v)| v.to_string())
+            })
+            .collect();
         let mut by_name = self.by_name.write().map_err(|_| "metrics lock")?;
         if let Some(id) = by_name.get(name) {
             return Ok(*id);
@@ -257,11 +338,20 @@ impl Metrics {
         let mut series = self.series.write().map_err(|_| "metrics lock")?;
         let id = u32::try_from(series.len()).map_err(|_| "too many series")?;
         series.push(Series {
-            family,
+            family: declared.id,
             kind,
-            values: labels.iter().map(|(_, v)| v.to_string()).collect(),
+            values,
         });
         by_name.insert(name.to_string(), id);
+        drop(series);
+        drop(by_name);
+        if kind == MetricKind::Counter {
+            // A counter shows (at 0) from its definition on, as a Wasm module's does: dashboards and
+            // alerts on `rate()` need the series before its first event.
+            if let Some(target) = metric_target() {
+                self.add(id, 0, kind, target);
+            }
+        }
         Ok(id)
     }
 
@@ -337,35 +427,29 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         let name = String::from_utf8_lossy(&bytes_of(name)).into_owned();
         let bytes = bytes_of(config);
         let metrics = Metrics::declare(envoy);
-        // SAFETY: `envoy` is the config being created, on the main thread.
-        let scheduler =
-            unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_new(envoy) };
         let config = Arc::new(Config {
             id: NEXT_CONFIG_ID.fetch_add(1, Ordering::Relaxed),
+            upstream: name == "llm_provider",
             name,
             bytes,
-            scheduler: scheduler as usize,
+            envoy: envoy as usize,
+            scheduler: OnceLock::new(),
             metrics,
             outbox: Mutex::new(Vec::new()),
         });
+        warn_if_jwt(&config.name, &config.bytes);
         // Built here once to validate (one log line naming the field, and Envoy refuses the
         // config), and kept as the main thread's instance for root-context work.
-        let factory = with_context(Context::config(&config), || {
+        let factory = with_context(Context::root(&config, envoy), || {
             load(&config.name, &config.bytes)
         });
         match factory {
             Ok(factory) => {
-                INSTANCES.with(|i| i.borrow_mut().insert(config.id, factory));
+                keep_instance(&config, factory);
                 Arc::into_raw(config).cast::<c_void>()
             }
             Err(line) => {
                 log::error!("{line}");
-                if !scheduler.is_null() {
-                    // SAFETY: created above, not shared yet.
-                    unsafe {
-                        envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler)
-                    };
-                }
                 std::ptr::null()
             }
         }
@@ -380,17 +464,47 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *co
     }
     // SAFETY: the pointer came from Arc::into_raw in config_new and is released once, here.
     let config = unsafe { Arc::from_raw(config.cast::<Config>()) };
-    INSTANCES.with(|i| i.borrow_mut().remove(&config.id));
-    let scheduler = config.scheduler as SchedulerPtr;
-    if !scheduler.is_null() {
-        // SAFETY: ours, deleted once.
-        unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler) };
+    let _ = catch_unwind(AssertUnwindSafe(move || {
+        INSTANCES.with(|i| i.borrow_mut().remove(&config.id));
+        drop(config);
+    }));
+}
+
+impl Config {
+    fn scheduler(&self) -> SchedulerPtr {
+        let scheduler = *self.scheduler.get_or_init(|| {
+            // SAFETY: Envoy's config outlives this Config's use (streams keep both); the call only
+            // builds a scheduler bound to the config's main-thread dispatcher.
+            let made = unsafe {
+                envoy_dynamic_module_callback_http_filter_config_scheduler_new(
+                    self.envoy as ConfigEnvoyPtr,
+                )
+            };
+            made as usize
+        });
+        scheduler as SchedulerPtr
+    }
+}
+
+impl Drop for Config {
+    fn drop(&mut self) {
+        // The last stream (or the config itself) is gone: nothing commits any more.
+        if let Some(&scheduler) = self.scheduler.get() {
+            if scheduler != 0 {
+                // SAFETY: ours, deleted once; posted events hold only a weak reference to Envoy's config.
+                unsafe {
+                    envoy_dynamic_module_callback_http_filter_config_scheduler_delete(
+                        scheduler as SchedulerPtr,
+                    )
+                };
+            }
+        }
     }
 }
 
 /// The config's instance on this thread, built on first use.
 fn instance(config: &Arc<Config>) -> Option<Rc<dyn Factory>> {
-    if let Some(found) = INSTANCES.with(|i| i.borrow().get(&config.id).cloned()) {
+    if let Some(found) = thread_instance(config.id) {
         return Some(found);
     }
     let built = with_context(Context::config(config), || {
@@ -398,7 +512,7 @@ fn instance(config: &Arc<Config>) -> Option<Rc<dyn Factory>> {
     });
     match built {
         Ok(factory) => {
-            INSTANCES.with(|i| i.borrow_mut().insert(config.id, Rc::clone(&factory)));
+            keep_instance(config, Rc::clone(&factory));
             Some(factory)
         }
         Err(line) => {
@@ -446,9 +560,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
                     duration_ms(call.timeout),
                 )
             };
-            let factory = INSTANCES.with(|i| i.borrow().get(&config.id).cloned());
+            let factory = thread_instance(config.id);
             if result == CALLOUT_INIT_SUCCESS {
-                ROOT_CALLS.with(|c| c.borrow_mut().insert(callout_id, call.token));
+                ROOT_CALLS.with(|c| c.borrow_mut().insert((config.id, callout_id), call.token));
             } else if let Some(factory) = factory {
                 with_context(Context::root(config, envoy), || {
                     factory.on_root_grpc_response(call.token, GRPC_UNAVAILABLE, None)
@@ -476,11 +590,12 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: as in config_scheduled.
         let config = unsafe { &*config.cast::<Config>() };
-        let Some(token) = ROOT_CALLS.with(|c| c.borrow_mut().remove(&callout_id)) else {
+        let Some(token) = ROOT_CALLS.with(|c| c.borrow_mut().remove(&(config.id, callout_id)))
+        else {
             return;
         };
         let (status, message) = grpc_answer(result, headers, headers_size, body, body_size);
-        if let Some(factory) = INSTANCES.with(|i| i.borrow().get(&config.id).cloned()) {
+        if let Some(factory) = thread_instance(config.id) {
             with_context(Context::root(config, envoy), || {
                 factory.on_root_grpc_response(token, status, message.as_deref())
             });
@@ -497,6 +612,18 @@ struct Stream {
     filter: RefCell<Box<dyn HttpFilter>>,
     /// Callout id → token of this stream's gRPC calls.
     calls: RefCell<HashMap<u64, u32>>,
+    /// Whether the filter's last request (response) body callback held the body: only then is
+    /// Envoy's buffered body its own (a later filter may be holding bytes this one passed).
+    holding: [Cell<bool>; 2],
+}
+
+impl Stream {
+    fn holding(&self, body: Body) -> &Cell<bool> {
+        match body {
+            Body::Request => &self.holding[0],
+            Body::Response => &self.holding[1],
+        }
+    }
 }
 
 #[no_mangle]
@@ -522,6 +649,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
             factory,
             filter: RefCell::new(filter),
             calls: RefCell::new(HashMap::new()),
+            holding: Default::default(),
         });
         Some(Box::into_raw(stream).cast::<c_void>().cast_const())
     }));
@@ -538,46 +666,142 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: *const c_v
     let _ = catch_unwind(AssertUnwindSafe(move || drop(stream)));
 }
 
-/// Runs one callback of a stream's filter with this backend installed; sends a reply the filter
-/// asked for once the filter is no longer borrowed; a panic becomes a 500.
+/// Runs one callback of a stream's filter with this backend installed; then, with the filter no
+/// longer borrowed, sends the reply it asked for (a panic becomes a 500), or resumes the request.
 fn run_stream(
     envoy: FilterEnvoyPtr,
     stream: *const c_void,
-    body: Option<Body>,
+    phase: Phase,
     callback: impl FnOnce(&mut dyn HttpFilter) -> Action,
 ) -> i32 {
     if stream.is_null() {
         return STATUS_CONTINUE;
     }
-    // SAFETY: Envoy passes the pointer filter_new returned, alive until filter_destroy.
+    // SAFETY: Envoy passes the pointer filter_new returned, alive until filter_destroy (which is
+    // deferred, never inside another hook of the same filter).
     let stream = unsafe { &*stream.cast::<Stream>() };
+    let body = match phase {
+        Phase::RequestBody => Some(Body::Request),
+        Phase::ResponseBody => Some(Body::Response),
+        _ => None,
+    };
     let mut context = Context::stream(&stream.config, envoy, body);
     context.stream = stream;
+    context.request_phase = matches!(phase, Phase::Request | Phase::RequestBody | Phase::Async);
     let (outcome, context) = with_context_returning(context, || {
         catch_unwind(AssertUnwindSafe(|| {
-            // Envoy re-enters a filter only through our own deferred reply, sent after release;
-            // a busy filter is skipped rather than aliased.
+            // A filter is re-entered only if Envoy calls back inside one of our own calls; a busy
+            // filter is skipped rather than aliased.
             let Ok(mut filter) = stream.filter.try_borrow_mut() else {
                 return Action::Continue;
             };
             callback(filter.as_mut())
         }))
     });
-    if context.request_headers_changed {
-        // As proxy-wasm does: routing facts set as headers choose the route again.
-        // SAFETY: the running hook's pointer.
-        unsafe { envoy_dynamic_module_callback_http_clear_route_cache(envoy) };
+    if outcome.is_err() {
+        llm_host::reset_after_panic();
+    }
+    if let (Some(body), Ok(action)) = (body, &outcome) {
+        stream.holding(body).set(*action == Action::Pause);
+    }
+    if phase == Phase::Complete {
+        // The response is out: nothing more can be answered or resumed.
+        return STATUS_CONTINUE;
     }
     let reply = match outcome {
-        Ok(_) if context.reply.is_some() => context.reply,
-        Ok(Action::Continue) => return STATUS_CONTINUE,
-        Ok(Action::Pause) => return STATUS_STOP,
+        Ok(_) => context
+            .reply
+            .map(|reply| through_response_callbacks(envoy, stream, reply)),
         Err(_) => Some(internal_error()),
     };
     if let Some(reply) = reply {
         send_reply_now(envoy, &reply);
+        return STATUS_STOP;
     }
-    STATUS_STOP
+    // SAFETY: the running hook's pointer. Nothing of the stream is touched after these calls:
+    // continuing runs the rest of Envoy's chain, the upstream filters and maybe a reply inline.
+    unsafe {
+        if context.request_headers_changed && !stream.config.upstream {
+            // As proxy-wasm does: routing facts set as headers choose the route again, before
+            // Envoy goes on with the request.
+            envoy_dynamic_module_callback_http_clear_route_cache(envoy);
+        }
+        if context.resume {
+            envoy_dynamic_module_callback_http_filter_continue_decoding(envoy);
+            return STATUS_STOP;
+        }
+    }
+    match outcome {
+        Ok(Action::Continue) => STATUS_CONTINUE,
+        _ => STATUS_STOP,
+    }
+}
+
+/// Which callback of a stream runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Request,
+    RequestBody,
+    Response,
+    ResponseBody,
+    /// An asynchronous answer (a callout) while the request may be held.
+    Async,
+    /// The stream is complete (the access log is next).
+    Complete,
+}
+
+/// Envoy skips a dynamic module's response callbacks for the local reply the module itself sent,
+/// where Wasm filters see their own replies pass (auth adds rate-limit headers to them, trims a
+/// model list the router answered, usage counts them). So the reply runs through this filter's
+/// response callbacks here, on an in-memory response, before it is sent.
+fn through_response_callbacks(
+    envoy: FilterEnvoyPtr,
+    stream: &Stream,
+    reply: PendingReply,
+) -> PendingReply {
+    let mut headers = vec![(":status".to_string(), reply.status.to_string())];
+    headers.extend(reply.headers);
+    let mut context = Context::stream(&stream.config, envoy, None);
+    context.stream = stream;
+    context.local_response = Some(LocalResponse {
+        headers,
+        body: reply.body,
+    });
+    let (result, context) = with_context_returning(context, || {
+        catch_unwind(AssertUnwindSafe(|| {
+            let Ok(mut filter) = stream.filter.try_borrow_mut() else {
+                return;
+            };
+            let size =
+                current(|c| c.local_response.as_ref().map_or(0, |r| r.body.len())).unwrap_or(0);
+            // The reply is whole: a filter that would wait for more gets nothing more.
+            let _ = filter.on_response_headers(size == 0);
+            if size > 0 {
+                let _ = filter.on_response_body(size, true);
+            }
+        }))
+    });
+    if result.is_err() {
+        llm_host::reset_after_panic();
+    }
+    let Some(response) = context.local_response.filter(|_| result.is_ok()) else {
+        return internal_error();
+    };
+    let status = response
+        .headers
+        .iter()
+        .find(|(k, _)| k == ":status")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(reply.status);
+    PendingReply {
+        status,
+        headers: response
+            .headers
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with(':') && k != "content-length")
+            .collect(),
+        body: response.body,
+    }
 }
 
 fn internal_error() -> PendingReply {
@@ -613,7 +837,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     stream: *const c_void,
     end_of_stream: bool,
 ) -> i32 {
-    run_stream(envoy, stream, None, |f| f.on_request_headers(end_of_stream))
+    run_stream(envoy, stream, Phase::Request, |f| {
+        f.on_request_headers(end_of_stream)
+    })
 }
 
 #[no_mangle]
@@ -622,7 +848,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     stream: *const c_void,
     end_of_stream: bool,
 ) -> i32 {
-    run_stream(envoy, stream, Some(Body::Request), |f| {
+    run_stream(envoy, stream, Phase::RequestBody, |f| {
         let size = body_size(envoy, Body::Request, true);
         f.on_request_body(size, end_of_stream)
     })
@@ -633,7 +859,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     envoy: FilterEnvoyPtr,
     stream: *const c_void,
 ) -> i32 {
-    run_stream(envoy, stream, None, |f| f.on_request_trailers())
+    run_stream(envoy, stream, Phase::Request, |f| f.on_request_trailers())
 }
 
 #[no_mangle]
@@ -642,7 +868,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     stream: *const c_void,
     end_of_stream: bool,
 ) -> i32 {
-    run_stream(envoy, stream, None, |f| {
+    run_stream(envoy, stream, Phase::Response, |f| {
         f.on_response_headers(end_of_stream)
     })
 }
@@ -653,7 +879,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
     stream: *const c_void,
     end_of_stream: bool,
 ) -> i32 {
-    run_stream(envoy, stream, Some(Body::Response), |f| {
+    run_stream(envoy, stream, Phase::ResponseBody, |f| {
         let size = body_size(envoy, Body::Response, true);
         f.on_response_body(size, end_of_stream)
     })
@@ -664,7 +890,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
     envoy: FilterEnvoyPtr,
     stream: *const c_void,
 ) -> i32 {
-    run_stream(envoy, stream, None, |f| f.on_response_trailers())
+    run_stream(envoy, stream, Phase::Response, |f| f.on_response_trailers())
 }
 
 #[no_mangle]
@@ -675,21 +901,22 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
     if stream.is_null() {
         return;
     }
-    run_stream(envoy, stream, None, |f| {
+    // SAFETY: as in run_stream. Taken before the callback: nothing of the stream is touched after.
+    let (config, factory) = {
+        let stream = unsafe { &*stream.cast::<Stream>() };
+        (Arc::clone(&stream.config), Rc::clone(&stream.factory))
+    };
+    run_stream(envoy, stream, Phase::Complete, |f| {
         f.on_log();
         Action::Continue
     });
-    // SAFETY: as in run_stream.
-    let stream = unsafe { &*stream.cast::<Stream>() };
-    if stream.factory.has_tick() {
-        // Work the Wasm root context does on its timer (usage reports): this worker has no timer,
-        // so it runs after each stream; its calls go to the main thread.
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            with_context(Context::worker_root(&stream.config), || {
-                stream.factory.on_tick()
-            })
-        }));
-    }
+    // Work the Wasm root context does on its timer (usage reports): this worker has no timer, so
+    // it runs after each stream; its calls go to the main thread.
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        if factory.has_tick() {
+            with_context(Context::worker_root(&config), || factory.on_tick());
+        }
+    }));
 }
 
 #[no_mangle]
@@ -709,18 +936,22 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     }
     // SAFETY: as in run_stream.
     let stream_ref = unsafe { &*stream.cast::<Stream>() };
-    let Some(token) = stream_ref.calls.borrow_mut().remove(&callout_id) else {
+    let Some(token) = stream_ref
+        .calls
+        .try_borrow_mut()
+        .ok()
+        .and_then(|mut calls| calls.remove(&callout_id))
+    else {
         return;
     };
     let answer = catch_unwind(AssertUnwindSafe(|| {
         grpc_answer(result, headers, headers_size, body, body_size)
     }))
     .unwrap_or((GRPC_UNAVAILABLE, None));
-    let status = run_stream(envoy, stream, None, |f| {
+    run_stream(envoy, stream, Phase::Async, |f| {
         f.on_grpc_response(token, answer.0, answer.1.as_deref());
         Action::Continue
     });
-    let _ = status;
 }
 
 #[no_mangle]
@@ -905,6 +1136,17 @@ struct Context {
     reply: Option<PendingReply>,
     request_headers_changed: bool,
     stream: *const Stream,
+    /// The local reply being run through the filter's response callbacks, in memory.
+    local_response: Option<LocalResponse>,
+    /// The filter resumed the request (done by `run_stream` once the callback returned).
+    resume: bool,
+    /// A request callback: request header changes choose the route again.
+    request_phase: bool,
+}
+
+struct LocalResponse {
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -934,6 +1176,9 @@ impl Context {
             reply: None,
             request_headers_changed: false,
             stream: std::ptr::null(),
+            local_response: None,
+            resume: false,
+            request_phase: false,
         }
     }
     fn config(config: &Config) -> Self {
@@ -963,9 +1208,20 @@ fn with_context<R>(context: Context, f: impl FnOnce() -> R) -> R {
 
 /// Runs `f` with `context` current (contexts nest: Envoy may re-enter through a reply).
 fn with_context_returning<R>(context: Context, f: impl FnOnce() -> R) -> (R, Context) {
+    /// Pops the context if `f` unwinds (a panic caught further out must not leave it current).
+    struct Unwinding;
+    impl Drop for Unwinding {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                CONTEXT.with(|c| c.borrow_mut().pop());
+            }
+        }
+    }
     host::install(&NATIVE);
     CONTEXT.with(|c| c.borrow_mut().push(context));
+    let guard = Unwinding;
     let result = f();
+    std::mem::forget(guard);
     let context = CONTEXT.with(|c| c.borrow_mut().pop());
     (result, context.unwrap_or_else(Context::new_detached))
 }
@@ -979,6 +1235,9 @@ impl Context {
             reply: None,
             request_headers_changed: false,
             stream: std::ptr::null(),
+            local_response: None,
+            resume: false,
+            request_phase: false,
         }
     }
 }
@@ -1043,7 +1302,12 @@ fn body_parts(envoy: FilterEnvoyPtr, body: Body) -> (bool, bool) {
             }
         }
     };
-    (!same, true)
+    // The buffered body is this filter's only when it held the previous chunks itself.
+    let holding = current(|c| c.stream)
+        .filter(|stream| !stream.is_null())
+        // SAFETY: the context's stream, alive for the callback.
+        .is_some_and(|stream| unsafe { &*stream }.holding(body).get());
+    (!same && holding, true)
 }
 
 fn body_size(envoy: FilterEnvoyPtr, body: Body, _in_hook: bool) -> usize {
@@ -1116,8 +1380,23 @@ fn shared() -> &'static SharedData {
 
 const NO_STREAM: &str = "no stream in this context";
 
+/// Runs `f` on the in-memory local response, when one is being run through the callbacks.
+fn local_response<R>(f: impl FnOnce(&mut LocalResponse) -> R) -> Option<R> {
+    current(|c| c.local_response.as_mut().map(f)).flatten()
+}
+
 impl Host for Native {
     fn headers(&self, map: HeaderMap) -> Vec<(String, Vec<u8>)> {
+        if map == HeaderMap::Response {
+            if let Some(headers) = local_response(|r| {
+                r.headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+                    .collect()
+            }) {
+                return headers;
+            }
+        }
         let Some(envoy) = stream_ptr() else {
             return Vec::new();
         };
@@ -1161,6 +1440,16 @@ impl Host for Native {
     }
 
     fn header(&self, map: HeaderMap, name: &str) -> Option<Vec<u8>> {
+        if map == HeaderMap::Response {
+            if let Some(value) = local_response(|r| {
+                r.headers
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone().into_bytes())
+            }) {
+                return value;
+            }
+        }
         let envoy = stream_ptr()?;
         let mut result = EnvoyBuffer {
             ptr: std::ptr::null(),
@@ -1181,6 +1470,17 @@ impl Host for Native {
     }
 
     fn set_header(&self, map: HeaderMap, name: &str, value: Option<&str>) -> HostResult<()> {
+        if map == HeaderMap::Response
+            && local_response(|r| {
+                r.headers.retain(|(k, _)| k != name);
+                if let Some(value) = value {
+                    r.headers.push((name.to_string(), value.to_string()));
+                }
+            })
+            .is_some()
+        {
+            return Ok(());
+        }
         let envoy = stream_ptr().ok_or(NO_STREAM)?;
         let value = value.map_or(ModuleBuffer::NULL, |v| ModuleBuffer::of(v.as_bytes()));
         // SAFETY: the running hook's pointer; buffers live across the call.
@@ -1192,8 +1492,8 @@ impl Host for Native {
                 value,
             )
         };
-        if map == HeaderMap::Request {
-            current(|c| c.request_headers_changed = true);
+        if map == HeaderMap::Request && (done || value.ptr.is_null()) {
+            current(|c| c.request_headers_changed |= c.request_phase);
         }
         if done || value.ptr.is_null() {
             Ok(())
@@ -1203,15 +1503,35 @@ impl Host for Native {
     }
 
     fn body(&self, body: Body, offset: usize, size: usize) -> Vec<u8> {
-        let Some(envoy) = stream_ptr() else {
-            return Vec::new();
+        let local = match body {
+            Body::Response => local_response(|r| r.body.clone()),
+            Body::Request => None,
         };
-        let bytes = whole_body(envoy, body);
+        let bytes = match local {
+            Some(bytes) => bytes,
+            None => match stream_ptr() {
+                Some(envoy) => whole_body(envoy, body),
+                None => return Vec::new(),
+            },
+        };
         let end = offset.saturating_add(size).min(bytes.len());
         bytes.get(offset.min(end)..end).unwrap_or_default().to_vec()
     }
 
     fn replace_body(&self, body: Body, offset: usize, size: usize, new: &[u8]) -> HostResult<()> {
+        if body == Body::Response {
+            let replaced = local_response(|r| {
+                let end = offset.saturating_add(size).min(r.body.len());
+                if offset > end {
+                    return Err("offset past the body".to_string());
+                }
+                r.body.splice(offset..end, new.iter().copied());
+                Ok(())
+            });
+            if let Some(result) = replaced {
+                return result;
+            }
+        }
         let envoy = stream_ptr().ok_or(NO_STREAM)?;
         let (buffered, received) = body_parts(envoy, body);
         let mut bytes = whole_body(envoy, body);
@@ -1259,10 +1579,10 @@ impl Host for Native {
     }
 
     fn resume_request(&self) -> HostResult<()> {
-        let envoy = stream_ptr().ok_or(NO_STREAM)?;
-        // SAFETY: the running hook's pointer.
-        unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(envoy) };
-        Ok(())
+        stream_ptr().ok_or(NO_STREAM)?;
+        // Done once the filter's callback returned (run_stream): Envoy continues inline, running
+        // the rest of the chain and the upstream filters, which must not find this one busy.
+        current(|c| c.resume = true).ok_or_else(|| NO_STREAM.to_string())
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
@@ -1360,15 +1680,9 @@ impl Host for Native {
         Ok(())
     }
 
-    fn grpc_call(
-        &self,
-        target: &str,
-        service: &str,
-        method: &str,
-        message: &[u8],
-        timeout: Duration,
-    ) -> HostResult<u32> {
-        let path = format!("/{service}/{method}");
+    fn grpc_call(&self, call: &host::GrpcCall<'_>) -> HostResult<u32> {
+        let (target, message, timeout) = (call.cluster, call.message, call.timeout);
+        let path = format!("/{}/{}", call.service, call.method);
         let kind = current(|c| c.kind).ok_or(NO_STREAM)?;
         match kind {
             ContextKind::Stream(envoy) => {
@@ -1411,9 +1725,9 @@ impl Host for Native {
                             token,
                         });
                     }
-                    config.scheduler
+                    config.scheduler()
                 })
-                .unwrap_or(0) as SchedulerPtr;
+                .unwrap_or(std::ptr::null_mut());
                 if scheduler.is_null() {
                     return Err("no scheduler".into());
                 }
@@ -1436,19 +1750,25 @@ fn register_stream_call(stream: *const Stream, callout_id: u64, token: u32) {
         return;
     }
     // SAFETY: the context's stream, alive for the callback that makes the call.
-    unsafe { &*stream }
-        .calls
-        .borrow_mut()
-        .insert(callout_id, token);
+    if let Ok(mut calls) = unsafe { &*stream }.calls.try_borrow_mut() {
+        calls.insert(callout_id, token);
+    }
+}
+
+/// Where the running callback's metric updates go: its stream, or its config.
+fn metric_target() -> Option<Target> {
+    match current(|c| c.kind)? {
+        ContextKind::Stream(envoy) => Some(Target::Stream(envoy)),
+        ContextKind::Root(envoy) => Some(Target::Config(envoy)),
+        // Envoy's counters are atomic: a worker may count through the config too.
+        ContextKind::WorkerRoot | ContextKind::Config => {
+            current_config(|config| Target::Config(config.envoy as ConfigEnvoyPtr))
+        }
+    }
 }
 
 fn add_to_metric(id: u32, value: u64, kind: MetricKind) {
-    let Some(target) = current(|c| match c.kind {
-        ContextKind::Stream(envoy) => Some(Target::Stream(envoy)),
-        ContextKind::Root(envoy) => Some(Target::Config(envoy)),
-        _ => None,
-    })
-    .flatten() else {
+    let Some(target) = metric_target() else {
         return;
     };
     current_config(|config| config.metrics.add(id, value, kind, target));

@@ -4,6 +4,7 @@
 
 use llm_core::api::{classify, ApiFlavor, Endpoint};
 use llm_core::config::ConfigError;
+use llm_core::contract::state;
 use llm_core::metrics::labeled_name;
 use llm_core::pii::{restore_json, Masked, Pii, PiiConfig, StreamFormat, StreamRestorer, Vault};
 use llm_host::{
@@ -124,7 +125,7 @@ impl PiiRequest {
             filter.count_limited(limit.as_str(), action);
         }
         if !findings.counts.is_empty() {
-            set_filter_state("llm_pii", &findings.summary());
+            set_filter_state(state::PII, &findings.summary());
         }
         match masked {
             Masked::Unchanged => Action::Continue,

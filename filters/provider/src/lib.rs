@@ -158,7 +158,7 @@ impl HttpFilter for ProviderAttempt {
         for name in self
             .headers
             .names()
-            .filter(|name| name.starts_with("x-llm-"))
+            .filter(|name| name.starts_with(llm_core::contract::HEADER_PREFIX))
         {
             llm_host::set_request_header(name, None);
         }

@@ -4,6 +4,7 @@
 
 use llm_core::api::{ApiFlavor, LocalReply};
 use llm_core::config::ConfigError;
+use llm_core::contract::{self, state};
 use llm_core::metrics::labeled_name;
 use llm_core::router::{HeadersDecision, RequestHead, Router, RouterConfig};
 use llm_host::{
@@ -16,14 +17,6 @@ use std::rc::Rc;
 // Without `module` (as in llm_gateway, which links this filter with the others) no entry point.
 #[cfg(feature = "module")]
 llm_host::wasm_module!(RouterFilter);
-
-/// Headers only this filter may set: a client-sent value is deleted before anything reads it.
-const PUBLISHED_HEADERS: [&str; 4] = [
-    "x-llm-model",
-    "x-llm-route",
-    "x-llm-stream",
-    "x-llm-max-tokens",
-];
 
 pub struct RouterFilter {
     router: Router,
@@ -118,25 +111,25 @@ impl RouterRequest {
         };
         let resolution = &routed.resolution;
         // Changing a header clears Envoy's route cache, so the route is chosen again with these.
-        llm_host::set_request_header("x-llm-model", Some(&routed.model));
-        llm_host::set_request_header("x-llm-route", Some(&resolution.route));
+        llm_host::set_request_header(contract::MODEL, Some(&routed.model));
+        llm_host::set_request_header(contract::ROUTE, Some(&resolution.route));
         // Lets llm_usage skip holding the bodies of requests that do not stream.
         llm_host::set_request_header(
-            "x-llm-stream",
+            contract::STREAM,
             Some(if routed.stream { "true" } else { "false" }),
         );
         // Lets llm_usage reserve the request's most expensive outcome against token limits and budgets.
         if let Some(max) = routed.max_output_tokens {
-            llm_host::set_request_header("x-llm-max-tokens", Some(&max.to_string()));
+            llm_host::set_request_header(contract::MAX_TOKENS, Some(&max.to_string()));
         }
         if let Some(new_body) = &routed.new_body {
             llm_host::replace_request_body(body_size, new_body);
             llm_host::set_request_header("content-length", Some(&new_body.len().to_string()));
         }
-        set_filter_state("llm_model", &routed.model);
-        set_filter_state("llm_route", &resolution.route);
-        set_filter_state("llm_upstream_model", &resolution.upstream_model);
-        set_filter_state("llm_stream", if routed.stream { "true" } else { "false" });
+        set_filter_state(state::MODEL, &routed.model);
+        set_filter_state(state::ROUTE, &resolution.route);
+        set_filter_state(state::UPSTREAM_MODEL, &resolution.upstream_model);
+        set_filter_state(state::STREAM, if routed.stream { "true" } else { "false" });
         if let Some(counter) = filter
             .routed
             .get(&(resolution.entry.clone(), resolution.route.clone()))
@@ -150,7 +143,7 @@ impl RouterRequest {
 impl HttpFilter for RouterRequest {
     fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         let headers = Headers::request();
-        for header in PUBLISHED_HEADERS {
+        for header in contract::ROUTER_HEADERS {
             if headers.contains(header) {
                 llm_host::set_request_header(header, None);
             }

@@ -8,6 +8,7 @@ use llm_core::accounting::{
 };
 use llm_core::api::{classify, ApiFlavor, Endpoint};
 use llm_core::config::ConfigError;
+use llm_core::contract::{self, state};
 use llm_core::global::{self, Descriptor};
 use llm_core::metrics::labeled_name;
 use llm_core::ratelimit::{limit_headers, DebtState, LimitUnit, Outcome, Spend};
@@ -739,17 +740,22 @@ impl HttpFilter for UsageRequest {
         self.started_ns = now_unix_nanos();
         // Published by llm_auth and llm_router, which run before this filter.
         self.consumer = headers
-            .get("x-llm-consumer")
+            .get(contract::CONSUMER)
             .unwrap_or("anonymous")
             .to_string();
-        self.model = headers.get("x-llm-model").unwrap_or("unknown").to_string();
+        self.model = headers
+            .get(contract::MODEL)
+            .unwrap_or("unknown")
+            .to_string();
         self.request_bytes = headers
             .get("content-length")
             .and_then(|l| l.parse().ok())
             .unwrap_or(0);
         let path_only = path.split('?').next().unwrap_or("");
         // llm_router publishes the body's output limit (and deletes any client copy of the header).
-        let max_output_tokens = headers.get("x-llm-max-tokens").and_then(|v| v.parse().ok());
+        let max_output_tokens = headers
+            .get(contract::MAX_TOKENS)
+            .and_then(|v| v.parse().ok());
         let estimate = self.filter.accounting.reservation(
             self.request_bytes,
             max_output_tokens,
@@ -760,7 +766,7 @@ impl HttpFilter for UsageRequest {
         }
         // Only OpenAI completions can stream without usage; read those bodies to ask for it, unless
         // llm_router (which deletes any client copy of its headers) says the request does not stream.
-        let not_streaming = headers.get("x-llm-stream") == Some("false");
+        let not_streaming = headers.get(contract::STREAM) == Some("false");
         if !end_of_stream
             && !not_streaming
             && matches!(path_only, "/v1/chat/completions" | "/v1/completions")
@@ -968,21 +974,21 @@ impl HttpFilter for UsageRequest {
             filter.metrics.borrow_mut().series.insert(key, series);
         }
 
-        set_filter_state("llm_provider", &provider);
-        set_filter_state("llm_input_tokens", &usage.input.to_string());
-        set_filter_state("llm_output_tokens", &usage.output.to_string());
-        set_filter_state("llm_cached_tokens", &usage.cached_input.to_string());
+        set_filter_state(state::PROVIDER, &provider);
+        set_filter_state(state::INPUT_TOKENS, &usage.input.to_string());
+        set_filter_state(state::OUTPUT_TOKENS, &usage.output.to_string());
+        set_filter_state(state::CACHED_TOKENS, &usage.cached_input.to_string());
         if let Some(cost) = cost {
-            set_filter_state("llm_cost_usd", &format_usd(cost));
+            set_filter_state(state::COST_USD, &format_usd(cost));
         }
         if let Some(ttft) = ttft_ms {
-            set_filter_state("llm_ttft_ms", &ttft.to_string());
+            set_filter_state(state::TTFT_MS, &ttft.to_string());
         }
         if let Some(model) = &model_reported {
-            set_filter_state("llm_response_model", model);
+            set_filter_state(state::RESPONSE_MODEL, model);
         }
         set_filter_state(
-            "llm_streamed",
+            state::STREAMED,
             if self.stream.is_some() {
                 "true"
             } else {
@@ -990,7 +996,7 @@ impl HttpFilter for UsageRequest {
             },
         );
         set_filter_state(
-            "llm_usage_estimated",
+            state::USAGE_ESTIMATED,
             if usage.estimated { "true" } else { "false" },
         );
     }

@@ -220,17 +220,7 @@ fn envoy_command(dir: &Path, config: &str, options: &EnvoyOptions) -> (Command, 
     // stdout carries the JSON access log: a file of its own, so lines never interleave with Envoy's.
     let access_log = fs::File::create(dir.join("access.log")).expect("create access log");
     let mut command = Command::new(binary);
-    // The native module: libllm_gateway.so from `make build-native`, and the environment its
-    // config asks for (see [`to_native`]).
-    command.env(
-        "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
-        repo_root().join("target/native"),
-    );
-    for line in config.lines() {
-        if let Some((name, value)) = line.strip_prefix("# env ").and_then(|l| l.split_once('=')) {
-            command.env(name, value);
-        }
-    }
+    native_module_env(&mut command, config);
     command
         .current_dir(repo_root())
         .arg("-c")
@@ -310,8 +300,13 @@ impl Envoy {
 
     /// Starts Envoy expecting it to refuse `config` and exit; returns how it ended and its log.
     pub fn start_expecting_exit(config: &str, options: &EnvoyOptions) -> EnvoyExit {
+        // Free ports: a config that loads after all must not fail on a port another run holds.
+        let mut config = config.to_string();
+        for port in [DEMO_LISTENER_PORT, DEMO_ADMIN_PORT] {
+            config = config.replace(&format!("port_value: {port} "), "port_value: 0 ");
+        }
         let dir = tempfile::tempdir().expect("temp dir");
-        let (mut command, _admin_path, log_path) = envoy_command(dir.path(), config, options);
+        let (mut command, _admin_path, log_path) = envoy_command(dir.path(), &config, options);
         let mut process = Process {
             child: spawn(&mut command),
         };
@@ -359,9 +354,15 @@ impl Envoy {
             .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
     }
 
-    /// `/stats/prometheus`.
+    /// `/stats/prometheus`. With the native module, its metrics are renamed as the Wasm modules name
+    /// them (see [`wasm_metric_names`]), so one assertion serves every packaging.
     pub fn prometheus(&self) -> String {
-        http::get(&self.admin_url("/stats/prometheus"), &[]).body
+        let text = http::get(&self.admin_url("/stats/prometheus"), &[]).body;
+        if native() {
+            wasm_metric_names(&text)
+        } else {
+            text
+        }
     }
 
     /// The value of one Prometheus sample line, e.g. `llm_filter_requests_total{filter="auth"}`.
@@ -527,6 +528,52 @@ pub fn single_module() -> bool {
     std::env::var("LLM_SINGLE_MODULE").as_deref() == Ok("1")
 }
 
+/// The native module's metrics (`envoy_llm_<name>`, and `envoy_cluster_<cluster>_llm_<name>` for
+/// llm_provider, which runs in each cluster's scope) under the Wasm modules' names (`llm_<name>`),
+/// the series of every cluster summed.
+pub fn wasm_metric_names(text: &str) -> String {
+    let mut out = String::new();
+    let mut merged: Vec<(String, f64)> = Vec::new();
+    for line in text.lines() {
+        let renamed = rename_native_metric(line);
+        let Some(renamed) = renamed else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        if renamed.starts_with('#') {
+            continue;
+        }
+        let Some((series, value)) = renamed.rsplit_once(' ') else {
+            continue;
+        };
+        let value: f64 = value.parse().unwrap_or(0.0);
+        match merged.iter_mut().find(|(s, _)| s == series) {
+            Some((_, total)) => *total += value,
+            None => merged.push((series.to_string(), value)),
+        }
+    }
+    for (series, value) in merged {
+        out.push_str(&format!("{series} {value}\n"));
+    }
+    out
+}
+
+fn rename_native_metric(line: &str) -> Option<String> {
+    let (prefix, rest) = match line.strip_prefix("# TYPE ") {
+        Some(rest) => ("# TYPE ", rest),
+        None => ("", line),
+    };
+    let name = if let Some(name) = rest.strip_prefix("envoy_llm_") {
+        name
+    } else {
+        let after_cluster = rest.strip_prefix("envoy_cluster_")?;
+        let at = after_cluster.find("_llm_")?;
+        &after_cluster[at + "_llm_".len()..]
+    };
+    Some(format!("{prefix}llm_{name}"))
+}
+
 /// Set `LLM_NATIVE=1` to run the demo's tests against the native dynamic module (libllm_gateway.so):
 /// the harness merges the four downstream filters as for llm_gateway, then loads every filter
 /// (llm_provider included) from the native module instead of Wasm.
@@ -570,14 +617,20 @@ pub fn to_native(config: &str) -> String {
             .trim();
         let value_at = block
             .iter()
-            .position(|l| l.trim() == "value: |")
+            .position(|l| l.trim() == "value: |" || l.trim().starts_with("value: '"))
             .expect("a Wasm filter's configuration value");
         let value_indent = block[value_at].len() - block[value_at].trim_start().len();
-        let json: Vec<&str> = block[value_at + 1..]
-            .iter()
-            .copied()
-            .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > value_indent)
-            .collect();
+        // `value: '<json>'` (set_filter_config's form) or a `value: |` block.
+        let json: Vec<&str> = match block[value_at].trim().strip_prefix("value: '") {
+            Some(inline) => vec![inline.strip_suffix('\'').unwrap_or(inline)],
+            None => block[value_at + 1..]
+                .iter()
+                .copied()
+                .take_while(|l| {
+                    l.trim().is_empty() || l.len() - l.trim_start().len() > value_indent
+                })
+                .collect(),
+        };
         if let Some(at) = block.iter().position(|l| l.trim() == "key_values:") {
             let kv_indent = block[at].len() - block[at].trim_start().len();
             for l in &block[at + 1..] {
@@ -592,7 +645,7 @@ pub fn to_native(config: &str) -> String {
         let pad = " ".repeat(indent);
         out.push_str(&format!(
             "{pad}\"@type\": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter\n\
-             {pad}dynamic_module_config: {{ name: llm_gateway, do_not_close: true }}\n\
+             {pad}dynamic_module_config: {{ name: llm_gateway, do_not_close: true, metrics_namespace: llm }}\n\
              {pad}filter_name: {name}\n\
              {pad}filter_config:\n\
              {pad}  \"@type\": type.googleapis.com/google.protobuf.StringValue\n\
@@ -613,6 +666,13 @@ pub fn to_native(config: &str) -> String {
         }
         i = end;
     }
+    // The merged filters' comment speaks of a Wasm VM and its failure policy.
+    let out = out.replace(
+        "one VM and one context per request. One failure policy for the four: closed, because an\n          \
+         # unauthenticated request or an unmasked prompt must never reach a provider.",
+        "one context per request, natively (filters/native/README.md): no VM and no failure policy;\n          \
+         # a panic is answered 500.",
+    );
     env.sort();
     env.dedup();
     let mut header = String::from(
@@ -806,6 +866,21 @@ pub fn shipped_envoy_configs() -> Vec<PathBuf> {
     out
 }
 
+/// What Envoy needs to load the native module: libllm_gateway.so from `make build-native` (an
+/// explicit search path: cargo's test environment puts other `libllm_gateway.so` builds on
+/// LD_LIBRARY_PATH), and the environment its config asks for (`# env` lines, see [`to_native`]).
+fn native_module_env(command: &mut Command, config: &str) {
+    command.env(
+        "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
+        repo_root().join("target/native"),
+    );
+    for line in config.lines() {
+        if let Some((name, value)) = line.strip_prefix("# env ").and_then(|l| l.split_once('=')) {
+            command.env(name, value);
+        }
+    }
+}
+
 /// Runs `envoy --mode validate` on `config`; returns whether it passed and Envoy's output.
 /// Validation runs the filters' configuration checks, so environment variables the config reads
 /// (`host_env_keys`) get a placeholder when unset, as scripts/validate-configs.sh does.
@@ -819,6 +894,7 @@ pub fn validate_config_with_env(config: &Path, env: &[(&str, &str)]) -> (bool, S
     let binary = envoy_binary().expect("Envoy binary (see require_envoy!)");
     let text = fs::read_to_string(config).unwrap_or_default();
     let mut command = Command::new(binary);
+    native_module_env(&mut command, &text);
     command.envs(env.iter().copied());
     for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
         if let Some(list) = line

@@ -324,7 +324,7 @@ fn a_missing_credential_variable_is_refused_at_startup() {
         .log
         .lines()
         .find(|l| l.contains("invalid configuration"))
-        .expect("an error line");
+        .unwrap_or_else(|| panic!("no error line in:\n{}", exit.log));
     assert!(
         line.contains("llm_provider: invalid configuration: field `providers.openai.api_key_env`"),
         "{line}"

@@ -160,6 +160,9 @@ fn a_panicking_filter_follows_its_failure_policy() {
         // One module, one policy: tests/integration/tests/gateway.rs checks llm_gateway's.
         return;
     }
+    if integration::native() {
+        return a_panic_in_the_native_module_is_a_500_and_the_worker_goes_on();
+    }
     let fault = |name: &str| format!("target/fault/wasm32-wasip1/release/{name}.wasm");
     for name in ["llm_auth", "llm_usage"] {
         assert!(
@@ -220,6 +223,63 @@ fn a_panicking_filter_follows_its_failure_policy() {
         .envoy
         .log()
         .contains("fault injected by x-fault-inject"));
+}
+
+/// The native module has no failure policy (it runs in Envoy's process): a panic is caught at the
+/// FFI boundary, that request gets a 500 in OpenAI shape, and the same worker serves the next ones.
+fn a_panic_in_the_native_module_is_a_500_and_the_worker_goes_on() {
+    let fault_dir = integration::repo_root().join("target/fault/native");
+    assert!(
+        fault_dir.join("libllm_gateway.so").exists(),
+        "{}/libllm_gateway.so is missing: run `make build-fault`",
+        fault_dir.display()
+    );
+    let options = integration::EnvoyOptions {
+        concurrency: 1,
+        ..integration::EnvoyOptions::default()
+    };
+    let demo = Demo::start_with_options(
+        |config| {
+            // The module built with the test-only `fault-injection` feature.
+            format!(
+                "# env ENVOY_DYNAMIC_MODULES_SEARCH_PATH={}\n{config}",
+                fault_dir.display()
+            )
+        },
+        &options,
+    );
+    let url = demo.envoy.url("/v1/chat/completions");
+    let body = ask("gpt-4o-mini").to_string();
+    let send = |fault: Option<&str>| {
+        let mut headers = vec![KEY];
+        if let Some(filter) = fault {
+            headers.push(("x-fault-inject", filter));
+        }
+        post_json(&url, &headers, &body)
+    };
+    assert_eq!(send(None).status, 200, "the fault build works normally");
+    let before = demo.openai.requests().len();
+    for _ in 0..2 {
+        let failed = send(Some("llm_gateway"));
+        assert_eq!(failed.status, 500, "{}", failed.body);
+        assert_eq!(failed.json()["error"]["code"], "internal_error");
+    }
+    assert_eq!(
+        demo.openai.requests().len(),
+        before,
+        "nothing reached the provider"
+    );
+    for _ in 0..3 {
+        let response = send(None);
+        assert_eq!(response.status, 200, "{}", response.body);
+    }
+    assert_eq!(http::get(&demo.envoy.admin_url("/ready"), &[]).status, 200);
+    let log = demo.envoy.log();
+    assert_eq!(
+        log.matches("a filter panicked").count(),
+        1,
+        "logged once: {log}"
+    );
 }
 
 /// A POST of a small chat request with `extra` header lines (raw bytes) and the demo key unless

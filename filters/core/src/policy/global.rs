@@ -170,7 +170,9 @@ pub enum Scope {
 /// The compiled service settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
-    /// Serialized `GrpcService` naming the cluster (ASCII, so it passes as the host call's string).
+    /// The Envoy cluster of the service.
+    pub cluster: String,
+    /// Serialized `GrpcService` naming the cluster (ASCII, so it passes as proxy-wasm's string).
     pub target: String,
     pub domain: String,
     pub timeout: Duration,
@@ -208,6 +210,7 @@ impl Service {
         let target = String::from_utf8(target)
             .map_err(|_| ConfigError::new(format!("{path}.cluster"), "must be ASCII"))?;
         Ok(Service {
+            cluster: config.cluster.clone(),
             target,
             domain: config.domain.clone(),
             timeout: Duration::from_millis(config.timeout_ms),

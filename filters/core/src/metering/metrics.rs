@@ -46,7 +46,7 @@ pub fn labeled_name(base: &str, labels: &[(&str, &str)]) -> String {
 }
 
 /// Every metric family the filters report: name, whether it is a histogram, and its labels in the
-/// order the filters pass them. Hosts that must declare metrics before traffic (Envoy's dynamic
+/// order Prometheus shows them (the shipped `stats_tags` order for the Wasm modules). Hosts that must declare metrics before traffic (Envoy's dynamic
 /// modules freeze definitions once a filter config is loaded) declare these; proxy-wasm needs none.
 pub const FAMILIES: &[(&str, bool, &[&str])] = &[
     ("llm_filter_requests_total", false, &["filter"]),
@@ -60,7 +60,7 @@ pub const FAMILIES: &[(&str, bool, &[&str])] = &[
     ("llm_router_requests_total", false, &["model", "route"]),
     ("llm_router_rejected_total", false, &["reason"]),
     ("llm_pii_detections_total", false, &["entity", "action"]),
-    ("llm_pii_scan_limited_total", false, &["reason", "action"]),
+    ("llm_pii_scan_limited_total", false, &["action", "reason"]),
     ("llm_provider_attempts_total", false, &["provider"]),
     ("llm_provider_translated_total", false, &["provider"]),
     (

@@ -311,7 +311,7 @@ impl Providers {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
                     || credential
-                    || header.starts_with("x-llm-")
+                    || header.starts_with(crate::contract::HEADER_PREFIX)
                 {
                     return Err(ConfigError::new(
                         format!("providers.{name}.forward_headers[{i}]"),
