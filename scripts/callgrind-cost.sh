@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 requests=${1:-200}
-variants=${VARIANTS:-bare chain-downstream single-downstream single}
+variants=${VARIANTS:-bare chain-downstream single-downstream single native}
 work=$(mktemp -d)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -38,7 +38,10 @@ for variant in $variants; do
   admin=$(free_port); listener=$(free_port)
   target/release/throughput --print-config "$mock_port" "$variant" |
     sed "0,/port_value: 0 }/s//port_value: $admin }/; 0,/port_value: 0 }/s//port_value: $listener }/" > "$work/$variant.yaml"
-  valgrind --tool=callgrind --smc-check=all-non-file --instr-atstart=no \
+  # The native module (variant `native`): found in target/native, provider keys from `# env` lines.
+  native_env=(ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$PWD/target/native")
+  while IFS= read -r line; do native_env+=("${line#\# env }"); done < <(grep '^# env [A-Za-z_][A-Za-z0-9_]*=' "$work/$variant.yaml" || true)
+  env "${native_env[@]}" valgrind --tool=callgrind --smc-check=all-non-file --instr-atstart=no \
     --callgrind-out-file="$work/$variant.out" "$envoy" -c "$work/$variant.yaml" --concurrency 1 \
     -l warning --base-id "$listener" > "$work/$variant.log" 2>&1 &
   pid=$!; pids+=("$pid")
@@ -51,8 +54,11 @@ for variant in $variants; do
   sleep 1
   total=$(grep -ah '^totals:\|^summary:' "$work/$variant.out".* | grep -o '[0-9]*' | sort -n | tail -1)
   stats=$(curl -s "127.0.0.1:$admin/stats/prometheus")
-  for module in $(grep -o 'root_id: llm_[a-z]*' "$work/$variant.yaml" | sed 's/root_id: llm_//' | sort -u); do
-    counted=$(grep -o "^llm_filter_requests_total{filter=\"$module\"} [0-9]*" <<<"$stats" | awk '{print $2}')
+  modules=$(grep -o 'root_id: llm_[a-z]*\|filter_name: llm_[a-z]*' "$work/$variant.yaml" | sed 's/.*: llm_//' | sort -u || true)
+  for module in $modules; do
+    counted=$(grep -o "^\(envoy_\)\?llm_filter_requests_total{filter=\"$module\"} [0-9]*" <<<"$stats" | awk '{print $2}' || true)
+    # The native module's llm_provider counts in its cluster's scope.
+    [[ -z $counted ]] && counted=$(grep -o "^envoy_cluster_[a-z_]*_llm_filter_requests_total{filter=\"$module\"} [0-9]*" <<<"$stats" | awk '{s += $2} END {print s}' || true)
     if [[ ${counted:-0} -ne $((requests + 50)) ]]; then
       echo "$variant: llm_$module counted ${counted:-no} requests of $((requests + 50)): its VM did not run" \
         "them (Envoy log: $(grep -m1 -o 'Wasm VM failed.*\|Failed to create.*' "$work/$variant.log"))" >&2
