@@ -5,11 +5,12 @@ use llm_core::anthropic::{error_to_openai, messages_response_to_chat, StreamTran
 use llm_core::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind};
 use llm_core::config::ConfigError;
 use llm_core::metrics::labeled_name;
-use llm_core::provider::{Attempt, ProviderConfig, Providers, StreamFlags};
+use llm_core::provider::{Attempt, AttemptOrigins, Origin, ProviderConfig, Providers, StreamFlags};
 use llm_host::{
     now_unix_nanos, request_body, request_trailers, send_local_reply, Action, BodyBuffer, Counter,
     Filter, Headers, HoldsRequestBody, HttpFilter,
 };
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -21,6 +22,8 @@ pub struct ProviderFilter {
     attempts: HashMap<String, Counter>,
     /// `llm_provider_translated_total{provider=...}`: attempts translated to the Anthropic format.
     translated: HashMap<String, Counter>,
+    /// The client's path and authority by request id, for the retries of a request.
+    origins: RefCell<AttemptOrigins>,
 }
 
 impl Filter for ProviderFilter {
@@ -49,6 +52,7 @@ impl Filter for ProviderFilter {
             providers,
             attempts,
             translated,
+            origins: RefCell::new(AttemptOrigins::default()),
         })
     }
 
@@ -85,6 +89,34 @@ struct ProviderAttempt {
 }
 
 impl ProviderAttempt {
+    /// Envoy gives every attempt of a request the same headers but the client's body: a retry finds
+    /// the path, authority and body length the previous attempt's provider needed, and starts again
+    /// from the client's.
+    fn start_from_the_clients_request_line(&mut self) {
+        let Some(request_id) = self.headers.get("x-request-id").map(str::to_string) else {
+            return;
+        };
+        let current = Origin {
+            path: self.headers.get(":path").unwrap_or_default().to_string(),
+            authority: self.headers.get(":authority").map(str::to_string),
+            content_length: self.headers.get("content-length").map(str::to_string),
+        };
+        let origin = self
+            .filter
+            .origins
+            .borrow_mut()
+            .attempt(&request_id, current.clone());
+        let Some(origin) = origin.filter(|origin| *origin != current) else {
+            return;
+        };
+        llm_host::set_request_header(":path", Some(&origin.path));
+        if let Some(authority) = &origin.authority {
+            llm_host::set_request_header(":authority", Some(authority));
+        }
+        llm_host::set_request_header("content-length", origin.content_length.as_deref());
+        self.headers = Headers::request();
+    }
+
     fn apply_headers(&self, attempt: &Attempt, model: Option<&str>) {
         let plan = self.filter.providers.headers(attempt, model);
         // Only allow-listed client headers reach the provider (organization, project and beta
@@ -155,6 +187,7 @@ impl HttpFilter for ProviderAttempt {
         // Internal facts never leave the gateway. Headers are shared across attempts, so every
         // change below replaces or removes; nothing is added twice.
         self.headers = Headers::request();
+        self.start_from_the_clients_request_line();
         for name in self
             .headers
             .names()
@@ -606,5 +639,71 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("LLM_PROVIDER_TEST_never_set_"), "{err}");
+    }
+
+    /// Envoy hands a retry the header map the previous attempt left (with its rewritten path,
+    /// credential and body length) and the client's own body: the retry starts from the client's.
+    #[test]
+    fn a_retry_after_an_anthropic_attempt_starts_from_the_clients_request() {
+        let test = "retry";
+        fake::reset();
+        std::env::set_var(
+            format!("LLM_PROVIDER_TEST_{test}_OPENAI"),
+            "sk-openai-retry",
+        );
+        std::env::set_var(
+            format!("LLM_PROVIDER_TEST_{test}_ANTHROPIC"),
+            "sk-ant-retry",
+        );
+        let loaded =
+            llm_host::configure::<ProviderFilter>(config(test).as_bytes()).expect("config");
+        let body = request_body(false);
+        let length = body.len().to_string();
+        let mut headers = CHAT.to_vec();
+        headers.push(("content-length", &length));
+
+        let set_provider = |provider: &str| {
+            fake::with(|s| {
+                s.properties
+                    .insert(PROVIDER.into(), provider.as_bytes().to_vec())
+            })
+        };
+        set_provider("anthropic");
+        let mut first = Stream::new(loaded.new_stream());
+        first.request_headers(&headers, false);
+        first.request_body(&body, true);
+        assert_eq!(
+            fake::request_header(":path").as_deref(),
+            Some("/v1/messages")
+        );
+        let translated_length = fake::request_header("content-length").unwrap();
+        assert_ne!(translated_length, length);
+
+        // The retry: the same (rewritten) header map, the client's body, an OpenAI-format endpoint.
+        let left: Vec<(String, String)> = fake::with(|s| s.request_headers.clone());
+        let left: Vec<(&str, &str)> = left.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        fake::with(|s| s.request_body.clear());
+        set_provider("openai");
+        let mut second = Stream::new(loaded.new_stream());
+        second.request_headers(&left, false);
+        second.request_body(&body, true);
+        assert!(second.reply().is_none(), "{:?}", second.reply());
+        assert_eq!(
+            fake::request_header(":path").as_deref(),
+            Some("/v1/chat/completions")
+        );
+        assert_eq!(
+            fake::request_header(":authority").as_deref(),
+            Some("gateway.local")
+        );
+        assert_eq!(fake::request_header("content-length"), Some(length));
+        assert_eq!(
+            fake::request_header("authorization").as_deref(),
+            Some("Bearer sk-openai-retry")
+        );
+        for leftover in ["x-api-key", "anthropic-version"] {
+            assert_eq!(fake::request_header(leftover), None, "{leftover}");
+        }
+        assert_eq!(second.upstream_body(), body.as_slice());
     }
 }

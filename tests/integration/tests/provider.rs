@@ -377,3 +377,65 @@ fn only_allow_listed_client_headers_reach_the_provider() {
     let line = demo.envoy.access_log(1).into_iter().next().unwrap();
     assert_eq!(line["path"], "/v1/chat/completions", "{line}");
 }
+
+/// Envoy hands every attempt the same request headers, so what one attempt's llm_provider rewrote
+/// (the path to `/v1/messages`, Anthropic's headers) is what the next attempt finds. A pool whose
+/// first priority speaks Anthropic's format and fails must still reach the OpenAI-format second
+/// priority with the client's own path and body.
+#[test]
+fn failover_from_an_anthropic_format_endpoint_to_an_openai_format_one() {
+    require_envoy!();
+    let demo = Demo::start_with(|config| {
+        let openai_port = {
+            let at = config.find("cluster_name: mock_openai").unwrap();
+            let rest = &config[at..];
+            let port = rest.find("port_value: ").unwrap() + "port_value: ".len();
+            rest[port..].split(' ').next().unwrap().to_string()
+        };
+        let pool = config.find("cluster_name: pool_gpt_4o").unwrap();
+        let (head, tail) = config.split_at(pool);
+        // Priority 0 (the always-503 mock) now claims Anthropic's format; priority 1 is the
+        // OpenAI-format mock.
+        let tail = tail.replacen(
+            "metadata: { filter_metadata: { llm: { provider: openai } } }",
+            "metadata: { filter_metadata: { llm: { provider: anthropic } } }",
+            1,
+        );
+        let second = tail.find("priority: 1").unwrap();
+        let (first_part, second_part) = tail.split_at(second);
+        let anthropic_port_at = second_part.find("port_value: ").unwrap() + "port_value: ".len();
+        let anthropic_port = second_part[anthropic_port_at..].split(' ').next().unwrap();
+        let second_part = second_part
+            .replacen(
+                &format!("port_value: {anthropic_port} "),
+                &format!("port_value: {openai_port} "),
+                1,
+            )
+            .replacen(
+                "metadata: { filter_metadata: { llm: { provider: anthropic } } }",
+                "metadata: { filter_metadata: { llm: { provider: openai } } }",
+                1,
+            );
+        format!("{head}{first_part}{second_part}")
+    });
+    let response = demo.chat(
+        &[],
+        &json!({"model": "gpt-4o", "messages": [{"role": "system", "content": "Be brief."},
+                                               {"role": "user", "content": "failover"}]}),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.header("x-mock-instance"), Some("openai"));
+    // The first attempt went out in Anthropic's format, the second in the client's own.
+    let first = &demo.unavailable.requests()[0];
+    assert_eq!(first["path"], "/v1/messages");
+    let sent = demo.openai.requests();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["path"], "/v1/chat/completions");
+    let body = &sent[0]["json"];
+    assert_eq!(body["messages"][0]["role"], "system", "{body}");
+    assert_eq!(body["model"], "gpt-4o", "{body}");
+    let headers = sent[0]["headers"].to_string();
+    assert!(!headers.contains("anthropic-version"), "{headers}");
+    assert!(!headers.contains(DEMO_ANTHROPIC_KEY), "{headers}");
+    assert!(headers.contains(DEMO_OPENAI_KEY), "{headers}");
+}

@@ -582,6 +582,46 @@ fn with_query(path: String, query: Option<&str>) -> String {
     }
 }
 
+/// The client's request line (and body length) as the first attempt saw it, by request id. Envoy hands every attempt
+/// of a request (retries, failover) the same header map, so an attempt finds the path and authority
+/// the previous attempt's provider needed (`/v1/messages`, say): each attempt starts again from the
+/// client's. Bounded: the oldest entries go first (retries follow within seconds).
+#[derive(Debug, Default)]
+pub struct AttemptOrigins {
+    by_request: HashMap<String, Origin>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// What the client sent, before any attempt rewrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub path: String,
+    pub authority: Option<String>,
+    /// The body each attempt starts from is the client's (Envoy replays it); its length too.
+    pub content_length: Option<String>,
+}
+
+/// Requests remembered per worker: far more than a worker has in retry at once.
+const MAX_ORIGINS: usize = 4096;
+
+impl AttemptOrigins {
+    /// The origin of `request_id` if an earlier attempt saw it; otherwise records `current` as the
+    /// origin and returns `None` (this is the first attempt).
+    pub fn attempt(&mut self, request_id: &str, current: Origin) -> Option<Origin> {
+        if let Some(origin) = self.by_request.get(request_id) {
+            return Some(origin.clone());
+        }
+        if self.order.len() >= MAX_ORIGINS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_request.remove(&oldest);
+            }
+        }
+        self.order.push_back(request_id.to_string());
+        self.by_request.insert(request_id.to_string(), current);
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -897,5 +937,35 @@ mod tests {
         let err =
             parse::<ProviderConfig>(br#"{"providers":{"a":{"format":"gemini"}}}"#).unwrap_err();
         assert_eq!(err.path, "providers.a.format");
+    }
+
+    #[test]
+    fn a_retry_starts_from_the_clients_request_line() {
+        let mut origins = AttemptOrigins::default();
+        let client = Origin {
+            path: "/v1/chat/completions".into(),
+            authority: Some("gateway".into()),
+            content_length: Some("120".into()),
+        };
+        assert_eq!(origins.attempt("r1", client.clone()), None);
+        let rewritten = Origin {
+            path: "/v1/messages".into(),
+            authority: Some("api.anthropic.com".into()),
+            content_length: Some("98".into()),
+        };
+        assert_eq!(origins.attempt("r1", rewritten), Some(client));
+        // Bounded: the oldest request is forgotten first.
+        for i in 0..MAX_ORIGINS {
+            origins.attempt(
+                &format!("other-{i}"),
+                Origin {
+                    path: "/".into(),
+                    authority: None,
+                    content_length: None,
+                },
+            );
+        }
+        assert_eq!(origins.by_request.len(), MAX_ORIGINS);
+        assert!(!origins.by_request.contains_key("r1"));
     }
 }
