@@ -187,3 +187,48 @@ fn requests_over_the_scan_caps_are_refused_or_counted() {
         Some(1.0)
     );
 }
+
+/// Fields beyond the messages reach providers too: `user`, names, metadata, tool descriptions,
+/// Anthropic's `metadata.user_id` and document sources leave masked; ids and models do not change.
+#[test]
+fn every_string_a_provider_reads_leaves_masked() {
+    require_envoy!();
+    let demo = Demo::start();
+    let mail = "jane.doe@example.com";
+    let response = demo.chat(
+        &[],
+        &json!({"model": "gpt-4o-mini", "user": mail, "metadata": {"owner": mail},
+                "messages": [{"role": "user", "name": mail, "content": "hi"}],
+                "tools": [{"type": "function", "function": {"name": "send",
+                           "description": format!("mails {mail}"), "parameters": {"type": "object"}}}]}),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    let sent = &demo.openai.requests()[0];
+    assert!(
+        !sent["body"].as_str().unwrap().contains("jane.doe"),
+        "{sent}"
+    );
+    assert_eq!(sent["json"]["user"], "<EMAIL_1>");
+    assert_eq!(sent["json"]["model"], "gpt-4o-mini");
+    assert_eq!(
+        sent["json"]["tools"][0]["function"]["parameters"]["type"],
+        "object"
+    );
+
+    let native = post_json(
+        &demo.envoy.url("/v1/messages"),
+        &[KEY, ("anthropic-version", "2023-06-01")],
+        &json!({"model": "claude-sonnet-4-5", "max_tokens": 20, "metadata": {"user_id": mail},
+                "messages": [{"role": "user", "content": [
+                    {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                                    "data": format!("memo for {mail}")}},
+                    {"type": "text", "text": "summarize"}]}]})
+        .to_string(),
+    );
+    assert_eq!(native.status, 200, "{}", native.body);
+    let sent = &demo.anthropic.requests()[0];
+    assert!(
+        !sent["body"].as_str().unwrap().contains("jane.doe"),
+        "{sent}"
+    );
+}

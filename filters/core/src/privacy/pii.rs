@@ -466,107 +466,42 @@ impl Pii {
         changed.then_some(out)
     }
 
-    fn scan_value(&self, value: &mut Value, vault: &mut Vault, findings: &mut Findings) -> bool {
+    /// Scans every string of a request except the known non-text ones (see [`is_not_text`]).
+    fn scan_request(&self, value: &mut Value, vault: &mut Vault, findings: &mut Findings) -> bool {
         match value {
-            Value::String(text) => match self.scan_text(text, vault, findings) {
-                Some(new) => {
-                    *text = new;
-                    true
+            Value::String(text) => {
+                if is_media(text) {
+                    return false;
                 }
-                None => false,
-            },
-            Value::Array(items) => {
-                let mut changed = false;
-                for item in items {
-                    changed |= self.scan_value(item, vault, findings);
-                }
-                changed
-            }
-            Value::Object(map) => {
-                let mut changed = false;
-                for item in map.values_mut() {
-                    changed |= self.scan_value(item, vault, findings);
-                }
-                changed
-            }
-            _ => false,
-        }
-    }
-
-    /// Scans a message/content structure: strings, `text` of text parts, `content` of tool results,
-    /// the `input` of tool uses; leaves types, ids, URLs and images alone.
-    fn scan_content(
-        &self,
-        content: &mut Value,
-        vault: &mut Vault,
-        findings: &mut Findings,
-    ) -> bool {
-        match content {
-            Value::String(_) => self.scan_value(content, vault, findings),
-            Value::Array(parts) => {
-                let mut changed = false;
-                for part in parts {
-                    let Some(object) = part.as_object_mut() else {
-                        continue;
-                    };
-                    let kind = object
-                        .get("type")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string();
-                    for field in ["text", "content", "input"] {
-                        let applies = match field {
-                            "text" => {
-                                matches!(kind.as_str(), "text" | "input_text" | "output_text")
-                            }
-                            "content" => kind == "tool_result",
-                            _ => kind == "tool_use",
-                        };
-                        if applies {
-                            if let Some(inner) = object.get_mut(field) {
-                                changed |= if field == "content" {
-                                    self.scan_content(inner, vault, findings)
-                                } else {
-                                    self.scan_value(inner, vault, findings)
-                                };
-                            }
-                        }
+                match self.scan_text(text, vault, findings) {
+                    Some(new) => {
+                        *text = new;
+                        true
                     }
+                    None => false,
+                }
+            }
+            Value::Array(items) => items.iter_mut().fold(false, |changed, item| {
+                self.scan_request(item, vault, findings) | changed
+            }),
+            Value::Object(map) => {
+                let base64_source = map.get("type").and_then(Value::as_str) == Some("base64");
+                let mut changed = false;
+                for (key, item) in map.iter_mut() {
+                    if item.is_string() && (is_not_text(key) || (base64_source && key == "data")) {
+                        continue;
+                    }
+                    changed |= self.scan_request(item, vault, findings);
                 }
                 changed
             }
             _ => false,
         }
-    }
-
-    fn scan_messages(
-        &self,
-        messages: Option<&mut Value>,
-        vault: &mut Vault,
-        findings: &mut Findings,
-    ) -> bool {
-        let mut changed = false;
-        for message in messages.and_then(Value::as_array_mut).into_iter().flatten() {
-            if let Some(content) = message.get_mut("content") {
-                changed |= self.scan_content(content, vault, findings);
-            }
-            for call in message
-                .get_mut("tool_calls")
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(arguments) = call.pointer_mut("/function/arguments") {
-                    changed |= self.scan_value(arguments, vault, findings);
-                }
-            }
-        }
-        changed
     }
 }
 
 /// Walks a JSON document without building it, asking of every string value whether a detector could
-/// match in it. A superset of what `mask_request` scans (every string, not only prompt fields), so
+/// match in it. A superset of what `mask_request` scans (every string, identifiers included), so
 /// `Ok(false)` proves there is nothing to mask; `Err` is invalid JSON or "found one" (stops early).
 struct StringScan<'p>(&'p Pii);
 
@@ -697,41 +632,21 @@ impl Pii {
             return (Masked::Refused(reply), findings);
         };
         let path = path.split('?').next().unwrap_or(path);
-        let mut changed = false;
-        match path {
-            "/v1/chat/completions" => {
-                changed |= self.scan_messages(request.get_mut("messages"), vault, &mut findings)
-            }
-            "/v1/completions" => {
-                if let Some(prompt) = request.get_mut("prompt") {
-                    changed |= self.scan_value(prompt, vault, &mut findings);
-                }
-            }
-            "/v1/embeddings" => {
-                if let Some(input) = request.get_mut("input") {
-                    changed |= self.scan_value(input, vault, &mut findings);
-                }
-            }
-            "/v1/responses" => {
-                if let Some(instructions) = request.get_mut("instructions") {
-                    changed |= self.scan_value(instructions, vault, &mut findings);
-                }
-                match request.get_mut("input") {
-                    Some(input @ Value::String(_)) => {
-                        changed |= self.scan_value(input, vault, &mut findings)
-                    }
-                    Some(input) => changed |= self.scan_messages(Some(input), vault, &mut findings),
-                    None => {}
-                }
-            }
-            "/v1/messages" | "/v1/messages/count_tokens" => {
-                if let Some(system) = request.get_mut("system") {
-                    changed |= self.scan_content(system, vault, &mut findings);
-                }
-                changed |= self.scan_messages(request.get_mut("messages"), vault, &mut findings);
-            }
-            _ => return (Masked::Unchanged, findings),
+        if !matches!(
+            path,
+            "/v1/chat/completions"
+                | "/v1/completions"
+                | "/v1/embeddings"
+                | "/v1/responses"
+                | "/v1/messages"
+                | "/v1/messages/count_tokens"
+        ) {
+            return (Masked::Unchanged, findings);
         }
+        // Every string a model may read, in every API shape: rather than a list of prompt fields
+        // (which misses `user`, names, metadata, tool descriptions, documents, URLs, ...), all
+        // strings but the known non-text ones.
+        let changed = self.scan_request(&mut request, vault, &mut findings);
         if findings.limited == Some(ScanLimit::Findings) && self.limits.on_limit == OnLimit::Block {
             let reply = error_reply(
                 flavor,
@@ -773,6 +688,50 @@ impl Pii {
             }
         }
     }
+}
+
+/// Keys whose string values are identifiers, enumerations or model names in the request shapes of
+/// the OpenAI and Anthropic APIs: never text a person wrote, so never scanned (a `name`, a URL or
+/// an unknown field is scanned).
+const NOT_TEXT_KEYS: &[&str] = &[
+    "model",
+    "role",
+    "type",
+    "id",
+    "object",
+    "tool_call_id",
+    "call_id",
+    "tool_use_id",
+    "previous_response_id",
+    "conversation",
+    "media_type",
+    "encoding_format",
+    "service_tier",
+    "reasoning_effort",
+    "effort",
+    "detail",
+    "format",
+    "voice",
+    "truncation",
+    "status",
+    "signature",
+    "tool_choice",
+    "prompt_cache_key",
+];
+
+fn is_not_text(key: &str) -> bool {
+    NOT_TEXT_KEYS.contains(&key)
+}
+
+/// Inline media (a `data:` URL, or a long run of base64 without spaces): encoded bytes, not text.
+fn is_media(text: &str) -> bool {
+    if text.starts_with("data:") && text.contains(";base64,") {
+        return true;
+    }
+    text.len() >= 256
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
 }
 
 fn restore_all(value: &mut Value, vault: &Vault) -> bool {
@@ -1096,16 +1055,18 @@ mod tests {
             sent["messages"][1]["content"][0]["text"],
             "I am <EMAIL_2>, call <PHONE_1>; again <EMAIL_2>"
         );
-        assert_eq!(
-            sent["messages"][1]["content"][1]["image_url"]["url"],
-            "https://x.example/jane@example.com.png",
-            "URLs are not prompt text"
+        let url = sent["messages"][1]["content"][1]["image_url"]["url"]
+            .as_str()
+            .unwrap();
+        assert!(
+            !url.contains("jane@example.com"),
+            "URLs leave masked too: {url}"
         );
         assert_eq!(
             sent["messages"][2]["tool_calls"][0]["function"]["arguments"],
             "{\"to\":\"<EMAIL_2>\"}"
         );
-        assert_eq!(findings.summary(), "email=4,phone=1");
+        assert_eq!(findings.summary(), "email=5,phone=1");
         assert_eq!(
             vault
                 .restore("Hi <EMAIL_2>, I called <PHONE_1> (<EMAIL_9>)")
@@ -1118,6 +1079,67 @@ mod tests {
             _ => unreachable!(),
         };
         assert!(text.starts_with("{\"model\":\"m\",\"messages\""), "{text}");
+    }
+
+    /// Every field the issue found unscanned, in each API shape, leaves masked; identifiers,
+    /// enumerations and inline media are left alone.
+    #[test]
+    fn every_field_a_model_reads_is_masked() {
+        let p = pii("{}");
+        let mail = "jane@example.com";
+        let image = format!("data:image/png;base64,{}", "QUJD".repeat(100));
+        let chat = json!({"model": "m", "user": mail, "metadata": {"owner": mail},
+            "prediction": {"type": "content", "content": format!("to {mail}")},
+            "messages": [
+                {"role": "user", "name": mail, "content": [
+                    {"type": "text", "text": "hi"},
+                    {"type": "image_url", "image_url": {"url": image.clone(), "detail": "auto"}}]},
+                {"role": "assistant", "function_call": {"name": "f", "arguments": format!("{{\"to\":\"{mail}\"}}")}},
+                {"role": "tool", "tool_call_id": "call_1", "content": mail}],
+            "tools": [{"type": "function", "function": {"name": "send", "description": format!("sends to {mail}"),
+                       "parameters": {"type": "object", "properties": {"to": {"type": "string", "description": mail}}}}}]});
+        let (masked, findings, _) = mask(&p, "/v1/chat/completions", &chat);
+        let sent = rewritten(&masked);
+        assert!(!sent.to_string().contains(mail), "{sent}");
+        assert_eq!(findings.summary(), "email=8");
+        assert_eq!(
+            sent["messages"][0]["content"][1]["image_url"]["url"],
+            image.as_str()
+        );
+        assert_eq!(sent["messages"][2]["tool_call_id"], "call_1");
+        assert_eq!(
+            sent["tools"][0]["function"]["parameters"]["properties"]["to"]["type"],
+            "string"
+        );
+
+        let completion = json!({"model": "m", "prompt": "a", "suffix": format!("b {mail}")});
+        let (masked, _, _) = mask(&p, "/v1/completions", &completion);
+        assert!(!rewritten(&masked).to_string().contains(mail));
+
+        let responses = json!({"model": "m", "input": [
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": format!("{{\"to\":\"{mail}\"}}")},
+            {"type": "function_call_output", "call_id": "c1", "output": format!("sent to {mail}")}]});
+        let (masked, findings, _) = mask(&p, "/v1/responses", &responses);
+        let sent = rewritten(&masked);
+        assert!(!sent.to_string().contains(mail), "{sent}");
+        assert_eq!(findings.summary(), "email=2");
+        assert_eq!(sent["input"][1]["call_id"], "c1");
+
+        let pdf = "JVBERi0xLjQK".repeat(40);
+        let messages = json!({"model": "m", "max_tokens": 10, "metadata": {"user_id": mail},
+            "messages": [{"role": "user", "content": [
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": format!("memo for {mail}")}},
+                {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": pdf.clone()}},
+                {"type": "search_result", "source": "https://example.com", "title": "t",
+                 "content": [{"type": "text", "text": format!("write to {mail}")}]}]}]});
+        let (masked, findings, _) = mask(&p, "/v1/messages", &messages);
+        let sent = rewritten(&masked);
+        assert!(!sent.to_string().contains(mail), "{sent}");
+        assert_eq!(findings.summary(), "email=3");
+        assert_eq!(
+            sent["messages"][0]["content"][1]["source"]["data"],
+            pdf.as_str()
+        );
     }
 
     #[test]
@@ -1155,12 +1177,16 @@ mod tests {
         let (masked, _) =
             raw(r#"{"model":"m","messages":[{"role":"user","content":"about Project Falcon"}]}"#);
         assert!(matches!(masked, Masked::Rewritten(_)), "{masked:?}");
-        // A match outside prompt fields sends the body down the full path, which leaves it alone.
+        // Outside the messages too: `user` reaches the provider, so it is masked.
         let (masked, findings) = raw(
             r#"{"model":"m","user":"jane@example.com","messages":[{"role":"user","content":"hi"}]}"#,
         );
+        assert!(matches!(masked, Masked::Rewritten(_)), "{masked:?}");
+        assert_eq!(findings.summary(), "email=1");
+        // Identifiers and enumerations are not text: an e-mail-like model name is left alone.
+        let (masked, _) =
+            raw(r#"{"model":"jane@example.com","messages":[{"role":"user","content":"hi"}]}"#);
         assert_eq!(masked, Masked::Unchanged);
-        assert!(findings.counts.is_empty());
         // Invalid JSON is refused whether or not it looks clean, trailing garbage included.
         for body in [
             r#"{"model":"m","messages":[]"#,
