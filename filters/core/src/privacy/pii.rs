@@ -399,6 +399,11 @@ impl Pii {
         }
         let enabled =
             |kind: Builtin| self.actions.get(&kind).copied().unwrap_or(Action::Off) != Action::Off;
+        // Detectors see the text as a reader would (no invisible characters, fullwidth forms as
+        // ASCII); the spans are mapped back, so the original bytes of a value are masked whole.
+        let normalized = Normalized::of(text);
+        let original = text;
+        let text = normalized.as_ref().map_or(text, |n| n.text.as_str());
         // (start, end, stem, config key, action); built-ins first, then custom types that do not overlap.
         let spans: Vec<(usize, usize, String, String, Action)> = self
             .detectors
@@ -445,6 +450,12 @@ impl Pii {
             spans.truncate(room);
             findings.limited = Some(ScanLimit::Findings);
         }
+        if let Some(normalized) = &normalized {
+            for span in &mut spans {
+                (span.0, span.1) = normalized.original_span(span.0, span.1);
+            }
+        }
+        let text = original;
         spans.sort_by_key(|(start, ..)| *start);
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
@@ -563,6 +574,13 @@ impl<'de> serde::de::Visitor<'de> for &StringScan<'_> {
 impl Pii {
     /// Whether a detector or a configured type could match somewhere in `text`.
     fn may_match(&self, text: &str) -> bool {
+        if let Some(normalized) = Normalized::of(text) {
+            return self.may_match_exactly(&normalized.text);
+        }
+        self.may_match_exactly(text)
+    }
+
+    fn may_match_exactly(&self, text: &str) -> bool {
         self.detectors.may_match(text)
             || self
                 .extras
@@ -687,6 +705,69 @@ impl Pii {
                 (Masked::Refused(reply), findings)
             }
         }
+    }
+}
+
+/// A text as detectors should read it, with the way back to the original's bytes: invisible
+/// characters (zero-width, bidi controls, soft hyphen, word joiners, byte-order mark, Unicode tags)
+/// are dropped, fullwidth ASCII forms and the ideographic space become ASCII. Obfuscation with them
+/// (`jane\u{200B}@example.com`, `ｊａｎｅ＠example.com`) no longer hides a value.
+struct Normalized {
+    text: String,
+    /// For each byte of `text`: the original byte range of the character it came from.
+    origin: Vec<(usize, usize)>,
+}
+
+impl Normalized {
+    /// `None` when the text has nothing to normalize (ASCII is the common case and costs one pass).
+    fn of(text: &str) -> Option<Normalized> {
+        if text.is_ascii() || !text.chars().any(|c| invisible(c) || folded(c).is_some()) {
+            return None;
+        }
+        let mut normalized = Normalized {
+            text: String::with_capacity(text.len()),
+            origin: Vec::with_capacity(text.len()),
+        };
+        for (at, c) in text.char_indices() {
+            if invisible(c) {
+                continue;
+            }
+            let range = (at, at + c.len_utf8());
+            let c = folded(c).unwrap_or(c);
+            normalized.text.push(c);
+            for _ in 0..c.len_utf8() {
+                normalized.origin.push(range);
+            }
+        }
+        Some(normalized)
+    }
+
+    /// The original byte range of the normalized `start..end` (characters the normalization dropped
+    /// inside it are part of it).
+    fn original_span(&self, start: usize, end: usize) -> (usize, usize) {
+        let first = self.origin.get(start).map_or(0, |r| r.0);
+        let last = end
+            .checked_sub(1)
+            .and_then(|i| self.origin.get(i))
+            .map_or(first, |r| r.1);
+        (first, last.max(first))
+    }
+}
+
+/// Characters that render as nothing and only serve to split a value for a pattern matcher.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FE00}'..='\u{FE0F}' | '\u{E0000}'..='\u{E007F}')
+}
+
+/// Fullwidth ASCII forms (`＠`, `１`, `ａ`) and the ideographic space, as ASCII.
+fn folded(c: char) -> Option<char> {
+    match c {
+        '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0),
+        '\u{3000}' => Some(' '),
+        _ => None,
     }
 }
 
@@ -1139,6 +1220,46 @@ mod tests {
         assert_eq!(
             sent["messages"][0]["content"][1]["source"]["data"],
             pdf.as_str()
+        );
+    }
+
+    /// Invisible characters and fullwidth forms do not hide a value, and the original bytes of the
+    /// value are masked whole (the zero-width character inside it included), then restored exactly.
+    #[test]
+    fn obfuscated_values_are_found_and_masked_whole() {
+        let p = pii("{}");
+        for text in [
+            "mail jane\u{200B}.doe@exam\u{200D}ple.com now",
+            "mail ｊａｎｅ.doe＠example.com now",
+            "mail jane.doe@\u{FEFF}example.com now",
+            "call +1 415 555\u{2060} 2671 now",
+            "call ＋１ ４１５ ５５５ ２６７１ now",
+        ] {
+            let mut vault = Vault::default();
+            let mut findings = Findings::default();
+            let masked = p.scan_text(text, &mut vault, &mut findings).expect(text);
+            assert!(
+                masked.starts_with("mail <EMAIL_1> now")
+                    || masked.starts_with("call <PHONE_1> now"),
+                "{text:?} -> {masked:?}"
+            );
+            assert_eq!(
+                vault.restore(&masked).as_deref(),
+                Some(text),
+                "restored exactly"
+            );
+        }
+        // The quick clean check sees through it too.
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": "ｊａｎｅ＠example.com"}]});
+        let (masked, findings, _) = mask(&p, "/v1/chat/completions", &body);
+        assert!(matches!(masked, Masked::Rewritten(_)), "{masked:?}");
+        assert_eq!(findings.summary(), "email=1");
+        // Text with invisible characters but no PII is left as it is.
+        let mut vault = Vault::default();
+        let mut findings = Findings::default();
+        assert_eq!(
+            p.scan_text("zero\u{200B}width ｔｅｘｔ", &mut vault, &mut findings),
+            None
         );
     }
 
