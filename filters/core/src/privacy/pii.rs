@@ -1263,6 +1263,108 @@ mod tests {
         );
     }
 
+    /// No partial leaks, as a property over generated texts: values of every masked type, plain,
+    /// with an invisible character inside or in fullwidth form, between words and punctuation
+    /// (1500 texts from a fixed seed). After
+    /// masking, outside the placeholders there is no digit run and no `@` (the filler has none), a
+    /// second scan finds nothing, and restoring gives the original text byte for byte.
+    #[test]
+    fn masking_never_leaves_part_of_a_value() {
+        let p = pii("{}");
+        let values = [
+            "jane.doe@example.com",
+            "a.b-c_d@mail.example.co.uk",
+            "+1 415 555 2671",
+            "4111 1111 1111 1111",
+            "5500-0000-0000-0004",
+            "192.168.10.20",
+            "DE89 3704 0044 0532 0130 00",
+        ];
+        for value in values {
+            let mut vault = Vault::default();
+            let mut findings = Findings::default();
+            let masked = p.scan_text(value, &mut vault, &mut findings);
+            assert!(
+                masked.is_some_and(|m| m.starts_with('<')),
+                "precondition: {value}"
+            );
+        }
+        let filler = [
+            "hello", "please", "send", "to", "and", "(", ")", ",", ".", ":", "\"", "[", "]", "-",
+            "or",
+        ];
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let placeholder = crate::regex_engine::Regex::new(r"<[A-Z_]+_[0-9]+>").unwrap();
+        for round in 0..1500 {
+            let mut text = String::new();
+            for _ in 0..(1 + next(6)) {
+                // At least one word between values: numbers side by side ("2671 4111 1111 …") are
+                // ambiguous to the digit patterns, a case left to #22 item 5.
+                text.push_str(["hello", "please", "send", "to", "and", "or"][next(6)]);
+                text.push(' ');
+                for _ in 0..next(3) {
+                    text.push_str(filler[next(filler.len())]);
+                    text.push(' ');
+                }
+                let value = values[next(values.len())];
+                let value: String = match next(3) {
+                    0 => value.to_string(),
+                    1 => {
+                        let cut = value
+                            .char_indices()
+                            .map(|(i, _)| i)
+                            .nth(1 + next(value.len() - 2))
+                            .unwrap();
+                        format!("{}\u{200B}{}", &value[..cut], &value[cut..])
+                    }
+                    _ => value
+                        .chars()
+                        .map(|c| match c {
+                            '!'..='~' => char::from_u32(c as u32 + 0xFEE0).unwrap(),
+                            other => other,
+                        })
+                        .collect(),
+                };
+                text.push_str(&value);
+                // Values end where people end them: a space or punctuation, never glued to a word
+                // (glued values are a recall question of their own, #22 item 5).
+                text.push_str([" ", ", ", ". ", ") ", "\" ", "; "][next(6)]);
+            }
+            let mut vault = Vault::default();
+            let mut findings = Findings::default();
+            let masked = p
+                .scan_text(&text, &mut vault, &mut findings)
+                .unwrap_or_else(|| panic!("round {round}: nothing found in {text:?}"));
+            let outside = placeholder.replace_all(&masked, " ");
+            let normalized = Normalized::of(&outside).map_or(outside.to_string(), |n| n.text);
+            assert!(
+                !normalized.contains('@')
+                    && !normalized
+                        .as_bytes()
+                        .windows(2)
+                        .any(|w| w.iter().all(u8::is_ascii_digit)),
+                "round {round}: part of a value left in {masked:?} (from {text:?})"
+            );
+            let mut again = Findings::default();
+            assert_eq!(
+                p.scan_text(&masked, &mut Vault::default(), &mut again),
+                None,
+                "round {round}: {masked:?}"
+            );
+            assert_eq!(
+                vault.restore(&masked).as_deref(),
+                Some(text.as_str()),
+                "round {round}"
+            );
+        }
+    }
+
     #[test]
     fn a_clean_body_is_left_alone() {
         let p = pii("{}");

@@ -431,6 +431,7 @@ impl Detectors {
 
     pub fn find(&self, text: &str, enabled: &dyn Fn(Builtin) -> bool) -> Vec<Found> {
         let mut found: Vec<(usize, Found)> = Vec::new();
+        // (pattern index, candidate) of every validated match, for the overlap resolution below.
         if !self.may_match(text) {
             return Vec::new();
         }
@@ -439,27 +440,123 @@ impl Detectors {
                 continue;
             }
             for m in pattern.regex.find_iter(text) {
-                if (pattern.validate)(m.as_str(), text, m.start()) {
+                if let Some((from, to)) = valid_span(pattern, m.as_str(), text, m.start()) {
                     found.push((
                         rank,
                         Found {
-                            start: m.start(),
-                            end: m.end(),
+                            start: m.start() + from,
+                            end: m.start() + to,
                             kind: pattern.kind,
                         },
                     ));
                 }
             }
         }
-        found.sort_by_key(|(rank, f)| (std::cmp::Reverse(f.end - f.start), *rank, f.start));
+        // Overlaps: the stronger evidence wins (a checksum over a digit-count rule: secrets, cards,
+        // IBANs, then SSNs, e-mail, IP addresses, phones last), then the longer match. A loser that
+        // only ran into a kept value keeps its own valid part ("… 2671) 4111 1111 …": the phone
+        // without the card's first group), so neither value is left partly in the clear.
+        found.sort_by_key(|(rank, f)| {
+            (
+                strength(f.kind),
+                std::cmp::Reverse(f.end - f.start),
+                *rank,
+                f.start,
+            )
+        });
         let mut kept = Spans::default();
-        for (_, candidate) in found {
-            kept.insert_if_free(candidate.start, candidate.end, candidate);
+        for (rank, candidate) in found {
+            if kept.insert_if_free(candidate.start, candidate.end, candidate) {
+                continue;
+            }
+            let Some(pattern) = self.patterns.get(rank) else {
+                continue;
+            };
+            let whole = text.get(candidate.start..candidate.end).unwrap_or("");
+            let free = readings(whole).into_iter().find(|&(from, to)| {
+                let (start, end) = (candidate.start + from, candidate.start + to);
+                kept.is_free(start, end)
+                    && whole
+                        .get(from..to)
+                        .is_some_and(|part| (pattern.validate)(part, text, start))
+            });
+            if let Some((from, to)) = free {
+                let (start, end) = (candidate.start + from, candidate.start + to);
+                kept.insert_if_free(
+                    start,
+                    end,
+                    Found {
+                        start,
+                        end,
+                        ..candidate
+                    },
+                );
+            }
         }
         let mut kept: Vec<Found> = kept.into_values();
         kept.sort_by_key(|f| f.start);
         kept
     }
+}
+
+/// How many shorter readings of a match are tried (keeps the work per match bounded).
+const MAX_READINGS: usize = 32;
+
+/// Which detector's finding wins an overlap: checksums before digit-count rules.
+fn strength(kind: Builtin) -> u8 {
+    match kind {
+        Builtin::Secret => 0,
+        Builtin::CreditCard => 1,
+        Builtin::Iban => 2,
+        Builtin::UsSsn => 3,
+        Builtin::Email => 4,
+        Builtin::IpAddress => 5,
+        Builtin::Phone => 6,
+    }
+}
+
+/// The shorter readings of a match that begin and end at separators (` `, `-`, `.`, `/`), longest
+/// first, at most [`MAX_READINGS`]: ranges of `candidate`.
+fn readings(candidate: &str) -> Vec<(usize, usize)> {
+    let separator = |c: char| matches!(c, ' ' | '-' | '.' | '/');
+    let mut cuts = vec![0];
+    let mut ends = vec![candidate.len()];
+    for (i, c) in candidate.char_indices().filter(|(_, c)| separator(*c)) {
+        cuts.push(i + c.len_utf8());
+        ends.push(i);
+    }
+    let mut readings: Vec<(usize, usize)> = cuts
+        .iter()
+        .flat_map(|&from| ends.iter().map(move |&to| (from, to)))
+        .filter(|&(from, to)| from < to && (from, to) != (0, candidate.len()))
+        .filter(|&(from, to)| {
+            candidate
+                .get(from..to)
+                .is_some_and(|part| !part.starts_with(separator) && !part.ends_with(separator))
+        })
+        .collect();
+    readings.sort_by_key(|&(from, to)| (std::cmp::Reverse(to - from), from));
+    readings.truncate(MAX_READINGS);
+    readings
+}
+
+/// The valid value in `candidate`, a match starting at `start` of `text`, as a range of
+/// `candidate`: the whole match, or, when a greedy match took in digits of a neighbouring value
+/// (an IP address's last group before a card number), its longest valid reading. `None`: no value.
+fn valid_span(
+    pattern: &Pattern,
+    candidate: &str,
+    text: &str,
+    start: usize,
+) -> Option<(usize, usize)> {
+    if (pattern.validate)(candidate, text, start) {
+        return Some((0, candidate.len()));
+    }
+    readings(candidate).into_iter().find(|&(from, to)| {
+        candidate
+            .get(from..to)
+            .is_some_and(|part| (pattern.validate)(part, text, start + from))
+    })
 }
 
 #[cfg(test)]
