@@ -83,8 +83,8 @@ build-ratelimit: setup
 build-fault: setup
 	cargo build --release --target $(WASM_TARGET) -p llm-auth -p llm-usage --features llm-host/fault-injection --target-dir target/fault
 	cargo build --release --target $(WASM_TARGET) -p llm-gateway --features llm-host/fault-injection --target-dir target/fault
-	cargo build --profile native -p llm-native --features llm-host/fault-injection --target-dir target/fault
-	cp target/fault/native/libllm_gateway_native.so target/fault/native/libllm_gateway.so
+	cargo build --profile native-fault -p llm-native --features llm-host/fault-injection --target-dir target/fault
+	mkdir -p target/fault/native && cp target/fault/native-fault/libllm_gateway_native.so target/fault/native/libllm_gateway.so
 
 test: build build-fault build-native
 	$(MAKE) --no-print-directory test-host test-wasm validate test-integration
