@@ -39,8 +39,7 @@ for variant in $variants; do
   target/release/throughput --print-config "$mock_port" "$variant" |
     sed "0,/port_value: 0 }/s//port_value: $admin }/; 0,/port_value: 0 }/s//port_value: $listener }/" > "$work/$variant.yaml"
   # The native module (variant `native`): found in target/native, provider keys from `# env` lines.
-  native_env=(ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$PWD/target/native")
-  while IFS= read -r line; do native_env+=("${line#\# env }"); done < <(grep '^# env [A-Za-z_][A-Za-z0-9_]*=' "$work/$variant.yaml" || true)
+  mapfile -t native_env < <(scripts/native-env.sh "$work/$variant.yaml")
   env "${native_env[@]}" valgrind --tool=callgrind --smc-check=all-non-file --instr-atstart=no \
     --callgrind-out-file="$work/$variant.out" "$envoy" -c "$work/$variant.yaml" --concurrency 1 \
     -l warning --base-id "$listener" > "$work/$variant.log" 2>&1 &

@@ -35,8 +35,7 @@ trap stop_all EXIT
 "$MOCK" --listen 127.0.0.1:18082 --name unavailable --always-status 503 & pids+=($!)
 # The native module (envoy/demo-native.yaml) is found in target/native and reads the provider keys
 # from Envoy's environment: its config lists them in `# env NAME=value` lines (demo keys only).
-native_env=(ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$PWD/target/native")
-while IFS= read -r line; do native_env+=("${line#\# env }"); done < <(grep '^# env [A-Za-z_][A-Za-z0-9_]*=' "$DEMO_CONFIG" || true)
+mapfile -t native_env < <(scripts/native-env.sh "$DEMO_CONFIG")
 # Envoy's own log at warning level keeps the terminal for the JSON access log (one line per request).
 env "${native_env[@]}" "$ENVOY_BIN" -c "$DEMO_CONFIG" --concurrency 2 --use-dynamic-base-id --log-level warning \
   --file-flush-interval-msec 200 & pids+=($!)

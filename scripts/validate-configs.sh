@@ -17,8 +17,8 @@ validate() {
     [[ -n ${!name:-} ]] || placeholders+=("$name=validate-placeholder")
   done
   # The native module's configs name the environment it reads in `# env NAME=value` lines.
-  while IFS= read -r line; do placeholders+=("${line#\# env }"); done < <(grep '^# env [A-Za-z_][A-Za-z0-9_]*=' "$config" || true)
-  if output=$(env "${placeholders[@]}" ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$PWD/target/native" "$ENVOY_BIN" --mode validate --use-dynamic-base-id -c "$config" 2>&1); then
+  mapfile -t -O "${#placeholders[@]}" placeholders < <(scripts/native-env.sh "$config")
+  if output=$(env "${placeholders[@]}" "$ENVOY_BIN" --mode validate --use-dynamic-base-id -c "$config" 2>&1); then
     echo "valid: $config" > "$result"
   else
     { echo "INVALID: $config"; echo "$output" | grep -E 'critical|error' | tail -5; } > "$result"

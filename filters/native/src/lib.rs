@@ -541,27 +541,28 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
             .map(|mut outbox| std::mem::take(&mut *outbox))
             .unwrap_or_default();
         for call in calls {
-            let headers = grpc_headers(&call.cluster, &call.path);
-            let mut module_headers: Vec<ModuleHeader> = headers
-                .iter()
-                .map(|(k, v)| ModuleHeader::of(k.as_bytes(), v.as_bytes()))
-                .collect();
-            let body = grpc_frame(&call.message);
-            let mut callout_id = 0u64;
-            // SAFETY: main thread, Envoy's config pointer; buffers live across the call.
-            let result = unsafe {
-                envoy_dynamic_module_callback_http_filter_config_http_callout(
-                    envoy,
-                    &mut callout_id,
-                    ModuleBuffer::of(call.cluster.as_bytes()),
-                    module_headers.as_mut_ptr(),
-                    module_headers.len(),
-                    ModuleBuffer::of(&body),
-                    duration_ms(call.timeout),
-                )
-            };
+            let callout = grpc_callout(
+                &call.cluster,
+                &call.path,
+                &call.message,
+                call.timeout,
+                |args| {
+                    // SAFETY: main thread, Envoy's config pointer; the arguments' buffers live across the call.
+                    unsafe {
+                        envoy_dynamic_module_callback_http_filter_config_http_callout(
+                            envoy,
+                            args.id,
+                            args.cluster,
+                            args.headers,
+                            args.headers_len,
+                            args.body,
+                            args.timeout_ms,
+                        )
+                    }
+                },
+            );
             let factory = thread_instance(config.id);
-            if result == CALLOUT_INIT_SUCCESS {
+            if let Ok(callout_id) = callout {
                 ROOT_CALLS.with(|c| c.borrow_mut().insert((config.id, callout_id), call.token));
             } else if let Some(factory) = factory {
                 with_context(Context::root(config, envoy), || {
@@ -1039,6 +1040,47 @@ fn grpc_headers(cluster: &str, path: &str) -> Vec<(String, String)> {
         ("content-type".into(), "application/grpc".into()),
         ("te".into(), "trailers".into()),
     ]
+}
+
+/// The arguments of a one-shot HTTP callout (the stream's or the config's).
+struct CalloutArgs {
+    id: *mut u64,
+    cluster: ModuleBuffer,
+    headers: *mut ModuleHeader,
+    headers_len: usize,
+    body: ModuleBuffer,
+    timeout_ms: u64,
+}
+
+/// A unary gRPC call as an HTTP/2 callout to `cluster` (the ABI has no gRPC callouts): the
+/// callout's id, or Envoy's refusal status. `send` makes the stream's or the config's callout.
+fn grpc_callout(
+    cluster: &str,
+    path: &str,
+    message: &[u8],
+    timeout: Duration,
+    send: impl FnOnce(CalloutArgs) -> i32,
+) -> Result<u64, i32> {
+    let headers = grpc_headers(cluster, path);
+    let mut module_headers: Vec<ModuleHeader> = headers
+        .iter()
+        .map(|(k, v)| ModuleHeader::of(k.as_bytes(), v.as_bytes()))
+        .collect();
+    let body = grpc_frame(message);
+    let mut id = 0u64;
+    let result = send(CalloutArgs {
+        id: &mut id,
+        cluster: ModuleBuffer::of(cluster.as_bytes()),
+        headers: module_headers.as_mut_ptr(),
+        headers_len: module_headers.len(),
+        body: ModuleBuffer::of(&body),
+        timeout_ms: duration_ms(timeout),
+    });
+    if result == CALLOUT_INIT_SUCCESS {
+        Ok(id)
+    } else {
+        Err(result)
+    }
 }
 
 /// A gRPC message with its length-prefixed framing (uncompressed).
@@ -1686,28 +1728,21 @@ impl Host for Native {
         let kind = current(|c| c.kind).ok_or(NO_STREAM)?;
         match kind {
             ContextKind::Stream(envoy) => {
-                let headers = grpc_headers(target, &path);
-                let mut module_headers: Vec<ModuleHeader> = headers
-                    .iter()
-                    .map(|(k, v)| ModuleHeader::of(k.as_bytes(), v.as_bytes()))
-                    .collect();
-                let body = grpc_frame(message);
-                let mut callout_id = 0u64;
-                // SAFETY: the running hook's pointer; buffers live across the call.
-                let result = unsafe {
-                    envoy_dynamic_module_callback_http_filter_http_callout(
-                        envoy,
-                        &mut callout_id,
-                        ModuleBuffer::of(target.as_bytes()),
-                        module_headers.as_mut_ptr(),
-                        module_headers.len(),
-                        ModuleBuffer::of(&body),
-                        duration_ms(timeout),
-                    )
-                };
-                if result != CALLOUT_INIT_SUCCESS {
-                    return Err(format!("callout to {target} refused (status {result})"));
-                }
+                let callout_id = grpc_callout(target, &path, message, timeout, |args| {
+                    // SAFETY: the running hook's pointer; the arguments' buffers live across the call.
+                    unsafe {
+                        envoy_dynamic_module_callback_http_filter_http_callout(
+                            envoy,
+                            args.id,
+                            args.cluster,
+                            args.headers,
+                            args.headers_len,
+                            args.body,
+                            args.timeout_ms,
+                        )
+                    }
+                })
+                .map_err(|result| format!("callout to {target} refused (status {result})"))?;
                 let token = next_token();
                 let stream = current(|c| c.stream).unwrap_or(std::ptr::null());
                 register_stream_call(stream, callout_id, token);

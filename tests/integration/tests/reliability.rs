@@ -189,15 +189,7 @@ fn a_panicking_filter_follows_its_failure_policy() {
         },
         &options,
     );
-    let url = demo.envoy.url("/v1/chat/completions");
-    let body = ask("gpt-4o-mini").to_string();
-    let send = |fault: Option<&str>| {
-        let mut headers = vec![KEY];
-        if let Some(filter) = fault {
-            headers.push(("x-fault-inject", filter));
-        }
-        post_json(&url, &headers, &body)
-    };
+    let send = |fault: Option<&str>| chat_with_fault(&demo, fault);
     assert_eq!(send(None).status, 200, "the fault builds work normally");
 
     // llm_usage fails open: the panicking request fails, later ones pass without it.
@@ -248,15 +240,7 @@ fn a_panic_in_the_native_module_is_a_500_and_the_worker_goes_on() {
         },
         &options,
     );
-    let url = demo.envoy.url("/v1/chat/completions");
-    let body = ask("gpt-4o-mini").to_string();
-    let send = |fault: Option<&str>| {
-        let mut headers = vec![KEY];
-        if let Some(filter) = fault {
-            headers.push(("x-fault-inject", filter));
-        }
-        post_json(&url, &headers, &body)
-    };
+    let send = |fault: Option<&str>| chat_with_fault(&demo, fault);
     assert_eq!(send(None).status, 200, "the fault build works normally");
     let before = demo.openai.requests().len();
     for _ in 0..2 {
@@ -280,6 +264,19 @@ fn a_panic_in_the_native_module_is_a_500_and_the_worker_goes_on() {
         1,
         "logged once: {log}"
     );
+}
+
+/// A small chat request with the demo key, asking `fault` (a filter's name) to panic if set.
+fn chat_with_fault(demo: &Demo, fault: Option<&str>) -> http::Response {
+    let mut headers = vec![KEY];
+    if let Some(filter) = fault {
+        headers.push(("x-fault-inject", filter));
+    }
+    post_json(
+        &demo.envoy.url("/v1/chat/completions"),
+        &headers,
+        &ask("gpt-4o-mini").to_string(),
+    )
 }
 
 /// A POST of a small chat request with `extra` header lines (raw bytes) and the demo key unless

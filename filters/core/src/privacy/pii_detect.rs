@@ -501,6 +501,8 @@ impl Detectors {
 
 /// How many shorter readings of a match are tried (keeps the work per match bounded).
 const MAX_READINGS: usize = 32;
+/// Readings start at one of the first, and end at one of the last, this many group boundaries.
+const READING_CUTS: usize = 6;
 
 /// Which detector's finding wins an overlap: checksums before digit-count rules.
 fn strength(kind: Builtin) -> u8 {
@@ -519,12 +521,17 @@ fn strength(kind: Builtin) -> u8 {
 /// first, at most [`MAX_READINGS`]: ranges of `candidate`.
 fn readings(candidate: &str) -> Vec<(usize, usize)> {
     let separator = |c: char| matches!(c, ' ' | '-' | '.' | '/');
+    // Readings start at one of the first cuts and end at one of the last ends: a handful of pairs
+    // however many groups a long rejected match has (this runs on every rejected match).
     let mut cuts = vec![0];
     let mut ends = vec![candidate.len()];
     for (i, c) in candidate.char_indices().filter(|(_, c)| separator(*c)) {
         cuts.push(i + c.len_utf8());
         ends.push(i);
     }
+    cuts.truncate(READING_CUTS);
+    ends.reverse();
+    ends.truncate(READING_CUTS);
     let mut readings: Vec<(usize, usize)> = cuts
         .iter()
         .flat_map(|&from| ends.iter().map(move |&to| (from, to)))
