@@ -114,3 +114,39 @@ fn the_module_exports_every_hook_envoy_requires() {
         }
     }
 }
+
+/// Bad configuration of the native module makes Envoy refuse it with one line naming the field
+/// (never echoing the value), as with the Wasm modules; an unknown `filter_name` is named too.
+#[test]
+fn the_native_module_refuses_bad_config_naming_the_field() {
+    integration::require_envoy!();
+    let demo = fs::read_to_string(repo_root().join("envoy/demo-native.yaml")).unwrap();
+    let cases = [
+        (
+            demo.replacen(
+                "\"router\": {",
+                "\"router\": {\"bogus_field\": \"sk-secret-value-123\",",
+                1,
+            ),
+            "llm_gateway: invalid configuration: field `router.bogus_field`",
+        ),
+        (
+            demo.replacen("filter_name: llm_provider", "filter_name: llm_bogus", 1),
+            "unknown filter_name \"llm_bogus\"",
+        ),
+    ];
+    for (config, expected) in cases {
+        assert_ne!(config, demo, "the edit applies");
+        let exit = integration::Envoy::start_expecting_exit(
+            &config,
+            &integration::EnvoyOptions::default(),
+        );
+        assert!(!exit.status.success(), "Envoy accepted: {expected}");
+        let lines: Vec<&str> = exit.log.lines().filter(|l| l.contains(expected)).collect();
+        assert_eq!(lines.len(), 1, "{expected} in:\n{}", exit.log);
+        assert!(
+            !exit.log.contains("sk-secret-value-123"),
+            "the value leaked"
+        );
+    }
+}
