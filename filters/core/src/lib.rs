@@ -5,6 +5,7 @@
 //! under wasm. The folders follow a request's journey:
 //! - `wire/`: the wire formats clients and providers speak, and the translation between them;
 //! - `policy/`: who is calling, what it may use, where it goes, and its limits;
+//! - `caching/`: the response cache;
 //! - `privacy/`: PII detection, masking and restoring;
 //! - `metering/`: usage, cost, token limits and budgets, and the metrics that report them.
 //!
@@ -40,6 +41,14 @@ pub mod privacy {
     pub mod pii_detect;
 }
 
+/// Response caching: keys, the shared-data store, and replaying answers in the caller's shape.
+pub mod caching {
+    pub mod cache;
+    pub mod key;
+    pub mod replay;
+    pub mod store;
+}
+
 /// Usage, cost, token limits, budgets and metrics.
 pub mod metering {
     pub mod accounting;
@@ -47,6 +56,7 @@ pub mod metering {
     pub mod usage;
 }
 
+pub use caching::cache;
 pub use metering::{accounting, metrics, usage};
 pub use policy::{auth, global, ratelimit, router};
 #[cfg(any(feature = "regex", feature = "regex-lite"))]

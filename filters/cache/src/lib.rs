@@ -1,0 +1,814 @@
+//! `llm_cache`: answers repeated requests from a cache in Envoy's shared data, as JSON or as a
+//! synthesised stream, and stores complete answers on the way back.
+//!
+//! Thin glue: keys, the store and replay live in `llm_core::caching`. See README.md.
+
+use llm_core::cache::{self, Cache, CacheConfig, CacheRequest, Directive, Scope};
+use llm_core::caching::key::{CacheApi, KeyParts};
+use llm_core::caching::replay::{self, Assembler, Complete};
+use llm_core::caching::store::{Entry, Lookup, SharedData, WriteError};
+use llm_core::config::ConfigError;
+use llm_core::contract::{self, state};
+use llm_core::metrics::labeled_name;
+use llm_host::host::SharedWriteError;
+use llm_host::{
+    request_body, request_trailers, set_filter_state, Action, BodyBuffer, Counter, Filter, Headers,
+    HoldsRequestBody, HttpFilter,
+};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+// Without `module` (as in llm_gateway, which links this filter with the others) no entry point.
+#[cfg(feature = "module")]
+llm_host::wasm_module!(CacheFilter);
+
+/// The response header that tells the client what the cache did.
+pub const CACHE_HEADER: &str = "x-llm-cache";
+
+/// Shared data through the host.
+struct HostShared;
+
+impl SharedData for HostShared {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), String> {
+        llm_host::current().shared_get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), WriteError> {
+        llm_host::current()
+            .shared_set(key, value, cas)
+            .map_err(|err| match err {
+                SharedWriteError::CasMismatch => WriteError::CasMismatch,
+                SharedWriteError::Failed(why) => WriteError::Failed(why),
+            })
+    }
+}
+
+/// The label a model's series carry: configured models by name, every other model as `other`
+/// (client input never makes a label).
+const OTHER_MODEL: &str = "other";
+
+/// Counters of one model.
+#[derive(Debug, Default, Clone, Copy)]
+struct ModelCounters {
+    lookups: Option<Counter>,
+    hits: Option<Counter>,
+    misses: Option<Counter>,
+    stores: Option<Counter>,
+    saved_input: Option<Counter>,
+    saved_output: Option<Counter>,
+}
+
+impl ModelCounters {
+    fn define(model: &str) -> Self {
+        let counter = |base: &str, extra: &[(&str, &str)]| {
+            let mut labels = vec![("model", model)];
+            labels.extend_from_slice(extra);
+            Counter::define(&labeled_name(base, &labels))
+        };
+        ModelCounters {
+            lookups: counter("llm_cache_lookups_total", &[]),
+            hits: counter("llm_cache_hits_total", &[("kind", "exact")]),
+            misses: counter("llm_cache_misses_total", &[]),
+            stores: counter("llm_cache_stores_total", &[]),
+            saved_input: counter("llm_cache_saved_tokens_total", &[("kind", "input")]),
+            saved_output: counter("llm_cache_saved_tokens_total", &[("kind", "output")]),
+        }
+    }
+}
+
+fn bump(counter: Option<Counter>, by: u64) {
+    if let Some(counter) = counter {
+        counter.increment(by);
+    }
+}
+
+/// Why a request was not looked up, or an answer not stored (the `reason` label).
+const BYPASS_REASONS: [&str; 4] = ["no_store", "disabled", "not_deterministic", "invalid_body"];
+const NOT_STORED_REASONS: [&str; 4] = ["status", "incomplete", "too_large", "encoded"];
+
+pub struct CacheFilter {
+    cache: Cache,
+    models: HashMap<String, ModelCounters>,
+    other: ModelCounters,
+    bypassed: HashMap<&'static str, Option<Counter>>,
+    not_stored: HashMap<&'static str, Option<Counter>>,
+    evictions: Option<Counter>,
+    store_errors: Option<Counter>,
+}
+
+impl CacheFilter {
+    fn counters(&self, model: &str) -> ModelCounters {
+        self.models.get(model).copied().unwrap_or(self.other)
+    }
+}
+
+impl Filter for CacheFilter {
+    const NAME: &'static str = "llm_cache";
+    type Config = CacheConfig;
+
+    fn from_config(config: CacheConfig) -> Result<Self, ConfigError> {
+        let cache = Cache::compile(config)?;
+        cache.store().ensure(&HostShared);
+        let models = cache
+            .configured_models()
+            .map(|model| (model.to_string(), ModelCounters::define(model)))
+            .collect();
+        let reasons = |base: &str, reasons: &[&'static str]| {
+            reasons
+                .iter()
+                .map(|reason| {
+                    (
+                        *reason,
+                        Counter::define(&labeled_name(base, &[("reason", reason)])),
+                    )
+                })
+                .collect()
+        };
+        Ok(CacheFilter {
+            models,
+            other: ModelCounters::define(OTHER_MODEL),
+            bypassed: reasons("llm_cache_bypass_total", &BYPASS_REASONS),
+            not_stored: reasons("llm_cache_not_stored_total", &NOT_STORED_REASONS),
+            evictions: Counter::define("llm_cache_evictions_total"),
+            store_errors: Counter::define("llm_cache_store_errors_total"),
+            cache,
+        })
+    }
+
+    fn http_filter(self: &Rc<Self>) -> Box<dyn HttpFilter> {
+        Box::new(CacheStream {
+            filter: Rc::clone(self),
+            api: CacheApi::ChatCompletions,
+            directive: Directive::Normal,
+            consumer: String::new(),
+            route: String::new(),
+            body: BodyBuffer::default(),
+            status: None,
+            pending: None,
+            response: Response::Pass,
+        })
+    }
+}
+
+/// What the cache tells the client (`x-llm-cache`) and the access log (`llm_cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Hit,
+    Miss,
+    Bypass,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Hit => "hit",
+            Status::Miss => "miss",
+            Status::Bypass => "bypass",
+        }
+    }
+}
+
+/// A request whose answer is to be stored.
+struct Pending {
+    request: CacheRequest,
+    model: String,
+    ttl_seconds: u64,
+}
+
+enum Response {
+    /// Not stored: passes untouched.
+    Pass,
+    Json(Vec<u8>),
+    Stream(Box<Assembler>),
+}
+
+struct CacheStream {
+    filter: Rc<CacheFilter>,
+    api: CacheApi,
+    directive: Directive,
+    consumer: String,
+    route: String,
+    body: BodyBuffer,
+    status: Option<Status>,
+    pending: Option<Pending>,
+    response: Response,
+}
+
+impl CacheStream {
+    fn bypass(&mut self, reason: &'static str) -> Action {
+        if let Some(counter) = self.filter.bypassed.get(reason) {
+            bump(*counter, 1);
+        }
+        self.status = Some(Status::Bypass);
+        set_filter_state(state::CACHE, Status::Bypass.as_str());
+        Action::Continue
+    }
+
+    fn not_stored(&mut self, reason: &'static str) {
+        if let Some(counter) = self.filter.not_stored.get(reason) {
+            bump(*counter, 1);
+        }
+        self.pending = None;
+        self.response = Response::Pass;
+    }
+
+    fn on_body(&mut self, size: usize) -> Action {
+        let body = llm_host::read_request_body(size);
+        let filter = Rc::clone(&self.filter);
+        let Some(parsed) = cache::parse_body(&body) else {
+            return self.bypass("invalid_body");
+        };
+        // The model the provider will be asked for: llm_router has already resolved aliases and
+        // splits into the body.
+        let model = parsed.model().to_string();
+        let policy = filter.cache.policy(&model, &self.consumer);
+        if !policy.enabled {
+            return self.bypass("disabled");
+        }
+        let scope = match policy.scope {
+            Scope::Consumer => self.consumer.as_str(),
+            Scope::Shared => "",
+        };
+        let parts = KeyParts {
+            api: self.api,
+            route: &self.route,
+            model: &model,
+            scope,
+        };
+        let request = parsed.request(&parts);
+        if policy.only_deterministic && !request.deterministic {
+            return self.bypass("not_deterministic");
+        }
+        let counters = filter.counters(&model);
+        let now_ns = llm_host::now_unix_nanos();
+        let now_s = now_ns / 1_000_000_000;
+        if self.directive == Directive::Normal {
+            bump(counters.lookups, 1);
+            match filter
+                .cache
+                .store()
+                .lookup(&HostShared, &request.digest, now_s)
+            {
+                Lookup::Hit(entry) => {
+                    if self.reply_from(&request, &entry, now_ns) {
+                        bump(counters.hits, 1);
+                        bump(counters.saved_input, u64::from(entry.input_tokens));
+                        bump(counters.saved_output, u64::from(entry.output_tokens));
+                        return Action::Pause;
+                    }
+                    bump(counters.misses, 1);
+                }
+                Lookup::Miss | Lookup::Expired => bump(counters.misses, 1),
+                Lookup::Failed(why) => {
+                    log::warn!("llm_cache: cannot read the cache: {why}");
+                    bump(filter.store_errors, 1);
+                    bump(counters.misses, 1);
+                }
+            }
+            self.status = Some(Status::Miss);
+        } else {
+            self.status = Some(Status::Bypass);
+        }
+        set_filter_state(state::CACHE, self.status.unwrap_or(Status::Miss).as_str());
+        // The answer is parsed to be stored: it must come back uncompressed.
+        llm_host::set_request_header("accept-encoding", None);
+        self.pending = Some(Pending {
+            request,
+            model,
+            ttl_seconds: policy.ttl_seconds,
+        });
+        Action::Continue
+    }
+
+    /// Answers from `entry`; false when the stored answer cannot be replayed (then it is a miss).
+    fn reply_from(&mut self, request: &CacheRequest, entry: &Entry, now_ns: u64) -> bool {
+        let now_s = now_ns / 1_000_000_000;
+        let id = cache::fresh_id(request.api, &request.digest, now_ns);
+        let (body, content_type) = if request.stream {
+            (
+                replay::replay_stream(
+                    request.api,
+                    &entry.answer,
+                    &id,
+                    now_s,
+                    request.include_usage,
+                ),
+                "text/event-stream",
+            )
+        } else {
+            (
+                replay::replay_json(request.api, &entry.answer, &id, now_s),
+                "application/json",
+            )
+        };
+        let Some(body) = body else {
+            return false;
+        };
+        let age = now_s.saturating_sub(entry.stored_at).to_string();
+        let reply = llm_core::api::LocalReply {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), content_type.into()),
+                (CACHE_HEADER.into(), Status::Hit.as_str().into()),
+                ("age".into(), age),
+                ("cache-control".into(), "no-cache".into()),
+            ],
+            body: String::from_utf8(body).unwrap_or_default(),
+        };
+        self.status = Some(Status::Hit);
+        set_filter_state(state::CACHE, Status::Hit.as_str());
+        llm_host::send_local_reply(&reply);
+        true
+    }
+
+    fn store(&mut self, complete: Complete) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let filter = Rc::clone(&self.filter);
+        if complete.answer.len() > filter.cache.max_entry_bytes() {
+            self.not_stored("too_large");
+            return;
+        }
+        let now_s = llm_host::now_unix_nanos() / 1_000_000_000;
+        let entry = Entry {
+            stored_at: now_s,
+            expires_at: now_s.saturating_add(pending.ttl_seconds),
+            input_tokens: u32::try_from(complete.input_tokens).unwrap_or(u32::MAX),
+            output_tokens: u32::try_from(complete.output_tokens).unwrap_or(u32::MAX),
+            answer: complete.answer,
+        };
+        match filter
+            .cache
+            .store()
+            .insert(&HostShared, &pending.request.digest, &entry)
+        {
+            Ok(stored) => {
+                bump(filter.counters(&pending.model).stores, 1);
+                bump(
+                    filter.evictions,
+                    u64::from(stored.evicted) + u64::from(stored.replaced),
+                );
+            }
+            Err(why) => {
+                log::warn!("llm_cache: cannot store an answer: {why}");
+                bump(filter.store_errors, 1);
+            }
+        }
+    }
+
+    /// The response is complete: store what was collected.
+    fn finish_response(&mut self) {
+        match std::mem::replace(&mut self.response, Response::Pass) {
+            Response::Pass => {}
+            Response::Json(body) => match self
+                .pending
+                .as_ref()
+                .and_then(|p| replay::complete_json(p.request.api, &body))
+            {
+                Some(complete) => self.store(complete),
+                None => self.not_stored("incomplete"),
+            },
+            Response::Stream(assembler) => {
+                let too_large = assembler.failed();
+                match assembler.finish() {
+                    Some(complete) => self.store(complete),
+                    None if too_large => self.not_stored("too_large"),
+                    None => self.not_stored("incomplete"),
+                }
+            }
+        }
+    }
+}
+
+impl HttpFilter for CacheStream {
+    fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
+        let headers = Headers::request();
+        let path = headers.get(":path").unwrap_or_default();
+        let Some(api) = CacheApi::from_path(path) else {
+            return Action::Continue;
+        };
+        if headers.get(":method") != Some("POST") || end_of_stream {
+            return Action::Continue;
+        }
+        self.api = api;
+        self.directive = cache::directive(headers.get("cache-control"));
+        if self.directive == Directive::Skip {
+            return self.bypass("no_store");
+        }
+        self.consumer = headers
+            .get(contract::CONSUMER)
+            .unwrap_or_default()
+            .to_string();
+        self.route = headers.get(contract::ROUTE).unwrap_or_default().to_string();
+        // Nothing is forwarded before the lookup (needs allow_on_headers_stop_iteration).
+        self.body.start();
+        Action::Pause
+    }
+
+    fn on_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        request_body(self, size, end_of_stream)
+    }
+
+    fn on_request_trailers(&mut self) -> Action {
+        request_trailers(self)
+    }
+
+    fn on_response_headers(&mut self, end_of_stream: bool) -> Action {
+        if let Some(status) = self.status {
+            if status != Status::Hit {
+                llm_host::set_response_header(CACHE_HEADER, Some(status.as_str()));
+            }
+        }
+        if self.pending.is_none() {
+            return Action::Continue;
+        }
+        let headers = Headers::response();
+        if headers.get(":status") != Some("200") || end_of_stream {
+            self.not_stored("status");
+            return Action::Continue;
+        }
+        if headers
+            .get("content-encoding")
+            .is_some_and(|e| !e.eq_ignore_ascii_case("identity"))
+        {
+            self.not_stored("encoded");
+            return Action::Continue;
+        }
+        let content_type = headers.get("content-type").unwrap_or_default();
+        let api = self.pending.as_ref().map_or(self.api, |p| p.request.api);
+        self.response = if content_type.starts_with("text/event-stream") {
+            Response::Stream(Box::new(Assembler::new(
+                api,
+                self.filter.cache.max_entry_bytes() * 4,
+            )))
+        } else {
+            Response::Json(Vec::new())
+        };
+        Action::Continue
+    }
+
+    fn on_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        let max = self.filter.cache.max_entry_bytes();
+        match &mut self.response {
+            Response::Pass => return Action::Continue,
+            Response::Json(collected) => {
+                let chunk = llm_host::read_response_body(size);
+                if collected.len() + chunk.len() > max {
+                    self.not_stored("too_large");
+                    return Action::Continue;
+                }
+                collected.extend_from_slice(&chunk);
+            }
+            Response::Stream(assembler) => {
+                assembler.push(&llm_host::read_response_body(size));
+                if assembler.failed() {
+                    self.not_stored("too_large");
+                    return Action::Continue;
+                }
+            }
+        }
+        if end_of_stream {
+            self.finish_response();
+        }
+        Action::Continue
+    }
+
+    fn on_response_trailers(&mut self) -> Action {
+        self.finish_response();
+        Action::Continue
+    }
+}
+
+impl HoldsRequestBody for CacheStream {
+    fn body_buffer(&mut self) -> &mut BodyBuffer {
+        &mut self.body
+    }
+
+    fn on_complete_body(&mut self, size: usize) -> Action {
+        self.on_body(size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llm_host::fake::{self, Stream};
+    use serde_json::{json, Value};
+
+    const CONFIG: &str = r#"{
+      "defaults": {"enabled": false},
+      "models": {"gpt-4o-mini": {"enabled": true, "ttl_seconds": 300}},
+      "consumers": {"team-c": {"scope": "shared"}}
+    }"#;
+
+    const ANSWER: &str = r#"{"id":"chatcmpl-up","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Paris is the capital."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":8,"completion_tokens":5,"total_tokens":13}}"#;
+
+    fn configure() {
+        fake::reset();
+        CONFIG_LOADED.with(|loaded| {
+            *loaded.borrow_mut() =
+                Some(llm_host::configure::<CacheFilter>(CONFIG.as_bytes()).expect("config"));
+        });
+    }
+
+    thread_local! {
+        static CONFIG_LOADED: std::cell::RefCell<Option<llm_host::Loaded<CacheFilter>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    /// A new stream through the configured filter (the fake's per-stream state cleared, its shared
+    /// data, metrics and clock kept).
+    fn stream() -> Stream {
+        fake::with(|s| {
+            s.replies.clear();
+            s.request_body.clear();
+            s.response_body.clear();
+            s.response_headers.clear();
+            s.filter_state.clear();
+        });
+        CONFIG_LOADED
+            .with(|loaded| Stream::new(loaded.borrow().as_ref().expect("configured").new_stream()))
+    }
+
+    fn headers<'a>(consumer: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut h = vec![
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            ("content-type", "application/json"),
+            ("accept-encoding", "gzip"),
+            ("x-llm-consumer", consumer),
+            ("x-llm-route", "openai"),
+        ];
+        h.extend_from_slice(extra);
+        h
+    }
+
+    fn body(extra: Value) -> Vec<u8> {
+        let mut b = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Capital of France?"}]});
+        if let (Some(b), Some(extra)) = (b.as_object_mut(), extra.as_object()) {
+            b.extend(extra.clone());
+        }
+        b.to_string().into_bytes()
+    }
+
+    /// Sends a request through a new stream; when it reaches the upstream, answers `ANSWER`.
+    fn exchange(consumer: &str, extra_headers: &[(&str, &str)], extra: Value) -> Stream {
+        let mut s = stream();
+        let action = s.request(&headers(consumer, extra_headers), &[&body(extra)]);
+        if action == Action::Continue {
+            s.response(
+                &[(":status", "200"), ("content-type", "application/json")],
+                &[ANSWER.as_bytes()],
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn the_second_identical_request_is_answered_from_the_cache() {
+        configure();
+        let first = exchange("team-a", &[], json!({}));
+        assert!(first.request_forwarded());
+        assert!(first.reply().is_none());
+        assert_eq!(fake::response_header(CACHE_HEADER).as_deref(), Some("miss"));
+        assert_eq!(
+            fake::request_header("accept-encoding"),
+            None,
+            "answer must come back plain"
+        );
+        assert_eq!(
+            first.client_body(),
+            ANSWER.as_bytes(),
+            "the answer passes untouched"
+        );
+
+        fake::with(|s| s.now_unix_nanos += 7_000_000_000);
+        let second = exchange("team-a", &[], json!({"user": "u-1"}));
+        let reply = second.reply().expect("served from the cache");
+        assert_eq!(reply.status, 200);
+        let header = |name: &str| {
+            reply
+                .headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(header(CACHE_HEADER).as_deref(), Some("hit"));
+        assert_eq!(header("age").as_deref(), Some("7"));
+        let served = reply.json();
+        let original: Value = serde_json::from_str(ANSWER).unwrap();
+        assert_eq!(served["choices"], original["choices"]);
+        assert_ne!(served["id"], original["id"]);
+        assert_eq!(
+            fake::with(|s| s.filter_state.get(state::CACHE).cloned()).as_deref(),
+            Some("hit")
+        );
+        let model = |base: &str| fake::counter(&labeled_name(base, &[("model", "gpt-4o-mini")]));
+        assert_eq!(model("llm_cache_lookups_total"), 2);
+        assert_eq!(model("llm_cache_misses_total"), 1);
+        assert_eq!(model("llm_cache_stores_total"), 1);
+        assert_eq!(
+            fake::counter(&labeled_name(
+                "llm_cache_hits_total",
+                &[("model", "gpt-4o-mini"), ("kind", "exact")]
+            )),
+            1
+        );
+        assert_eq!(
+            fake::counter(&labeled_name(
+                "llm_cache_saved_tokens_total",
+                &[("model", "gpt-4o-mini"), ("kind", "output")]
+            )),
+            5
+        );
+    }
+
+    #[test]
+    fn a_stored_json_answer_serves_a_streaming_request() {
+        configure();
+        exchange("team-a", &[], json!({}));
+        let s = exchange(
+            "team-a",
+            &[],
+            json!({"stream": true, "stream_options": {"include_usage": true}}),
+        );
+        let reply = s.reply().expect("hit");
+        assert!(reply
+            .headers
+            .contains(&("content-type".into(), "text/event-stream".into())));
+        assert!(reply.body.contains("\"content\":\"Paris is the capital.\""));
+        assert!(reply.body.contains("\"total_tokens\":13"));
+        assert!(reply.body.ends_with("data: [DONE]\n\n"));
+    }
+
+    #[test]
+    fn a_streamed_answer_is_stored_and_served_as_json() {
+        configure();
+        let mut s = stream();
+        s.request(&headers("team-a", &[]), &[&body(json!({"stream": true}))]);
+        let sse =
+            replay::replay_stream(CacheApi::ChatCompletions, ANSWER.as_bytes(), "c-1", 5, true)
+                .unwrap();
+        let (a, b) = sse.split_at(sse.len() / 3);
+        s.response_headers(
+            &[(":status", "200"), ("content-type", "text/event-stream")],
+            false,
+        );
+        s.response_body(a, false);
+        s.response_body(b, true);
+        assert_eq!(s.client_body(), sse.as_slice());
+        let hit = exchange("team-a", &[], json!({}));
+        let reply = hit.reply().expect("hit");
+        assert_eq!(
+            reply.json()["choices"][0]["message"]["content"],
+            "Paris is the capital."
+        );
+        assert_eq!(reply.json()["usage"]["completion_tokens"], 5);
+    }
+
+    #[test]
+    fn scope_model_and_parameters_separate_entries() {
+        configure();
+        exchange("team-a", &[], json!({}));
+        assert!(
+            exchange("team-b", &[], json!({})).reply().is_none(),
+            "another consumer"
+        );
+        assert!(exchange("team-a", &[], json!({"temperature": 0.3}))
+            .reply()
+            .is_none());
+        // Shared scope: team-c stores, and the entry is nobody's own.
+        exchange("team-c", &[], json!({"seed": 1}));
+        assert!(exchange("team-c", &[], json!({"seed": 1}))
+            .reply()
+            .is_some());
+        // A model the cache is not enabled for passes (bypass).
+        let mut s = stream();
+        let other = json!({"model": "gpt-4o", "messages": []}).to_string();
+        assert_eq!(
+            s.request(&headers("team-a", &[]), &[other.as_bytes()]),
+            Action::Continue
+        );
+        assert_eq!(
+            fake::counter(&labeled_name(
+                "llm_cache_bypass_total",
+                &[("reason", "disabled")]
+            )),
+            1
+        );
+        assert_eq!(
+            fake::request_header("accept-encoding").as_deref(),
+            Some("gzip")
+        );
+    }
+
+    #[test]
+    fn cache_control_no_cache_refreshes_and_no_store_bypasses() {
+        configure();
+        let s = exchange("team-a", &[("cache-control", "no-store")], json!({}));
+        assert!(s.request_forwarded());
+        assert_eq!(
+            fake::response_header(CACHE_HEADER).as_deref(),
+            Some("bypass")
+        );
+        assert!(
+            exchange("team-a", &[], json!({})).reply().is_none(),
+            "no-store stored nothing"
+        );
+        assert!(exchange("team-a", &[], json!({})).reply().is_some());
+        let refreshed = exchange("team-a", &[("cache-control", "no-cache")], json!({}));
+        assert!(
+            refreshed.reply().is_none(),
+            "no-cache never answers from the cache"
+        );
+        assert_eq!(
+            fake::response_header(CACHE_HEADER).as_deref(),
+            Some("bypass")
+        );
+        assert_eq!(
+            fake::counter(&labeled_name(
+                "llm_cache_stores_total",
+                &[("model", "gpt-4o-mini")]
+            )),
+            2,
+            "but stores the fresh answer"
+        );
+    }
+
+    #[test]
+    fn errors_truncated_streams_and_expired_entries_are_never_served() {
+        configure();
+        let mut s = stream();
+        s.request(&headers("team-a", &[]), &[&body(json!({}))]);
+        s.response(
+            &[(":status", "429"), ("content-type", "application/json")],
+            &[br#"{"error":{"message":"slow down"}}"#],
+        );
+        let mut s = stream();
+        s.request(&headers("team-a", &[]), &[&body(json!({"stream": true}))]);
+        s.response_headers(
+            &[(":status", "200"), ("content-type", "text/event-stream")],
+            false,
+        );
+        s.response_body(
+            b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Par\"}}]}\n\n",
+            false,
+        );
+        s.log(); // reset mid-stream: no end_of_stream
+        let mut s = stream();
+        s.request(&headers("team-a", &[]), &[&body(json!({}))]);
+        s.response(
+            &[(":status", "200"), ("content-type", "application/json")],
+            &[b"{\"trunc"],
+        );
+        assert!(exchange("team-a", &[], json!({})).reply().is_none());
+        assert_eq!(
+            fake::counter(&labeled_name(
+                "llm_cache_not_stored_total",
+                &[("reason", "status")]
+            )),
+            1
+        );
+        assert_eq!(
+            fake::counter(&labeled_name(
+                "llm_cache_not_stored_total",
+                &[("reason", "incomplete")]
+            )),
+            1
+        );
+        // That exchange stored the answer; past its TTL it is a miss again.
+        assert!(exchange("team-a", &[], json!({})).reply().is_some());
+        fake::with(|s| s.now_unix_nanos += 301_000_000_000);
+        assert!(exchange("team-a", &[], json!({})).reply().is_none());
+    }
+
+    #[test]
+    fn other_paths_and_bodies_pass_untouched() {
+        configure();
+        let mut s = stream();
+        let h = [(":method", "POST"), (":path", "/v1/embeddings")];
+        assert_eq!(s.request(&h, &[b"{}"]), Action::Continue);
+        let mut s = stream();
+        assert_eq!(
+            s.request(&headers("team-a", &[]), &[b"not json"]),
+            Action::Continue
+        );
+        assert_eq!(s.upstream_body(), b"not json");
+        assert_eq!(
+            fake::counter(&labeled_name(
+                "llm_cache_bypass_total",
+                &[("reason", "invalid_body")]
+            )),
+            1
+        );
+    }
+
+    #[test]
+    fn a_bad_config_names_the_field() {
+        fake::reset();
+        let err = llm_host::configure::<CacheFilter>(br#"{"models": {"m": {"ttl_seconds": 0}}}"#)
+            .err()
+            .unwrap();
+        assert!(err.contains("models.m.ttl_seconds"), "{err}");
+    }
+}
