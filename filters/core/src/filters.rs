@@ -5,6 +5,8 @@ pub use crate::auth::AuthConfig;
 
 pub use crate::router::RouterConfig;
 
+pub use crate::cache::CacheConfig;
+
 #[cfg(any(feature = "regex", feature = "regex-lite"))]
 pub use crate::pii::PiiConfig;
 
@@ -25,6 +27,7 @@ use serde::Deserialize;
 pub struct GatewayConfig {
     pub auth: Option<AuthConfig>,
     pub router: Option<RouterConfig>,
+    pub cache: Option<CacheConfig>,
     pub pii: Option<PiiConfig>,
     pub usage: Option<UsageConfig>,
 }
@@ -35,12 +38,13 @@ impl GatewayConfig {
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.auth.is_none()
             && self.router.is_none()
+            && self.cache.is_none()
             && self.pii.is_none()
             && self.usage.is_none()
         {
             return Err(ConfigError::new(
                 "",
-                "configure at least one of `auth`, `router`, `pii`, `usage`",
+                "configure at least one of `auth`, `router`, `cache`, `pii`, `usage`",
             ));
         }
         Ok(())
@@ -70,6 +74,7 @@ pub fn validate(
     match filter {
         "llm_auth" => crate::auth::Auth::compile(parse(json)?).map(drop),
         "llm_router" => crate::router::Router::compile(parse(json)?).map(drop),
+        "llm_cache" => crate::cache::Cache::compile(parse(json)?).map(drop),
         #[cfg(any(feature = "regex", feature = "regex-lite"))]
         "llm_pii" => crate::pii::Pii::compile(parse(json)?).map(drop),
         "llm_usage" => crate::accounting::Accounting::compile(parse(json)?).map(drop),
@@ -80,6 +85,7 @@ pub fn validate(
             config.check()?;
             compile_section("auth", config.auth, crate::auth::Auth::compile)?;
             compile_section("router", config.router, crate::router::Router::compile)?;
+            compile_section("cache", config.cache, crate::cache::Cache::compile)?;
             compile_section("pii", config.pii, crate::pii::Pii::compile)?;
             compile_section(
                 "usage",

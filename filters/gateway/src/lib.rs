@@ -1,9 +1,10 @@
-//! `llm_gateway`: llm_auth, llm_router, llm_pii and llm_usage in one module. Each filter's own glue
+//! `llm_gateway`: llm_auth, llm_router, llm_cache, llm_pii and llm_usage in one module. Each filter's own glue
 //! runs unchanged inside one stream ([`llm_host::Chain`]), in that order, so the request pays for one
 //! VM context and shares header and body reads instead of four. The price: one VM and one
 //! `failure_policy` for the four. See README.md.
 
 use llm_auth::AuthFilter;
+use llm_cache::CacheFilter;
 use llm_core::config::ConfigError;
 use llm_core::filters::{compile_section, GatewayConfig};
 use llm_core::metrics::labeled_name;
@@ -76,6 +77,7 @@ impl Filter for Gateway {
         let GatewayConfig {
             auth,
             router,
+            cache,
             pii,
             usage,
         } = config;
@@ -83,6 +85,7 @@ impl Filter for Gateway {
         let sections = [
             section::<AuthFilter>("auth", auth)?,
             section::<RouterFilter>("router", router)?,
+            section::<CacheFilter>("cache", cache)?,
             section::<PiiFilter>("pii", pii)?,
             section::<UsageFilter>("usage", usage)?,
         ];

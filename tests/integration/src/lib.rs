@@ -668,7 +668,7 @@ pub fn to_native(config: &str) -> String {
     }
     // The merged filters' comment speaks of a Wasm VM and its failure policy.
     let out = out.replace(
-        "one VM and one context per request. One failure policy for the four: closed, because an\n          \
+        "one VM and one context per request. One failure policy for all: closed, because an\n          \
          # unauthenticated request or an unmasked prompt must never reach a provider.",
         "one context per request, natively (filters/native/README.md): no VM and no failure policy;\n          \
          # a panic is answered 500.",
@@ -689,15 +689,19 @@ pub fn to_native(config: &str) -> String {
 /// The four downstream filters of a demo-shaped config (llm_auth through llm_usage, in that order
 /// and consecutive) replaced by one llm_gateway filter whose sections are their configurations.
 pub fn to_single_module(config: &str) -> String {
-    const FILTERS: [(&str, &str); 4] = [
+    const FILTERS: [(&str, &str); 5] = [
         ("auth", "llm_auth"),
         ("router", "llm_router"),
+        ("cache", "llm_cache"),
         ("pii", "llm_pii"),
         ("usage", "llm_usage"),
     ];
     let mut sections = serde_json::Map::new();
     for (section, filter) in FILTERS {
-        sections.insert(section.to_string(), filter_config(config, filter));
+        // llm_cache is optional: the harness leaves it out unless a test asks for it.
+        if config.contains(&format!("          - name: {filter}\n")) {
+            sections.insert(section.to_string(), filter_config(config, filter));
+        }
     }
     let first = config
         .find("          - name: llm_auth\n")
@@ -717,8 +721,8 @@ pub fn to_single_module(config: &str) -> String {
     readable_json(&Value::Object(sections), 20, &mut json);
     let indented = format!("{}{json}\n", " ".repeat(20));
     let block = format!(
-        r#"          # llm_auth, llm_router, llm_pii and llm_usage in one module (filters/gateway/README.md):
-          # one VM and one context per request. One failure policy for the four: closed, because an
+        r#"          # llm_auth, llm_router, llm_cache, llm_pii and llm_usage in one module (filters/gateway/README.md):
+          # one VM and one context per request. One failure policy for all: closed, because an
           # unauthenticated request or an unmasked prompt must never reach a provider.
           - name: llm_gateway
             typed_config:
@@ -739,11 +743,45 @@ pub fn to_single_module(config: &str) -> String {
     );
     format!(
         "# Generated from envoy/demo.yaml (tests/integration/tests/gateway.rs checks it): the same demo\n\
-         # with llm_auth, llm_router, llm_pii and llm_usage in one module, llm_gateway.\n{}{}{}",
+         # with llm_auth, llm_router, llm_cache, llm_pii and llm_usage in one module, llm_gateway.\n{}{}{}",
         &config[..start],
         block,
         &config[after..]
     )
+}
+
+/// `config` without the HTTP filter `name` (its block in the downstream `http_filters` list and
+/// the comment lines just above it).
+pub fn without_filter(config: &str, name: &str) -> String {
+    let marker = format!("          - name: {name}\n");
+    let Some(at) = config.find(&marker) else {
+        return config.to_string();
+    };
+    let mut start = at;
+    while let Some(line_start) = config[..start.saturating_sub(1)].rfind('\n').map(|i| i + 1) {
+        if !config[line_start..start].trim_start().starts_with('#') {
+            break;
+        }
+        start = line_start;
+    }
+    let rest = &config[at + marker.len()..];
+    let mut end = at + marker.len();
+    for line in rest.split_inclusive('\n') {
+        let indent = line.len() - line.trim_start().len();
+        if !line.trim().is_empty() && indent <= 10 {
+            break;
+        }
+        end += line.len();
+    }
+    // The comment lines of the next filter belong to it: step back over them.
+    let mut cut = end;
+    while let Some(line_start) = config[..cut.saturating_sub(1)].rfind('\n').map(|i| i + 1) {
+        if line_start <= at || !config[line_start..cut].trim_start().starts_with('#') {
+            break;
+        }
+        cut = line_start;
+    }
+    format!("{}{}", &config[..start], &config[cut..])
 }
 
 /// JSON as a person would write it in a config: a value that fits on one short line stays on it,
@@ -807,6 +845,20 @@ impl Demo {
 
     /// [`Demo::start_with`] with Envoy options (e.g. one worker).
     pub fn start_with_options(edit: impl FnOnce(String) -> String, options: &EnvoyOptions) -> Demo {
+        Demo::launch(edit, options, false)
+    }
+
+    /// The demo with llm_cache in its chain, as `make run` serves it. The other tests run without it,
+    /// because they send the same prompt again and again and assert on what reaches the provider.
+    pub fn start_with_cache(edit: impl FnOnce(String) -> String) -> Demo {
+        Demo::launch(edit, &EnvoyOptions::default(), true)
+    }
+
+    fn launch(
+        edit: impl FnOnce(String) -> String,
+        options: &EnvoyOptions,
+        keep_cache: bool,
+    ) -> Demo {
         // As in scripts/run-demo.sh: the mocks require the keys llm_provider injects.
         let openai = MockProvider::start(
             "openai",
@@ -818,6 +870,9 @@ impl Demo {
         );
         let unavailable = MockProvider::start("unavailable", &["--always-status", "503"]);
         let mut config = demo_config();
+        if !keep_cache {
+            config = without_filter(&config, "llm_cache");
+        }
         config = replace_port(&config, DEMO_LISTENER_PORT, 0);
         config = replace_port(&config, DEMO_ADMIN_PORT, 0);
         config = replace_port(&config, DEMO_OPENAI_PORT, openai.port());
