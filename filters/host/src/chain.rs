@@ -314,6 +314,10 @@ impl HttpFilter for Chain {
         self.in_view(|chain| chain.on_async(|filter| filter.on_grpc_response(token, status, body)));
     }
 
+    fn on_http_response(&mut self, token: u32, answer: Option<&crate::host::HttpAnswer>) {
+        self.in_view(|chain| chain.on_async(|filter| filter.on_http_response(token, answer)));
+    }
+
     fn on_log(&mut self) {
         self.in_view(|chain| {
             for filter in &mut chain.filters {

@@ -65,6 +65,22 @@ pub struct State {
     pub grpc_calls: Vec<GrpcCall>,
     /// Makes `grpc_call` fail, as with an unknown cluster.
     pub grpc_unavailable: bool,
+    pub http_calls: Vec<HttpCall>,
+    /// Makes `http_call` fail, as with an unknown cluster.
+    pub http_unavailable: bool,
+}
+
+/// An HTTP call a filter made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCall {
+    pub token: u32,
+    pub cluster: String,
+    pub authority: String,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout: std::time::Duration,
 }
 
 thread_local! {
@@ -321,6 +337,31 @@ impl Host for Fake {
             Ok(token)
         })
     }
+
+    fn http_call(&self, call: &host::HttpCall<'_>) -> HostResult<u32> {
+        with(|state| {
+            if state.http_unavailable {
+                return Err("BadArgument".to_string());
+            }
+            // Tokens shared with gRPC calls' numbering would collide; these start at 1000.
+            let token = u32::try_from(state.http_calls.len() + 1000).unwrap_or(u32::MAX);
+            state.http_calls.push(HttpCall {
+                token,
+                cluster: call.cluster.to_string(),
+                authority: call.authority.to_string(),
+                method: call.method.to_string(),
+                path: call.path.to_string(),
+                headers: call
+                    .headers
+                    .iter()
+                    .map(|(n, v)| ((*n).to_string(), (*v).to_string()))
+                    .collect(),
+                body: call.body.to_vec(),
+                timeout: call.timeout,
+            });
+            Ok(token)
+        })
+    }
 }
 
 fn owned(headers: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -423,6 +464,23 @@ impl Stream {
     pub fn grpc_response(&mut self, token: u32, status: u32, body: Option<&[u8]>) {
         let before = with(|state| state.resumes);
         self.filter.on_grpc_response(token, status, body);
+        if with(|state| state.resumes) > before {
+            self.request.paused = false;
+            self.request.headers_forwarded = true;
+            let held = with(|state| std::mem::take(&mut state.request_body));
+            self.request.forwarded.extend(held);
+        }
+    }
+
+    /// The answer to HTTP call `token` (`None`: the call failed); a resume during it forwards what
+    /// Envoy buffered, and a local reply answers the client.
+    pub fn http_response(&mut self, token: u32, answer: Option<(u16, &[u8])>) {
+        let before = with(|state| state.resumes);
+        let answer = answer.map(|(status, body)| host::HttpAnswer {
+            status,
+            body: body.to_vec(),
+        });
+        self.filter.on_http_response(token, answer.as_ref());
         if with(|state| state.resumes) > before {
             self.request.paused = false;
             self.request.headers_forwarded = true;

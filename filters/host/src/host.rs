@@ -80,6 +80,30 @@ pub trait Host {
     /// A unary gRPC call; the answer arrives in the calling context's `on_grpc_response` (or the
     /// root's) with the returned token.
     fn grpc_call(&self, call: &GrpcCall<'_>) -> HostResult<u32>;
+    /// An HTTP call from a stream; the answer arrives in that stream's `on_http_response` with the
+    /// returned token (a stream's calls end with it).
+    fn http_call(&self, call: &HttpCall<'_>) -> HostResult<u32>;
+}
+
+/// One HTTP call to a cluster Envoy knows (an embeddings service, a vector database, ...).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpCall<'a> {
+    pub cluster: &'a str,
+    /// The request's `:authority` (the service's host name).
+    pub authority: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    /// Headers besides the pseudo-headers.
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: &'a [u8],
+    pub timeout: Duration,
+}
+
+/// What an HTTP call got back; a call that failed (timeout, reset, no healthy host) has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub body: Vec<u8>,
 }
 
 /// One unary gRPC call.
@@ -160,6 +184,9 @@ impl Host for Detached {
     fn grpc_call(&self, _: &GrpcCall<'_>) -> HostResult<u32> {
         Err(DETACHED.into())
     }
+    fn http_call(&self, _: &HttpCall<'_>) -> HostResult<u32> {
+        Err(DETACHED.into())
+    }
 }
 
 /// One filter's handling of one stream (one attempt, for upstream filters). The callbacks come in
@@ -186,6 +213,8 @@ pub trait HttpFilter {
     }
     /// The answer to this stream's gRPC call `token`: gRPC status (0 = OK) and the message.
     fn on_grpc_response(&mut self, _token: u32, _status: u32, _body: Option<&[u8]>) {}
+    /// The answer to this stream's HTTP call `token` (`None`: the call failed).
+    fn on_http_response(&mut self, _token: u32, _answer: Option<&HttpAnswer>) {}
     /// The stream is complete (after the response, or after a reset); the access log is written next.
     fn on_log(&mut self) {}
 }

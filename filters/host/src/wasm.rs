@@ -3,8 +3,8 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use crate::host::{
-    install, Action, Body, GrpcCall, HeaderMap, Host, HostResult, HttpFilter, MetricKind,
-    SharedWriteError,
+    install, Action, Body, GrpcCall, HeaderMap, Host, HostResult, HttpAnswer, HttpCall, HttpFilter,
+    MetricKind, SharedWriteError,
 };
 use crate::{configure, Filter, Loaded};
 use proxy_wasm::hostcalls;
@@ -130,6 +130,40 @@ impl Host for ProxyWasm {
         )
         .map_err(status_text)
     }
+
+    fn http_call(&self, call: &HttpCall<'_>) -> HostResult<u32> {
+        let mut headers = vec![
+            (":method", call.method),
+            (":path", call.path),
+            (":authority", call.authority),
+        ];
+        headers.extend_from_slice(call.headers);
+        hostcalls::dispatch_http_call(
+            call.cluster,
+            headers,
+            Some(call.body),
+            Vec::new(),
+            call.timeout,
+        )
+        .map_err(status_text)
+    }
+}
+
+/// The answer to the HTTP call being delivered: Envoy reports a failed call with no headers.
+fn http_answer(body_size: usize) -> Option<HttpAnswer> {
+    let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+        .ok()
+        .flatten()?;
+    let status = std::str::from_utf8(&status).ok()?.parse().ok()?;
+    let body = if body_size == 0 {
+        Vec::new()
+    } else {
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    };
+    Some(HttpAnswer { status, body })
 }
 
 /// The body of the gRPC answer being delivered (none on failures).
@@ -219,6 +253,17 @@ impl Context for WasmStream {
         let body = grpc_response_body(response_size);
         self.inner
             .on_grpc_response(token_id, status_code, body.as_deref());
+    }
+
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let answer = http_answer(body_size);
+        self.inner.on_http_response(token_id, answer.as_ref());
     }
 }
 

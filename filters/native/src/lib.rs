@@ -612,8 +612,8 @@ struct Stream {
     config: Arc<Config>,
     factory: Rc<dyn Factory>,
     filter: RefCell<Box<dyn HttpFilter>>,
-    /// Callout id → token of this stream's gRPC calls.
-    calls: RefCell<HashMap<u64, u32>>,
+    /// Callout id → token of this stream's calls, and whether the call is gRPC (framed) or HTTP.
+    calls: RefCell<HashMap<u64, (u32, CallKind)>>,
     /// Whether the filter's last request (response) body callback held the body: only then is
     /// Envoy's buffered body its own (a later filter may be holding bytes this one passed).
     holding: [Cell<bool>; 2],
@@ -938,7 +938,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     }
     // SAFETY: as in run_stream.
     let stream_ref = unsafe { &*stream.cast::<Stream>() };
-    let Some(token) = stream_ref
+    let Some((token, kind)) = stream_ref
         .calls
         .try_borrow_mut()
         .ok()
@@ -946,14 +946,28 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     else {
         return;
     };
-    let answer = catch_unwind(AssertUnwindSafe(|| {
-        grpc_answer(result, headers, headers_size, body, body_size)
-    }))
-    .unwrap_or((GRPC_UNAVAILABLE, None));
-    run_stream(envoy, stream, Phase::Async, |f| {
-        f.on_grpc_response(token, answer.0, answer.1.as_deref());
-        Action::Continue
-    });
+    match kind {
+        CallKind::Grpc => {
+            let answer = catch_unwind(AssertUnwindSafe(|| {
+                grpc_answer(result, headers, headers_size, body, body_size)
+            }))
+            .unwrap_or((GRPC_UNAVAILABLE, None));
+            run_stream(envoy, stream, Phase::Async, |f| {
+                f.on_grpc_response(token, answer.0, answer.1.as_deref());
+                Action::Continue
+            });
+        }
+        CallKind::Http => {
+            let answer = catch_unwind(AssertUnwindSafe(|| {
+                http_answer(result, headers, headers_size, body, body_size)
+            }))
+            .unwrap_or(None);
+            run_stream(envoy, stream, Phase::Async, |f| {
+                f.on_http_response(token, answer.as_ref());
+                Action::Continue
+            });
+        }
+    }
 }
 
 #[no_mangle]
@@ -1097,6 +1111,70 @@ fn grpc_frame(message: &[u8]) -> Vec<u8> {
     framed
 }
 
+/// Whether a stream's callout carries a gRPC call or a plain HTTP one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    Grpc,
+    Http,
+}
+
+/// Envoy's header array of a finished callout, as owned pairs.
+fn callout_headers(headers: *const EnvoyHeader, headers_size: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    if headers.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: Envoy's array of `headers_size` entries, valid during the hook.
+    unsafe { std::slice::from_raw_parts(headers, headers_size) }
+        .iter()
+        .map(|h| {
+            (
+                bytes_of(EnvoyBuffer {
+                    ptr: h.key_ptr,
+                    length: h.key_length,
+                }),
+                bytes_of(EnvoyBuffer {
+                    ptr: h.value_ptr,
+                    length: h.value_length,
+                }),
+            )
+        })
+        .collect()
+}
+
+/// Envoy's body slices of a finished callout, joined.
+fn callout_body(body: *const EnvoyBuffer, body_size: usize) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    if !body.is_null() {
+        // SAFETY: Envoy's array of `body_size` slices, valid during the hook.
+        for chunk in unsafe { std::slice::from_raw_parts(body, body_size) } {
+            bytes.extend(bytes_of(*chunk));
+        }
+    }
+    bytes
+}
+
+/// The status and body of a finished HTTP callout; `None` when it failed (reset, timeout, ...).
+fn http_answer(
+    result: i32,
+    headers: *const EnvoyHeader,
+    headers_size: usize,
+    body: *const EnvoyBuffer,
+    body_size: usize,
+) -> Option<host::HttpAnswer> {
+    if result != CALLOUT_SUCCESS {
+        return None;
+    }
+    let status = callout_headers(headers, headers_size)
+        .into_iter()
+        .find(|(name, _)| name == b":status")
+        .and_then(|(_, value)| String::from_utf8(value).ok())
+        .and_then(|value| value.trim().parse().ok())?;
+    Some(host::HttpAnswer {
+        status,
+        body: callout_body(body, body_size),
+    })
+}
+
 /// The gRPC status and message of a finished callout. A trailers-only answer carries its status in
 /// the headers; otherwise a 200 with one whole message is OK (callouts do not expose trailers).
 fn grpc_answer(
@@ -1109,26 +1187,7 @@ fn grpc_answer(
     if result != CALLOUT_SUCCESS {
         return (GRPC_UNAVAILABLE, None);
     }
-    let headers: Vec<(Vec<u8>, Vec<u8>)> = if headers.is_null() {
-        Vec::new()
-    } else {
-        // SAFETY: Envoy's array of `headers_size` entries, valid during the hook.
-        unsafe { std::slice::from_raw_parts(headers, headers_size) }
-            .iter()
-            .map(|h| {
-                (
-                    bytes_of(EnvoyBuffer {
-                        ptr: h.key_ptr,
-                        length: h.key_length,
-                    }),
-                    bytes_of(EnvoyBuffer {
-                        ptr: h.value_ptr,
-                        length: h.value_length,
-                    }),
-                )
-            })
-            .collect()
-    };
+    let headers = callout_headers(headers, headers_size);
     let header = |name: &[u8]| {
         headers
             .iter()
@@ -1144,13 +1203,7 @@ fn grpc_answer(
     if header(b":status").as_deref() != Some("200") {
         return (GRPC_UNAVAILABLE, None);
     }
-    let mut bytes = Vec::new();
-    if !body.is_null() {
-        // SAFETY: Envoy's array of `body_size` slices, valid during the hook.
-        for chunk in unsafe { std::slice::from_raw_parts(body, body_size) } {
-            bytes.extend(bytes_of(*chunk));
-        }
-    }
+    let bytes = callout_body(body, body_size);
     match bytes.split_first_chunk::<5>() {
         Some(([0, a, b, c, d], message))
             if u32::from_be_bytes([*a, *b, *c, *d]) as usize == message.len() =>
@@ -1746,7 +1799,7 @@ impl Host for Native {
                 .map_err(|result| format!("callout to {target} refused (status {result})"))?;
                 let token = next_token();
                 let stream = current(|c| c.stream).unwrap_or(std::ptr::null());
-                register_stream_call(stream, callout_id, token);
+                register_stream_call(stream, callout_id, token, CallKind::Grpc);
                 Ok(token)
             }
             ContextKind::WorkerRoot | ContextKind::Root(_) | ContextKind::Config => {
@@ -1775,19 +1828,63 @@ impl Host for Native {
             }
         }
     }
+
+    fn http_call(&self, call: &host::HttpCall<'_>) -> HostResult<u32> {
+        stream_http_call(call)
+    }
+}
+
+/// A stream's HTTP callout (the root contexts make none: their work is usage reports over gRPC).
+fn stream_http_call(call: &host::HttpCall<'_>) -> HostResult<u32> {
+    let Some(ContextKind::Stream(envoy)) = current(|c| c.kind) else {
+        return Err("HTTP calls are made from streams only".into());
+    };
+    let mut headers: Vec<(&str, &str)> = vec![
+        (":method", call.method),
+        (":path", call.path),
+        ("host", call.authority),
+    ];
+    headers.extend_from_slice(call.headers);
+    let mut module_headers: Vec<ModuleHeader> = headers
+        .iter()
+        .map(|(k, v)| ModuleHeader::of(k.as_bytes(), v.as_bytes()))
+        .collect();
+    let mut id = 0u64;
+    // SAFETY: the running hook's pointer; the arguments' buffers live across the call.
+    let result = unsafe {
+        envoy_dynamic_module_callback_http_filter_http_callout(
+            envoy,
+            &mut id,
+            ModuleBuffer::of(call.cluster.as_bytes()),
+            module_headers.as_mut_ptr(),
+            module_headers.len(),
+            ModuleBuffer::of(call.body),
+            duration_ms(call.timeout),
+        )
+    };
+    if result != CALLOUT_INIT_SUCCESS {
+        return Err(format!(
+            "callout to {} refused (status {result})",
+            call.cluster
+        ));
+    }
+    let token = next_token();
+    let stream = current(|c| c.stream).unwrap_or(std::ptr::null());
+    register_stream_call(stream, id, token, CallKind::Http);
+    Ok(token)
 }
 
 fn next_token() -> u32 {
     u32::try_from(NEXT_TOKEN.fetch_add(1, Ordering::Relaxed) % u64::from(u32::MAX)).unwrap_or(1)
 }
 
-fn register_stream_call(stream: *const Stream, callout_id: u64, token: u32) {
+fn register_stream_call(stream: *const Stream, callout_id: u64, token: u32, kind: CallKind) {
     if stream.is_null() {
         return;
     }
     // SAFETY: the context's stream, alive for the callback that makes the call.
     if let Ok(mut calls) = unsafe { &*stream }.calls.try_borrow_mut() {
-        calls.insert(callout_id, token);
+        calls.insert(callout_id, (token, kind));
     }
 }
 
