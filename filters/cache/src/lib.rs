@@ -6,15 +6,17 @@
 use llm_core::cache::{self, Cache, CacheConfig, CacheRequest, Directive, Scope};
 use llm_core::caching::key::{CacheApi, KeyParts};
 use llm_core::caching::replay::{self, Assembler, Complete};
+use llm_core::caching::semantic::{self, VectorStore};
 use llm_core::caching::store::{Entry, Lookup, SharedData, WriteError};
 use llm_core::config::ConfigError;
 use llm_core::contract::{self, state};
 use llm_core::metrics::labeled_name;
-use llm_host::host::SharedWriteError;
+use llm_host::host::{HttpAnswer, HttpCall, SharedWriteError};
 use llm_host::{
     request_body, request_trailers, set_filter_state, Action, BodyBuffer, Counter, Filter, Headers,
     HoldsRequestBody, HttpFilter,
 };
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -24,6 +26,8 @@ llm_host::wasm_module!(CacheFilter);
 
 /// The response header that tells the client what the cache did.
 pub const CACHE_HEADER: &str = "x-llm-cache";
+/// On a semantic hit: the cosine similarity of the prompt to the stored one.
+pub const SIMILARITY_HEADER: &str = "x-llm-cache-similarity";
 
 /// Shared data through the host.
 struct HostShared;
@@ -51,6 +55,7 @@ const OTHER_MODEL: &str = "other";
 struct ModelCounters {
     lookups: Option<Counter>,
     hits: Option<Counter>,
+    semantic_hits: Option<Counter>,
     misses: Option<Counter>,
     stores: Option<Counter>,
     saved_input: Option<Counter>,
@@ -67,6 +72,7 @@ impl ModelCounters {
         ModelCounters {
             lookups: counter("llm_cache_lookups_total", &[]),
             hits: counter("llm_cache_hits_total", &[("kind", "exact")]),
+            semantic_hits: counter("llm_cache_hits_total", &[("kind", "semantic")]),
             misses: counter("llm_cache_misses_total", &[]),
             stores: counter("llm_cache_stores_total", &[]),
             saved_input: counter("llm_cache_saved_tokens_total", &[("kind", "input")]),
@@ -93,11 +99,30 @@ pub struct CacheFilter {
     not_stored: HashMap<&'static str, Option<Counter>>,
     evictions: Option<Counter>,
     store_errors: Option<Counter>,
+    embedding_errors: Option<Counter>,
+    /// Whether the embeddings service failed last time (this worker): one log line per outage.
+    embeddings_down: Cell<bool>,
 }
 
 impl CacheFilter {
     fn counters(&self, model: &str) -> ModelCounters {
         self.models.get(model).copied().unwrap_or(self.other)
+    }
+
+    /// An embeddings call failed: counted each time, logged once until it works again.
+    fn embeddings_failed(&self, why: &str) {
+        bump(self.embedding_errors, 1);
+        if !self.embeddings_down.replace(true) {
+            log::warn!(
+                "llm_cache: embeddings service failing ({why}); semantic lookups are misses until it answers again"
+            );
+        }
+    }
+
+    fn embeddings_answered(&self) {
+        if self.embeddings_down.replace(false) {
+            log::info!("llm_cache: embeddings service answers again");
+        }
     }
 }
 
@@ -106,8 +131,11 @@ impl Filter for CacheFilter {
     type Config = CacheConfig;
 
     fn from_config(config: CacheConfig) -> Result<Self, ConfigError> {
-        let cache = Cache::compile(config)?;
+        let cache = Cache::compile(config, &|name| std::env::var(name).ok())?;
         cache.store().ensure(&HostShared);
+        for store in cache.vector_stores() {
+            store.ensure(&HostShared);
+        }
         let models = cache
             .configured_models()
             .map(|model| (model.to_string(), ModelCounters::define(model)))
@@ -130,6 +158,11 @@ impl Filter for CacheFilter {
             not_stored: reasons("llm_cache_not_stored_total", &NOT_STORED_REASONS),
             evictions: Counter::define("llm_cache_evictions_total"),
             store_errors: Counter::define("llm_cache_store_errors_total"),
+            embedding_errors: Counter::define(&labeled_name(
+                "llm_cache_callout_errors_total",
+                &[("kind", "embeddings")],
+            )),
+            embeddings_down: Cell::new(false),
             cache,
         })
     }
@@ -144,6 +177,7 @@ impl Filter for CacheFilter {
             body: BodyBuffer::default(),
             status: None,
             pending: None,
+            semantic: None,
             response: Response::Pass,
         })
     }
@@ -174,6 +208,17 @@ struct Pending {
     ttl_seconds: u64,
 }
 
+/// The semantic tier's part of a request: its embedding call, then its vector (stored with the answer).
+struct SemanticLookup {
+    store: VectorStore,
+    context: u64,
+    /// The threshold to search with; `None` when only storing (`cache-control: no-cache`).
+    threshold: Option<f32>,
+    /// The embeddings call in flight.
+    token: Option<u32>,
+    vector: Option<Vec<f32>>,
+}
+
 enum Response {
     /// Not stored: passes untouched.
     Pass,
@@ -190,6 +235,7 @@ struct CacheStream {
     body: BodyBuffer,
     status: Option<Status>,
     pending: Option<Pending>,
+    semantic: Option<SemanticLookup>,
     response: Response,
 }
 
@@ -225,14 +271,15 @@ impl CacheStream {
             return self.bypass("disabled");
         }
         let scope = match policy.scope {
-            Scope::Consumer => self.consumer.as_str(),
-            Scope::Shared => "",
+            Scope::Consumer => self.consumer.clone(),
+            Scope::Shared => String::new(),
         };
+        let route = self.route.clone();
         let parts = KeyParts {
             api: self.api,
-            route: &self.route,
+            route: &route,
             model: &model,
-            scope,
+            scope: &scope,
         };
         let request = parsed.request(&parts);
         if policy.only_deterministic && !request.deterministic {
@@ -249,19 +296,17 @@ impl CacheStream {
                 .lookup(&HostShared, &request.digest, now_s)
             {
                 Lookup::Hit(entry) => {
-                    if self.reply_from(&request, &entry, now_ns) {
+                    if self.reply_from(&request, &entry, now_ns, None) {
                         bump(counters.hits, 1);
                         bump(counters.saved_input, u64::from(entry.input_tokens));
                         bump(counters.saved_output, u64::from(entry.output_tokens));
                         return Action::Pause;
                     }
-                    bump(counters.misses, 1);
                 }
-                Lookup::Miss | Lookup::Expired => bump(counters.misses, 1),
+                Lookup::Miss | Lookup::Expired => {}
                 Lookup::Failed(why) => {
                     log::warn!("llm_cache: cannot read the cache: {why}");
                     bump(filter.store_errors, 1);
-                    bump(counters.misses, 1);
                 }
             }
             self.status = Some(Status::Miss);
@@ -271,16 +316,152 @@ impl CacheStream {
         set_filter_state(state::CACHE, self.status.unwrap_or(Status::Miss).as_str());
         // The answer is parsed to be stored: it must come back uncompressed.
         llm_host::set_request_header("accept-encoding", None);
+        let semantic = match (policy.semantic_threshold, filter.cache.semantic()) {
+            (Some(threshold), Some(semantic)) => semantic
+                .prompt_text(self.api, parsed.fields())
+                .map(|text| (threshold, semantic, text)),
+            _ => None,
+        };
         self.pending = Some(Pending {
             request,
-            model,
+            model: model.clone(),
             ttl_seconds: policy.ttl_seconds,
         });
-        Action::Continue
+        let Some((threshold, semantic, text)) = semantic else {
+            if self.directive == Directive::Normal {
+                bump(counters.misses, 1);
+            }
+            return Action::Continue;
+        };
+        let Some(store) = filter.cache.vector_store(&model) else {
+            return Action::Continue;
+        };
+        let e = &semantic.embeddings;
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(authorization) = &e.authorization {
+            headers.push(("authorization", authorization));
+        }
+        let body = semantic.request_body(&text);
+        let call = HttpCall {
+            cluster: &e.cluster,
+            authority: &e.authority,
+            method: "POST",
+            path: &e.path,
+            headers: &headers,
+            body: &body,
+            timeout: e.timeout,
+        };
+        let token = match llm_host::current().http_call(&call) {
+            Ok(token) => token,
+            Err(why) => {
+                filter.embeddings_failed(&why);
+                if self.directive == Directive::Normal {
+                    bump(counters.misses, 1);
+                }
+                return Action::Continue;
+            }
+        };
+        self.semantic = Some(SemanticLookup {
+            store,
+            context: semantic::context(&parts, parsed.fields()),
+            threshold: (self.directive == Directive::Normal).then_some(threshold),
+            token: Some(token),
+            vector: None,
+        });
+        // Held until the embedding is back: a semantic hit answers instead of the provider.
+        Action::Pause
+    }
+
+    /// The embedding of the prompt is back (or the call failed): search, then answer or go on.
+    fn on_embedding(&mut self, answer: Option<&HttpAnswer>) {
+        let filter = Rc::clone(&self.filter);
+        let vector = match answer {
+            Some(answer) if answer.status == 200 => semantic::parse_embedding(&answer.body),
+            _ => None,
+        };
+        let Some(vector) = vector else {
+            let why = match answer {
+                Some(answer) if answer.status == 200 => {
+                    "an answer without an embedding".to_string()
+                }
+                Some(answer) => format!("status {}", answer.status),
+                None => "no answer (timeout, reset or no healthy host)".to_string(),
+            };
+            filter.embeddings_failed(&why);
+            self.semantic = None;
+            self.go_on_after_miss();
+            return;
+        };
+        filter.embeddings_answered();
+        let now_ns = llm_host::now_unix_nanos();
+        let now_s = now_ns / 1_000_000_000;
+        let found = self.semantic.as_ref().and_then(|lookup| {
+            let threshold = lookup.threshold?;
+            match lookup
+                .store
+                .search(&HostShared, lookup.context, &vector, now_s, threshold)
+            {
+                Ok(found) => found,
+                Err(why) => {
+                    log::warn!("llm_cache: cannot read the vector store: {why}");
+                    bump(filter.store_errors, 1);
+                    None
+                }
+            }
+        });
+        if let Some(nearest) = found {
+            if let Lookup::Hit(entry) =
+                filter
+                    .cache
+                    .store()
+                    .lookup(&HostShared, &nearest.digest, now_s)
+            {
+                let served = match &self.pending {
+                    Some(pending) => {
+                        let request = pending.request.clone();
+                        let counters = filter.counters(&pending.model);
+                        let served =
+                            self.reply_from(&request, &entry, now_ns, Some(nearest.similarity));
+                        if served {
+                            bump(counters.semantic_hits, 1);
+                            bump(counters.saved_input, u64::from(entry.input_tokens));
+                            bump(counters.saved_output, u64::from(entry.output_tokens));
+                        }
+                        served
+                    }
+                    None => false,
+                };
+                if served {
+                    self.pending = None;
+                    self.semantic = None;
+                    return;
+                }
+            }
+        }
+        if let Some(lookup) = &mut self.semantic {
+            lookup.vector = Some(vector);
+        }
+        self.go_on_after_miss();
+    }
+
+    /// A miss after the semantic lookup: counted, and the request goes on to the provider.
+    fn go_on_after_miss(&mut self) {
+        if self.directive == Directive::Normal {
+            if let Some(pending) = &self.pending {
+                bump(self.filter.counters(&pending.model).misses, 1);
+            }
+        }
+        llm_host::resume_request();
     }
 
     /// Answers from `entry`; false when the stored answer cannot be replayed (then it is a miss).
-    fn reply_from(&mut self, request: &CacheRequest, entry: &Entry, now_ns: u64) -> bool {
+    fn reply_from(
+        &mut self,
+        request: &CacheRequest,
+        entry: &Entry,
+        now_ns: u64,
+        similarity: Option<f32>,
+    ) -> bool {
         let now_s = now_ns / 1_000_000_000;
         let id = cache::fresh_id(request.api, &request.digest, now_ns);
         let (body, content_type) = if request.stream {
@@ -304,14 +485,18 @@ impl CacheStream {
             return false;
         };
         let age = now_s.saturating_sub(entry.stored_at).to_string();
+        let mut headers: Vec<(String, String)> = vec![
+            ("content-type".into(), content_type.into()),
+            (CACHE_HEADER.into(), Status::Hit.as_str().into()),
+            ("age".into(), age),
+            ("cache-control".into(), "no-cache".into()),
+        ];
+        if let Some(similarity) = similarity {
+            headers.push((SIMILARITY_HEADER.into(), format!("{similarity:.4}")));
+        }
         let reply = llm_core::api::LocalReply {
             status: 200,
-            headers: vec![
-                ("content-type".into(), content_type.into()),
-                (CACHE_HEADER.into(), Status::Hit.as_str().into()),
-                ("age".into(), age),
-                ("cache-control".into(), "no-cache".into()),
-            ],
+            headers,
             body: String::from_utf8(body).unwrap_or_default(),
         };
         self.status = Some(Status::Hit);
@@ -348,6 +533,26 @@ impl CacheStream {
                     filter.evictions,
                     u64::from(stored.evicted) + u64::from(stored.replaced),
                 );
+                if let Some(SemanticLookup {
+                    store,
+                    context,
+                    vector: Some(vector),
+                    ..
+                }) = self.semantic.take()
+                {
+                    let digest = &pending.request.digest;
+                    if let Err(why) = store.insert(
+                        &HostShared,
+                        context,
+                        digest,
+                        &vector,
+                        entry.expires_at,
+                        now_s,
+                    ) {
+                        log::warn!("llm_cache: cannot store a vector: {why}");
+                        bump(filter.store_errors, 1);
+                    }
+                }
             }
             Err(why) => {
                 log::warn!("llm_cache: cannot store an answer: {why}");
@@ -477,6 +682,19 @@ impl HttpFilter for CacheStream {
         self.finish_response();
         Action::Continue
     }
+
+    fn on_http_response(&mut self, token: u32, answer: Option<&HttpAnswer>) {
+        let ours = self
+            .semantic
+            .as_ref()
+            .is_some_and(|lookup| lookup.token == Some(token));
+        if ours {
+            if let Some(lookup) = &mut self.semantic {
+                lookup.token = None;
+            }
+            self.on_embedding(answer);
+        }
+    }
 }
 
 impl HoldsRequestBody for CacheStream {
@@ -504,10 +722,14 @@ mod tests {
     const ANSWER: &str = r#"{"id":"chatcmpl-up","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Paris is the capital."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":8,"completion_tokens":5,"total_tokens":13}}"#;
 
     fn configure() {
+        configure_with(CONFIG);
+    }
+
+    fn configure_with(config: &str) {
         fake::reset();
         CONFIG_LOADED.with(|loaded| {
             *loaded.borrow_mut() =
-                Some(llm_host::configure::<CacheFilter>(CONFIG.as_bytes()).expect("config"));
+                Some(llm_host::configure::<CacheFilter>(config.as_bytes()).expect("config"));
         });
     }
 
@@ -810,5 +1032,125 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.contains("models.m.ttl_seconds"), "{err}");
+    }
+
+    const SEMANTIC: &str = r#"{
+      "defaults": {"enabled": false},
+      "models": {"gpt-4o-mini": {"enabled": true, "semantic_threshold": 0.9}},
+      "semantic": {"embeddings": {"cluster": "embedder", "model": "text-embedding-3-small",
+                                  "timeout_ms": 500}}
+    }"#;
+
+    fn embedding(v: &[f32]) -> Vec<u8> {
+        json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": v}]})
+            .to_string()
+            .into_bytes()
+    }
+
+    /// A request whose exact lookup misses: it waits for its embedding (returned: its call's token).
+    fn semantic_request(s: &mut Stream, text: &str) -> u32 {
+        let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]})
+            .to_string();
+        assert_eq!(
+            s.request(&headers("team-a", &[]), &[body.as_bytes()]),
+            Action::Pause
+        );
+        let call = fake::with(|s| s.http_calls.last().cloned()).expect("an embeddings call");
+        assert_eq!(
+            (call.cluster.as_str(), call.path.as_str()),
+            ("embedder", "/v1/embeddings")
+        );
+        let sent: Value = serde_json::from_slice(&call.body).unwrap();
+        assert_eq!(sent["input"], text);
+        assert_eq!(sent["model"], "text-embedding-3-small");
+        call.token
+    }
+
+    #[test]
+    fn a_paraphrase_is_served_from_the_semantic_tier_and_an_unrelated_prompt_is_not() {
+        configure_with(SEMANTIC);
+        let mut first = stream();
+        let token = semantic_request(&mut first, "What is the capital of France?");
+        first.http_response(token, Some((200, &embedding(&[1.0, 0.0, 0.0]))));
+        assert!(first.request_forwarded(), "a miss goes on to the provider");
+        first.response(
+            &[(":status", "200"), ("content-type", "application/json")],
+            &[ANSWER.as_bytes()],
+        );
+
+        let blob = fake::shared("llm_cache.default.vectors.0").unwrap_or_default();
+        assert!(blob.len() > 11, "the prompt's vector was stored");
+        let mut paraphrase = stream();
+        let token = semantic_request(&mut paraphrase, "Tell me the capital of France");
+        paraphrase.http_response(token, Some((200, &embedding(&[0.98, 0.2, 0.0]))));
+        let reply = paraphrase.reply().expect("a semantic hit");
+        assert!(!paraphrase.request_forwarded());
+        assert_eq!(
+            reply.json()["choices"][0]["message"]["content"],
+            "Paris is the capital."
+        );
+        let similarity = reply
+            .headers
+            .iter()
+            .find(|(n, _)| n == SIMILARITY_HEADER)
+            .map(|(_, v)| v.parse::<f32>().unwrap())
+            .unwrap();
+        assert!((0.97..=0.99).contains(&similarity), "{similarity}");
+
+        let mut unrelated = stream();
+        let token = semantic_request(&mut unrelated, "How do I bake bread?");
+        unrelated.http_response(token, Some((200, &embedding(&[0.0, 1.0, 0.0]))));
+        assert!(unrelated.reply().is_none());
+        assert!(unrelated.request_forwarded());
+        let model = |base: &str, kind: &str| {
+            fake::counter(&labeled_name(
+                base,
+                &[("model", "gpt-4o-mini"), ("kind", kind)],
+            ))
+        };
+        assert_eq!(model("llm_cache_hits_total", "semantic"), 1);
+        assert_eq!(model("llm_cache_hits_total", "exact"), 0);
+        assert_eq!(
+            fake::counter(&labeled_name(
+                "llm_cache_misses_total",
+                &[("model", "gpt-4o-mini")]
+            )),
+            2
+        );
+    }
+
+    #[test]
+    fn a_failing_embeddings_service_makes_misses_never_errors() {
+        configure_with(SEMANTIC);
+        let errors = || {
+            fake::counter(&labeled_name(
+                "llm_cache_callout_errors_total",
+                &[("kind", "embeddings")],
+            ))
+        };
+        for answer in [None, Some((503u16, &b"busy"[..])), Some((200, &b"{}"[..]))] {
+            let mut s = stream();
+            let token = semantic_request(&mut s, "anything");
+            s.http_response(token, answer);
+            assert!(s.request_forwarded(), "{answer:?}: fails open");
+            assert!(s.reply().is_none());
+        }
+        assert_eq!(errors(), 3);
+        // A call Envoy refuses outright (unknown cluster) goes on at once.
+        fake::with(|s| s.http_unavailable = true);
+        let mut s = stream();
+        let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})
+            .to_string();
+        assert_eq!(
+            s.request(&headers("team-a", &[]), &[body.as_bytes()]),
+            Action::Continue
+        );
+        assert_eq!(errors(), 4);
+        // Another stream's answer (an unknown token) is not this stream's business.
+        let mut s = stream();
+        fake::with(|s| s.http_unavailable = false);
+        let token = semantic_request(&mut s, "mine");
+        s.http_response(token + 1, Some((200, &embedding(&[1.0]))));
+        assert!(!s.request_forwarded());
     }
 }

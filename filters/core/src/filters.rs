@@ -74,7 +74,7 @@ pub fn validate(
     match filter {
         "llm_auth" => crate::auth::Auth::compile(parse(json)?).map(drop),
         "llm_router" => crate::router::Router::compile(parse(json)?).map(drop),
-        "llm_cache" => crate::cache::Cache::compile(parse(json)?).map(drop),
+        "llm_cache" => crate::cache::Cache::compile(parse(json)?, env).map(drop),
         #[cfg(any(feature = "regex", feature = "regex-lite"))]
         "llm_pii" => crate::pii::Pii::compile(parse(json)?).map(drop),
         "llm_usage" => crate::accounting::Accounting::compile(parse(json)?).map(drop),
@@ -85,7 +85,9 @@ pub fn validate(
             config.check()?;
             compile_section("auth", config.auth, crate::auth::Auth::compile)?;
             compile_section("router", config.router, crate::router::Router::compile)?;
-            compile_section("cache", config.cache, crate::cache::Cache::compile)?;
+            compile_section("cache", config.cache, |c| {
+                crate::cache::Cache::compile(c, env)
+            })?;
             compile_section("pii", config.pii, crate::pii::Pii::compile)?;
             compile_section(
                 "usage",

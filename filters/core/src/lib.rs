@@ -46,6 +46,7 @@ pub mod caching {
     pub mod cache;
     pub mod key;
     pub mod replay;
+    pub mod semantic;
     pub mod store;
 }
 

@@ -64,6 +64,7 @@ impl Filter for ProviderFilter {
             response: ResponseMode::Passthrough,
             translate: None,
             headers: Headers::default(),
+            origin: None,
         })
     }
 }
@@ -86,6 +87,8 @@ struct ProviderAttempt {
     translate: Option<StreamFlags>,
     /// The attempt's request headers as they arrived (read once; the body phase needs them too).
     headers: Headers,
+    /// The request id and the client's request line, recorded if this attempt rewrites it.
+    origin: Option<(String, Origin)>,
 }
 
 impl ProviderAttempt {
@@ -101,12 +104,9 @@ impl ProviderAttempt {
             authority: self.headers.get(":authority").map(str::to_string),
             content_length: self.headers.get("content-length").map(str::to_string),
         };
-        let origin = self
-            .filter
-            .origins
-            .borrow_mut()
-            .attempt(&request_id, current.clone());
-        let Some(origin) = origin.filter(|origin| *origin != current) else {
+        let previous = self.filter.origins.borrow().previous(&request_id).cloned();
+        self.origin = Some((request_id, previous.clone().unwrap_or(current.clone())));
+        let Some(origin) = previous.filter(|origin| *origin != current) else {
             return;
         };
         llm_host::set_request_header(":path", Some(&origin.path));
@@ -115,6 +115,18 @@ impl ProviderAttempt {
         }
         llm_host::set_request_header("content-length", origin.content_length.as_deref());
         self.headers = Headers::request();
+    }
+
+    /// Remembers the client's request line before this attempt rewrites it, for the next attempt.
+    /// Only a rewrite is recorded: an attempt that changes nothing leaves nothing to undo (and the
+    /// downstream filters may still change the request before the one attempt that is sent).
+    fn record_origin(&self) {
+        if let Some((request_id, origin)) = &self.origin {
+            self.filter
+                .origins
+                .borrow_mut()
+                .record(request_id, origin.clone());
+        }
     }
 
     fn apply_headers(&self, attempt: &Attempt, model: Option<&str>) {
@@ -136,6 +148,9 @@ impl ProviderAttempt {
             if !self.headers.contains(name) {
                 llm_host::set_request_header(name, Some(value));
             }
+        }
+        if plan.path.is_some() || plan.authority.is_some() {
+            self.record_origin();
         }
         if let Some(path) = &plan.path {
             // As Envoy does for its own rewrites: access logs keep showing the client's path.
@@ -165,6 +180,7 @@ impl ProviderAttempt {
         };
         self.apply_headers(&attempt, plan.model.as_deref());
         if let Some(new_body) = &plan.new_body {
+            self.record_origin();
             llm_host::replace_request_body(body_size, new_body);
             llm_host::set_request_header("content-length", Some(&new_body.len().to_string()));
         }

@@ -226,7 +226,11 @@ fn envoy_command(dir: &Path, config: &str, options: &EnvoyOptions) -> (Command, 
         .arg("-c")
         .arg(&config_path)
         .args(["--concurrency", &options.concurrency.to_string()])
-        .args(["--log-level", options.log_level])
+        // LLM_ENVOY_LOG_LEVEL=debug (or trace) to see what Envoy did when a test fails.
+        .args([
+            "--log-level",
+            &std::env::var("LLM_ENVOY_LOG_LEVEL").unwrap_or_else(|_| options.log_level.to_string()),
+        ])
         // Access logs are flushed every 10 s by default; tests read them right after a request.
         .args(["--file-flush-interval-msec", "50"])
         // Several Envoys run at once in tests; each needs its own shared-memory region.

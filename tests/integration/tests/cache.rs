@@ -22,6 +22,14 @@ fn prompt(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
 }
 
+/// The chat requests a mock received (the semantic tier's embeddings calls left out).
+fn chats(mock: &integration::MockProvider) -> usize {
+    mock.requests()
+        .iter()
+        .filter(|r| r["path"] != "/v1/embeddings")
+        .count()
+}
+
 /// A series' value (0 when absent); an unlabeled one is found with or without its empty `{}`.
 fn counter(demo: &Demo, series: &str) -> f64 {
     demo.envoy
@@ -56,11 +64,7 @@ fn a_repeated_request_is_served_from_the_cache_and_the_provider_sees_it_once() {
         &prompt("fast", "what is the capital of France?"),
     );
     assert_eq!(alias.header("x-llm-cache"), Some("hit"));
-    assert_eq!(
-        demo.openai.requests().len(),
-        1,
-        "the provider saw one request"
-    );
+    assert_eq!(chats(&demo.openai), 1, "the provider saw one request");
 
     let log = demo.envoy.access_log(3);
     let statuses: Vec<&str> = log
@@ -141,7 +145,7 @@ fn what_changes_the_answer_is_a_miss() {
         Some("hit")
     );
     // base, temperature, tools, team-b, no-cache and no-store; the last one was a hit.
-    assert_eq!(demo.openai.requests().len(), 6);
+    assert_eq!(chats(&demo.openai), 6);
 }
 
 #[test]
@@ -151,7 +155,13 @@ fn streams_are_stored_and_replayed_in_either_shape() {
     let mut streamed = prompt("gpt-4o-mini", "stream this answer once");
     streamed["stream"] = json!(true);
     let first = ask(&demo, TEAM_A, &[], &streamed);
-    assert_eq!(first.status, 200);
+    assert_eq!(
+        first.status,
+        200,
+        "{} {:?}",
+        first.body,
+        demo.openai.requests()
+    );
     assert_eq!(first.header("x-llm-cache"), Some("miss"));
     assert_eq!(sse_text(&first.body), "stream this answer once");
     // The stored stream answers a JSON request...
@@ -177,7 +187,7 @@ fn streams_are_stored_and_replayed_in_either_shape() {
         stream_hit.body
     );
     assert!(stream_hit.body.ends_with("data: [DONE]\n\n"));
-    assert_eq!(demo.openai.requests().len(), 1);
+    assert_eq!(chats(&demo.openai), 1);
 
     // Anthropic Messages, JSON then stream.
     let messages = |stream: bool| {
@@ -208,7 +218,7 @@ fn streams_are_stored_and_replayed_in_either_shape() {
             "message_stop"
         ]
     );
-    assert_eq!(demo.anthropic.requests().len(), 1);
+    assert_eq!(chats(&demo.anthropic), 1);
 }
 
 #[test]
@@ -221,8 +231,8 @@ fn official_sdks_parse_streams_synthesised_from_stored_answers() {
         "{out}"
     );
     // Each case reached its provider once: the repeats were hits.
-    assert_eq!(demo.openai.requests().len(), 2);
-    assert_eq!(demo.anthropic.requests().len(), 2);
+    assert_eq!(chats(&demo.openai), 2);
+    assert_eq!(chats(&demo.anthropic), 2);
 }
 
 #[test]
@@ -247,7 +257,7 @@ fn entries_expire_after_their_ttl() {
         ask(&demo, TEAM_A, &[], &body).header("x-llm-cache"),
         Some("miss")
     );
-    assert_eq!(demo.openai.requests().len(), 2);
+    assert_eq!(chats(&demo.openai), 2);
 }
 
 #[test]
@@ -259,6 +269,8 @@ fn eviction_under_a_byte_limit_never_serves_another_prompts_answer() {
         cache["max_entry_bytes"] = json!(1024);
         cache["max_bytes"] = json!(8192);
         cache["max_entries"] = json!(64);
+        // Exact hits only: these prompts differ in one word, which the semantic tier may not tell.
+        cache["models"]["gpt-4o-mini"]["semantic_threshold"] = json!(0);
         set_filter_config(&config, "llm_cache", &cache.to_string())
     });
     let url = demo.envoy.url("/v1/chat/completions");
@@ -281,7 +293,7 @@ fn eviction_under_a_byte_limit_never_serves_another_prompts_answer() {
     }
     let evictions = counter(&demo, "llm_cache_evictions_total");
     assert!(evictions > 0.0, "{}", demo.envoy.prometheus());
-    assert_eq!(demo.openai.requests().len() + hits, results.len());
+    assert_eq!(chats(&demo.openai) + hits, results.len());
 }
 
 #[test]
@@ -302,13 +314,16 @@ fn fifty_identical_concurrent_requests_are_all_answered_and_none_is_coalesced() 
         .all(|(status, text)| *status == 200 && text == "everyone asks this at once"));
     // Requests that arrive before the first answer is stored all go to the provider (no
     // coalescing); the rest are hits. At least the first goes, at most all fifty.
-    let sent = demo.openai.requests().len();
+    let sent = chats(&demo.openai);
     assert!((1..=50).contains(&sent), "{sent}");
     let hits = counter(
         &demo,
         "llm_cache_hits_total{model=\"gpt-4o-mini\",kind=\"exact\"}",
+    ) + counter(
+        &demo,
+        "llm_cache_hits_total{model=\"gpt-4o-mini\",kind=\"semantic\"}",
     );
-    assert_eq!(sent as f64 + hits, 50.0);
+    assert_eq!(sent as f64 + hits, 50.0, "sent {sent}, hits {hits}");
 }
 
 #[test]
@@ -322,9 +337,120 @@ fn errors_are_never_stored() {
         assert_eq!(response.status, 400, "{}", response.body);
         assert_eq!(response.header("x-llm-cache"), Some("miss"));
     }
-    assert_eq!(demo.openai.requests().len(), 2);
+    assert_eq!(chats(&demo.openai), 2);
     assert_eq!(
         counter(&demo, "llm_cache_not_stored_total{reason=\"status\"}"),
         2.0
+    );
+}
+
+#[test]
+fn a_paraphrase_is_a_semantic_hit_and_an_unrelated_prompt_is_not() {
+    require_envoy!();
+    let demo = Demo::start_with_cache(|config| config);
+    let first = ask(
+        &demo,
+        TEAM_A,
+        &[],
+        &prompt("gpt-4o-mini", "What is the capital city of France?"),
+    );
+    assert_eq!(first.header("x-llm-cache"), Some("miss"));
+    let paraphrase = ask(
+        &demo,
+        TEAM_A,
+        &[],
+        &prompt("gpt-4o-mini", "what is the capital city of France, please"),
+    );
+    assert_eq!(paraphrase.status, 200, "{}", paraphrase.body);
+    assert_eq!(paraphrase.header("x-llm-cache"), Some("hit"));
+    let similarity: f64 = paraphrase
+        .header("x-llm-cache-similarity")
+        .expect("similarity header")
+        .parse()
+        .unwrap();
+    assert!((0.9..1.0).contains(&similarity), "{similarity}");
+    assert_eq!(
+        paraphrase.json()["choices"][0]["message"]["content"],
+        "What is the capital city of France?",
+        "the stored answer, served for the paraphrase"
+    );
+    let unrelated = ask(
+        &demo,
+        TEAM_A,
+        &[],
+        &prompt("gpt-4o-mini", "How do I bake sourdough bread?"),
+    );
+    assert_eq!(unrelated.header("x-llm-cache"), Some("miss"));
+    assert_eq!(
+        unrelated.json()["choices"][0]["message"]["content"],
+        "How do I bake sourdough bread?"
+    );
+    // Another consumer never gets team-a's answer, however close the prompt.
+    let other = ask(
+        &demo,
+        TEAM_B,
+        &[],
+        &prompt("gpt-4o-mini", "what is the capital city of France, please"),
+    );
+    assert_eq!(other.header("x-llm-cache"), Some("miss"));
+    assert_eq!(chats(&demo.openai), 3);
+    let embeddings = demo
+        .openai
+        .requests()
+        .into_iter()
+        .filter(|r| r["path"] == "/v1/embeddings")
+        .count();
+    assert_eq!(embeddings, 4, "one embedding per exact miss");
+    assert_eq!(
+        counter(
+            &demo,
+            "llm_cache_hits_total{model=\"gpt-4o-mini\",kind=\"semantic\"}"
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn a_dead_embeddings_service_turns_semantic_lookups_into_misses() {
+    require_envoy!();
+    // The embeddings cluster points at a port nothing listens on.
+    let demo = Demo::start_with_cache(|config| {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = dead.local_addr().unwrap().port();
+        drop(dead);
+        let mut cache = integration::filter_config(&config, "llm_cache");
+        cache["semantic"]["embeddings"]["cluster"] = json!("dead_embeddings");
+        let config = set_filter_config(&config, "llm_cache", &cache.to_string());
+        config.replacen(
+            "  clusters:\n",
+            &format!(
+                "  clusters:\n  - name: dead_embeddings\n    type: STATIC\n    connect_timeout: 0.25s\n    load_assignment:\n      cluster_name: dead_embeddings\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}\n"
+            ),
+            1,
+        )
+    });
+    for n in 0..4 {
+        let text = format!("question {n} while the embedder is down");
+        let response = ask(&demo, TEAM_A, &[], &prompt("gpt-4o-mini", &text));
+        assert_eq!(response.status, 200, "{}", response.body);
+        assert_eq!(response.header("x-llm-cache"), Some("miss"));
+        assert_eq!(response.json()["choices"][0]["message"]["content"], text);
+    }
+    // The exact tier still works.
+    let again = ask(
+        &demo,
+        TEAM_A,
+        &[],
+        &prompt("gpt-4o-mini", "question 0 while the embedder is down"),
+    );
+    assert_eq!(again.header("x-llm-cache"), Some("hit"));
+    assert_eq!(
+        counter(&demo, "llm_cache_callout_errors_total{kind=\"embeddings\"}"),
+        4.0
+    );
+    let log = demo.envoy.log();
+    assert!(
+        log.matches("embeddings service failing").count() <= 2,
+        "one line per outage (per worker)"
     );
 }

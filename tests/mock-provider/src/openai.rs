@@ -252,13 +252,15 @@ pub fn completions(body: &Value, call: &Call) -> Response<Body> {
     reply::sse(events, stream_error_event(), call.faults)
 }
 
-/// A deterministic unit-free vector for `input`: FNV-1a of the input seeds an xorshift generator.
-fn embedding_vector(seed_bytes: &[u8], dimensions: usize) -> Vec<f32> {
-    let mut state: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in seed_bytes {
-        state ^= u64::from(*byte);
-        state = state.wrapping_mul(0x0100_0000_01b3);
-    }
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A deterministic vector for token-array inputs: FNV-1a of the ids seeds an xorshift generator.
+fn seeded_vector(seed_bytes: &[u8], dimensions: usize) -> Vec<f32> {
+    let mut state = fnv1a(seed_bytes);
     (0..dimensions)
         .map(|_| {
             state ^= state << 13;
@@ -270,28 +272,58 @@ fn embedding_vector(seed_bytes: &[u8], dimensions: usize) -> Vec<f32> {
         .collect()
 }
 
+/// The embedding of a text: a normalised hashed bag of words. Each lowercased word (a run of
+/// letters and digits) adds ±1 to the dimension its FNV-1a hash picks (the sign from another bit of
+/// the hash), and the sum is scaled to unit length. Texts sharing most of their words are close
+/// (cosine ≈ shared words / words, with enough dimensions that words rarely collide); texts with
+/// no word in common are near 0. A text without words gets the first axis.
+fn bag_of_words_vector(text: &str, dimensions: usize) -> Vec<f32> {
+    let mut vector = vec![0f32; dimensions];
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let hash = fnv1a(word.to_lowercase().as_bytes());
+        let index = (hash % dimensions as u64) as usize;
+        let sign = if (hash >> 63) == 1 { -1.0 } else { 1.0 };
+        vector[index] += sign;
+    }
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm == 0.0 {
+        vector[0] = 1.0;
+        return vector;
+    }
+    vector.iter().map(|x| x / norm).collect()
+}
+
+enum Input {
+    Text(String),
+    Tokens(Vec<u8>),
+}
+
 pub fn embeddings(body: &Value, call: &Call) -> Response<Body> {
     let model = match model_of(body) {
         Ok(model) => model,
         Err(response) => return response,
     };
-    // Inputs as (seed bytes, tokens): strings, or token arrays (whose length is their token count).
-    let token_array = |v: &Value| -> Option<(Vec<u8>, u64)> {
+    // Inputs as (text or seed bytes, tokens): strings, or token arrays (whose length is their token
+    // count).
+    let token_array = |v: &Value| -> Option<(Input, u64)> {
         let ids = v.as_array()?;
         let mut seed = Vec::with_capacity(ids.len() * 8);
         for id in ids {
             seed.extend_from_slice(&id.as_u64()?.to_le_bytes());
         }
-        Some((seed, ids.len() as u64))
+        Some((Input::Tokens(seed), ids.len() as u64))
     };
-    let inputs: Vec<(Vec<u8>, u64)> = match body.get("input") {
-        Some(Value::String(s)) => vec![(s.as_bytes().to_vec(), text::tokens(s))],
+    let inputs: Vec<(Input, u64)> = match body.get("input") {
+        Some(Value::String(s)) => vec![(Input::Text(s.clone()), text::tokens(s))],
         Some(Value::Array(items)) if !items.is_empty() => {
             if items.iter().all(Value::is_string) {
                 items
                     .iter()
                     .filter_map(Value::as_str)
-                    .map(|s| (s.as_bytes().to_vec(), text::tokens(s)))
+                    .map(|s| (Input::Text(s.to_string()), text::tokens(s)))
                     .collect()
             } else if items.iter().all(Value::is_u64) {
                 token_array(&Value::Array(items.clone()))
@@ -328,7 +360,10 @@ pub fn embeddings(body: &Value, call: &Call) -> Response<Body> {
         .enumerate()
         .map(|(index, (seed, tokens))| {
             prompt_tokens += tokens;
-            let vector = embedding_vector(seed, dimensions);
+            let vector = match seed {
+                Input::Text(text) => bag_of_words_vector(text, dimensions),
+                Input::Tokens(ids) => seeded_vector(ids, dimensions),
+            };
             let embedding = if base64 {
                 let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();
                 json!(base64::engine::general_purpose::STANDARD.encode(bytes))
@@ -372,9 +407,28 @@ mod tests {
 
     #[test]
     fn embeddings_are_deterministic_and_in_range() {
-        let a = embedding_vector(b"hello", 16);
-        assert_eq!(a, embedding_vector(b"hello", 16));
-        assert_ne!(a, embedding_vector(b"hellp", 16));
+        let a = seeded_vector(b"hello", 16);
+        assert_eq!(a, seeded_vector(b"hello", 16));
+        assert_ne!(a, seeded_vector(b"hellp", 16));
         assert!(a.iter().all(|v| (-1.0..1.0).contains(v)));
+    }
+
+    #[test]
+    fn text_embeddings_put_paraphrases_close_and_unrelated_texts_apart() {
+        let cosine = |a: &str, b: &str| -> f32 {
+            let (a, b) = (bag_of_words_vector(a, 256), bag_of_words_vector(b, 256));
+            a.iter().zip(&b).map(|(x, y)| x * y).sum()
+        };
+        let paraphrase = cosine(
+            "What is the capital city of France?",
+            "what is the capital city of France, please",
+        );
+        assert!(paraphrase > 0.9, "{paraphrase}");
+        let unrelated = cosine(
+            "What is the capital city of France?",
+            "How do I bake sourdough bread",
+        );
+        assert!(unrelated < 0.3, "{unrelated}");
+        assert!((cosine("Same words", "same WORDS!") - 1.0).abs() < 1e-6);
     }
 }

@@ -1,6 +1,7 @@
 //! llm_cache's configuration and decisions: which requests are cached, under which key, for how long.
 
 use super::key::{self, CacheApi, Digest32, KeyParts};
+use super::semantic::{Semantic, SemanticConfig, VectorStore};
 use super::store::Store;
 use crate::config::ConfigError;
 use serde::Deserialize;
@@ -31,6 +32,9 @@ pub struct CacheConfig {
     /// Per consumer (llm_auth's consumer name); wins over the model's settings.
     #[serde(default)]
     pub consumers: BTreeMap<String, Settings>,
+    /// The semantic tier's embeddings service and local store (used where `semantic_threshold` is
+    /// set).
+    pub semantic: Option<SemanticConfig>,
 }
 
 fn default_namespace() -> String {
@@ -55,6 +59,9 @@ pub struct Settings {
     pub scope: Option<Scope>,
     /// Store and serve only requests with `temperature: 0`.
     pub only_deterministic: Option<bool>,
+    /// Turns the semantic tier on: the least cosine similarity of a prompt to a stored one for its
+    /// answer to be served (0 turns it off again, e.g. for one consumer).
+    pub semantic_threshold: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -67,12 +74,14 @@ pub enum Scope {
 }
 
 /// The settings for one request, every level applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Policy {
     pub enabled: bool,
     pub ttl_seconds: u64,
     pub scope: Scope,
     pub only_deterministic: bool,
+    /// The semantic tier's threshold, when it is on.
+    pub semantic_threshold: Option<f32>,
 }
 
 const DEFAULT_TTL_SECONDS: u64 = 300;
@@ -93,11 +102,30 @@ impl Policy {
         if let Some(only) = settings.only_deterministic {
             self.only_deterministic = only;
         }
+        if let Some(threshold) = settings.semantic_threshold {
+            #[allow(clippy::cast_possible_truncation)]
+            let threshold = threshold as f32;
+            self.semantic_threshold = (threshold > 0.0).then_some(threshold);
+        }
         self
     }
 }
 
-fn check_settings(path: &str, settings: &Settings) -> Result<(), ConfigError> {
+fn check_settings(path: &str, settings: &Settings, semantic: bool) -> Result<(), ConfigError> {
+    if let Some(threshold) = settings.semantic_threshold {
+        if !(0.0..=1.0).contains(&threshold) {
+            return Err(ConfigError::new(
+                format!("{path}.semantic_threshold"),
+                "must be between 0 and 1 (a cosine similarity; 0 turns the semantic tier off)",
+            ));
+        }
+        if threshold > 0.0 && !semantic {
+            return Err(ConfigError::new(
+                format!("{path}.semantic_threshold"),
+                "needs the `semantic` section (the embeddings service)",
+            ));
+        }
+    }
     if let Some(ttl) = settings.ttl_seconds {
         if !(1..=MAX_TTL_SECONDS).contains(&ttl) {
             return Err(ConfigError::new(
@@ -116,10 +144,16 @@ pub struct Cache {
     defaults: Policy,
     models: BTreeMap<String, Settings>,
     consumers: BTreeMap<String, Settings>,
+    semantic: Option<Semantic>,
+    namespace: String,
 }
 
 impl Cache {
-    pub fn compile(config: CacheConfig) -> Result<Self, ConfigError> {
+    /// `env` answers the environment variables the config names (the embeddings service's key).
+    pub fn compile(
+        config: CacheConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let namespace_ok = !config.namespace.is_empty()
             && config.namespace.len() <= 64
             && config
@@ -150,18 +184,24 @@ impl Cache {
                 "must be at least max_entry_bytes and at most 4294967296",
             ));
         }
-        check_settings("defaults", &config.defaults)?;
+        let semantic = config
+            .semantic
+            .map(|semantic| Semantic::compile(semantic, env))
+            .transpose()?;
+        let has_semantic = semantic.is_some();
+        check_settings("defaults", &config.defaults, has_semantic)?;
         for (model, settings) in &config.models {
-            check_settings(&format!("models.{model}"), settings)?;
+            check_settings(&format!("models.{model}"), settings, has_semantic)?;
         }
         for (consumer, settings) in &config.consumers {
-            check_settings(&format!("consumers.{consumer}"), settings)?;
+            check_settings(&format!("consumers.{consumer}"), settings, has_semantic)?;
         }
         let defaults = Policy {
             enabled: true,
             ttl_seconds: DEFAULT_TTL_SECONDS,
             scope: Scope::Consumer,
             only_deterministic: false,
+            semantic_threshold: None,
         }
         .apply(&config.defaults);
         Ok(Cache {
@@ -170,7 +210,40 @@ impl Cache {
             defaults,
             models: config.models,
             consumers: config.consumers,
+            semantic,
+            namespace: config.namespace,
         })
+    }
+
+    pub fn semantic(&self) -> Option<&Semantic> {
+        self.semantic.as_ref()
+    }
+
+    /// The local vector store of `model`: one per configured model, one for all others.
+    pub fn vector_store(&self, model: &str) -> Option<VectorStore> {
+        let semantic = self.semantic.as_ref()?;
+        let name = self
+            .models
+            .keys()
+            .position(|m| m == model)
+            .map_or_else(|| "default".to_string(), |i| i.to_string());
+        Some(VectorStore::new(
+            &self.namespace,
+            &name,
+            semantic.max_vectors,
+        ))
+    }
+
+    /// Every vector store the config can use (to create them before traffic).
+    pub fn vector_stores(&self) -> Vec<VectorStore> {
+        let Some(semantic) = &self.semantic else {
+            return Vec::new();
+        };
+        (0..self.models.len())
+            .map(|i| i.to_string())
+            .chain(["default".to_string()])
+            .map(|name| VectorStore::new(&self.namespace, &name, semantic.max_vectors))
+            .collect()
     }
 
     pub fn store(&self) -> &Store {
@@ -254,6 +327,10 @@ pub fn parse_body(body: &[u8]) -> Option<ParsedBody> {
 }
 
 impl ParsedBody {
+    pub fn fields(&self) -> &serde_json::Map<String, Value> {
+        &self.0
+    }
+
     /// The body's `model`: after llm_router, the model the provider will be asked for.
     pub fn model(&self) -> &str {
         self.0
@@ -300,7 +377,7 @@ mod tests {
     use crate::config::parse;
 
     fn compile(json: &str) -> Result<Cache, ConfigError> {
-        parse::<CacheConfig>(json.as_bytes()).and_then(Cache::compile)
+        parse::<CacheConfig>(json.as_bytes()).and_then(|c| Cache::compile(c, &|_| None))
     }
 
     #[test]
@@ -329,6 +406,22 @@ mod tests {
         assert!(err(r#"{"namespace": "a b"}"#).contains("namespace"));
         assert!(err(r#"{"defaults": {"scope": "global"}}"#).contains("scope"));
         assert!(err(r#"{"ttl": 5}"#).contains("ttl"));
+        assert!(err(r#"{"models": {"m": {"semantic_threshold": 0.9}}}"#)
+            .contains("models.m.semantic_threshold`: needs the `semantic` section"));
+        let semantic = r#""semantic": {"embeddings": {"cluster": "e", "model": "x"}}"#;
+        assert!(err(&format!(
+            r#"{{{semantic}, "defaults": {{"semantic_threshold": 1.5}}}}"#
+        ))
+        .contains("defaults.semantic_threshold"));
+        let cache = compile(&format!(
+            r#"{{{semantic}, "models": {{"a": {{"semantic_threshold": 0.9}}, "b": {{}}}},
+                "consumers": {{"c": {{"semantic_threshold": 0}}}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(cache.policy("a", "x").semantic_threshold, Some(0.9));
+        assert_eq!(cache.policy("a", "c").semantic_threshold, None);
+        assert_eq!(cache.policy("b", "x").semantic_threshold, None);
+        assert_eq!(cache.vector_stores().len(), 3);
     }
 
     #[test]

@@ -200,7 +200,7 @@ pub enum Lookup {
 pub struct Stored {
     /// Entries removed to make room (not counting the one this entry replaced in its slot).
     pub evicted: u32,
-    /// Whether the slot held another entry, now replaced.
+    /// Whether the slot held another key's entry, now replaced.
     pub replaced: bool,
 }
 
@@ -279,7 +279,10 @@ impl Store {
                 .as_deref()
                 .and_then(Directory::decode)
                 .unwrap_or_default();
-            let replaced = directory.remove_slot(slot).is_some();
+            // Storing the same key again refreshes its entry; only another key's entry is replaced.
+            let replaced = directory
+                .remove_slot(slot)
+                .is_some_and(|old| old.tag != tag_of(digest));
             directory.records.push_back(Record {
                 slot,
                 bytes: size,

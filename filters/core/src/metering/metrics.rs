@@ -68,6 +68,7 @@ pub const FAMILIES: &[(&str, bool, &[&str])] = &[
     ("llm_cache_not_stored_total", false, &["reason"]),
     ("llm_cache_evictions_total", false, &[]),
     ("llm_cache_store_errors_total", false, &[]),
+    ("llm_cache_callout_errors_total", false, &["kind"]),
     ("llm_pii_detections_total", false, &["entity", "action"]),
     ("llm_pii_scan_limited_total", false, &["action", "reason"]),
     ("llm_provider_attempts_total", false, &["provider"]),

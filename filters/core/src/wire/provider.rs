@@ -605,11 +605,16 @@ pub struct Origin {
 const MAX_ORIGINS: usize = 4096;
 
 impl AttemptOrigins {
-    /// The origin of `request_id` if an earlier attempt saw it; otherwise records `current` as the
-    /// origin and returns `None` (this is the first attempt).
-    pub fn attempt(&mut self, request_id: &str, current: Origin) -> Option<Origin> {
-        if let Some(origin) = self.by_request.get(request_id) {
-            return Some(origin.clone());
+    /// The client's request line as recorded by an earlier attempt of `request_id` that rewrote it.
+    pub fn previous(&self, request_id: &str) -> Option<&Origin> {
+        self.by_request.get(request_id)
+    }
+
+    /// Records `origin` for `request_id` before an attempt rewrites the request line or the body
+    /// (a later attempt then starts again from it). The first record wins: it is the client's.
+    pub fn record(&mut self, request_id: &str, origin: Origin) {
+        if self.by_request.contains_key(request_id) {
+            return;
         }
         if self.order.len() >= MAX_ORIGINS {
             if let Some(oldest) = self.order.pop_front() {
@@ -617,8 +622,7 @@ impl AttemptOrigins {
             }
         }
         self.order.push_back(request_id.to_string());
-        self.by_request.insert(request_id.to_string(), current);
-        None
+        self.by_request.insert(request_id.to_string(), origin);
     }
 }
 
@@ -947,16 +951,19 @@ mod tests {
             authority: Some("gateway".into()),
             content_length: Some("120".into()),
         };
-        assert_eq!(origins.attempt("r1", client.clone()), None);
+        assert_eq!(origins.previous("r1"), None);
+        origins.record("r1", client.clone());
+        // A later attempt's record never replaces the client's.
         let rewritten = Origin {
             path: "/v1/messages".into(),
             authority: Some("api.anthropic.com".into()),
             content_length: Some("98".into()),
         };
-        assert_eq!(origins.attempt("r1", rewritten), Some(client));
+        origins.record("r1", rewritten);
+        assert_eq!(origins.previous("r1"), Some(&client));
         // Bounded: the oldest request is forgotten first.
         for i in 0..MAX_ORIGINS {
-            origins.attempt(
+            origins.record(
                 &format!("other-{i}"),
                 Origin {
                     path: "/".into(),
