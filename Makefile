@@ -38,7 +38,7 @@ help:
 	@echo "make clean    remove build output (keeps .venv)"
 
 # Idempotent and quick once done: stamp files record the pinned Envoy version and the SDK pins.
-setup: $(VENV)/.envoy-$(ENVOY_VERSION) $(VENV)/.sdk-installed
+setup: $(VENV)/.envoy-$(ENVOY_VERSION) $(VENV)/.sdk-installed $(VENV)/.chroma-installed
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	@scripts/system-deps.sh
 
@@ -52,6 +52,11 @@ $(VENV)/.envoy-$(ENVOY_VERSION):
 # The official OpenAI and Anthropic SDKs, for the integration test that drives the gateway with them.
 $(VENV)/.sdk-installed: tests/sdk/requirements.txt $(VENV)/.envoy-$(ENVOY_VERSION)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+	touch $@
+
+# The Chroma vector database, which llm_cache's tests share between two Envoys.
+$(VENV)/.chroma-installed: tests/chroma/requirements.txt $(VENV)/.envoy-$(ENVOY_VERSION)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/chroma/requirements.txt
 	touch $@
 
 build: setup

@@ -4,6 +4,7 @@
 //! Thin glue: keys, the store and replay live in `llm_core::caching`. See README.md.
 
 use llm_core::cache::{self, Cache, CacheConfig, CacheRequest, Directive, Scope};
+use llm_core::caching::chroma::{self, Chroma, ChromaRequest};
 use llm_core::caching::key::{CacheApi, KeyParts};
 use llm_core::caching::replay::{self, Assembler, Complete};
 use llm_core::caching::semantic::{self, VectorStore};
@@ -16,9 +17,10 @@ use llm_host::{
     request_body, request_trailers, set_filter_state, Action, BodyBuffer, Counter, Filter, Headers,
     HoldsRequestBody, HttpFilter,
 };
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::Duration;
 
 // Without `module` (as in llm_gateway, which links this filter with the others) no entry point.
 #[cfg(feature = "module")]
@@ -102,6 +104,12 @@ pub struct CacheFilter {
     embedding_errors: Option<Counter>,
     /// Whether the embeddings service failed last time (this worker): one log line per outage.
     embeddings_down: Cell<bool>,
+    chroma_errors: Option<Counter>,
+    chroma_down: Cell<bool>,
+    /// Chroma's id of the collection, learnt on this worker's first lookup.
+    collection_id: RefCell<Option<String>>,
+    /// Answers to store in Chroma, sent from the root context (a stream's calls end with it).
+    upserts: RefCell<Vec<ChromaRequest>>,
 }
 
 impl CacheFilter {
@@ -116,6 +124,51 @@ impl CacheFilter {
             log::warn!(
                 "llm_cache: embeddings service failing ({why}); semantic lookups are misses until it answers again"
             );
+        }
+    }
+
+    /// A Chroma call failed: counted each time, logged once until Chroma answers again.
+    fn chroma_failed(&self, why: &str) {
+        bump(self.chroma_errors, 1);
+        if !self.chroma_down.replace(true) {
+            log::warn!(
+                "llm_cache: Chroma failing ({why}); its lookups are misses and its stores are dropped until it answers again"
+            );
+        }
+    }
+
+    fn chroma_answered(&self) {
+        if self.chroma_down.replace(false) {
+            log::info!("llm_cache: Chroma answers again");
+        }
+    }
+
+    fn chroma(&self) -> Option<&Chroma> {
+        self.cache.semantic()?.chroma.as_ref()
+    }
+
+    /// Sends a call to Chroma; the token, or the failure counted.
+    fn call_chroma(&self, request: &ChromaRequest) -> Option<u32> {
+        let chroma = self.chroma()?;
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(token) = &chroma.token {
+            headers.push(("x-chroma-token", token));
+        }
+        let call = HttpCall {
+            cluster: &chroma.cluster,
+            authority: &chroma.authority,
+            method: "POST",
+            path: &request.path,
+            headers: &headers,
+            body: &request.body,
+            timeout: chroma.timeout,
+        };
+        match llm_host::current().http_call(&call) {
+            Ok(token) => Some(token),
+            Err(why) => {
+                self.chroma_failed(&why);
+                None
+            }
         }
     }
 
@@ -163,8 +216,36 @@ impl Filter for CacheFilter {
                 &[("kind", "embeddings")],
             )),
             embeddings_down: Cell::new(false),
+            chroma_errors: Counter::define(&labeled_name(
+                "llm_cache_callout_errors_total",
+                &[("kind", "chroma")],
+            )),
+            chroma_down: Cell::new(false),
+            collection_id: RefCell::new(None),
+            upserts: RefCell::new(Vec::new()),
             cache,
         })
+    }
+
+    /// Stores to Chroma go out from the root context, whose calls outlive the request.
+    fn tick_period(&self) -> Option<Duration> {
+        self.chroma().map(|_| Duration::from_millis(100))
+    }
+
+    fn on_tick(&self) {
+        let upserts = std::mem::take(&mut *self.upserts.borrow_mut());
+        for upsert in &upserts {
+            let _ = self.call_chroma(upsert);
+        }
+    }
+
+    fn on_root_http_response(&self, _token: u32, answer: Option<&HttpAnswer>) {
+        // Only upserts are sent from the root context.
+        match answer {
+            Some(answer) if answer.status == 200 => self.chroma_answered(),
+            Some(answer) => self.chroma_failed(&format!("upsert status {}", answer.status)),
+            None => self.chroma_failed("upsert got no answer"),
+        }
     }
 
     fn http_filter(self: &Rc<Self>) -> Box<dyn HttpFilter> {
@@ -214,9 +295,17 @@ struct SemanticLookup {
     context: u64,
     /// The threshold to search with; `None` when only storing (`cache-control: no-cache`).
     threshold: Option<f32>,
-    /// The embeddings call in flight.
+    /// The call in flight: the embedding, Chroma's collection, or Chroma's query.
     token: Option<u32>,
+    stage: Stage,
     vector: Option<Vec<f32>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Embedding,
+    Collection,
+    Query,
 }
 
 enum Response {
@@ -366,6 +455,7 @@ impl CacheStream {
             context: semantic::context(&parts, parsed.fields()),
             threshold: (self.directive == Directive::Normal).then_some(threshold),
             token: Some(token),
+            stage: Stage::Embedding,
             vector: None,
         });
         // Held until the embedding is back: a semantic hit answers instead of the provider.
@@ -393,6 +483,21 @@ impl CacheStream {
             return;
         };
         filter.embeddings_answered();
+        if filter.chroma().is_some() {
+            let searching = self
+                .semantic
+                .as_ref()
+                .is_some_and(|l| l.threshold.is_some());
+            if let Some(lookup) = &mut self.semantic {
+                lookup.vector = Some(vector);
+            }
+            if searching {
+                self.query_chroma();
+            } else {
+                self.go_on_after_miss();
+            }
+            return;
+        }
         let now_ns = llm_host::now_unix_nanos();
         let now_s = now_ns / 1_000_000_000;
         let found = self.semantic.as_ref().and_then(|lookup| {
@@ -442,6 +547,109 @@ impl CacheStream {
             lookup.vector = Some(vector);
         }
         self.go_on_after_miss();
+    }
+
+    /// Asks Chroma for the nearest stored prompt (learning the collection's id first, once per
+    /// worker); the request waits for the answer.
+    fn query_chroma(&mut self) {
+        let filter = Rc::clone(&self.filter);
+        let known = filter.collection_id.borrow().clone();
+        let (request, stage) = match (known, filter.chroma(), &self.semantic) {
+            (Some(id), Some(chroma), Some(lookup)) => {
+                let now_s = llm_host::now_unix_nanos() / 1_000_000_000;
+                let vector = lookup.vector.as_deref().unwrap_or_default();
+                (
+                    chroma.query_request(&id, vector, lookup.context, now_s),
+                    Stage::Query,
+                )
+            }
+            (None, Some(chroma), Some(_)) => (chroma.collection_request(), Stage::Collection),
+            _ => return self.go_on_after_miss(),
+        };
+        match filter.call_chroma(&request) {
+            Some(token) => {
+                if let Some(lookup) = &mut self.semantic {
+                    lookup.token = Some(token);
+                    lookup.stage = stage;
+                }
+            }
+            None => self.go_on_after_miss(),
+        }
+    }
+
+    fn on_collection(&mut self, answer: Option<&HttpAnswer>) {
+        let filter = Rc::clone(&self.filter);
+        let id = answer
+            .filter(|a| a.status == 200)
+            .and_then(|a| chroma::parse_collection_id(&a.body));
+        match id {
+            Some(id) => {
+                filter.chroma_answered();
+                *filter.collection_id.borrow_mut() = Some(id);
+                self.query_chroma();
+            }
+            None => {
+                filter.chroma_failed(&describe(answer, "a collection without an id"));
+                self.go_on_after_miss();
+            }
+        }
+    }
+
+    fn on_query(&mut self, answer: Option<&HttpAnswer>) {
+        let filter = Rc::clone(&self.filter);
+        let Some(answer) = answer.filter(|a| a.status == 200) else {
+            filter.chroma_failed(&describe(answer, ""));
+            return self.go_on_after_miss();
+        };
+        filter.chroma_answered();
+        let threshold = self
+            .semantic
+            .as_ref()
+            .and_then(|l| l.threshold)
+            .unwrap_or(1.0);
+        let Some(hit) = chroma::parse_query(&answer.body, threshold) else {
+            return self.go_on_after_miss();
+        };
+        let Some(pending) = &self.pending else {
+            return self.go_on_after_miss();
+        };
+        let request = pending.request.clone();
+        let counters = filter.counters(&pending.model);
+        let exact = hit.id == hex_of(&request.digest);
+        let entry = Entry {
+            stored_at: hit.stored_at,
+            expires_at: hit.expires_at,
+            input_tokens: hit.input_tokens,
+            output_tokens: hit.output_tokens,
+            answer: hit.answer,
+        };
+        let now_ns = llm_host::now_unix_nanos();
+        let similarity = (!exact).then_some(hit.similarity);
+        if !self.reply_from(&request, &entry, now_ns, similarity) {
+            return self.go_on_after_miss();
+        }
+        bump(
+            if exact {
+                counters.hits
+            } else {
+                counters.semantic_hits
+            },
+            1,
+        );
+        bump(counters.saved_input, u64::from(entry.input_tokens));
+        bump(counters.saved_output, u64::from(entry.output_tokens));
+        if exact {
+            // Another replica's answer: kept here too, so the next identical request stays local.
+            if let Err(why) = filter
+                .cache
+                .store()
+                .insert(&HostShared, &request.digest, &entry)
+            {
+                log::debug!("llm_cache: cannot keep Chroma's answer locally: {why}");
+            }
+        }
+        self.pending = None;
+        self.semantic = None;
     }
 
     /// A miss after the semantic lookup: counted, and the request goes on to the provider.
@@ -541,7 +749,29 @@ impl CacheStream {
                 }) = self.semantic.take()
                 {
                     let digest = &pending.request.digest;
-                    if let Err(why) = store.insert(
+                    if let Some(chroma) = filter.chroma() {
+                        let collection = filter.collection_id.borrow().clone();
+                        match (collection, std::str::from_utf8(&entry.answer)) {
+                            (Some(collection), Ok(answer)) => {
+                                let id = hex_of(digest);
+                                let record = chroma::Record {
+                                    id: &id,
+                                    vector: &vector,
+                                    answer,
+                                    context,
+                                    model: &pending.model,
+                                    stored_at: entry.stored_at,
+                                    expires_at: entry.expires_at,
+                                    input_tokens: entry.input_tokens,
+                                    output_tokens: entry.output_tokens,
+                                };
+                                let upsert = chroma.upsert_request(&collection, &record);
+                                filter.upserts.borrow_mut().push(upsert);
+                            }
+                            // No collection yet (Chroma was down at lookup): this one stays local.
+                            _ => bump(filter.chroma_errors, 1),
+                        }
+                    } else if let Err(why) = store.insert(
                         &HostShared,
                         context,
                         digest,
@@ -583,6 +813,19 @@ impl CacheStream {
             }
         }
     }
+}
+
+/// Why a call failed, for the log (never the answer's body).
+fn describe(answer: Option<&HttpAnswer>, when_ok: &str) -> String {
+    match answer {
+        Some(answer) if answer.status == 200 => when_ok.to_string(),
+        Some(answer) => format!("status {}", answer.status),
+        None => "no answer (timeout, reset or no healthy host)".to_string(),
+    }
+}
+
+fn hex_of(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl HttpFilter for CacheStream {
@@ -688,11 +931,18 @@ impl HttpFilter for CacheStream {
             .semantic
             .as_ref()
             .is_some_and(|lookup| lookup.token == Some(token));
-        if ours {
-            if let Some(lookup) = &mut self.semantic {
-                lookup.token = None;
-            }
-            self.on_embedding(answer);
+        if !ours {
+            return;
+        }
+        let stage = self.semantic.as_mut().map(|lookup| {
+            lookup.token = None;
+            lookup.stage
+        });
+        match stage {
+            Some(Stage::Embedding) => self.on_embedding(answer),
+            Some(Stage::Collection) => self.on_collection(answer),
+            Some(Stage::Query) => self.on_query(answer),
+            None => {}
         }
     }
 }
@@ -1152,5 +1402,121 @@ mod tests {
         let token = semantic_request(&mut s, "mine");
         s.http_response(token + 1, Some((200, &embedding(&[1.0]))));
         assert!(!s.request_forwarded());
+    }
+
+    const CHROMA: &str = r#"{
+      "defaults": {"enabled": false},
+      "models": {"gpt-4o-mini": {"enabled": true, "semantic_threshold": 0.9}},
+      "semantic": {"embeddings": {"cluster": "embedder", "model": "text-embedding-3-small"},
+                   "chroma": {"cluster": "chroma"}}
+    }"#;
+
+    const COLLECTION: &str = "a88ea3f9-bca3-435a-9b6a-005ccd138682";
+
+    fn last_call() -> fake::HttpCall {
+        fake::with(|s| s.http_calls.last().cloned()).expect("a call")
+    }
+
+    #[test]
+    fn with_chroma_answers_are_shared_through_it() {
+        configure_with(CHROMA);
+        let mut first = stream();
+        let token = semantic_request(&mut first, "What is the capital of France?");
+        first.http_response(token, Some((200, &embedding(&[1.0, 0.0]))));
+        // The worker's first lookup learns the collection.
+        let create = last_call();
+        assert_eq!(create.cluster, "chroma");
+        assert!(create
+            .path
+            .ends_with("/databases/default_database/collections"));
+        let answer = format!(r#"{{"id":"{COLLECTION}","name":"llm_cache_default"}}"#);
+        first.http_response(create.token, Some((200, answer.as_bytes())));
+        let query = last_call();
+        assert_eq!(query.path, format!("/api/v2/tenants/default_tenant/databases/default_database/collections/{COLLECTION}/query"));
+        let empty = br#"{"ids":[[]],"distances":[[]],"documents":[[]],"metadatas":[[]]}"#;
+        first.http_response(query.token, Some((200, empty)));
+        assert!(first.request_forwarded(), "nothing near: a miss");
+        first.response(
+            &[(":status", "200"), ("content-type", "application/json")],
+            &[ANSWER.as_bytes()],
+        );
+        // The store goes out from the root context (calls made there outlive the stream).
+        let loaded_tick = || {
+            CONFIG_LOADED.with(|l| l.borrow().as_ref().unwrap().filter.on_tick());
+        };
+        loaded_tick();
+        let upsert = last_call();
+        assert!(upsert.path.ends_with("/upsert"), "{}", upsert.path);
+        let record: Value = serde_json::from_slice(&upsert.body).unwrap();
+        assert_eq!(record["documents"][0].as_str().unwrap(), ANSWER);
+        assert_eq!(record["metadatas"][0]["model"], "gpt-4o-mini");
+        let stored_id = record["ids"][0].as_str().unwrap().to_string();
+
+        // Another replica asks the same: Chroma returns the record under the request's own key.
+        configure_with(CHROMA);
+        let mut other = stream();
+        let token = semantic_request(&mut other, "What is the capital of France?");
+        other.http_response(token, Some((200, &embedding(&[1.0, 0.0]))));
+        let create = last_call();
+        other.http_response(create.token, Some((200, answer.as_bytes())));
+        let query = last_call();
+        let found = json!({
+            "ids": [[stored_id]], "distances": [[0.0]], "documents": [[ANSWER]],
+            "metadatas": [[{"stored_at": 1_767_225_600u64, "expires_at": 1_767_225_900u64,
+                            "context": "x", "model": "gpt-4o-mini",
+                            "input_tokens": 8, "output_tokens": 5}]]
+        })
+        .to_string();
+        other.http_response(query.token, Some((200, found.as_bytes())));
+        let reply = other.reply().expect("served from Chroma");
+        assert_eq!(
+            reply.json()["choices"][0]["message"]["content"],
+            "Paris is the capital."
+        );
+        assert!(
+            !reply.headers.iter().any(|(n, _)| n == SIMILARITY_HEADER),
+            "its own key: an exact hit"
+        );
+        assert_eq!(
+            fake::counter(&labeled_name(
+                "llm_cache_hits_total",
+                &[("model", "gpt-4o-mini"), ("kind", "exact")]
+            )),
+            1
+        );
+        // And kept locally: the next identical request needs no call at all.
+        let calls = fake::with(|s| s.http_calls.len());
+        let mut third = stream();
+        let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is the capital of France?"}]}).to_string();
+        s_request_hits(&mut third, &body);
+        assert_eq!(fake::with(|s| s.http_calls.len()), calls);
+    }
+
+    fn s_request_hits(s: &mut Stream, body: &str) {
+        assert_eq!(
+            s.request(&headers("team-a", &[]), &[body.as_bytes()]),
+            Action::Pause
+        );
+        assert!(s.reply().is_some());
+    }
+
+    #[test]
+    fn a_dead_chroma_makes_misses() {
+        configure_with(CHROMA);
+        for answer in [None, Some((503u16, &b"down"[..]))] {
+            let mut s = stream();
+            let token = semantic_request(&mut s, "anything at all");
+            s.http_response(token, Some((200, &embedding(&[1.0, 0.0]))));
+            let create = last_call();
+            s.http_response(create.token, answer);
+            assert!(s.request_forwarded(), "fails open");
+        }
+        assert_eq!(
+            fake::counter(&labeled_name(
+                "llm_cache_callout_errors_total",
+                &[("kind", "chroma")]
+            )),
+            2
+        );
     }
 }

@@ -44,6 +44,7 @@ pub mod privacy {
 /// Response caching: keys, the shared-data store, and replaying answers in the caller's shape.
 pub mod caching {
     pub mod cache;
+    pub mod chroma;
     pub mod key;
     pub mod replay;
     pub mod semantic;

@@ -8,6 +8,7 @@ use llm_cache::CacheFilter;
 use llm_core::config::ConfigError;
 use llm_core::filters::{compile_section, GatewayConfig};
 use llm_core::metrics::labeled_name;
+use llm_host::host::HttpAnswer;
 use llm_host::{Chain, Counter, Filter, HttpFilter};
 use llm_pii::PiiFilter;
 use llm_router::RouterFilter;
@@ -23,6 +24,7 @@ trait Member {
     fn tick_period(&self) -> Option<Duration>;
     fn on_tick(&self);
     fn on_root_grpc_response(&self, token: u32, status: u32, body: Option<&[u8]>);
+    fn on_root_http_response(&self, token: u32, answer: Option<&HttpAnswer>);
 }
 
 impl<F: Filter> Member for Rc<F> {
@@ -37,6 +39,9 @@ impl<F: Filter> Member for Rc<F> {
     }
     fn on_root_grpc_response(&self, token: u32, status: u32, body: Option<&[u8]>) {
         Filter::on_root_grpc_response(self.as_ref(), token, status, body);
+    }
+    fn on_root_http_response(&self, token: u32, answer: Option<&HttpAnswer>) {
+        Filter::on_root_http_response(self.as_ref(), token, answer);
     }
 }
 
@@ -125,6 +130,12 @@ impl Filter for Gateway {
         // Each filter knows its own calls' tokens (only llm_usage calls from the root context).
         for section in &self.sections {
             section.filter.on_root_grpc_response(token, status, body);
+        }
+    }
+
+    fn on_root_http_response(&self, token: u32, answer: Option<&HttpAnswer>) {
+        for section in &self.sections {
+            section.filter.on_root_http_response(token, answer);
         }
     }
 }

@@ -63,6 +63,9 @@ pub trait Filter: Sized + 'static {
 
     /// The answer to a gRPC call made from [`Filter::on_tick`]: gRPC `status` (0 = OK) and body.
     fn on_root_grpc_response(&self, _token: u32, _status: u32, _body: Option<&[u8]>) {}
+
+    /// The answer to an HTTP call made from [`Filter::on_tick`] (`None`: the call failed).
+    fn on_root_http_response(&self, _token: u32, _answer: Option<&host::HttpAnswer>) {}
 }
 
 /// Forgets the state of a [`Chain`] callback that a panic interrupted, so the next filter on this

@@ -198,6 +198,21 @@ impl<F: Filter> Context for FilterRoot<F> {
                 .on_root_grpc_response(token_id, status_code, body.as_deref());
         }
     }
+
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let Some(loaded) = &self.loaded {
+            let answer = http_answer(body_size);
+            loaded
+                .filter
+                .on_root_http_response(token_id, answer.as_ref());
+        }
+    }
 }
 
 impl<F: Filter> RootContext for FilterRoot<F> {

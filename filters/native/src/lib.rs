@@ -107,6 +107,7 @@ trait Factory {
     fn has_tick(&self) -> bool;
     fn on_tick(&self);
     fn on_root_grpc_response(&self, token: u32, status: u32, body: Option<&[u8]>);
+    fn on_root_http_response(&self, token: u32, answer: Option<&host::HttpAnswer>);
 }
 
 impl<F: Filter> Factory for Loaded<F> {
@@ -121,6 +122,9 @@ impl<F: Filter> Factory for Loaded<F> {
     }
     fn on_root_grpc_response(&self, token: u32, status: u32, body: Option<&[u8]>) {
         self.filter.on_root_grpc_response(token, status, body);
+    }
+    fn on_root_http_response(&self, token: u32, answer: Option<&host::HttpAnswer>) {
+        self.filter.on_root_http_response(token, answer);
     }
 }
 
@@ -177,16 +181,18 @@ struct Config {
     /// Made on first use, from whichever thread needs it.
     scheduler: OnceLock<usize>,
     metrics: Metrics,
-    /// gRPC calls that must outlive their request, sent from the main thread.
+    /// Calls that must outlive their request, sent from the main thread.
     outbox: Mutex<Vec<OutgoingCall>>,
 }
 
+/// A root-context call: gRPC (`headers` and `body` already framed as gRPC) or plain HTTP.
 struct OutgoingCall {
     cluster: String,
-    path: String,
-    message: Vec<u8>,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
     timeout: Duration,
     token: u32,
+    kind: CallKind,
 }
 
 static NEXT_CONFIG_ID: AtomicU64 = AtomicU64::new(1);
@@ -196,8 +202,8 @@ thread_local! {
     /// This thread's instance of each config (the main thread's is built at load time), with the
     /// config, so instances of configs gone are dropped.
     static INSTANCES: RefCell<HashMap<u64, Instance>> = RefCell::new(HashMap::new());
-    /// Root-context calls in flight from the main thread: (config id, callout id) → token.
-    static ROOT_CALLS: RefCell<HashMap<(u64, u64), u32>> = RefCell::new(HashMap::new());
+    /// Root-context calls in flight from the main thread: (config id, callout id) → token and kind.
+    static ROOT_CALLS: RefCell<HashMap<(u64, u64), (u32, CallKind)>> = RefCell::new(HashMap::new());
 }
 
 struct Instance {
@@ -542,32 +548,35 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
             .map(|mut outbox| std::mem::take(&mut *outbox))
             .unwrap_or_default();
         for call in calls {
-            let callout = grpc_callout(
-                &call.cluster,
-                &call.path,
-                &call.message,
-                call.timeout,
-                |args| {
-                    // SAFETY: main thread, Envoy's config pointer; the arguments' buffers live across the call.
-                    unsafe {
-                        envoy_dynamic_module_callback_http_filter_config_http_callout(
-                            envoy,
-                            args.id,
-                            args.cluster,
-                            args.headers,
-                            args.headers_len,
-                            args.body,
-                            args.timeout_ms,
-                        )
+            let mut headers: Vec<ModuleHeader> = call
+                .headers
+                .iter()
+                .map(|(k, v)| ModuleHeader::of(k.as_bytes(), v.as_bytes()))
+                .collect();
+            let mut id = 0u64;
+            // SAFETY: main thread, Envoy's config pointer; the arguments' buffers live across the call.
+            let result = unsafe {
+                envoy_dynamic_module_callback_http_filter_config_http_callout(
+                    envoy,
+                    &mut id,
+                    ModuleBuffer::of(call.cluster.as_bytes()),
+                    headers.as_mut_ptr(),
+                    headers.len(),
+                    ModuleBuffer::of(&call.body),
+                    duration_ms(call.timeout),
+                )
+            };
+            if result == CALLOUT_INIT_SUCCESS {
+                ROOT_CALLS.with(|c| {
+                    c.borrow_mut()
+                        .insert((config.id, id), (call.token, call.kind))
+                });
+            } else if let Some(factory) = thread_instance(config.id) {
+                with_context(Context::root(config, envoy), || match call.kind {
+                    CallKind::Grpc => {
+                        factory.on_root_grpc_response(call.token, GRPC_UNAVAILABLE, None)
                     }
-                },
-            );
-            let factory = thread_instance(config.id);
-            if let Ok(callout_id) = callout {
-                ROOT_CALLS.with(|c| c.borrow_mut().insert((config.id, callout_id), call.token));
-            } else if let Some(factory) = factory {
-                with_context(Context::root(config, envoy), || {
-                    factory.on_root_grpc_response(call.token, GRPC_UNAVAILABLE, None)
+                    CallKind::Http => factory.on_root_http_response(call.token, None),
                 });
             }
         }
@@ -592,15 +601,27 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: as in config_scheduled.
         let config = unsafe { &*config.cast::<Config>() };
-        let Some(token) = ROOT_CALLS.with(|c| c.borrow_mut().remove(&(config.id, callout_id)))
+        let Some((token, kind)) =
+            ROOT_CALLS.with(|c| c.borrow_mut().remove(&(config.id, callout_id)))
         else {
             return;
         };
-        let (status, message) = grpc_answer(result, headers, headers_size, body, body_size);
-        if let Some(factory) = thread_instance(config.id) {
-            with_context(Context::root(config, envoy), || {
-                factory.on_root_grpc_response(token, status, message.as_deref())
-            });
+        let Some(factory) = thread_instance(config.id) else {
+            return;
+        };
+        match kind {
+            CallKind::Grpc => {
+                let (status, message) = grpc_answer(result, headers, headers_size, body, body_size);
+                with_context(Context::root(config, envoy), || {
+                    factory.on_root_grpc_response(token, status, message.as_deref())
+                });
+            }
+            CallKind::Http => {
+                let answer = http_answer(result, headers, headers_size, body, body_size);
+                with_context(Context::root(config, envoy), || {
+                    factory.on_root_http_response(token, answer.as_ref())
+                });
+            }
         }
     }));
 }
@@ -1808,10 +1829,11 @@ impl Host for Native {
                     if let Ok(mut outbox) = config.outbox.lock() {
                         outbox.push(OutgoingCall {
                             cluster: target.to_string(),
-                            path,
-                            message: message.to_vec(),
+                            headers: grpc_headers(target, &path),
+                            body: grpc_frame(message),
                             timeout,
                             token,
+                            kind: CallKind::Grpc,
                         });
                     }
                     config.scheduler()
@@ -1830,21 +1852,45 @@ impl Host for Native {
     }
 
     fn http_call(&self, call: &host::HttpCall<'_>) -> HostResult<u32> {
-        stream_http_call(call)
+        http_call(call)
     }
 }
 
-/// A stream's HTTP callout (the root contexts make none: their work is usage reports over gRPC).
-fn stream_http_call(call: &host::HttpCall<'_>) -> HostResult<u32> {
-    let Some(ContextKind::Stream(envoy)) = current(|c| c.kind) else {
-        return Err("HTTP calls are made from streams only".into());
-    };
+/// An HTTP callout: a stream's own, or a root context's through the main thread.
+fn http_call(call: &host::HttpCall<'_>) -> HostResult<u32> {
     let mut headers: Vec<(&str, &str)> = vec![
         (":method", call.method),
         (":path", call.path),
         ("host", call.authority),
     ];
     headers.extend_from_slice(call.headers);
+    let Some(ContextKind::Stream(envoy)) = current(|c| c.kind) else {
+        // A root context's call outlives any request: the main thread sends it.
+        let token = next_token();
+        let scheduler = current_config(|config| {
+            if let Ok(mut outbox) = config.outbox.lock() {
+                outbox.push(OutgoingCall {
+                    cluster: call.cluster.to_string(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                        .collect(),
+                    body: call.body.to_vec(),
+                    timeout: call.timeout,
+                    token,
+                    kind: CallKind::Http,
+                });
+            }
+            config.scheduler()
+        })
+        .unwrap_or(std::ptr::null_mut());
+        if scheduler.is_null() {
+            return Err("no scheduler".into());
+        }
+        // SAFETY: the config's scheduler, alive while the config is; callable from any thread.
+        unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_commit(scheduler, 0) };
+        return Ok(token);
+    };
     let mut module_headers: Vec<ModuleHeader> = headers
         .iter()
         .map(|(k, v)| ModuleHeader::of(k.as_bytes(), v.as_bytes()))

@@ -1128,6 +1128,92 @@ impl RateLimitService {
     }
 }
 
+/// A Chroma vector database (`.venv/bin/chroma` from `make setup`) on a free port with its data in a
+/// temporary directory; killed on drop (or by [`ChromaServer::kill`]).
+pub struct ChromaServer {
+    pub port: u16,
+    process: Option<Process>,
+    _data: tempfile::TempDir,
+}
+
+impl ChromaServer {
+    pub fn start() -> ChromaServer {
+        let binary = built_artifact(".venv/bin/chroma");
+        let data = tempfile::tempdir().expect("chroma data dir");
+        let port = free_port();
+        let child = spawn(
+            Command::new(binary)
+                .args([
+                    "run",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--path",
+                ])
+                .arg(data.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        let server = ChromaServer {
+            port,
+            process: Some(Process { child }),
+            _data: data,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http::try_get(&server.url("/api/v2/heartbeat")).is_none_or(|r| r.status != 200) {
+            assert!(
+                Instant::now() < deadline,
+                "Chroma did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Records in `collection` (0 when it does not exist yet).
+    pub fn count(&self, collection: &str) -> u64 {
+        let base = "/api/v2/tenants/default_tenant/databases/default_database/collections";
+        let found = http::get(&self.url(&format!("{base}/{collection}")), &[]);
+        let Some(id) = found.json()["id"].as_str().map(str::to_string) else {
+            return 0;
+        };
+        http::get(&self.url(&format!("{base}/{id}/count")), &[])
+            .body
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+
+    /// Stops the server now (the test goes on without it).
+    pub fn kill(&mut self) {
+        self.process = None;
+    }
+}
+
+/// An Envoy cluster named `name` speaking HTTP/1.1 to 127.0.0.1:`port`, added to `config`'s static
+/// clusters.
+pub fn add_http_cluster(config: &str, name: &str, port: u16) -> String {
+    let anchor = "\n  clusters:\n";
+    assert!(config.contains(anchor), "no static clusters in the config");
+    let cluster = format!(
+        r#"  - name: {name}
+    type: STATIC
+    connect_timeout: 0.5s
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
+"#
+    );
+    config.replacen(anchor, &format!("{anchor}{cluster}"), 1)
+}
+
 /// An Envoy cluster named `name` speaking HTTP/2 (gRPC) to 127.0.0.1:`port`, added to `config`'s
 /// static clusters.
 pub fn add_grpc_cluster(config: &str, name: &str, port: u16) -> String {

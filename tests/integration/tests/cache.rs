@@ -1,7 +1,7 @@
 //! llm_cache in a real Envoy: what the client got, what reached the provider, and Envoy's stats.
 
 use integration::http::{self, post_json, sse_text};
-use integration::{require_envoy, set_filter_config, Demo};
+use integration::{require_envoy, set_filter_config, ChromaServer, Demo};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -452,5 +452,104 @@ fn a_dead_embeddings_service_turns_semantic_lookups_into_misses() {
     assert!(
         log.matches("embeddings service failing").count() <= 2,
         "one line per outage (per worker)"
+    );
+}
+
+/// The demo's cache with its semantic tier on Chroma at `port`.
+fn on_chroma(config: String, port: u16) -> String {
+    let config = integration::add_http_cluster(&config, "chroma", port);
+    let mut cache = integration::filter_config(&config, "llm_cache");
+    cache["semantic"]["chroma"] = json!({"cluster": "chroma", "timeout_ms": 2000});
+    set_filter_config(&config, "llm_cache", &cache.to_string())
+}
+
+/// Waits until Chroma holds `n` records (stores go out from the root context, just after the answer).
+fn wait_for_records(chroma: &ChromaServer, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while chroma.count("llm_cache_default") < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Chroma never got {n} records"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn two_envoys_share_answers_through_chroma() {
+    require_envoy!();
+    let chroma = ChromaServer::start();
+    let a = Demo::start_with_cache(|config| on_chroma(config, chroma.port));
+    let b = Demo::start_with_cache(|config| on_chroma(config, chroma.port));
+    let question = prompt("gpt-4o-mini", "Which river runs through Paris?");
+    let stored = ask(&a, TEAM_A, &[], &question);
+    assert_eq!(stored.header("x-llm-cache"), Some("miss"));
+    wait_for_records(&chroma, 1);
+
+    // The same request through B: an exact hit from A's record.
+    let shared = ask(&b, TEAM_A, &[], &question);
+    assert_eq!(shared.status, 200, "{}", shared.body);
+    assert_eq!(shared.header("x-llm-cache"), Some("hit"));
+    assert_eq!(shared.header("x-llm-cache-similarity"), None);
+    assert_eq!(
+        shared.json()["choices"][0]["message"]["content"],
+        stored.json()["choices"][0]["message"]["content"]
+    );
+    // A paraphrase through B: a semantic hit from A's record.
+    let paraphrase = ask(
+        &b,
+        TEAM_A,
+        &[],
+        &prompt("gpt-4o-mini", "which river runs through Paris, please"),
+    );
+    assert_eq!(paraphrase.header("x-llm-cache"), Some("hit"));
+    assert!(paraphrase.header("x-llm-cache-similarity").is_some());
+    // Another consumer through B: never team-a's answer.
+    let other = ask(&b, TEAM_B, &[], &question);
+    assert_eq!(other.header("x-llm-cache"), Some("miss"));
+    assert_eq!(chats(&a.openai), 1);
+    assert_eq!(
+        chats(&b.openai),
+        1,
+        "only team-b's request reached B's provider"
+    );
+}
+
+#[test]
+fn with_chroma_killed_every_request_is_still_answered() {
+    require_envoy!();
+    let mut chroma = ChromaServer::start();
+    let demo = Demo::start_with_cache(|config| on_chroma(config, chroma.port));
+    let first = ask(
+        &demo,
+        TEAM_A,
+        &[],
+        &prompt("gpt-4o-mini", "before the outage"),
+    );
+    assert_eq!(first.status, 200);
+    wait_for_records(&chroma, 1);
+    chroma.kill();
+    for n in 0..6 {
+        let text = format!("asked during the outage, number {n}");
+        let response = ask(&demo, TEAM_A, &[], &prompt("gpt-4o-mini", &text));
+        assert_eq!(response.status, 200, "{}", response.body);
+        assert_eq!(response.header("x-llm-cache"), Some("miss"));
+        assert_eq!(response.json()["choices"][0]["message"]["content"], text);
+    }
+    // The local exact tier still answers what this Envoy stored itself.
+    let again = ask(
+        &demo,
+        TEAM_A,
+        &[],
+        &prompt("gpt-4o-mini", "before the outage"),
+    );
+    assert_eq!(again.header("x-llm-cache"), Some("hit"));
+    assert!(counter(&demo, "llm_cache_callout_errors_total{kind=\"chroma\"}") >= 6.0);
+    let log = demo.envoy.log();
+    // One line per outage per thread that saw it: two workers, and (native) the main thread,
+    // which sends the stores.
+    assert!(
+        (1..=3).contains(&log.matches("Chroma failing").count()),
+        "one line per outage (per thread)"
     );
 }

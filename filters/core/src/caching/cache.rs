@@ -186,7 +186,7 @@ impl Cache {
         }
         let semantic = config
             .semantic
-            .map(|semantic| Semantic::compile(semantic, env))
+            .map(|semantic| Semantic::compile(semantic, &config.namespace, env))
             .transpose()?;
         let has_semantic = semantic.is_some();
         check_settings("defaults", &config.defaults, has_semantic)?;

@@ -29,6 +29,8 @@ pub struct SemanticConfig {
     /// Vectors kept per model in the local store; the oldest go first.
     #[serde(default = "default_max_vectors")]
     pub max_vectors: u32,
+    /// Chroma instead of the local vector store: answers shared by every replica.
+    pub chroma: Option<super::chroma::ChromaConfig>,
 }
 
 fn default_max_chars() -> usize {
@@ -90,6 +92,7 @@ pub struct Embeddings {
 #[derive(Debug, Clone)]
 pub struct Semantic {
     pub embeddings: Embeddings,
+    pub chroma: Option<super::chroma::Chroma>,
     pub input: PromptInput,
     pub max_chars: usize,
     pub max_vectors: u32,
@@ -98,8 +101,13 @@ pub struct Semantic {
 impl Semantic {
     pub fn compile(
         config: SemanticConfig,
+        namespace: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
+        let chroma = config
+            .chroma
+            .map(|chroma| super::chroma::Chroma::compile(chroma, namespace, env))
+            .transpose()?;
         let e = config.embeddings;
         if e.cluster.is_empty() {
             return Err(ConfigError::new(
@@ -167,6 +175,7 @@ impl Semantic {
                 authorization,
                 timeout: std::time::Duration::from_millis(e.timeout_ms),
             },
+            chroma,
             input: config.input,
             max_chars: config.max_chars,
             max_vectors: config.max_vectors,
@@ -645,6 +654,7 @@ mod tests {
                 "embeddings": {"cluster": "c", "model": "m"}, "max_chars": 10
             }))
             .unwrap(),
+            "default",
             &|_| None,
         )
         .unwrap();
@@ -673,6 +683,7 @@ mod tests {
                 "embeddings": {"cluster": "c", "model": "m", "api_key_env": "NOPE"}
             }))
             .unwrap(),
+            "default",
             &|_| None,
         )
         .unwrap_err();
