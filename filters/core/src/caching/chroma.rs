@@ -223,12 +223,14 @@ pub fn parse_collection_id(body: &[u8]) -> Option<String> {
 
 /// The nearest record of a query answer, if there is one at or above `threshold`.
 pub fn parse_query(body: &[u8], threshold: f32) -> Option<ChromaHit> {
+    /// Chroma answers one list per query embedding.
+    type PerQuery<T> = Option<Vec<Vec<Option<T>>>>;
     #[derive(Deserialize)]
     struct Answer {
         ids: Vec<Vec<String>>,
-        distances: Option<Vec<Vec<Option<f64>>>>,
-        documents: Option<Vec<Vec<Option<String>>>>,
-        metadatas: Option<Vec<Vec<Option<serde_json::Map<String, Value>>>>>,
+        distances: PerQuery<f64>,
+        documents: PerQuery<String>,
+        metadatas: PerQuery<serde_json::Map<String, Value>>,
     }
     let answer: Answer = serde_json::from_slice(body).ok()?;
     let id = answer.ids.first()?.first()?.clone();

@@ -17,8 +17,8 @@ pub struct Complete {
 
 /// The tokens an answer reports: (input incl. cached, output).
 pub fn tokens(api: CacheApi, answer: &Value) -> (u64, u64) {
-    let usage = &answer["usage"];
-    let n = |field: &str| usage[field].as_u64().unwrap_or(0);
+    let usage = &at(answer, "usage");
+    let n = |field: &str| at(usage, field).as_u64().unwrap_or(0);
     match api {
         CacheApi::ChatCompletions => (n("prompt_tokens"), n("completion_tokens")),
         CacheApi::Messages => (
@@ -33,13 +33,15 @@ pub fn tokens(api: CacheApi, answer: &Value) -> (u64, u64) {
 pub fn complete_json(api: CacheApi, body: &[u8]) -> Option<Complete> {
     let value: Value = serde_json::from_slice(body).ok()?;
     let complete = match api {
-        CacheApi::ChatCompletions => value["choices"].as_array().is_some_and(|choices| {
+        CacheApi::ChatCompletions => at(&value, "choices").as_array().is_some_and(|choices| {
             !choices.is_empty()
                 && choices
                     .iter()
-                    .all(|c| c["finish_reason"].is_string() && c["message"].is_object())
+                    .all(|c| at(c, "finish_reason").is_string() && at(c, "message").is_object())
         }),
-        CacheApi::Messages => value["type"] == "message" && value["stop_reason"].is_string(),
+        CacheApi::Messages => {
+            at(&value, "type") == "message" && at(&value, "stop_reason").is_string()
+        }
     };
     if !complete {
         return None;
@@ -101,7 +103,7 @@ fn openai_stream(
     include_usage: bool,
     out: &mut Vec<u8>,
 ) -> Option<()> {
-    let model = answer["model"].clone();
+    let model = at(answer, "model").clone();
     let fingerprint = answer.get("system_fingerprint").cloned();
     let chunk = |choices: Value| {
         let mut chunk = json!({
@@ -112,26 +114,26 @@ fn openai_stream(
             "choices": choices,
         });
         if let Some(fingerprint) = &fingerprint {
-            chunk["system_fingerprint"] = fingerprint.clone();
+            set(&mut chunk, "system_fingerprint", fingerprint.clone());
         }
         chunk
     };
     let choice = |index: &Value, delta: Value, finish: &Value| json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}]);
-    for stored in answer["choices"].as_array()? {
-        let index = &stored["index"];
-        let message = &stored["message"];
+    for stored in at(answer, "choices").as_array()? {
+        let index = &at(stored, "index");
+        let message = &at(stored, "message");
         let mut first = json!({"role": "assistant", "content": ""});
-        if let Some(refusal) = message["refusal"].as_str() {
-            first["refusal"] = json!(refusal);
+        if let Some(refusal) = at(message, "refusal").as_str() {
+            set(&mut first, "refusal", json!(refusal));
         }
         data(&chunk(choice(index, first, &Value::Null)), out);
-        if let Some(text) = message["content"].as_str().filter(|t| !t.is_empty()) {
+        if let Some(text) = at(message, "content").as_str().filter(|t| !t.is_empty()) {
             data(
                 &chunk(choice(index, json!({"content": text}), &Value::Null)),
                 out,
             );
         }
-        for (position, call) in message["tool_calls"]
+        for (position, call) in at(message, "tool_calls")
             .as_array()
             .map(Vec::as_slice)
             .unwrap_or_default()
@@ -140,12 +142,12 @@ fn openai_stream(
         {
             let start = json!({"tool_calls": [{
                 "index": position,
-                "id": call["id"],
+                "id": at(call, "id"),
                 "type": "function",
-                "function": {"name": call["function"]["name"], "arguments": ""},
+                "function": {"name": at(at(call, "function"), "name"), "arguments": ""},
             }]});
             data(&chunk(choice(index, start, &Value::Null)), out);
-            if let Some(arguments) = call["function"]["arguments"].as_str() {
+            if let Some(arguments) = at(at(call, "function"), "arguments").as_str() {
                 let args = json!({"tool_calls": [{
                     "index": position,
                     "function": {"arguments": arguments},
@@ -154,13 +156,13 @@ fn openai_stream(
             }
         }
         data(
-            &chunk(choice(index, json!({}), &stored["finish_reason"])),
+            &chunk(choice(index, json!({}), at(stored, "finish_reason"))),
             out,
         );
     }
-    if include_usage && answer["usage"].is_object() {
+    if include_usage && at(answer, "usage").is_object() {
         let mut last = chunk(json!([]));
-        last["usage"] = answer["usage"].clone();
+        set(&mut last, "usage", at(answer, "usage").clone());
         data(&last, out);
     }
     out.extend_from_slice(b"data: [DONE]\n\n");
@@ -168,8 +170,8 @@ fn openai_stream(
 }
 
 fn anthropic_stream(answer: &Value, id: &str, out: &mut Vec<u8>) -> Option<()> {
-    let blocks = answer["content"].as_array()?;
-    let mut start_usage = answer["usage"].clone();
+    let blocks = at(answer, "content").as_array()?;
+    let mut start_usage = at(answer, "usage").clone();
     if let Some(usage) = start_usage.as_object_mut() {
         usage.insert("output_tokens".into(), json!(0));
     }
@@ -177,7 +179,7 @@ fn anthropic_stream(answer: &Value, id: &str, out: &mut Vec<u8>) -> Option<()> {
         "id": id,
         "type": "message",
         "role": "assistant",
-        "model": answer["model"],
+        "model": at(answer, "model"),
         "content": [],
         "stop_reason": null,
         "stop_sequence": null,
@@ -196,10 +198,10 @@ fn anthropic_stream(answer: &Value, id: &str, out: &mut Vec<u8>) -> Option<()> {
                 out,
             );
         };
-        let start = match block["type"].as_str() {
+        let start = match at(block, "type").as_str() {
             Some("text") => json!({"type": "text", "text": ""}),
             Some("tool_use") => json!({
-                "type": "tool_use", "id": block["id"], "name": block["name"], "input": {}
+                "type": "tool_use", "id": at(block, "id"), "name": at(block, "name"), "input": {}
             }),
             Some("thinking") => json!({"type": "thinking", "thinking": ""}),
             _ => block.clone(),
@@ -209,12 +211,15 @@ fn anthropic_stream(answer: &Value, id: &str, out: &mut Vec<u8>) -> Option<()> {
             &json!({"type": "content_block_start", "index": index, "content_block": start}),
             out,
         );
-        match block["type"].as_str() {
+        match at(block, "type").as_str() {
             Some("text") => {
-                delta(json!({"type": "text_delta", "text": block["text"]}), out);
+                delta(
+                    json!({"type": "text_delta", "text": at(block, "text")}),
+                    out,
+                );
             }
             Some("tool_use") => {
-                let input = block["input"].to_string();
+                let input = at(block, "input").to_string();
                 delta(
                     json!({"type": "input_json_delta", "partial_json": input}),
                     out,
@@ -222,12 +227,12 @@ fn anthropic_stream(answer: &Value, id: &str, out: &mut Vec<u8>) -> Option<()> {
             }
             Some("thinking") => {
                 delta(
-                    json!({"type": "thinking_delta", "thinking": block["thinking"]}),
+                    json!({"type": "thinking_delta", "thinking": at(block, "thinking")}),
                     out,
                 );
-                if block["signature"].is_string() {
+                if at(block, "signature").is_string() {
                     delta(
-                        json!({"type": "signature_delta", "signature": block["signature"]}),
+                        json!({"type": "signature_delta", "signature": at(block, "signature")}),
                         out,
                     );
                 }
@@ -240,21 +245,21 @@ fn anthropic_stream(answer: &Value, id: &str, out: &mut Vec<u8>) -> Option<()> {
             out,
         );
     }
-    let mut usage = json!({"output_tokens": answer["usage"]["output_tokens"]});
+    let mut usage = json!({"output_tokens": at(at(answer, "usage"), "output_tokens")});
     for field in [
         "input_tokens",
         "cache_read_input_tokens",
         "cache_creation_input_tokens",
     ] {
-        if let Some(n) = answer["usage"].get(field) {
-            usage[field] = n.clone();
+        if let Some(n) = at(answer, "usage").get(field) {
+            set(&mut usage, field, n.clone());
         }
     }
     event(
         "message_delta",
         &json!({
             "type": "message_delta",
-            "delta": {"stop_reason": answer["stop_reason"], "stop_sequence": answer["stop_sequence"]},
+            "delta": {"stop_reason": at(answer, "stop_reason"), "stop_sequence": at(answer, "stop_sequence")},
             "usage": usage,
         }),
         out,
@@ -330,9 +335,7 @@ impl Assembler {
     /// The assembled answer, if the stream ended as a complete answer does.
     pub fn finish(mut self) -> Option<Complete> {
         if let Some(event) = self.parser.finish() {
-            if self.handle(&event).is_none() {
-                return None;
-            }
+            self.handle(&event)?;
         }
         if self.failed || !self.done {
             return None;
@@ -341,7 +344,10 @@ impl Assembler {
         let answer = match api {
             CacheApi::ChatCompletions => {
                 if self.parts.is_empty()
-                    || self.parts.iter().any(|c| !c["finish_reason"].is_string())
+                    || self
+                        .parts
+                        .iter()
+                        .any(|c| !at(c, "finish_reason").is_string())
                 {
                     return None;
                 }
@@ -353,13 +359,13 @@ impl Assembler {
             CacheApi::Messages => {
                 let mut blocks = self.parts;
                 for (block, partial) in blocks.iter_mut().zip(&self.partial_json) {
-                    if block["type"] == "tool_use" {
+                    if at(block, "type") == "tool_use" {
                         let input: Value = if partial.trim().is_empty() {
                             json!({})
                         } else {
                             serde_json::from_str(partial).ok()?
                         };
-                        block["input"] = input;
+                        set(block, "input", input);
                     }
                 }
                 let mut answer = self.answer;
@@ -417,12 +423,12 @@ impl Assembler {
         if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
             self.answer.insert("usage".into(), usage.clone());
         }
-        for delta_choice in chunk["choices"]
+        for delta_choice in at(&chunk, "choices")
             .as_array()
             .map(Vec::as_slice)
             .unwrap_or_default()
         {
-            let index = usize::try_from(delta_choice["index"].as_u64()?).ok()?;
+            let index = usize::try_from(at(delta_choice, "index").as_u64()?).ok()?;
             if index > 127 {
                 return None;
             }
@@ -436,19 +442,19 @@ impl Assembler {
                 }));
             }
             let choice = self.parts.get_mut(index)?;
-            let delta = &delta_choice["delta"];
+            let delta = &at(delta_choice, "delta");
             let message = choice.get_mut("message")?;
             for field in ["content", "refusal"] {
-                if let Some(text) = delta[field].as_str() {
+                if let Some(text) = at(delta, field).as_str() {
                     append(message, field, text);
                 }
             }
-            for call in delta["tool_calls"]
+            for call in at(delta, "tool_calls")
                 .as_array()
                 .map(Vec::as_slice)
                 .unwrap_or_default()
             {
-                let position = usize::try_from(call["index"].as_u64()?).ok()?;
+                let position = usize::try_from(at(call, "index").as_u64()?).ok()?;
                 if position > 1023 {
                     return None;
                 }
@@ -462,18 +468,18 @@ impl Assembler {
                         "function": {"name": "", "arguments": ""}}));
                 }
                 let stored = calls.get_mut(position)?;
-                if let Some(id) = call["id"].as_str() {
-                    stored["id"] = json!(id);
+                if let Some(id) = at(call, "id").as_str() {
+                    set(stored, "id", json!(id));
                 }
                 let function = stored.get_mut("function")?;
                 for field in ["name", "arguments"] {
-                    if let Some(text) = call["function"][field].as_str() {
+                    if let Some(text) = at(at(call, "function"), field).as_str() {
                         append(function, field, text);
                     }
                 }
             }
-            if let Some(finish) = delta_choice["finish_reason"].as_str() {
-                choice["finish_reason"] = json!(finish);
+            if let Some(finish) = at(delta_choice, "finish_reason").as_str() {
+                set(choice, "finish_reason", json!(finish));
             }
         }
         Some(())
@@ -484,52 +490,54 @@ impl Assembler {
             return Some(());
         }
         let value: Value = serde_json::from_str(&event.data).ok()?;
-        match value["type"].as_str()? {
+        match at(&value, "type").as_str()? {
             "message_start" => {
-                self.answer = value["message"].as_object()?.clone();
+                self.answer = at(&value, "message").as_object()?.clone();
                 self.answer.insert("content".into(), json!([]));
             }
             "content_block_start" => {
-                let index = usize::try_from(value["index"].as_u64()?).ok()?;
+                let index = usize::try_from(at(&value, "index").as_u64()?).ok()?;
                 if index != self.parts.len() {
                     return None;
                 }
-                let mut block = value["content_block"].clone();
-                if block["type"] == "tool_use" {
-                    block["input"] = json!({});
+                let mut block = at(&value, "content_block").clone();
+                if at(&block, "type") == "tool_use" {
+                    set(&mut block, "input", json!({}));
                 }
                 self.parts.push(block);
                 self.partial_json.push(String::new());
             }
             "content_block_delta" => {
-                let index = usize::try_from(value["index"].as_u64()?).ok()?;
+                let index = usize::try_from(at(&value, "index").as_u64()?).ok()?;
                 let block = self.parts.get_mut(index)?;
-                let delta = &value["delta"];
-                match delta["type"].as_str()? {
-                    "text_delta" => append(block, "text", delta["text"].as_str()?),
-                    "thinking_delta" => append(block, "thinking", delta["thinking"].as_str()?),
-                    "signature_delta" => append(block, "signature", delta["signature"].as_str()?),
+                let delta = &at(&value, "delta");
+                match at(delta, "type").as_str()? {
+                    "text_delta" => append(block, "text", at(delta, "text").as_str()?),
+                    "thinking_delta" => append(block, "thinking", at(delta, "thinking").as_str()?),
+                    "signature_delta" => {
+                        append(block, "signature", at(delta, "signature").as_str()?)
+                    }
                     "input_json_delta" => self
                         .partial_json
                         .get_mut(index)?
-                        .push_str(delta["partial_json"].as_str()?),
+                        .push_str(at(delta, "partial_json").as_str()?),
                     "citations_delta" => block
                         .as_object_mut()?
                         .entry("citations")
                         .or_insert_with(|| json!([]))
                         .as_array_mut()?
-                        .push(delta["citation"].clone()),
+                        .push(at(delta, "citation").clone()),
                     _ => return None,
                 }
             }
             "content_block_stop" | "ping" => {}
             "message_delta" => {
                 for field in ["stop_reason", "stop_sequence"] {
-                    if let Some(v) = value["delta"].get(field) {
+                    if let Some(v) = at(&value, "delta").get(field) {
                         self.answer.insert(field.to_string(), v.clone());
                     }
                 }
-                if let Some(usage) = value["usage"].as_object() {
+                if let Some(usage) = at(&value, "usage").as_object() {
                     let stored = self
                         .answer
                         .entry("usage")
@@ -554,10 +562,22 @@ impl Assembler {
     }
 }
 
+/// `value[key]` without the panic of indexing: `Null` when absent or not an object.
+fn at<'a>(value: &'a Value, key: &str) -> &'a Value {
+    value.get(key).unwrap_or(&Value::Null)
+}
+
+/// Sets `key` on a JSON object (a no-op on anything else, where `value[key] = ...` would panic).
+fn set(value: &mut Value, key: &str, field: Value) {
+    if let Some(object) = value.as_object_mut() {
+        object.insert(key.to_string(), field);
+    }
+}
+
 fn append(object: &mut Value, field: &str, text: &str) {
     match object.get_mut(field) {
         Some(Value::String(existing)) => existing.push_str(text),
-        _ => object[field] = json!(text),
+        _ => set(object, field, json!(text)),
     }
 }
 

@@ -189,8 +189,9 @@ impl Semantic {
             "input": text,
             "encoding_format": "float",
         });
-        if let Some(dimensions) = self.embeddings.dimensions {
-            body["dimensions"] = json!(dimensions);
+        if let (Some(dimensions), Some(object)) = (self.embeddings.dimensions, body.as_object_mut())
+        {
+            object.insert("dimensions".into(), json!(dimensions));
         }
         body.to_string().into_bytes()
     }
@@ -201,8 +202,11 @@ impl Semantic {
         let mut parts: Vec<String> = Vec::new();
         match self.input {
             PromptInput::LastUserMessage => {
-                let last = messages.iter().rev().find(|m| m["role"] == "user")?;
-                parts.push(text_of(&last["content"]));
+                let last = messages
+                    .iter()
+                    .rev()
+                    .find(|m| m.get("role").unwrap_or(&Value::Null) == "user")?;
+                parts.push(text_of(last.get("content").unwrap_or(&Value::Null)));
             }
             PromptInput::Conversation => {
                 if api == CacheApi::Messages {
@@ -211,7 +215,7 @@ impl Semantic {
                     }
                 }
                 for message in messages {
-                    parts.push(text_of(&message["content"]));
+                    parts.push(text_of(message.get("content").unwrap_or(&Value::Null)));
                 }
             }
         }
@@ -239,7 +243,7 @@ fn text_of(content: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Array(parts) => parts
             .iter()
-            .filter_map(|p| p["text"].as_str())
+            .filter_map(|p| p.get("text").unwrap_or(&Value::Null).as_str())
             .collect::<Vec<_>>()
             .join("\n"),
         _ => String::new(),
