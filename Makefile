@@ -129,7 +129,7 @@ hash-key:
 
 # Fuzzing is not part of `make test`: it needs nightly and cargo-fuzz, and it runs for minutes.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := request_fields sse_translation pii_scan_and_restore chat_to_messages
+FUZZ_TARGETS := request_fields sse_translation pii_scan_and_restore chat_to_messages cache_parsers
 fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	cd fuzz && for target in $(FUZZ_TARGETS); do \
@@ -152,7 +152,9 @@ bench: build build-native build-ratelimit
 	@command -v wrk >/dev/null || { apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; }
 	@command -v valgrind >/dev/null || { apt-get install -y -qq valgrind || { apt-get update -qq && apt-get install -y -qq valgrind; }; }
 	cargo bench -p llm-bench --bench core -- --noplot
-	cargo build --release -p llm-bench --bin envoy-cost --bin throughput
+	# The cache's search again as the native module is built (opt-level 3), for bench/cache.md.
+	CARGO_PROFILE_BENCH_OPT_LEVEL=3 CARGO_TARGET_DIR=target/bench-opt3 CRITERION_HOME=$(CURDIR)/target/criterion-opt3 cargo bench -p llm-bench --bench core -- --noplot cache/
+	cargo build --release -p llm-bench --bin envoy-cost --bin throughput --bin cache-cost
 	cargo build --profile service -p llm-bench --bin global-check
 	scripts/bench-report.sh
 

@@ -28,6 +28,31 @@ out=bench/filter-cost.md
 mv "$out.tmp" "$out"
 cat "$out"
 
+# bench/cache.md: llm_cache's own costs (issue 17's targets).
+cache=bench/cache.md
+{
+  echo "# llm_cache: what a miss adds, what a hit saves, and the semantic search"
+  echo
+  echo "Measured $(date -u +%Y-%m-%d) by \`make bench\` on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)). Noisy shared"
+  echo "machine (client, mock and Envoy on two cores): rows move by tens of µs between runs; compare within a run."
+  echo
+  echo "## Inside Envoy (one worker, sequential keep-alive 2 KB requests, medians of interleaved rounds)"
+  echo
+  target/release/cache-cost "${BENCH_ROUNDS:-5}" "${BENCH_REQUESTS:-2000}"
+  echo
+  echo "## llm-core (Criterion, median per call)"
+  echo
+  echo "| benchmark | size-optimized build (what the Wasm modules compile from) | opt-level 3 (the native module) |"
+  echo "|---|---|---|"
+  for name in exact_key_2KB semantic_search_10000x256 quantize_256; do
+    s=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['median']['point_estimate'])" "target/criterion/cache/$name/new/estimates.json")
+    o=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['median']['point_estimate'])" "target/criterion-opt3/cache/$name/new/estimates.json" 2>/dev/null || echo nan)
+    python3 -c "import sys; f=lambda ns: f'{float(ns)/1000:.1f} µs' if ns!='nan' else '-'; print(f'| {sys.argv[1]} | {f(sys.argv[2])} | {f(sys.argv[3])} |')" "$name" "$s" "$o"
+  done
+} > "$cache.tmp"
+mv "$cache.tmp" "$cache"
+cat "$cache"
+
 # bench/results.md: the full chain against bare Envoy under load; its first line is the headline ratio.
 results=bench/results.md
 {

@@ -141,5 +141,83 @@ fn pii_dense(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, router_body, pii_scan, pii_dense);
+fn cache(c: &mut Criterion) {
+    use llm_core::cache::parse_body;
+    use llm_core::caching::key::{CacheApi, KeyParts};
+    use llm_core::caching::semantic::{Quantized, VectorStore};
+    use llm_core::caching::store::{SharedData, WriteError};
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    let mut group = c.benchmark_group("cache");
+    let body = chat_body("gpt-4o-mini", 2 * 1024);
+    let parts = KeyParts {
+        api: CacheApi::ChatCompletions,
+        route: "openai",
+        model: "gpt-4o-mini",
+        scope: "team-a",
+    };
+    group.bench_function("exact_key_2KB", |b| {
+        b.iter(|| {
+            parse_body(black_box(body.as_bytes()))
+                .unwrap()
+                .request(&parts)
+        })
+    });
+
+    /// Shared data as Envoy keeps it, for the vector store.
+    #[derive(Default)]
+    struct Shared(RefCell<HashMap<String, (Vec<u8>, u32)>>);
+    impl SharedData for Shared {
+        fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), String> {
+            Ok(match self.0.borrow().get(key) {
+                Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+                None => (None, None),
+            })
+        }
+        fn set(&self, key: &str, value: &[u8], _cas: Option<u32>) -> Result<(), WriteError> {
+            let mut map = self.0.borrow_mut();
+            let version = map.get(key).map_or(1, |(_, v)| v + 1);
+            map.insert(key.to_string(), (value.to_vec(), version));
+            Ok(())
+        }
+    }
+    let unit = |seed: u64| -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let v: Vec<f32> = (0..256)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / norm).collect()
+    };
+    let shared = Shared::default();
+    let store = VectorStore::new("bench", "0", 10_000);
+    for n in 0..10_000u64 {
+        let mut digest = [0u8; 32];
+        digest[..8].copy_from_slice(&n.to_le_bytes());
+        store
+            .insert(&shared, 7, &digest, &unit(n), u64::MAX, 0)
+            .unwrap();
+    }
+    let query = unit(123_456);
+    // Every record in the query's context: the whole blob is read and scored.
+    group.bench_function("semantic_search_10000x256", |b| {
+        b.iter(|| {
+            store
+                .search(&shared, 7, black_box(&query), 1, 0.95)
+                .unwrap()
+        })
+    });
+    group.bench_function("quantize_256", |b| {
+        b.iter(|| Quantized::of(black_box(&query)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, router_body, pii_scan, pii_dense, cache);
 criterion_main!(benches);

@@ -31,22 +31,55 @@ pub fn tokens(api: CacheApi, answer: &Value) -> (u64, u64) {
 /// The JSON answer `body` if it is a complete one worth storing: every choice finished (OpenAI), or
 /// the message stopped (Anthropic).
 pub fn complete_json(api: CacheApi, body: &[u8]) -> Option<Complete> {
-    let value: Value = serde_json::from_slice(body).ok()?;
+    // Typed and skipping what it does not need: a miss pays for this on every answer, so no DOM.
+    use serde::de::IgnoredAny;
+    use serde::Deserialize;
+    #[derive(Deserialize)]
+    struct Usage {
+        prompt_tokens: Option<u64>,
+        completion_tokens: Option<u64>,
+        input_tokens: Option<u64>,
+        output_tokens: Option<u64>,
+        cache_read_input_tokens: Option<u64>,
+        cache_creation_input_tokens: Option<u64>,
+    }
+    #[derive(Deserialize)]
+    struct Choice {
+        finish_reason: Option<String>,
+        message: Option<IgnoredAny>,
+    }
+    #[derive(Deserialize)]
+    struct Answer {
+        choices: Option<Vec<Choice>>,
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        stop_reason: Option<String>,
+        usage: Option<Usage>,
+    }
+    let answer: Answer = serde_json::from_slice(body).ok()?;
     let complete = match api {
-        CacheApi::ChatCompletions => at(&value, "choices").as_array().is_some_and(|choices| {
+        CacheApi::ChatCompletions => answer.choices.as_ref().is_some_and(|choices| {
             !choices.is_empty()
                 && choices
                     .iter()
-                    .all(|c| at(c, "finish_reason").is_string() && at(c, "message").is_object())
+                    .all(|c| c.finish_reason.is_some() && c.message.is_some())
         }),
         CacheApi::Messages => {
-            at(&value, "type") == "message" && at(&value, "stop_reason").is_string()
+            answer.kind.as_deref() == Some("message") && answer.stop_reason.is_some()
         }
     };
     if !complete {
         return None;
     }
-    let (input_tokens, output_tokens) = tokens(api, &value);
+    let n = |v: Option<u64>| v.unwrap_or(0);
+    let (input_tokens, output_tokens) = match (&answer.usage, api) {
+        (None, _) => (0, 0),
+        (Some(u), CacheApi::ChatCompletions) => (n(u.prompt_tokens), n(u.completion_tokens)),
+        (Some(u), CacheApi::Messages) => (
+            n(u.input_tokens) + n(u.cache_read_input_tokens) + n(u.cache_creation_input_tokens),
+            n(u.output_tokens),
+        ),
+    };
     Some(Complete {
         answer: body.to_vec(),
         input_tokens,

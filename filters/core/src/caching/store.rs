@@ -2,12 +2,14 @@
 //!
 //! Shared data has no delete and no size limit, so the store bounds itself: entries live in a fixed
 //! number of slots (`slot.<n>`, the slot chosen by the key's digest; a new entry replaces whatever
-//! held its slot), and a directory (`dir`) lists the occupied slots oldest first with their sizes.
-//! Storing appends to the directory and evicts from its front until the stored bytes fit `max_bytes`.
-//! The directory is updated with compare-and-swap, so concurrent workers never lose each other's
-//! records; entries are written whole (Envoy replaces a value atomically), and every read checks the
-//! entry's digest, length and checksum, so a replaced, evicted or damaged slot reads as a miss, never
-//! as another request's answer.
+//! held its slot), and a small account (`account`: bytes and entries stored, and a clock hand)
+//! keeps the stored bytes within `max_bytes`: past it, the hand sweeps the slots in order and empties
+//! them until the bytes fit. Every store costs a constant number of shared-data operations (the
+//! sweep's work is paid once per byte stored), whatever the number of entries. The account is
+//! updated with compare-and-swap, so concurrent workers never lose each other's updates; entries
+//! are written whole (Envoy replaces a value atomically), and every read checks the entry's digest,
+//! length and checksum, so a replaced, evicted or damaged slot reads as a miss, never as another
+//! request's answer.
 
 use super::key::Digest32;
 
@@ -132,55 +134,30 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// One occupied slot, as the directory lists it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Record {
-    slot: u32,
-    bytes: u32,
-    tag: u64,
+/// What the store holds, and where the eviction hand is.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Account {
+    bytes: u64,
+    entries: u64,
+    hand: u32,
 }
 
-/// The occupied slots, oldest first, and their total size.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Directory {
-    records: std::collections::VecDeque<Record>,
-    total: u64,
-}
-
-impl Directory {
-    fn decode(bytes: &[u8]) -> Option<Directory> {
+impl Account {
+    fn decode(bytes: &[u8]) -> Option<Account> {
         let mut reader = Reader(bytes);
-        let count = reader.u32()?;
-        let mut directory = Directory::default();
-        for _ in 0..count {
-            let record = Record {
-                slot: reader.u32()?,
-                bytes: reader.u32()?,
-                tag: reader.u64()?,
-            };
-            directory.total += u64::from(record.bytes);
-            directory.records.push_back(record);
-        }
-        Some(directory)
+        Some(Account {
+            bytes: reader.u64()?,
+            entries: reader.u64()?,
+            hand: reader.u32()?,
+        })
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 + self.records.len() * 16);
-        let count = u32::try_from(self.records.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&count.to_le_bytes());
-        for record in &self.records {
-            out.extend_from_slice(&record.slot.to_le_bytes());
-            out.extend_from_slice(&record.bytes.to_le_bytes());
-            out.extend_from_slice(&record.tag.to_le_bytes());
-        }
+        let mut out = Vec::with_capacity(20);
+        out.extend_from_slice(&self.bytes.to_le_bytes());
+        out.extend_from_slice(&self.entries.to_le_bytes());
+        out.extend_from_slice(&self.hand.to_le_bytes());
         out
-    }
-
-    fn remove_slot(&mut self, slot: u32) -> Option<Record> {
-        let position = self.records.iter().position(|r| r.slot == slot)?;
-        let record = self.records.remove(position)?;
-        self.total -= u64::from(record.bytes);
-        Some(record)
     }
 }
 
@@ -204,8 +181,8 @@ pub struct Stored {
     pub replaced: bool,
 }
 
-/// How often a contended directory update is retried before the store gives up (it then stores
-/// nothing: a cache may always forget).
+/// How often a contended account update is retried before the store gives up (the account is
+/// then off by one entry's bytes until the next update; the slots themselves stay correct).
 const CAS_ATTEMPTS: usize = 32;
 
 #[derive(Debug, Clone)]
@@ -232,15 +209,15 @@ impl Store {
         format!("{}slot.{slot}", self.prefix)
     }
 
-    fn dir_key(&self) -> String {
-        format!("{}dir", self.prefix)
+    fn account_key(&self) -> String {
+        format!("{}account", self.prefix)
     }
 
-    /// Creates the directory before traffic: Envoy does not compare-and-swap the first write of a
-    /// key, so two workers creating it at once could lose a record.
+    /// Creates the account before traffic: Envoy does not compare-and-swap the first write of a
+    /// key, so two workers creating it at once could lose an update.
     pub fn ensure(&self, shared: &dyn SharedData) {
-        if let Ok((None, _)) = shared.get(&self.dir_key()) {
-            let _ = shared.set(&self.dir_key(), &Directory::default().encode(), None);
+        if let Ok((None, _)) = shared.get(&self.account_key()) {
+            let _ = shared.set(&self.account_key(), &Account::default().encode(), None);
         }
     }
 
@@ -257,8 +234,32 @@ impl Store {
         }
     }
 
-    /// Stores `entry` under `digest`, evicting the oldest entries while the total exceeds
-    /// `max_bytes`.
+    /// Applies `change` to the account with compare-and-swap; the account after it.
+    fn update_account(
+        &self,
+        shared: &dyn SharedData,
+        change: impl Fn(Account) -> Account,
+    ) -> Result<Account, String> {
+        let key = self.account_key();
+        for _ in 0..CAS_ATTEMPTS {
+            let (bytes, cas) = shared.get(&key)?;
+            let next = change(
+                bytes
+                    .as_deref()
+                    .and_then(Account::decode)
+                    .unwrap_or_default(),
+            );
+            match shared.set(&key, &next.encode(), cas) {
+                Ok(()) => return Ok(next),
+                Err(WriteError::CasMismatch) => continue,
+                Err(WriteError::Failed(why)) => return Err(why),
+            }
+        }
+        Err("cache account stayed contended".into())
+    }
+
+    /// Stores `entry` under `digest`; then, while the stored bytes exceed `max_bytes`, the clock
+    /// hand empties slots.
     pub fn insert(
         &self,
         shared: &dyn SharedData,
@@ -266,81 +267,71 @@ impl Store {
         entry: &Entry,
     ) -> Result<Stored, String> {
         let encoded = entry.encode(digest);
-        let size = u32::try_from(encoded.len()).map_err(|_| "entry too large".to_string())?;
-        if u64::from(size) > self.max_bytes {
+        let size = u64::try_from(encoded.len()).unwrap_or(u64::MAX);
+        if size > self.max_bytes {
             return Err("entry larger than max_bytes".into());
         }
         let slot = self.slot_of(digest);
-        let dir_key = self.dir_key();
-        let mut outcome = None;
-        for _ in 0..CAS_ATTEMPTS {
-            let (bytes, cas) = shared.get(&dir_key)?;
-            let mut directory = bytes
-                .as_deref()
-                .and_then(Directory::decode)
-                .unwrap_or_default();
-            // Storing the same key again refreshes its entry; only another key's entry is replaced.
-            let replaced = directory
-                .remove_slot(slot)
-                .is_some_and(|old| old.tag != tag_of(digest));
-            directory.records.push_back(Record {
-                slot,
-                bytes: size,
-                tag: tag_of(digest),
-            });
-            directory.total += u64::from(size);
-            let mut evicted = Vec::new();
-            while directory.total > self.max_bytes {
-                match directory.records.pop_front() {
-                    Some(record) => {
-                        directory.total -= u64::from(record.bytes);
-                        evicted.push(record);
-                    }
-                    None => break,
-                }
-            }
-            match shared.set(&dir_key, &directory.encode(), cas) {
-                Ok(()) => {
-                    outcome = Some((replaced, evicted));
-                    break;
-                }
-                Err(WriteError::CasMismatch) => continue,
-                Err(WriteError::Failed(why)) => return Err(why),
-            }
-        }
-        let Some((replaced, evicted)) = outcome else {
-            return Err("cache directory stayed contended".into());
-        };
+        let key = self.slot_key(slot);
+        let (old, _) = shared.get(&key)?;
+        let old = old.filter(|bytes| !bytes.is_empty());
+        let old_size = old
+            .as_ref()
+            .map_or(0, |b| u64::try_from(b.len()).unwrap_or(0));
+        // Storing the same key again refreshes its entry; only another key's entry is replaced.
+        let replaced = old
+            .as_deref()
+            .and_then(tag_of_encoded)
+            .is_some_and(|tag| tag != tag_of(digest));
         shared
-            .set(&self.slot_key(slot), &encoded, None)
+            .set(&key, &encoded, None)
             .map_err(|err| format!("{err:?}"))?;
-        for record in &evicted {
-            self.clear_slot(shared, record);
-        }
-        Ok(Stored {
-            evicted: u32::try_from(evicted.len()).unwrap_or(u32::MAX),
-            replaced,
-        })
-    }
-
-    /// Empties an evicted slot unless another entry has taken it since.
-    fn clear_slot(&self, shared: &dyn SharedData, record: &Record) {
-        let key = self.slot_key(record.slot);
-        if let Ok((Some(bytes), cas)) = shared.get(&key) {
-            if tag_of_encoded(&bytes) == Some(record.tag) {
-                let _ = shared.set(&key, &[], cas);
+        let mut account = self.update_account(shared, |a| Account {
+            bytes: a.bytes.saturating_sub(old_size).saturating_add(size),
+            entries: a.entries + u64::from(old.is_none()),
+            ..a
+        })?;
+        let mut evicted = 0u32;
+        // Each turn empties at most one slot; a full turn of the clock empties them all.
+        for _ in 0..self.slots {
+            if account.bytes <= self.max_bytes {
+                break;
             }
+            account = self.update_account(shared, |a| Account {
+                hand: (a.hand % self.slots + 1) % self.slots,
+                ..a
+            })?;
+            // The slot the hand just passed is this turn's.
+            let claimed = account.hand.checked_sub(1).unwrap_or(self.slots - 1);
+            if claimed == slot {
+                continue; // the entry just stored stays
+            }
+            let victim = self.slot_key(claimed);
+            let Ok((Some(bytes), cas)) = shared.get(&victim) else {
+                continue;
+            };
+            if bytes.is_empty() || shared.set(&victim, &[], cas).is_err() {
+                continue; // empty, or just replaced by another worker: that one stays
+            }
+            let freed = u64::try_from(bytes.len()).unwrap_or(0);
+            account = self.update_account(shared, |a| Account {
+                bytes: a.bytes.saturating_sub(freed),
+                entries: a.entries.saturating_sub(1),
+                ..a
+            })?;
+            evicted += 1;
         }
+        Ok(Stored { evicted, replaced })
     }
 
-    /// Entries and bytes the directory lists.
-    pub fn size(&self, shared: &dyn SharedData) -> (usize, u64) {
+    /// Entries and bytes stored.
+    pub fn size(&self, shared: &dyn SharedData) -> (u64, u64) {
         shared
-            .get(&self.dir_key())
+            .get(&self.account_key())
             .ok()
             .and_then(|(bytes, _)| bytes)
-            .and_then(|bytes| Directory::decode(&bytes))
-            .map_or((0, 0), |d| (d.records.len(), d.total))
+            .and_then(|bytes| Account::decode(&bytes))
+            .map_or((0, 0), |a| (a.entries, a.bytes))
     }
 }
 
@@ -443,34 +434,40 @@ mod tests {
     }
 
     #[test]
-    fn the_byte_limit_evicts_oldest_first_and_never_serves_an_evicted_entry() {
+    fn the_byte_limit_holds_and_an_evicted_entry_is_never_served() {
         let shared = MemoryShared::default();
         let store = Store::new("t", 64, 1_000);
         store.ensure(&shared);
         let size = entry(200, 500).encode(&digest(0)).len() as u64;
-        let fits = (1_000 / size) as u8;
-        for n in 0..fits {
-            let stored = store.insert(&shared, &digest(n), &entry(200, 500)).unwrap();
-            assert_eq!(stored.evicted, 0);
+        let mut evicted = 0;
+        for n in 0..40u8 {
+            evicted += store
+                .insert(&shared, &digest(n), &entry(200, 500))
+                .unwrap()
+                .evicted;
+            let (entries, bytes) = store.size(&shared);
+            assert!(bytes <= 1_000, "{bytes} bytes after {n}");
+            assert_eq!(bytes, entries * size);
         }
-        let stored = store
-            .insert(&shared, &digest(fits), &entry(200, 500))
-            .unwrap();
-        assert_eq!(stored.evicted, 1);
-        assert_eq!(
-            store.lookup(&shared, &digest(0), 1),
-            Lookup::Miss,
-            "oldest evicted"
-        );
-        for n in 1..=fits {
-            assert!(matches!(
-                store.lookup(&shared, &digest(n), 1),
-                Lookup::Hit(_)
-            ));
+        assert!(evicted >= 40 - (1_000 / size) as u32);
+        // Whatever survived is served whole; whatever was evicted is a miss, never another answer.
+        let mut served = 0;
+        for n in 0..40u8 {
+            match store.lookup(&shared, &digest(n), 1) {
+                Lookup::Hit(e) => {
+                    assert_eq!(e, entry(200, 500));
+                    served += 1;
+                }
+                Lookup::Miss => {}
+                other => panic!("{other:?}"),
+            }
         }
-        let (entries, bytes) = store.size(&shared);
-        assert_eq!(entries, usize::from(fits));
-        assert!(bytes <= 1_000);
+        assert_eq!(served as u64, store.size(&shared).0);
+        // The latest entry always stays.
+        assert!(matches!(
+            store.lookup(&shared, &digest(39), 1),
+            Lookup::Hit(_)
+        ));
     }
 
     #[test]
