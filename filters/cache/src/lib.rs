@@ -14,8 +14,8 @@ use llm_core::contract::{self, state};
 use llm_core::metrics::labeled_name;
 use llm_host::host::{HttpAnswer, HttpCall, SharedWriteError};
 use llm_host::{
-    request_body, request_trailers, set_filter_state, Action, BodyBuffer, Counter, Filter, Headers,
-    HoldsRequestBody, HttpFilter,
+    request_body, request_trailers, set_filter_state, Action, BodyBuffer, Counter, Filter, Gauge,
+    Headers, HoldsRequestBody, HttpFilter,
 };
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -101,6 +101,9 @@ pub struct CacheFilter {
     not_stored: HashMap<&'static str, Option<Counter>>,
     evictions: Option<Counter>,
     store_errors: Option<Counter>,
+    /// What the local exact store holds, set after each store.
+    entries: Option<Gauge>,
+    bytes: Option<Gauge>,
     embedding_errors: Option<Counter>,
     /// Whether the embeddings service failed last time (this worker): one log line per outage.
     embeddings_down: Cell<bool>,
@@ -211,6 +214,8 @@ impl Filter for CacheFilter {
             not_stored: reasons("llm_cache_not_stored_total", &NOT_STORED_REASONS),
             evictions: Counter::define("llm_cache_evictions_total"),
             store_errors: Counter::define("llm_cache_store_errors_total"),
+            entries: Gauge::define("llm_cache_entries"),
+            bytes: Gauge::define("llm_cache_bytes"),
             embedding_errors: Counter::define(&labeled_name(
                 "llm_cache_callout_errors_total",
                 &[("kind", "embeddings")],
@@ -737,6 +742,11 @@ impl CacheStream {
         {
             Ok(stored) => {
                 bump(filter.counters(&pending.model).stores, 1);
+                let (entries, bytes) = filter.cache.store().size(&HostShared);
+                if let (Some(gauge), Some(bytes_gauge)) = (filter.entries, filter.bytes) {
+                    gauge.set(entries);
+                    bytes_gauge.set(bytes);
+                }
                 bump(
                     filter.evictions,
                     u64::from(stored.evicted) + u64::from(stored.replaced),
@@ -1076,6 +1086,8 @@ mod tests {
             Some("hit")
         );
         let model = |base: &str| fake::counter(&labeled_name(base, &[("model", "gpt-4o-mini")]));
+        assert_eq!(fake::gauge("llm_cache_entries"), 1);
+        assert!(fake::gauge("llm_cache_bytes") > ANSWER.len() as u64);
         assert_eq!(model("llm_cache_lookups_total"), 2);
         assert_eq!(model("llm_cache_misses_total"), 1);
         assert_eq!(model("llm_cache_stores_total"), 1);

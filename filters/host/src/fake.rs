@@ -127,6 +127,18 @@ pub fn histogram(name: &str) -> Vec<u64> {
     })
 }
 
+/// The value of the gauge `name` (its full, labeled name), 0 if never set.
+pub fn gauge(name: &str) -> u64 {
+    with(|state| {
+        state
+            .metrics
+            .iter()
+            .filter(|m| m.name == name && m.kind == MetricKind::Gauge)
+            .map(|m| m.total)
+            .sum()
+    })
+}
+
 /// Every defined metric name, for tests that check what exists.
 pub fn metric_names() -> Vec<String> {
     with(|state| state.metrics.iter().map(|m| m.name.clone()).collect())
@@ -290,6 +302,14 @@ impl Host for Fake {
         with(|state| {
             if let Some(metric) = state.metrics.get_mut(id as usize) {
                 metric.records.push(value);
+            }
+        });
+    }
+
+    fn set_gauge(&self, id: u32, value: u64) {
+        with(|state| {
+            if let Some(metric) = state.metrics.get_mut(id as usize) {
+                metric.total = value;
             }
         });
     }

@@ -35,6 +35,7 @@ pub enum Body {
 pub enum MetricKind {
     Counter,
     Histogram,
+    Gauge,
 }
 
 /// Why a shared-data write did not happen.
@@ -72,6 +73,7 @@ pub trait Host {
     fn define_metric(&self, kind: MetricKind, name: &str) -> HostResult<u32>;
     fn increment_counter(&self, id: u32, by: u64);
     fn record_histogram(&self, id: u32, value: u64);
+    fn set_gauge(&self, id: u32, value: u64);
     /// A value shared by every worker, with its version for compare-and-swap (`None`: no such key).
     fn shared_get(&self, key: &str) -> HostResult<(Option<Vec<u8>>, Option<u32>)>;
     /// Writes `value` if the key's version is still `cas` (`None`: unconditionally).
@@ -175,6 +177,7 @@ impl Host for Detached {
     }
     fn increment_counter(&self, _: u32, _: u64) {}
     fn record_histogram(&self, _: u32, _: u64) {}
+    fn set_gauge(&self, _: u32, _: u64) {}
     fn shared_get(&self, _: &str) -> HostResult<(Option<Vec<u8>>, Option<u32>)> {
         Err(DETACHED.into())
     }

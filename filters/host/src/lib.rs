@@ -340,6 +340,28 @@ impl Histogram {
     }
 }
 
+/// A gauge metric: a value set, not accumulated (e.g. what a cache holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gauge {
+    id: u32,
+}
+
+impl Gauge {
+    pub fn define(name: &str) -> Option<Self> {
+        match current().define_metric(MetricKind::Gauge, name) {
+            Ok(id) => Some(Gauge { id }),
+            Err(why) => {
+                log::error!("cannot define metric {name}: {why}");
+                None
+            }
+        }
+    }
+
+    pub fn set(&self, value: u64) {
+        current().set_gauge(self.id, value);
+    }
+}
+
 /// The request body a filter holds until it is complete (its headers having been paused).
 #[derive(Debug, Default)]
 pub struct BodyBuffer {

@@ -90,6 +90,7 @@ impl Host for ProxyWasm {
         let kind = match kind {
             MetricKind::Counter => MetricType::Counter,
             MetricKind::Histogram => MetricType::Histogram,
+            MetricKind::Gauge => MetricType::Gauge,
         };
         hostcalls::define_metric(kind, name).map_err(status_text)
     }
@@ -99,6 +100,11 @@ impl Host for ProxyWasm {
     }
 
     fn record_histogram(&self, id: u32, value: u64) {
+        let _ = hostcalls::record_metric(id, value);
+    }
+
+    fn set_gauge(&self, id: u32, value: u64) {
+        // On a gauge, proxy-wasm's record sets the value.
         let _ = hostcalls::record_metric(id, value);
     }
 

@@ -258,7 +258,8 @@ struct Series {
 impl Metrics {
     fn declare(envoy: ConfigEnvoyPtr) -> Metrics {
         let mut metrics = Metrics::default();
-        for (name, histogram, labels) in llm_core::metrics::FAMILIES {
+        use llm_core::metrics::Kind;
+        for (name, family_kind, labels) in llm_core::metrics::FAMILIES {
             let mut label_names: Vec<ModuleBuffer> = labels
                 .iter()
                 .map(|l| ModuleBuffer::of(l.as_bytes()))
@@ -268,30 +269,27 @@ impl Metrics {
             // `llm_filter_requests_total` is declared as `filter_requests_total`.
             let short = name.strip_prefix("llm_").unwrap_or(name);
             // SAFETY: `envoy` is the config being created (main thread); buffers live across the call.
-            let result = unsafe {
-                if *histogram {
-                    envoy_dynamic_module_callback_http_filter_config_define_histogram(
-                        envoy,
-                        ModuleBuffer::of(short.as_bytes()),
-                        label_names.as_mut_ptr(),
-                        label_names.len(),
-                        &mut id,
-                    )
-                } else {
-                    envoy_dynamic_module_callback_http_filter_config_define_counter(
-                        envoy,
-                        ModuleBuffer::of(short.as_bytes()),
-                        label_names.as_mut_ptr(),
-                        label_names.len(),
-                        &mut id,
-                    )
+            let define = match family_kind {
+                Kind::Counter => envoy_dynamic_module_callback_http_filter_config_define_counter,
+                Kind::Histogram => {
+                    envoy_dynamic_module_callback_http_filter_config_define_histogram
                 }
+                Kind::Gauge => envoy_dynamic_module_callback_http_filter_config_define_gauge,
+            };
+            let result = unsafe {
+                define(
+                    envoy,
+                    ModuleBuffer::of(short.as_bytes()),
+                    label_names.as_mut_ptr(),
+                    label_names.len(),
+                    &mut id,
+                )
             };
             if result == METRICS_SUCCESS {
-                let kind = if *histogram {
-                    MetricKind::Histogram
-                } else {
-                    MetricKind::Counter
+                let kind = match family_kind {
+                    Kind::Counter => MetricKind::Counter,
+                    Kind::Histogram => MetricKind::Histogram,
+                    Kind::Gauge => MetricKind::Gauge,
                 };
                 let declared: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
                 let mut sorted = declared.clone();
@@ -397,6 +395,24 @@ impl Metrics {
                 }
                 (Target::Config(config), MetricKind::Counter) => {
                     envoy_dynamic_module_callback_http_filter_config_increment_counter(
+                        config,
+                        series.family,
+                        values.as_mut_ptr(),
+                        values.len(),
+                        value,
+                    );
+                }
+                (Target::Stream(filter), MetricKind::Gauge) => {
+                    envoy_dynamic_module_callback_http_filter_set_gauge(
+                        filter,
+                        series.family,
+                        values.as_mut_ptr(),
+                        values.len(),
+                        value,
+                    );
+                }
+                (Target::Config(config), MetricKind::Gauge) => {
+                    envoy_dynamic_module_callback_http_filter_config_set_gauge(
                         config,
                         series.family,
                         values.as_mut_ptr(),
@@ -1767,6 +1783,10 @@ impl Host for Native {
 
     fn record_histogram(&self, id: u32, value: u64) {
         add_to_metric(id, value, MetricKind::Histogram);
+    }
+
+    fn set_gauge(&self, id: u32, value: u64) {
+        add_to_metric(id, value, MetricKind::Gauge);
     }
 
     fn shared_get(&self, key: &str) -> HostResult<(Option<Vec<u8>>, Option<u32>)> {

@@ -87,6 +87,9 @@ fn a_repeated_request_is_served_from_the_cache_and_the_provider_sees_it_once() {
         counter(&demo, "llm_cache_stores_total{model=\"gpt-4o-mini\"}"),
         1.0
     );
+    // What the store holds, as gauges.
+    assert_eq!(counter(&demo, "llm_cache_entries"), 1.0);
+    assert!(counter(&demo, "llm_cache_bytes") > 0.0);
     assert!(
         counter(
             &demo,

@@ -48,64 +48,107 @@ pub fn labeled_name(base: &str, labels: &[(&str, &str)]) -> String {
 /// Every metric family the filters report: name, whether it is a histogram, and its labels in the
 /// order Prometheus shows them (the shipped `stats_tags` order for the Wasm modules). Hosts that must declare metrics before traffic (Envoy's dynamic
 /// modules freeze definitions once a filter config is loaded) declare these; proxy-wasm needs none.
-pub const FAMILIES: &[(&str, bool, &[&str])] = &[
-    ("llm_filter_requests_total", false, &["filter"]),
-    ("llm_auth_rejected_total", false, &["reason"]),
-    ("llm_auth_requests_total", false, &["kind"]),
+/// What a family is: its series accumulate (counter), record values (histogram), or hold one
+/// (gauge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Histogram,
+    Gauge,
+}
+
+pub const FAMILIES: &[(&str, Kind, &[&str])] = &[
+    ("llm_filter_requests_total", Kind::Counter, &["filter"]),
+    ("llm_auth_rejected_total", Kind::Counter, &["reason"]),
+    ("llm_auth_requests_total", Kind::Counter, &["kind"]),
     (
         "llm_global_limit_errors_total",
-        false,
+        Kind::Counter,
         &["filter", "action"],
     ),
-    ("llm_router_requests_total", false, &["model", "route"]),
-    ("llm_router_rejected_total", false, &["reason"]),
-    ("llm_cache_lookups_total", false, &["model"]),
-    ("llm_cache_hits_total", false, &["model", "kind"]),
-    ("llm_cache_misses_total", false, &["model"]),
-    ("llm_cache_stores_total", false, &["model"]),
-    ("llm_cache_saved_tokens_total", false, &["model", "kind"]),
-    ("llm_cache_bypass_total", false, &["reason"]),
-    ("llm_cache_not_stored_total", false, &["reason"]),
-    ("llm_cache_evictions_total", false, &[]),
-    ("llm_cache_store_errors_total", false, &[]),
-    ("llm_cache_callout_errors_total", false, &["kind"]),
-    ("llm_pii_detections_total", false, &["entity", "action"]),
-    ("llm_pii_scan_limited_total", false, &["action", "reason"]),
-    ("llm_provider_attempts_total", false, &["provider"]),
-    ("llm_provider_translated_total", false, &["provider"]),
+    (
+        "llm_router_requests_total",
+        Kind::Counter,
+        &["model", "route"],
+    ),
+    ("llm_router_rejected_total", Kind::Counter, &["reason"]),
+    ("llm_cache_lookups_total", Kind::Counter, &["model"]),
+    ("llm_cache_hits_total", Kind::Counter, &["model", "kind"]),
+    ("llm_cache_misses_total", Kind::Counter, &["model"]),
+    ("llm_cache_stores_total", Kind::Counter, &["model"]),
+    (
+        "llm_cache_saved_tokens_total",
+        Kind::Counter,
+        &["model", "kind"],
+    ),
+    ("llm_cache_bypass_total", Kind::Counter, &["reason"]),
+    ("llm_cache_not_stored_total", Kind::Counter, &["reason"]),
+    ("llm_cache_evictions_total", Kind::Counter, &[]),
+    ("llm_cache_store_errors_total", Kind::Counter, &[]),
+    ("llm_cache_callout_errors_total", Kind::Counter, &["kind"]),
+    ("llm_cache_entries", Kind::Gauge, &[]),
+    ("llm_cache_bytes", Kind::Gauge, &[]),
+    (
+        "llm_pii_detections_total",
+        Kind::Counter,
+        &["entity", "action"],
+    ),
+    (
+        "llm_pii_scan_limited_total",
+        Kind::Counter,
+        &["action", "reason"],
+    ),
+    ("llm_provider_attempts_total", Kind::Counter, &["provider"]),
+    (
+        "llm_provider_translated_total",
+        Kind::Counter,
+        &["provider"],
+    ),
     (
         "llm_input_tokens_total",
-        false,
+        Kind::Counter,
         &["consumer", "model", "provider"],
     ),
     (
         "llm_output_tokens_total",
-        false,
+        Kind::Counter,
         &["consumer", "model", "provider"],
     ),
     (
         "llm_cached_input_tokens_total",
-        false,
+        Kind::Counter,
         &["consumer", "model", "provider"],
     ),
     (
         "llm_cost_nanousd_total",
-        false,
+        Kind::Counter,
         &["consumer", "model", "provider"],
     ),
     (
         "llm_estimated_usage_total",
-        false,
+        Kind::Counter,
         &["consumer", "model", "provider"],
     ),
     (
         "llm_requests_total",
-        false,
+        Kind::Counter,
         &["consumer", "model", "provider", "status_class"],
     ),
-    ("llm_usage_limited_total", false, &["consumer", "kind"]),
-    ("llm_request_duration_ms", true, &["model", "provider"]),
-    ("llm_time_to_first_token_ms", true, &["model", "provider"]),
+    (
+        "llm_usage_limited_total",
+        Kind::Counter,
+        &["consumer", "kind"],
+    ),
+    (
+        "llm_request_duration_ms",
+        Kind::Histogram,
+        &["model", "provider"],
+    ),
+    (
+        "llm_time_to_first_token_ms",
+        Kind::Histogram,
+        &["model", "provider"],
+    ),
 ];
 
 /// The inverse of [`labeled_name`]: the base name and the `(label, value)` pairs, or `None` when the
