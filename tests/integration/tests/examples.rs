@@ -108,7 +108,13 @@ fn docker_compose_matches_the_demo() {
 }
 
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
-const DOWNSTREAM_ORDER: [&str; 4] = ["llm_auth", "llm_router", "llm_pii", "llm_usage"];
+const DOWNSTREAM_ORDER: [&str; 5] = [
+    "llm_auth",
+    "llm_router",
+    "llm_cache",
+    "llm_pii",
+    "llm_usage",
+];
 
 /// YAML to JSON (the manifests only use strings, numbers, booleans, lists and maps).
 fn to_json(value: &Yaml) -> serde_json::Value {
