@@ -607,4 +607,32 @@ mod tests {
             ]
         );
     }
+
+    /// The native module runs every filter on one thread: Envoy can run a callout's upstream
+    /// filter inside a chain's callback. That filter must read its own stream, not the chain's copy.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn a_nested_callback_reads_its_own_stream_not_the_outer_chain() {
+        use crate::fake::{self, Stream};
+        use crate::Headers;
+        struct Nesting;
+        impl HttpFilter for Nesting {
+            fn on_request_headers(&mut self, _end_of_stream: bool) -> Action {
+                assert_eq!(Headers::request().get(":path"), Some("/outer"));
+                // Another stream's filter runs inline, its headers on the host.
+                fake::with(|s| s.request_headers = vec![(":path".into(), "/inner".into())]);
+                let inner = crate::isolated(|| Headers::request().get(":path").map(String::from));
+                assert_eq!(inner.as_deref(), Some("/inner"));
+                // Without isolation the chain's copy answers (what the bug looked like).
+                assert_eq!(Headers::request().get(":path"), Some("/outer"));
+                Action::Continue
+            }
+        }
+        fake::reset();
+        let mut stream = Stream::new(Box::new(Chain::new(vec![Box::new(Nesting)])));
+        assert_eq!(
+            stream.request_headers(&[(":path", "/outer")], true),
+            Action::Continue
+        );
+    }
 }

@@ -68,6 +68,19 @@ pub trait Filter: Sized + 'static {
     fn on_root_http_response(&self, _token: u32, _answer: Option<&host::HttpAnswer>) {}
 }
 
+/// Runs `f` (another stream's callback) apart from the [`Chain`] callback this thread may be in.
+/// Envoy can run a filter of another stream inside one of ours: the upstream filters of a callout
+/// that a chain's filter just made, on the native module where every filter shares the thread's
+/// state. Without this, that filter would read the outer chain's copy of its request headers.
+pub fn isolated<R>(f: impl FnOnce() -> R) -> R {
+    let outer = view::leave();
+    let result = f();
+    if let Some(outer) = outer {
+        view::enter(outer);
+    }
+    result
+}
+
 /// Forgets the state of a [`Chain`] callback that a panic interrupted, so the next filter on this
 /// thread (the native module catches panics and goes on) never sees another request's data.
 pub fn reset_after_panic() {

@@ -727,19 +727,25 @@ fn run_stream(
     let mut context = Context::stream(&stream.config, envoy, body);
     context.stream = stream;
     context.request_phase = matches!(phase, Phase::Request | Phase::RequestBody | Phase::Async);
-    let (outcome, context) = with_context_returning(context, || {
-        catch_unwind(AssertUnwindSafe(|| {
-            // A filter is re-entered only if Envoy calls back inside one of our own calls; a busy
-            // filter is skipped rather than aliased.
-            let Ok(mut filter) = stream.filter.try_borrow_mut() else {
-                return Action::Continue;
-            };
-            callback(filter.as_mut())
-        }))
+    // Envoy may run this hook inside another stream's (a callout's upstream filters, inline):
+    // this stream must not see that one's chain state.
+    let (outcome, context) = llm_host::isolated(|| {
+        let (outcome, context) = with_context_returning(context, || {
+            catch_unwind(AssertUnwindSafe(|| {
+                // A filter is re-entered only if Envoy calls back inside one of our own calls; a
+                // busy filter is skipped rather than aliased.
+                let Ok(mut filter) = stream.filter.try_borrow_mut() else {
+                    return Action::Continue;
+                };
+                callback(filter.as_mut())
+            }))
+        });
+        if outcome.is_err() {
+            // Before the outer stream's chain state comes back: only this stream's is forgotten.
+            llm_host::reset_after_panic();
+        }
+        (outcome, context)
     });
-    if outcome.is_err() {
-        llm_host::reset_after_panic();
-    }
     if let (Some(body), Ok(action)) = (body, &outcome) {
         stream.holding(body).set(*action == Action::Pause);
     }
