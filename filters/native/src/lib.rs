@@ -1100,47 +1100,6 @@ fn grpc_headers(cluster: &str, path: &str) -> Vec<(String, String)> {
     ]
 }
 
-/// The arguments of a one-shot HTTP callout (the stream's or the config's).
-struct CalloutArgs {
-    id: *mut u64,
-    cluster: ModuleBuffer,
-    headers: *mut ModuleHeader,
-    headers_len: usize,
-    body: ModuleBuffer,
-    timeout_ms: u64,
-}
-
-/// A unary gRPC call as an HTTP/2 callout to `cluster` (the ABI has no gRPC callouts): the
-/// callout's id, or Envoy's refusal status. `send` makes the stream's or the config's callout.
-fn grpc_callout(
-    cluster: &str,
-    path: &str,
-    message: &[u8],
-    timeout: Duration,
-    send: impl FnOnce(CalloutArgs) -> i32,
-) -> Result<u64, i32> {
-    let headers = grpc_headers(cluster, path);
-    let mut module_headers: Vec<ModuleHeader> = headers
-        .iter()
-        .map(|(k, v)| ModuleHeader::of(k.as_bytes(), v.as_bytes()))
-        .collect();
-    let body = grpc_frame(message);
-    let mut id = 0u64;
-    let result = send(CalloutArgs {
-        id: &mut id,
-        cluster: ModuleBuffer::of(cluster.as_bytes()),
-        headers: module_headers.as_mut_ptr(),
-        headers_len: module_headers.len(),
-        body: ModuleBuffer::of(&body),
-        timeout_ms: duration_ms(timeout),
-    });
-    if result == CALLOUT_INIT_SUCCESS {
-        Ok(id)
-    } else {
-        Err(result)
-    }
-}
-
 /// A gRPC message with its length-prefixed framing (uncompressed).
 fn grpc_frame(message: &[u8]) -> Vec<u8> {
     let mut framed = Vec::with_capacity(message.len() + 5);
@@ -1824,57 +1783,15 @@ impl Host for Native {
     }
 
     fn grpc_call(&self, call: &host::GrpcCall<'_>) -> HostResult<u32> {
-        let (target, message, timeout) = (call.cluster, call.message, call.timeout);
+        // The ABI has no gRPC callouts: a unary call is an HTTP/2 callout with gRPC framing.
         let path = format!("/{}/{}", call.service, call.method);
-        let kind = current(|c| c.kind).ok_or(NO_STREAM)?;
-        match kind {
-            ContextKind::Stream(envoy) => {
-                let callout_id = grpc_callout(target, &path, message, timeout, |args| {
-                    // SAFETY: the running hook's pointer; the arguments' buffers live across the call.
-                    unsafe {
-                        envoy_dynamic_module_callback_http_filter_http_callout(
-                            envoy,
-                            args.id,
-                            args.cluster,
-                            args.headers,
-                            args.headers_len,
-                            args.body,
-                            args.timeout_ms,
-                        )
-                    }
-                })
-                .map_err(|result| format!("callout to {target} refused (status {result})"))?;
-                let token = next_token();
-                let stream = current(|c| c.stream).unwrap_or(std::ptr::null());
-                register_stream_call(stream, callout_id, token, CallKind::Grpc);
-                Ok(token)
-            }
-            ContextKind::WorkerRoot | ContextKind::Root(_) | ContextKind::Config => {
-                let token = next_token();
-                let scheduler = current_config(|config| {
-                    if let Ok(mut outbox) = config.outbox.lock() {
-                        outbox.push(OutgoingCall {
-                            cluster: target.to_string(),
-                            headers: grpc_headers(target, &path),
-                            body: grpc_frame(message),
-                            timeout,
-                            token,
-                            kind: CallKind::Grpc,
-                        });
-                    }
-                    config.scheduler()
-                })
-                .unwrap_or(std::ptr::null_mut());
-                if scheduler.is_null() {
-                    return Err("no scheduler".into());
-                }
-                // SAFETY: the config's scheduler, alive while the config is; callable from any thread.
-                unsafe {
-                    envoy_dynamic_module_callback_http_filter_config_scheduler_commit(scheduler, 0)
-                };
-                Ok(token)
-            }
-        }
+        callout(
+            call.cluster,
+            grpc_headers(call.cluster, &path),
+            grpc_frame(call.message),
+            call.timeout,
+            CallKind::Grpc,
+        )
     }
 
     fn http_call(&self, call: &host::HttpCall<'_>) -> HostResult<u32> {
@@ -1882,29 +1799,47 @@ impl Host for Native {
     }
 }
 
-/// An HTTP callout: a stream's own, or a root context's through the main thread.
+/// An HTTP call as a callout.
 fn http_call(call: &host::HttpCall<'_>) -> HostResult<u32> {
-    let mut headers: Vec<(&str, &str)> = vec![
-        (":method", call.method),
-        (":path", call.path),
-        ("host", call.authority),
+    let mut headers: Vec<(String, String)> = vec![
+        (":method".into(), call.method.into()),
+        (":path".into(), call.path.into()),
+        ("host".into(), call.authority.into()),
     ];
-    headers.extend_from_slice(call.headers);
+    headers.extend(
+        call.headers
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string())),
+    );
+    callout(
+        call.cluster,
+        headers,
+        call.body.to_vec(),
+        call.timeout,
+        CallKind::Http,
+    )
+}
+
+/// One callout: a stream's own (its answer comes to the stream), or a root context's, which must
+/// outlive any request and so is sent by the main thread. Returns the call's token.
+fn callout(
+    cluster: &str,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    timeout: Duration,
+    kind: CallKind,
+) -> HostResult<u32> {
+    let token = next_token();
     let Some(ContextKind::Stream(envoy)) = current(|c| c.kind) else {
-        // A root context's call outlives any request: the main thread sends it.
-        let token = next_token();
         let scheduler = current_config(|config| {
             if let Ok(mut outbox) = config.outbox.lock() {
                 outbox.push(OutgoingCall {
-                    cluster: call.cluster.to_string(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-                        .collect(),
-                    body: call.body.to_vec(),
-                    timeout: call.timeout,
+                    cluster: cluster.to_string(),
+                    headers,
+                    body,
+                    timeout,
                     token,
-                    kind: CallKind::Http,
+                    kind,
                 });
             }
             config.scheduler()
@@ -1927,22 +1862,18 @@ fn http_call(call: &host::HttpCall<'_>) -> HostResult<u32> {
         envoy_dynamic_module_callback_http_filter_http_callout(
             envoy,
             &mut id,
-            ModuleBuffer::of(call.cluster.as_bytes()),
+            ModuleBuffer::of(cluster.as_bytes()),
             module_headers.as_mut_ptr(),
             module_headers.len(),
-            ModuleBuffer::of(call.body),
-            duration_ms(call.timeout),
+            ModuleBuffer::of(&body),
+            duration_ms(timeout),
         )
     };
     if result != CALLOUT_INIT_SUCCESS {
-        return Err(format!(
-            "callout to {} refused (status {result})",
-            call.cluster
-        ));
+        return Err(format!("callout to {cluster} refused (status {result})"));
     }
-    let token = next_token();
     let stream = current(|c| c.stream).unwrap_or(std::ptr::null());
-    register_stream_call(stream, id, token, CallKind::Http);
+    register_stream_call(stream, id, token, kind);
     Ok(token)
 }
 

@@ -1198,36 +1198,35 @@ impl ChromaServer {
 /// An Envoy cluster named `name` speaking HTTP/1.1 to 127.0.0.1:`port`, added to `config`'s static
 /// clusters.
 pub fn add_http_cluster(config: &str, name: &str, port: u16) -> String {
-    let anchor = "\n  clusters:\n";
-    assert!(config.contains(anchor), "no static clusters in the config");
-    let cluster = format!(
-        r#"  - name: {name}
-    type: STATIC
-    connect_timeout: 0.5s
-    load_assignment:
-      cluster_name: {name}
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
-"#
-    );
-    config.replacen(anchor, &format!("{anchor}{cluster}"), 1)
+    add_cluster(config, name, port, "0.5s", "")
 }
 
 /// An Envoy cluster named `name` speaking HTTP/2 (gRPC) to 127.0.0.1:`port`, added to `config`'s
 /// static clusters.
 pub fn add_grpc_cluster(config: &str, name: &str, port: u16) -> String {
+    let http2 = r#"    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }
+"#;
+    add_cluster(config, name, port, "1s", http2)
+}
+
+/// A static cluster to one endpoint on 127.0.0.1, with `options` (YAML lines) after its timeout.
+fn add_cluster(
+    config: &str,
+    name: &str,
+    port: u16,
+    connect_timeout: &str,
+    options: &str,
+) -> String {
     let anchor = "\n  clusters:\n";
     assert!(config.contains(anchor), "no static clusters in the config");
     let cluster = format!(
         r#"  - name: {name}
     type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http2_protocol_options: {{}} }}
-    load_assignment:
+    connect_timeout: {connect_timeout}
+{options}    load_assignment:
       cluster_name: {name}
       endpoints:
       - lb_endpoints:

@@ -30,6 +30,18 @@ fn chats(mock: &integration::MockProvider) -> usize {
         .count()
 }
 
+/// Sends `count` different prompts (`template` with `{n}` numbered); each must be a 200 miss with
+/// the provider's own answer.
+fn all_answered_as_misses(demo: &Demo, template: &str, count: usize) {
+    for n in 0..count {
+        let text = template.replace("{n}", &n.to_string());
+        let response = ask(demo, TEAM_A, &[], &prompt("gpt-4o-mini", &text));
+        assert_eq!(response.status, 200, "{}", response.body);
+        assert_eq!(response.header("x-llm-cache"), Some("miss"));
+        assert_eq!(response.json()["choices"][0]["message"]["content"], text);
+    }
+}
+
 /// A series' value (0 when absent); an unlabeled one is found with or without its empty `{}`.
 fn counter(demo: &Demo, series: &str) -> f64 {
     demo.envoy
@@ -424,21 +436,9 @@ fn a_dead_embeddings_service_turns_semantic_lookups_into_misses() {
         let mut cache = integration::filter_config(&config, "llm_cache");
         cache["semantic"]["embeddings"]["cluster"] = json!("dead_embeddings");
         let config = set_filter_config(&config, "llm_cache", &cache.to_string());
-        config.replacen(
-            "  clusters:\n",
-            &format!(
-                "  clusters:\n  - name: dead_embeddings\n    type: STATIC\n    connect_timeout: 0.25s\n    load_assignment:\n      cluster_name: dead_embeddings\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}\n"
-            ),
-            1,
-        )
+        integration::add_http_cluster(&config, "dead_embeddings", port)
     });
-    for n in 0..4 {
-        let text = format!("question {n} while the embedder is down");
-        let response = ask(&demo, TEAM_A, &[], &prompt("gpt-4o-mini", &text));
-        assert_eq!(response.status, 200, "{}", response.body);
-        assert_eq!(response.header("x-llm-cache"), Some("miss"));
-        assert_eq!(response.json()["choices"][0]["message"]["content"], text);
-    }
+    all_answered_as_misses(&demo, "question {n} while the embedder is down", 4);
     // The exact tier still works.
     let again = ask(
         &demo,
@@ -532,13 +532,7 @@ fn with_chroma_killed_every_request_is_still_answered() {
     assert_eq!(first.status, 200);
     wait_for_records(&chroma, 1);
     chroma.kill();
-    for n in 0..6 {
-        let text = format!("asked during the outage, number {n}");
-        let response = ask(&demo, TEAM_A, &[], &prompt("gpt-4o-mini", &text));
-        assert_eq!(response.status, 200, "{}", response.body);
-        assert_eq!(response.header("x-llm-cache"), Some("miss"));
-        assert_eq!(response.json()["choices"][0]["message"]["content"], text);
-    }
+    all_answered_as_misses(&demo, "asked during the outage, number {n}", 6);
     // The local exact tier still answers what this Envoy stored itself.
     let again = ask(
         &demo,
