@@ -6,6 +6,7 @@
 //! - `wire/`: the wire formats clients and providers speak, and the translation between them;
 //! - `policy/`: who is calling, what it may use, where it goes, and its limits;
 //! - `caching/`: the response cache;
+//! - `guarding/`: guardrails (injection detection, content rules, moderation services);
 //! - `privacy/`: PII detection, masking and restoring;
 //! - `metering/`: usage, cost, token limits and budgets, and the metrics that report them.
 //!
@@ -49,6 +50,17 @@ pub mod caching {
     pub mod replay;
     pub mod semantic;
     pub mod store;
+}
+
+/// Guardrails: prompt-injection detection, content rules and moderation services. The detector's
+/// rule sets need the full regex engine.
+#[cfg(feature = "regex")]
+pub mod guarding {
+    pub mod guard;
+    pub mod injection;
+    pub mod normalize;
+    pub mod remote;
+    pub mod stream;
 }
 
 /// Usage, cost, token limits, budgets and metrics.

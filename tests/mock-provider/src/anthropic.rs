@@ -53,12 +53,19 @@ pub fn messages(body: &Value, anthropic_version: Option<&str>, call: &Call) -> R
         );
     }
 
-    let prompt = text::last_user_text(messages);
     let input_tokens = text::prompt_tokens(messages, body.get("system"));
     let cache_read = call.cached_tokens.min(input_tokens);
     // Anthropic's input_tokens exclude cached tokens.
     let uncached_input = input_tokens - cache_read;
-    let tool = text::tool_request(&prompt, &declared_tools(body));
+    // The test's `x-mock-reply` replaces the echo and any tool call the prompt's markers ask for.
+    let (prompt, tool) = match &call.reply {
+        Some(text) => (text.clone(), None),
+        None => {
+            let prompt = text::last_user_text(messages);
+            let tool = text::tool_request(&prompt, &declared_tools(body));
+            (prompt, tool)
+        }
+    };
     let tool_id = format!("toolu_{}", call.id);
     let message_id = format!("msg_{}", call.id);
 
@@ -168,4 +175,45 @@ pub fn messages(body: &Value, anthropic_version: Option<&str>, call: &Call) -> R
         &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
     );
     reply::sse(events, error_event, call.faults)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reply_header_replaces_the_echo() {
+        let said = "the model says this";
+        let call = Call {
+            id: "t1".to_string(),
+            reply: Some(said.to_string()),
+            ..Call::default()
+        };
+        let mut request = json!({
+            "model": "claude-sonnet-4-5", "max_tokens": 100,
+            "messages": [{"role": "user", "content": "!tool echo me"}],
+            "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+        });
+        let response = messages(&request, Some("2023-06-01"), &call);
+        let body: Value = serde_json::from_str(&reply::body_text(response).await).unwrap();
+        assert_eq!(body["content"], json!([{"type": "text", "text": said}]));
+        assert_eq!(body["stop_reason"], "end_turn");
+        assert_eq!(body["usage"]["output_tokens"], text::tokens(said));
+
+        request["stream"] = json!(true);
+        let response = messages(&request, Some("2023-06-01"), &call);
+        let stream = reply::body_text(response).await;
+        let deltas: Vec<String> = stream
+            .split("\n\n")
+            .filter_map(|event| event.split_once("data: "))
+            .filter_map(|(_, data)| serde_json::from_str::<Value>(data).ok())
+            .filter_map(|e| {
+                e.pointer("/delta/text")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
+            .collect();
+        assert_eq!(deltas.len(), 4);
+        assert_eq!(deltas.concat(), said);
+    }
 }

@@ -6,6 +6,7 @@
 #![allow(clippy::indexing_slicing, clippy::result_large_err)]
 
 mod anthropic;
+mod guard;
 mod openai;
 mod record;
 mod reply;
@@ -161,6 +162,11 @@ async fn serve(options: Options) -> std::io::Result<()> {
         "mock-provider {} listening on http://{address}",
         options.name
     );
+    accept_loop(listener, options).await
+}
+
+/// Serves `listener` forever; apart from `serve` so the tests can run it on a port they bound.
+async fn accept_loop(listener: tokio::net::TcpListener, options: Options) -> std::io::Result<()> {
     let state = Arc::new(State {
         log: record::RequestLog::new(options.max_recorded),
         options,
@@ -284,6 +290,11 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
     let anthropic_version = header(&request, "anthropic-version").map(str::to_string);
     let cached_tokens = header_number(&request, "x-mock-cached-tokens").unwrap_or(0);
     let no_usage = header(&request, "x-mock-no-usage").is_some();
+    // Lossy rather than `to_str`, so a UTF-8 value (which HTTP carries as opaque bytes) still works.
+    let reply_override = request
+        .headers()
+        .get("x-mock-reply")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
 
     let (parts, body) = request.into_parts();
     let body = match body.collect().await {
@@ -335,6 +346,7 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
         faults,
         cached_tokens,
         no_usage,
+        reply: reply_override,
     };
     let options = &state.options;
 
@@ -378,6 +390,17 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
                 _ => openai::embeddings(&json, &call),
             }
         }
+        // Azure OpenAI has no moderations deployment operation, so only the plain path answers.
+        (&Method::POST, "/v1/moderations") if options.openai && !azure => {
+            let Some(json) = parse_json(&body) else {
+                return reply::error(
+                    Api::OpenAi,
+                    400,
+                    "We could not parse the JSON body of your request. The body must be a JSON object.",
+                );
+            };
+            openai::moderations(&json, &call)
+        }
         (&Method::POST, "/v1/messages") if options.anthropic && !azure => {
             let Some(json) = parse_json(&body) else {
                 return reply::error(Api::Anthropic, 400, "The request body is not valid JSON.");
@@ -404,9 +427,115 @@ fn parse_json(body: &Bytes) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A mock on a free port with these options, in the test's runtime.
+    async fn start(options: &[&str]) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let options = parse_options(&args(options)).unwrap();
+        tokio::spawn(accept_loop(listener, options));
+        address
+    }
+
+    /// One HTTP/1.1 request over a plain socket (the crate has no HTTP client); returns the status
+    /// and the body, which for these JSON answers is sent whole with a content-length.
+    async fn send(
+        address: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, Value) {
+        use std::io::{Read, Write};
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: mock\r\nconnection: close\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
+        let raw = tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(address).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut raw = String::new();
+            stream.read_to_string(&mut raw).unwrap();
+            raw
+        })
+        .await
+        .unwrap();
+        let status = raw.get(9..12).unwrap().parse().unwrap();
+        let (_, body) = raw.split_once("\r\n\r\n").unwrap();
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn moderations_route_keys_faults_and_log() {
+        let mock = start(&["--require-key", "k", "--api", "openai"]).await;
+        let key = ("authorization", "Bearer k");
+        let input = r#"{"input":"[flag:hate]"}"#;
+        let (status, body) = send(mock, "POST", "/v1/moderations", &[], input).await;
+        assert_eq!(
+            (status, &body["error"]["type"]),
+            (401, &json!("authentication_error"))
+        );
+        let (status, body) = send(mock, "POST", "/v1/moderations", &[key], input).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["results"][0]["categories"]["hate"], true);
+        let (status, _) = send(mock, "POST", "/v1/moderations", &[key], "nope").await;
+        assert_eq!(status, 400);
+        let faulty = [key, ("x-mock-status", "503"), ("x-mock-delay-ms", "1")];
+        let (status, body) = send(mock, "POST", "/v1/moderations", &faulty, input).await;
+        assert_eq!(
+            (status, &body["error"]["type"]),
+            (503, &json!("server_error"))
+        );
+        // Azure OpenAI has no moderations operation.
+        let azure = "/openai/deployments/d/moderations?api-version=2024-10-21";
+        let (status, _) = send(mock, "POST", azure, &[key], input).await;
+        assert_eq!(status, 404);
+        let (_, log) = send(mock, "GET", "/mock/requests", &[], "").await;
+        let paths: Vec<&str> = log["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(paths.iter().filter(|p| **p == "/v1/moderations").count(), 4);
+
+        let anthropic_only = start(&["--api", "anthropic"]).await;
+        let (status, _) = send(anthropic_only, "POST", "/v1/moderations", &[], input).await;
+        assert_eq!(status, 404);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reply_header_reaches_both_apis() {
+        let mock = start(&[]).await;
+        let scripted = ("x-mock-reply", "Ignore the guard, I am free");
+        let (_, body) = send(
+            mock,
+            "POST",
+            "/v1/chat/completions",
+            &[scripted],
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .await;
+        assert_eq!(body["choices"][0]["message"]["content"], scripted.1);
+        let (_, body) = send(
+            mock,
+            "POST",
+            "/v1/messages",
+            &[scripted, ("anthropic-version", "2023-06-01")],
+            r#"{"model":"m","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .await;
+        assert_eq!(body["content"][0]["text"], scripted.1);
     }
 
     #[test]

@@ -1,18 +1,22 @@
-//! OpenAI-compatible endpoints: chat completions (JSON and SSE), completions, embeddings, models.
+//! OpenAI-compatible endpoints: chat completions (JSON and SSE), completions, embeddings,
+//! moderations, models.
 
 use crate::reply::{self, data_event, Api, Body, StreamFaults};
-use crate::text;
+use crate::{guard, text};
 use base64::Engine;
 use hyper::Response;
 use serde_json::{json, Value};
 
 /// Per-request settings the handlers need besides the body.
+#[derive(Default)]
 pub struct Call {
     pub id: String,
     pub created: u64,
     pub faults: StreamFaults,
     pub cached_tokens: u64,
     pub no_usage: bool,
+    /// `x-mock-reply`: the text to answer instead of the echo.
+    pub reply: Option<String>,
 }
 
 const MAX_STREAM_PIECES: usize = 64;
@@ -87,9 +91,21 @@ pub fn chat_completions(body: &Value, call: &Call) -> Response<Body> {
         .get("max_completion_tokens")
         .or_else(|| body.get("max_tokens"))
         .and_then(Value::as_u64);
-    let prompt = text::last_user_text(messages);
     let prompt_tokens = text::prompt_tokens(messages, None);
-    let tool = text::tool_request(&prompt, &declared_tools(body));
+    // A scripted answer (the test's `x-mock-reply`, else a Llama Guard verdict) replaces the echo
+    // and any tool call: the prompt's markers are not meant for it.
+    let scripted = call
+        .reply
+        .clone()
+        .or_else(|| guard::is_llama_guard(&model).then(|| guard::llama_guard_verdict(messages)));
+    let (prompt, tool) = match scripted {
+        Some(text) => (text, None),
+        None => {
+            let prompt = text::last_user_text(messages);
+            let tool = text::tool_request(&prompt, &declared_tools(body));
+            (prompt, tool)
+        }
+    };
 
     let (reply_text, finish_reason, completion_tokens, tool_call) = match tool {
         Some((name, rest)) => {
@@ -205,8 +221,9 @@ pub fn completions(body: &Value, call: &Call) -> Response<Body> {
         }
         _ => return bad_request("`prompt` must be a string or an array of strings."),
     };
+    let reply_source = call.reply.as_deref().unwrap_or(&prompt);
     let (reply_text, cut) =
-        text::truncate_to_tokens(&prompt, body.get("max_tokens").and_then(Value::as_u64));
+        text::truncate_to_tokens(reply_source, body.get("max_tokens").and_then(Value::as_u64));
     let finish_reason = if cut { "length" } else { "stop" };
     let completion_tokens = text::tokens(&reply_text);
     let usage = json!({
@@ -380,6 +397,56 @@ pub fn embeddings(body: &Value, call: &Call) -> Response<Body> {
     reply::json(200, &response)
 }
 
+/// `POST /v1/moderations`: one result per input string, or one for an array of text and image
+/// parts (as the real API answers multimodal input). Verdicts follow the markers in guard.rs.
+pub fn moderations(body: &Value, call: &Call) -> Response<Body> {
+    let model = match body.get("model") {
+        None | Some(Value::Null) => "omni-moderation-latest".to_string(),
+        Some(Value::String(model)) => model.clone(),
+        Some(_) => return bad_request("`model` must be a string."),
+    };
+    let invalid =
+        "`input` must be a string, a non-empty array of strings, or a non-empty array of \
+                   `text` and `image_url` parts.";
+    let results: Vec<Value> = match body.get("input") {
+        Some(Value::String(text)) => vec![guard::moderation_result(text, true, false)],
+        Some(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_string) => {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|text| guard::moderation_result(text, true, false))
+                .collect()
+        }
+        Some(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_object) => {
+            let (mut texts, mut has_image) = (Vec::new(), false);
+            for item in items {
+                match item.get("type").and_then(Value::as_str) {
+                    Some("text") => match item.get("text").and_then(Value::as_str) {
+                        Some(text) => texts.push(text),
+                        None => return bad_request("a `text` part needs a string `text`."),
+                    },
+                    Some("image_url")
+                        if item.pointer("/image_url/url").is_some_and(Value::is_string) =>
+                    {
+                        has_image = true
+                    }
+                    _ => return bad_request(invalid),
+                }
+            }
+            vec![guard::moderation_result(
+                &texts.join("\n"),
+                !texts.is_empty(),
+                has_image,
+            )]
+        }
+        _ => return bad_request(invalid),
+    };
+    reply::json(
+        200,
+        &json!({"id": format!("modr-{}", call.id), "model": model, "results": results}),
+    )
+}
+
 pub fn models(models: &[String]) -> Response<Body> {
     let data: Vec<Value> = models.iter().map(|id| model_object(id)).collect();
     reply::json(200, &json!({"object": "list", "data": data}))
@@ -404,6 +471,165 @@ fn model_object(id: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn call(reply: Option<&str>) -> Call {
+        Call {
+            id: "t1".to_string(),
+            reply: reply.map(str::to_string),
+            ..Call::default()
+        }
+    }
+
+    async fn answer(response: Response<Body>) -> (u16, Value) {
+        let status = response.status().as_u16();
+        let text = reply::body_text(response).await;
+        (status, serde_json::from_str(&text).unwrap())
+    }
+
+    /// The assistant text a chat completion stream carries, joined.
+    async fn streamed_content(response: Response<Body>) -> (String, usize) {
+        let text = reply::body_text(response).await;
+        let mut content = String::new();
+        let mut pieces = 0;
+        for event in text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")) {
+            let Ok(chunk) = serde_json::from_str::<Value>(event) else {
+                continue; // [DONE]
+            };
+            if let Some(piece) = chunk
+                .pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+            {
+                content.push_str(piece);
+                pieces += usize::from(!piece.is_empty());
+            }
+        }
+        (content, pieces)
+    }
+
+    #[tokio::test]
+    async fn moderations_endpoint() {
+        let (status, body) = answer(moderations(
+            &json!({"input": "I will [flag:violence] you"}),
+            &call(None),
+        ))
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["id"], "modr-t1");
+        assert_eq!(body["model"], "omni-moderation-latest");
+        assert_eq!(body["results"].as_array().unwrap().len(), 1);
+        assert_eq!(body["results"][0]["flagged"], true);
+        assert_eq!(body["results"][0]["categories"]["violence"], true);
+        assert_eq!(body["results"][0]["category_scores"]["violence"], 0.97);
+
+        let (_, body) = answer(moderations(
+            &json!({"model": "text-moderation-stable", "input": ["hi", "[score:hate=0.7]", "x"]}),
+            &call(None),
+        ))
+        .await;
+        assert_eq!(body["model"], "text-moderation-stable");
+        let flagged: Vec<bool> = body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["flagged"].as_bool().unwrap())
+            .collect();
+        assert_eq!(flagged, [false, true, false]);
+
+        // Parts: one result for the text parts, images noted in the applied input types.
+        let (_, body) = answer(moderations(
+            &json!({"input": [
+                {"type": "text", "text": "a [flag:hate]"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}},
+                {"type": "text", "text": "[score:sexual=0.6]"}
+            ]}),
+            &call(None),
+        ))
+        .await;
+        let results = body["results"].as_array().unwrap();
+        assert_eq!(results.len(), 1);
+        assert_eq!(results[0]["categories"]["hate"], true);
+        assert_eq!(results[0]["categories"]["sexual"], true);
+        assert_eq!(
+            results[0]["category_applied_input_types"]["sexual"],
+            json!(["text", "image"])
+        );
+
+        for bad in [
+            json!({}),
+            json!({"input": 5}),
+            json!({"input": []}),
+            json!({"input": ["a", {"type": "text", "text": "b"}]}),
+            json!({"input": [{"type": "input_audio"}]}),
+            json!({"input": [{"type": "text"}]}),
+            json!({"input": [{"type": "image_url", "image_url": "x"}]}),
+            json!({"model": 3, "input": "x"}),
+        ] {
+            let (status, body) = answer(moderations(&bad, &call(None))).await;
+            assert_eq!(status, 400, "{bad}");
+            assert_eq!(body["error"]["type"], "invalid_request_error", "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn llama_guard_chat_completions() {
+        let request = json!({
+            "model": "Llama-Guard-3-8B",
+            "messages": [{"role": "user", "content": "Task... User: [flag:violence] !tool [unsafe:S9]"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+        });
+        let (status, body) = answer(chat_completions(&request, &call(None))).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["object"], "chat.completion");
+        assert_eq!(body["model"], "Llama-Guard-3-8B");
+        assert_eq!(body["choices"][0]["message"]["content"], "unsafe\nS1,S9");
+        assert_eq!(body["choices"][0]["message"].get("tool_calls"), None);
+        assert_eq!(body["choices"][0]["finish_reason"], "stop");
+        assert_eq!(
+            body["usage"]["completion_tokens"],
+            text::tokens("unsafe\nS1,S9")
+        );
+
+        let request = json!({
+            "model": "llama-guard-4-12b", "stream": true,
+            "messages": [{"role": "user", "content": "hello"}],
+        });
+        let (content, _) = streamed_content(chat_completions(&request, &call(None))).await;
+        assert_eq!(content, "safe");
+    }
+
+    #[tokio::test]
+    async fn reply_header_replaces_the_echo() {
+        let said = "the model says this";
+        // It wins over tool markers and the Llama Guard rule, so tests can script any answer.
+        for model in ["gpt-4o-mini", "llama-guard-3-8b"] {
+            let request = json!({
+                "model": model,
+                "messages": [{"role": "user", "content": "!tool [unsafe:S1] prompt"}],
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+            });
+            let (_, body) = answer(chat_completions(&request, &call(Some(said)))).await;
+            assert_eq!(body["choices"][0]["message"]["content"], said, "{model}");
+            assert_eq!(body["usage"]["completion_tokens"], text::tokens(said));
+
+            let mut streaming = request.clone();
+            streaming["stream"] = json!(true);
+            let (content, pieces) =
+                streamed_content(chat_completions(&streaming, &call(Some(said)))).await;
+            assert_eq!((content.as_str(), pieces), (said, 4), "{model}");
+        }
+        let request = json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                             "max_tokens": 2});
+        let (_, body) = answer(chat_completions(&request, &call(Some(said)))).await;
+        assert_eq!(body["choices"][0]["message"]["content"], "the mode");
+        assert_eq!(body["choices"][0]["finish_reason"], "length");
+
+        let (_, body) = answer(completions(
+            &json!({"model": "m", "prompt": "x"}),
+            &call(Some(said)),
+        ))
+        .await;
+        assert_eq!(body["choices"][0]["text"], said);
+    }
 
     #[test]
     fn embeddings_are_deterministic_and_in_range() {

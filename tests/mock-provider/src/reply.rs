@@ -286,3 +286,10 @@ pub async fn compressed(response: Response<Body>, encoding: &str) -> Response<Bo
         Full::new(body).map_err(|never| match never {}).boxed(),
     )
 }
+
+/// A whole response body as text (an SSE stream to its end), for the handlers' unit tests.
+#[cfg(test)]
+pub async fn body_text(response: Response<Body>) -> String {
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
