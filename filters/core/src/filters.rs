@@ -7,6 +7,9 @@ pub use crate::router::RouterConfig;
 
 pub use crate::cache::CacheConfig;
 
+#[cfg(feature = "regex")]
+pub use crate::guarding::guard::GuardConfig;
+
 #[cfg(any(feature = "regex", feature = "regex-lite"))]
 pub use crate::pii::PiiConfig;
 
@@ -27,6 +30,8 @@ use serde::Deserialize;
 pub struct GatewayConfig {
     pub auth: Option<AuthConfig>,
     pub router: Option<RouterConfig>,
+    #[cfg(feature = "regex")]
+    pub guard: Option<GuardConfig>,
     pub cache: Option<CacheConfig>,
     pub pii: Option<PiiConfig>,
     pub usage: Option<UsageConfig>,
@@ -36,15 +41,20 @@ pub struct GatewayConfig {
 impl GatewayConfig {
     /// A module that runs nothing is a mistake in the config, not a choice.
     pub fn check(&self) -> Result<(), ConfigError> {
+        #[cfg(feature = "regex")]
+        let guard = self.guard.is_some();
+        #[cfg(not(feature = "regex"))]
+        let guard = false;
         if self.auth.is_none()
             && self.router.is_none()
+            && !guard
             && self.cache.is_none()
             && self.pii.is_none()
             && self.usage.is_none()
         {
             return Err(ConfigError::new(
                 "",
-                "configure at least one of `auth`, `router`, `cache`, `pii`, `usage`",
+                "configure at least one of `auth`, `router`, `guard`, `cache`, `pii`, `usage`",
             ));
         }
         Ok(())
@@ -75,6 +85,8 @@ pub fn validate(
         "llm_auth" => crate::auth::Auth::compile(parse(json)?).map(drop),
         "llm_router" => crate::router::Router::compile(parse(json)?).map(drop),
         "llm_cache" => crate::cache::Cache::compile(parse(json)?, env).map(drop),
+        #[cfg(feature = "regex")]
+        "llm_guard" => crate::guarding::guard::Guard::compile(parse(json)?, env).map(drop),
         #[cfg(any(feature = "regex", feature = "regex-lite"))]
         "llm_pii" => crate::pii::Pii::compile(parse(json)?).map(drop),
         "llm_usage" => crate::accounting::Accounting::compile(parse(json)?).map(drop),
@@ -85,6 +97,10 @@ pub fn validate(
             config.check()?;
             compile_section("auth", config.auth, crate::auth::Auth::compile)?;
             compile_section("router", config.router, crate::router::Router::compile)?;
+            #[cfg(feature = "regex")]
+            compile_section("guard", config.guard, |c| {
+                crate::guarding::guard::Guard::compile(c, env)
+            })?;
             compile_section("cache", config.cache, |c| {
                 crate::cache::Cache::compile(c, env)
             })?;

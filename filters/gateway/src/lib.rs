@@ -1,4 +1,4 @@
-//! `llm_gateway`: llm_auth, llm_router, llm_cache, llm_pii and llm_usage in one module. Each filter's own glue
+//! `llm_gateway`: llm_auth, llm_router, llm_guard, llm_cache, llm_pii and llm_usage in one module. Each filter's own glue
 //! runs unchanged inside one stream ([`llm_host::Chain`]), in that order, so the request pays for one
 //! VM context and shares header and body reads instead of four. The price: one VM and one
 //! `failure_policy` for the four. See README.md.
@@ -8,6 +8,7 @@ use llm_cache::CacheFilter;
 use llm_core::config::ConfigError;
 use llm_core::filters::{compile_section, GatewayConfig};
 use llm_core::metrics::labeled_name;
+use llm_guard::GuardFilter;
 use llm_host::host::HttpAnswer;
 use llm_host::{Chain, Counter, Filter, HttpFilter};
 use llm_pii::PiiFilter;
@@ -82,6 +83,7 @@ impl Filter for Gateway {
         let GatewayConfig {
             auth,
             router,
+            guard,
             cache,
             pii,
             usage,
@@ -90,6 +92,7 @@ impl Filter for Gateway {
         let sections = [
             section::<AuthFilter>("auth", auth)?,
             section::<RouterFilter>("router", router)?,
+            section::<GuardFilter>("guard", guard)?,
             section::<CacheFilter>("cache", cache)?,
             section::<PiiFilter>("pii", pii)?,
             section::<UsageFilter>("usage", usage)?,

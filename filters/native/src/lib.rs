@@ -155,12 +155,13 @@ fn load(name: &str, bytes: &[u8]) -> Result<Rc<dyn Factory>, String> {
         "llm_gateway" => configure::<llm_gateway::Gateway>(bytes).map(rc),
         "llm_auth" => configure::<llm_auth::AuthFilter>(bytes).map(rc),
         "llm_router" => configure::<llm_router::RouterFilter>(bytes).map(rc),
+        "llm_guard" => configure::<llm_guard::GuardFilter>(bytes).map(rc),
         "llm_cache" => configure::<llm_cache::CacheFilter>(bytes).map(rc),
         "llm_pii" => configure::<llm_pii::PiiFilter>(bytes).map(rc),
         "llm_usage" => configure::<llm_usage::UsageFilter>(bytes).map(rc),
         "llm_provider" => configure::<llm_provider::ProviderFilter>(bytes).map(rc),
         other => Err(format!(
-            "llm_gateway: unknown filter_name {other:?} (llm_gateway, llm_auth, llm_router, llm_cache, llm_pii, llm_usage or llm_provider)"
+            "llm_gateway: unknown filter_name {other:?} (llm_gateway, llm_auth, llm_router, llm_guard, llm_cache, llm_pii, llm_usage or llm_provider)"
         )),
     }
 }

@@ -693,16 +693,17 @@ pub fn to_native(config: &str) -> String {
 /// The four downstream filters of a demo-shaped config (llm_auth through llm_usage, in that order
 /// and consecutive) replaced by one llm_gateway filter whose sections are their configurations.
 pub fn to_single_module(config: &str) -> String {
-    const FILTERS: [(&str, &str); 5] = [
+    const FILTERS: [(&str, &str); 6] = [
         ("auth", "llm_auth"),
         ("router", "llm_router"),
+        ("guard", "llm_guard"),
         ("cache", "llm_cache"),
         ("pii", "llm_pii"),
         ("usage", "llm_usage"),
     ];
     let mut sections = serde_json::Map::new();
     for (section, filter) in FILTERS {
-        // llm_cache is optional: the harness leaves it out unless a test asks for it.
+        // llm_guard and llm_cache are optional: the harness leaves them out unless a test asks.
         if config.contains(&format!("          - name: {filter}\n")) {
             sections.insert(section.to_string(), filter_config(config, filter));
         }
@@ -725,7 +726,7 @@ pub fn to_single_module(config: &str) -> String {
     readable_json(&Value::Object(sections), 20, &mut json);
     let indented = format!("{}{json}\n", " ".repeat(20));
     let block = format!(
-        r#"          # llm_auth, llm_router, llm_cache, llm_pii and llm_usage in one module (filters/gateway/README.md):
+        r#"          # llm_auth, llm_router, llm_guard, llm_cache, llm_pii and llm_usage in one module (filters/gateway/README.md):
           # one VM and one context per request. One failure policy for all: closed, because an
           # unauthenticated request or an unmasked prompt must never reach a provider.
           - name: llm_gateway
@@ -747,7 +748,7 @@ pub fn to_single_module(config: &str) -> String {
     );
     format!(
         "# Generated from envoy/demo.yaml (tests/integration/tests/gateway.rs checks it): the same demo\n\
-         # with llm_auth, llm_router, llm_cache, llm_pii and llm_usage in one module, llm_gateway.\n{}{}{}",
+         # with llm_auth, llm_router, llm_guard, llm_cache, llm_pii and llm_usage in one module, llm_gateway.\n{}{}{}",
         &config[..start],
         block,
         &config[after..]
@@ -849,20 +850,22 @@ impl Demo {
 
     /// [`Demo::start_with`] with Envoy options (e.g. one worker).
     pub fn start_with_options(edit: impl FnOnce(String) -> String, options: &EnvoyOptions) -> Demo {
-        Demo::launch(edit, options, false)
+        Demo::launch(edit, options, &[])
     }
 
     /// The demo with llm_cache in its chain, as `make run` serves it. The other tests run without it,
     /// because they send the same prompt again and again and assert on what reaches the provider.
     pub fn start_with_cache(edit: impl FnOnce(String) -> String) -> Demo {
-        Demo::launch(edit, &EnvoyOptions::default(), true)
+        Demo::launch(edit, &EnvoyOptions::default(), &["llm_cache"])
     }
 
-    fn launch(
-        edit: impl FnOnce(String) -> String,
-        options: &EnvoyOptions,
-        keep_cache: bool,
-    ) -> Demo {
+    /// The demo with llm_guard in its chain, as `make run` serves it (without llm_cache). The other
+    /// tests run without it: its moderation calls would reach the mock they assert on.
+    pub fn start_with_guard(edit: impl FnOnce(String) -> String) -> Demo {
+        Demo::launch(edit, &EnvoyOptions::default(), &["llm_guard"])
+    }
+
+    fn launch(edit: impl FnOnce(String) -> String, options: &EnvoyOptions, keep: &[&str]) -> Demo {
         // As in scripts/run-demo.sh: the mocks require the keys llm_provider injects.
         let openai = MockProvider::start(
             "openai",
@@ -874,8 +877,10 @@ impl Demo {
         );
         let unavailable = MockProvider::start("unavailable", &["--always-status", "503"]);
         let mut config = demo_config();
-        if !keep_cache {
-            config = without_filter(&config, "llm_cache");
+        for optional in ["llm_guard", "llm_cache"] {
+            if !keep.contains(&optional) {
+                config = without_filter(&config, optional);
+            }
         }
         config = replace_port(&config, DEMO_LISTENER_PORT, 0);
         config = replace_port(&config, DEMO_ADMIN_PORT, 0);

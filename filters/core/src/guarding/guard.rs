@@ -471,13 +471,14 @@ impl Guard {
                     any_allow = true;
                     allowed_by_one |= rule.regex.is_match(&folded.text);
                 }
-                if any_allow && !allowed_by_one {
-                    if push(
+                if any_allow
+                    && !allowed_by_one
+                    && push(
                         &mut findings,
                         Finding::new("allow", "no_allowed_topic", policy.action),
-                    ) {
-                        return findings;
-                    }
+                    )
+                {
+                    return findings;
                 }
                 for rule in policy
                     .deny

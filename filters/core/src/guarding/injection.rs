@@ -35,7 +35,7 @@ pub struct Rule {
 /// A gap of up to three words inside a [`Form::Words`] pattern.
 const GAP: &str = "(?:[^ ]+ ){0,3}";
 
-const VERBS_IGNORE: &str = "(?:ignore|ignoring|disregard|disregarding|forget|forgetting|skip|override|overriding|bypass|neglect|abandon|discard|drop|set aside|throw out|erase|delete|overwrite)";
+const VERBS_IGNORE: &str = "(?:ignore|ignoring|disregard|disregarding|forget|forgetting|skip|override|overriding|bypass|neglect|abandon|discard|set aside|throw out)";
 const EARLIER: &str = "(?:previous|prior|above|earlier|preceding|foregoing|initial|original|system|all|any|every|your|the|these|those|developer|safety|old|existing|default|programmed|given)";
 const INSTRUCTIONS: &str = "(?:instructions?|prompts?|rules|directions|directives|guidelines|guidance|commands|context|constraints|programming|policies|restrictions|orders|training|conditioning|content polic(?:y|ies))";
 
@@ -58,16 +58,19 @@ pub fn rules() -> Vec<Rule> {
     vec![
         w("ignore_previous_instructions", 1.0,
           "tells the model to ignore, forget or override its instructions",
-          format!(r"\b{VERBS_IGNORE} ~{EARLIER} (?:[^ ]+ )?{INSTRUCTIONS}\b")),
+          format!(r"\b{VERBS_IGNORE} (?:{GAP}{EARLIER} (?:[^ ]+ ){{0,2}}|(?:[^ ]+ )?){INSTRUCTIONS}\b")),
         w("system_prompt_extraction", 1.0,
           "asks the model to reveal its system prompt or instructions",
           r"\b(?:reveal|print|show|repeat|output|display|leak|dump|expose|disclose|write|spell|recite|give|tell|share|paste|copy|translate|return|echo)(?: me| us)? ~(?:(?:your|the) (?:full |exact |entire |complete |original |initial |hidden |secret |verbatim )?(?:system (?:prompt|message|instructions)|initial prompt|pre ?prompt|prompt you were given|instructions you were given)|your (?:instructions|rules|prompt|guidelines|directives|programming|initial instructions|original instructions))\b".into()),
-        w("prompt_question", 0.6,
-          "asks what the model's instructions or system prompt are",
-          r"\b(?:what|which) (?:is|are|were) (?:your|the) (?:system prompt|initial instructions|original instructions|hidden instructions|secret instructions|instructions|rules you follow)\b".into()),
+        w("prompt_question", 1.0,
+          "asks what the model's system prompt or initial instructions are",
+          r"\b(?:what|which) (?:is|are|were) (?:your|the) (?:system prompt|initial instructions|original instructions|hidden instructions|secret instructions|initial prompt|original prompt)\b".into()),
+        w("instructions_question", 0.6,
+          "asks what the model's instructions are",
+          r"\b(?:what|which) (?:is|are|were) your (?:instructions|rules you follow|guidelines|directives)\b|\b(?:word for word|verbatim)\b|\b(?:beginning|starting|start) with you are\b".into()),
         w("repeat_above", 0.6,
           "asks the model to repeat the text above the conversation (its hidden prompt)",
-          r"\brepeat (?:the |all (?:of )?the |everything |all )?(?:words?|text|everything|lines?|instructions) (?:above|before)\b|\b(?:print|output|repeat) everything (?:above|before)\b".into()),
+          r"\brepeat (?:the |all (?:of )?the |everything |all )?(?:words?|text|everything|lines?|instructions) (?:above|before)\b|\b(?:print|output|repeat) everything (?:above|before)\b|\brepeat (?:the |all )?(?:above|previous|preceding|prior) (?:text|words|content|message|instructions|prompt)\b|\brepeat this (?:entire |whole )?conversation\b".into()),
         w("do_anything_now", 1.0,
           "the DAN family of jailbreaks",
           r"\bdo anything now\b|\bdan mode\b|\bdan (?:\d+ )?(?:jailbreak|prompt)\b|\bstay (?:in|as) dan\b|\b(?:you are|you re|act as|become|be|pretend to be) (?:a |an )?dan\b".into()),
@@ -82,13 +85,13 @@ pub fn rules() -> Vec<Rule> {
           r"\byou are no longer\b|\byou (?:are|re|will be) (?:now |from now on )(?:[^ ]+ ){0,2}(?:ai|assistant|bot|model|chatbot|character|persona|free|unrestricted|unfiltered|uncensored|jailbroken|evil|dan|liberated|unchained|unbound)\b|\bfrom now on you (?:are|will|must|shall|re)\b".into()),
         w("unrestricted_roleplay", 0.7,
           "asks for role-play as an unrestricted or amoral model",
-          format!(r"\b(?:act|acting|behave|respond|answer|pretend|roleplay|role play|simulate|imagine|play) ~(?:as |like )?(?:an? )?(?:[^ ]+ )?(?:unrestricted|unfiltered|uncensored|jailbroken|amoral|unethical|immoral|evil|rogue|unbound|unlimited|lawless|unhinged)\b")),
+          r"\b(?:act|acting|behave|respond|answer|pretend|roleplay|role play|simulate|imagine|play) ~(?:as |like )?(?:an? )?(?:[^ ]+ )?(?:unrestricted|unfiltered|uncensored|jailbroken|amoral|unethical|immoral|evil|rogue|unbound|unlimited|lawless|unhinged)\b".into()),
         w("no_restrictions", 0.5,
           "asks for answers without restrictions, filters or guidelines",
           r"\b(?:no|without|free (?:of|from)|not bound by|not restricted by|unbound by|beyond|break free of|released from|liberated from|escaped) (?:any |all |the |its |your )?(?:[^ ]+ )?(?:restrictions|limitations|filters|filtering|censorship|guidelines|content polic(?:y|ies)|safeguards|ethical (?:guidelines|constraints|boundaries|principles)|moral (?:guidelines|constraints|principles)|rules or|rules and)\b".into()),
         w("ethics_bypass", 0.5,
           "tells the model to ignore ethics, laws or its provider's policies",
-          format!(r"\b(?:ignore|ignoring|disregard|bypass|forget|without (?:regard to|considering)|don t care about|doesn t care about|do not care about|does not care about|not care about|free from|regardless of|not bound by|no longer bound by) ~(?:ethics|ethical|morals|morality|moral|legality|laws|openai|anthropic|content polic(?:y|ies)|usage polic(?:y|ies)|safety (?:guidelines|policies|filters|measures|protocols))\b")),
+          r"\b(?:ignore|ignoring|disregard|bypass|forget|without (?:regard to|considering)|don t care about|doesn t care about|do not care about|does not care about|not care about|free from|regardless of|not bound by|no longer bound by) ~(?:ethics|ethical|morals|morality|moral|legality|laws|openai|anthropic|content polic(?:y|ies)|usage polic(?:y|ies)|safety (?:guidelines|policies|filters|measures|protocols))\b".into()),
         w("refusal_suppression", 0.5,
           "forbids refusing, apologising or adding warnings",
           r"\b(?:never|do not|don t|dont|must not|mustn t|will not|won t|cannot|can t|shall not|not allowed to|forbidden to|are not to)(?: [^ ]+){0,2} (?:refuse|decline|reject|apologi[sz]e|say (?:no|sorry|that you can ?t|you can ?t|i can ?t|i m sorry)|include (?:any )?(?:warnings?|disclaimers?|caveats?)|add (?:any )?(?:warnings?|disclaimers?)|mention (?:ethics|morals|legality|polic(?:y|ies)|guidelines)|break character|remind (?:me|us))\b".into()),
@@ -112,16 +115,52 @@ pub fn rules() -> Vec<Rule> {
           r"\b(?:your|the|my) (?:new|real|actual|true|updated) (?:instructions|task|role|rules|objective|purpose|directive)s? (?:are|is|will be)\b|\bnew (?:system )?instructions\b|\bupdated instructions\b".into()),
         w("addressed_to_ai", 0.6,
           "text in a document or tool result addressing the AI reading it",
-          r"\b(?:if you are|to) (?:an? |the )?(?:ai|a i|llm|language model|assistant|chatbot)(?: [^ ]+){0,3} (?:reading|processing|summari[sz]ing|analy[sz]ing|parsing)(?: this)?\b|\b(?:ai|llm|assistant)s? (?:reading|processing) this\b|\bnote to (?:the )?(?:ai|llm|assistant|language model)\b".into()),
+          r"\b(?:if you are|to) (?:an? |the )?(?:ai|a i|llm|language model|assistant|chatbot)(?: [^ ]+){0,3} (?:reading|processing|summari[sz]ing|analy[sz]ing|parsing)(?: this)?\b|\b(?:ai|llm|assistant)s? (?:reading|processing) this\b|\b(?:note|message|instructions?) (?:to|for) (?:the |any )?(?:ai|llm|assistant|language model|automated (?:analysis|screening|review|processing) (?:software|systems?|tools?))\b|\bautomated (?:screening|analysis) (?:systems?|software|tools?)\b(?: [^ ]+){0,12} (?:override|output|recommend|ignore)".into()),
         w("output_hijack", 0.3,
           "tells the model to say something else instead",
           r"\binstead (?:just )?(?:say|print|output|respond with|reply with|write|type)\b|\b(?:and|then) (?:just |only )?(?:say|print|output) (?:the (?:word|phrase|text|sentence)|exactly)\b".into()),
+        w("stop_everything", 1.0,
+          "the prompt-hijack opener: stop everything and print something else",
+          r"\bstop everything\b(?: [^ ]+){0,3} (?:just |only |now )?(?:print|say|output|write|repeat)\b".into()),
+        w("ignore_the_rest", 0.6,
+          "tells the model to ignore the rest of a document or input",
+          r"\b(?:ignore|disregard|skip) (?:the |all the )?rest of (?:this|the|these) (?:data|text|document|message|content|input|email|page|article|file|instructions)\b".into()),
+        w("false_authority", 0.6,
+          "claims to be the model's administrator, developer or maker",
+          r"\bi am (?:an? |the |your )?(?:administrator|admin|system administrator|developer|creator|openai employee|anthropic employee|owner) (?:of (?:this|the) (?:system|model|ai|assistant) |testing |debugging |and )".into()),
+        w("echo_exactly", 0.5,
+          "asks the model to output exactly what follows",
+          r"\b(?:respond|reply|answer) with exactly what follows\b|\brespond with exactly\b|\boutput exactly what follows\b".into()),
+        w("escape_spaces", 0.4,
+          "formats data for a URL (exfiltration through a link or image)",
+          r"\bescape spaces with\b|\burl ?encode (?:the |all )?(?:data|conversation|previous|text|message|email)".into()),
+        w("grandma_exploit", 0.7,
+          "the deceased-grandmother role-play jailbreak",
+          r"\b(?:act|acting|pretend|roleplay|role play|play|be) (?:as |like |to be )?(?:my )?(?:deceased |dead |late |dear |sweet |old )?(?:grandma|grandmother|granny|nana|grandpa|grandfather)\b".into()),
+        w("bedtime_pretext", 0.4,
+          "asks for something read out as a bedtime story, the grandmother jailbreak's pretext",
+          r"\b(?:to|until i) (?:fall asleep|put me to sleep|go to sleep|help me sleep)\b".into()),
+        w("ignore_and_instead", 0.6,
+          "tells the model to ignore what it was given and do something else instead",
+          r"\b(?:ignore|disregard|forget) (?:them|it|that|this|those|these|everything else|all that)(?: [^ ]+){0,2} instead\b|\bfocus (?:exclusively|only|solely) on the (?:following|information in)\b|\brepeat the following (?:sentence|text|phrase|words|string)\b".into()),
         w("decode_and_follow", 0.5,
           "asks to decode a hidden payload and act on it",
           r"\b(?:decode|decrypt|decipher|translate|convert)(?: [^ ]+){0,4} (?:base64|base 64|b64|hex|hexadecimal|rot13|rot 13|binary|morse|cipher)\b(?: [^ ]+){0,10} (?:follow|execute|obey|do (?:what|as)|perform|carry out|act on|comply)\b".into()),
         raw("role_delimiter", 0.6,
             "fake chat-template delimiters or system headers in the text",
             r"<\|(?:im_start|im_end|system|user|assistant|endoftext|begin_of_text|start_header_id|end_header_id|eot_id)\|>|\[/?inst\]|<</?sys>>|</?(?:system|system_prompt|instructions)>|(?m:^[ \t]*#{2,}[ \t]*(?:system|new instructions|instructions)\b)|\bsystem[ \t]*(?:override|prompt|message|instruction)s?[ \t]*:|(?m:^[ \t]*(?:system|assistant)[ \t]*:[ \t]*\S)|\[(?:system|admin)(?: message| note)?\]"),
+        raw("exfiltration_placeholder", 0.7,
+            "a link or image whose URL the model is told to fill with data",
+            r"\breplac(?:e|ing) \[[a-z_ ]{1,15}\] with\b|https?://[^\s)\]]*[?&=/]\[(?:data|info|num|[a-z_]{2,12})\]"),
+        raw("markdown_image_link", 0.4,
+            "a Markdown image or reference link to an outside URL (renders, and leaks, without a click)",
+            r"!\[[^\]]{0,40}\]\(\s*https?://|(?m:^\s*\[[^\]]{1,20}\]:\s*https?://\S*[?=])"),
+        raw("fake_turn", 0.6,
+            "a chat turn forged inside a document or tool result",
+            r"\b(?:user|human|system|assistant)\s*:\s*(?:next|now|new task|ignore|disregard|forget|actually|stop|instead|focus only|from now on)\b|<\s*end of (?:session|conversation|document|text|context)\s*>"),
+        raw("policy_puppetry", 1.0,
+            "a fake policy or configuration block that redefines allowed modes and refusals",
+            r"<\s*/?\s*(?:interaction-config|request interaction-mode)|\bblocked (?:strings|responses|modes)\s*:|\ballowed (?:modes|responses)\s*:"),
         raw("jailbreak_markers", 0.8,
             "the output tags of known jailbreak prompts",
             r"\[(?:🔓|🔒)[^\]]{0,20}\]|\((?:🔓|🔒)[^)]{0,30}\)|\[(?:jailbreak|classic|dan|developer mode output|normal output)\]|(?:🔓|🔒) ?(?:jailbreak|classic|developer mode)"),
@@ -251,12 +290,10 @@ impl Detector {
         payloads: &mut usize,
     ) {
         let lower = text.to_lowercase();
-        for i in self.raw.matches(lower.as_bytes()).iter() {
-            self.hit(self.raw_ids.get(i), verdict);
-        }
-        let words = to_words(&lower);
-        self.match_words(&words, verdict);
+        self.match_raw(&lower, verdict);
+        self.match_words(&to_words(&lower), verdict);
         if let Some(plain) = unleet(&lower) {
+            self.match_raw(&plain, verdict);
             self.match_words(&to_words(&plain), verdict);
         }
         if depth < MAX_DEPTH {
@@ -267,6 +304,12 @@ impl Detector {
     fn hit(&self, index: Option<&usize>, verdict: &mut Verdict) {
         if let Some(rule) = index.and_then(|i| self.rules.get(*i)) {
             verdict.add(rule.id, rule.weight);
+        }
+    }
+
+    fn match_raw(&self, lower: &str, verdict: &mut Verdict) {
+        for i in self.raw.matches(lower.as_bytes()).iter() {
+            self.hit(self.raw_ids.get(i), verdict);
         }
     }
 

@@ -251,9 +251,10 @@ impl Check {
         match self.kind {
             CheckKind::OpenaiModeration => self.moderation_body(capped([answer].into_iter())),
             CheckKind::LlamaGuard => {
-                let mut turns = Vec::new();
-                turns.push((Role::User, context.unwrap_or("")));
-                turns.push((Role::Assistant, answer));
+                let turns = vec![
+                    (Role::User, context.unwrap_or("")),
+                    (Role::Assistant, answer),
+                ];
                 self.classifier_body(&turns, Role::Assistant)
             }
         }
@@ -263,10 +264,10 @@ impl Check {
         if texts.is_empty() {
             return None;
         }
-        let mut body = json!({ "input": texts });
-        if let Some(model) = &self.model {
-            body["model"] = json!(model);
-        }
+        let body = match &self.model {
+            Some(model) => json!({ "model": model, "input": texts }),
+            None => json!({ "input": texts }),
+        };
         serde_json::to_vec(&body).ok()
     }
 

@@ -17,6 +17,10 @@ pub const KNOWN_LABELS: &[&str] = &[
     "action",
     "reason",
     "kind",
+    "direction",
+    "result",
+    "guard",
+    "category",
 ];
 
 /// Builds `base` with each `(label, value)` encoded for Envoy's `stats_tags`.
@@ -72,6 +76,22 @@ pub const FAMILIES: &[(&str, Kind, &[&str])] = &[
         &["model", "route"],
     ),
     ("llm_router_rejected_total", Kind::Counter, &["reason"]),
+    (
+        "llm_guard_requests_total",
+        Kind::Counter,
+        &["direction", "result"],
+    ),
+    (
+        "llm_guard_findings_total",
+        Kind::Counter,
+        &["guard", "category", "action"],
+    ),
+    (
+        "llm_guard_checks_total",
+        Kind::Counter,
+        &["guard", "result"],
+    ),
+    ("llm_guard_callout_duration_ms", Kind::Histogram, &["guard"]),
     ("llm_cache_lookups_total", Kind::Counter, &["model"]),
     ("llm_cache_hits_total", Kind::Counter, &["model", "kind"]),
     ("llm_cache_misses_total", Kind::Counter, &["model"]),

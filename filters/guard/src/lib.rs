@@ -1,0 +1,593 @@
+//! `llm_guard`: prompt-injection and content guardrails. Local checks (patterns, the injection
+//! detector, structural limits) and remote checks (moderation services, Llama Guard classifiers,
+//! called concurrently) on requests; local patterns on answers, JSON and streamed.
+//!
+//! Thin glue: the rules, policies and stream windows live in `llm_core::guarding`. See README.md.
+
+use llm_core::api::{classify, error_reply, ApiFlavor, Endpoint, ErrorDetail, ErrorKind};
+use llm_core::config::ConfigError;
+use llm_core::contract::{self, state};
+use llm_core::guarding::guard::{
+    self, answer_block_message, block_reply, extract, filtered_answer, Extracted, Finding, Guard,
+    GuardAction, GuardConfig, Policy, FINDINGS_HEADER, GUARD_HEADER,
+};
+use llm_core::guarding::remote::{Check, OnError, Outcome};
+use llm_core::guarding::stream::{Format, StreamGuard};
+use llm_core::metrics::labeled_name;
+use llm_host::host::{HttpAnswer, HttpCall};
+use llm_host::{
+    request_body, request_trailers, send_local_reply, set_filter_state, Action, BodyBuffer,
+    Counter, Filter, Headers, Histogram, HoldsRequestBody, HttpFilter,
+};
+use serde_json::Value;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+// Without `module` (as in llm_gateway, which links this filter with the others) no entry point.
+#[cfg(feature = "module")]
+llm_host::wasm_module!(GuardFilter);
+
+/// Metrics of one remote check.
+struct CheckMetrics {
+    passed: Option<Counter>,
+    flagged: Option<Counter>,
+    errors: Option<Counter>,
+    duration: Option<Histogram>,
+    /// Whether the service failed last time (this worker): one log line per outage.
+    down: Cell<bool>,
+}
+
+pub struct GuardFilter {
+    guard: Guard,
+    checks: HashMap<String, CheckMetrics>,
+    /// `llm_guard_requests_total{direction,result}`.
+    outcomes: HashMap<(&'static str, &'static str), Option<Counter>>,
+    /// `llm_guard_findings_total{guard,category,action}`, defined on first use (categories come
+    /// from the rule set, the config and the services' fixed category lists: a bounded set).
+    findings: RefCell<HashMap<String, Option<Counter>>>,
+}
+
+const DIRECTIONS: [&str; 2] = ["request", "response"];
+const RESULTS: [&str; 3] = ["pass", "flagged", "blocked"];
+
+impl Filter for GuardFilter {
+    const NAME: &'static str = "llm_guard";
+    type Config = GuardConfig;
+
+    fn from_config(config: GuardConfig) -> Result<Self, ConfigError> {
+        let guard = Guard::compile(config, &|name| std::env::var(name).ok())?;
+        let checks = guard
+            .checks()
+            .map(|check| {
+                let counter = |result: &str| {
+                    Counter::define(&labeled_name(
+                        "llm_guard_checks_total",
+                        &[("guard", &check.name), ("result", result)],
+                    ))
+                };
+                let metrics = CheckMetrics {
+                    passed: counter("pass"),
+                    flagged: counter("flagged"),
+                    errors: counter("error"),
+                    duration: Histogram::define(&labeled_name(
+                        "llm_guard_callout_duration_ms",
+                        &[("guard", &check.name)],
+                    )),
+                    down: Cell::new(false),
+                };
+                (check.name.clone(), metrics)
+            })
+            .collect();
+        let mut outcomes = HashMap::new();
+        for direction in DIRECTIONS {
+            for result in RESULTS {
+                outcomes.insert(
+                    (direction, result),
+                    Counter::define(&labeled_name(
+                        "llm_guard_requests_total",
+                        &[("direction", direction), ("result", result)],
+                    )),
+                );
+            }
+        }
+        Ok(GuardFilter {
+            guard,
+            checks,
+            outcomes,
+            findings: RefCell::new(HashMap::new()),
+        })
+    }
+
+    fn http_filter(self: &Rc<Self>) -> Box<dyn HttpFilter> {
+        Box::new(GuardStream {
+            filter: Rc::clone(self),
+            flavor: ApiFlavor::OpenAi,
+            consumer: String::new(),
+            model: String::new(),
+            body: BodyBuffer::default(),
+            inference: false,
+            pending: Vec::new(),
+            noted: Vec::new(),
+            done: false,
+            response: Response::Pass,
+        })
+    }
+}
+
+impl GuardFilter {
+    fn count_outcome(&self, direction: &'static str, result: &'static str) {
+        if let Some(Some(counter)) = self.outcomes.get(&(direction, result)) {
+            counter.increment(1);
+        }
+    }
+
+    fn count_finding(&self, finding: &Finding) {
+        // An injection names every rule it matched; the metric names the first (rule-set order).
+        let category = finding.category.split('+').next().unwrap_or_default();
+        let name = labeled_name(
+            "llm_guard_findings_total",
+            &[
+                ("guard", &finding.guard),
+                ("category", category),
+                ("action", finding.action.as_str()),
+            ],
+        );
+        let known = self.findings.borrow().get(&name).copied();
+        let counter = match known {
+            Some(counter) => counter,
+            None => {
+                let counter = Counter::define(&name);
+                self.findings.borrow_mut().insert(name, counter);
+                counter
+            }
+        };
+        if let Some(counter) = counter {
+            counter.increment(1);
+        }
+    }
+
+    fn check_metrics(&self, check: &Check) -> Option<&CheckMetrics> {
+        self.checks.get(&check.name)
+    }
+}
+
+/// A remote check in flight.
+struct Pending {
+    token: u32,
+    check: String,
+    action: GuardAction,
+    started_ns: u64,
+}
+
+enum Response {
+    Pass,
+    /// Held to the end, then checked.
+    Json,
+    Stream(Box<StreamGuard>),
+}
+
+struct GuardStream {
+    filter: Rc<GuardFilter>,
+    flavor: ApiFlavor,
+    consumer: String,
+    model: String,
+    body: BodyBuffer,
+    /// An inference request whose body this filter checked.
+    inference: bool,
+    pending: Vec<Pending>,
+    /// Findings of `monitor` guards, reported on the response.
+    noted: Vec<Finding>,
+    /// The request was blocked (or answered): nothing more to do.
+    done: bool,
+    response: Response,
+}
+
+impl GuardStream {
+    fn policy(&self) -> Policy<'_> {
+        self.filter.guard.policy(&self.model, &self.consumer)
+    }
+
+    /// Records a finding; returns whether it blocks.
+    fn note(&mut self, finding: Finding) -> bool {
+        self.filter.count_finding(&finding);
+        if finding.action == GuardAction::Block {
+            return true;
+        }
+        log::info!(
+            "llm_guard: flagged (monitor) a request of consumer {:?}: {}",
+            self.consumer,
+            finding.label()
+        );
+        if !self.noted.contains(&finding) {
+            self.noted.push(finding);
+        }
+        false
+    }
+
+    fn block(&mut self, finding: &Finding) -> Action {
+        log::info!(
+            "llm_guard: blocked a request of consumer {:?}: {}",
+            self.consumer,
+            finding.label()
+        );
+        self.done = true;
+        self.pending.clear();
+        self.filter.count_outcome("request", "blocked");
+        set_filter_state(state::GUARD, &format!("blocked {}", finding.label()));
+        send_local_reply(&block_reply(self.flavor, finding));
+        Action::Pause
+    }
+
+    /// A check that failed with `on_error: deny`: the request is refused as unavailable (503), not
+    /// as a policy violation, since nothing was found.
+    fn refuse_unchecked(&mut self, check: &str) {
+        self.done = true;
+        self.pending.clear();
+        self.filter.count_outcome("request", "blocked");
+        set_filter_state(state::GUARD, &format!("blocked {check}:unavailable"));
+        let mut reply = error_reply(
+            self.flavor,
+            ErrorKind::Unavailable,
+            &format!("The gateway's content check {check} is unavailable, and this request may not go out unchecked. Retry later."),
+            ErrorDetail {
+                code: Some("guard_unavailable"),
+                param: None,
+            },
+        );
+        reply
+            .headers
+            .push((GUARD_HEADER.to_string(), "blocked".to_string()));
+        send_local_reply(&reply);
+    }
+
+    fn passed(&mut self) -> Action {
+        let result = if self.noted.is_empty() {
+            "pass"
+        } else {
+            "flagged"
+        };
+        self.filter.count_outcome("request", result);
+        let value = if self.noted.is_empty() {
+            "pass".to_string()
+        } else {
+            format!("flagged {}", self.labels())
+        };
+        set_filter_state(state::GUARD, &value);
+        Action::Continue
+    }
+
+    fn labels(&self) -> String {
+        self.noted
+            .iter()
+            .map(Finding::label)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn on_body(&mut self, size: usize) -> Action {
+        let body = llm_host::read_request_body(size);
+        let Ok(json) = serde_json::from_slice::<Value>(&body) else {
+            // llm_router answers malformed bodies first; alone, a body it cannot read is refused.
+            self.done = true;
+            send_local_reply(&error_reply(
+                self.flavor,
+                ErrorKind::InvalidRequest,
+                "The request body is not valid JSON.",
+                ErrorDetail::default(),
+            ));
+            return Action::Pause;
+        };
+        if let Some(model) = json.get("model").and_then(Value::as_str) {
+            self.model = model.to_string();
+        }
+        let request = extract(&json);
+        let filter = Rc::clone(&self.filter);
+        let policy = filter.guard.policy(&self.model, &self.consumer);
+        self.inference = true;
+        if policy.checks_responses() {
+            // Answers are read: they must come back uncompressed.
+            llm_host::set_request_header("accept-encoding", None);
+        }
+        for finding in filter.guard.check_request(&policy, &request) {
+            if self.note(finding.clone()) {
+                return self.block(&finding);
+            }
+        }
+        self.call_checks(&policy, &request)
+    }
+
+    /// Sends every remote check of the request at once; held until all have answered.
+    fn call_checks(&mut self, policy: &Policy<'_>, request: &Extracted) -> Action {
+        for (check, action) in &policy.checks {
+            let Some(body) = check.request_body(&request.segments) else {
+                continue;
+            };
+            match send(check, &body) {
+                Ok(token) => self.pending.push(Pending {
+                    token,
+                    check: check.name.clone(),
+                    action: *action,
+                    started_ns: llm_host::now_unix_nanos(),
+                }),
+                Err(why) => {
+                    if self.check_failed(check, &why) {
+                        self.refuse_unchecked(&check.name);
+                        return Action::Pause;
+                    }
+                }
+            }
+        }
+        if self.pending.is_empty() {
+            return self.passed();
+        }
+        Action::Pause
+    }
+
+    /// Counts and logs a failed check (once per outage); true when its `on_error` refuses.
+    fn check_failed(&self, check: &Check, why: &str) -> bool {
+        if let Some(metrics) = self.filter.check_metrics(check) {
+            bump(metrics.errors);
+            if !metrics.down.replace(true) {
+                log::warn!(
+                    "llm_guard: check {} failing ({why}); on_error: {}",
+                    check.name,
+                    match check.on_error {
+                        OnError::Allow => "allow (requests go on unchecked)",
+                        OnError::Deny => "deny (requests are refused)",
+                    }
+                );
+            }
+        }
+        check.on_error == OnError::Deny
+    }
+
+    fn on_check_answer(&mut self, token: u32, answer: Option<&HttpAnswer>) {
+        let Some(at) = self.pending.iter().position(|p| p.token == token) else {
+            return;
+        };
+        let pending = self.pending.swap_remove(at);
+        let filter = Rc::clone(&self.filter);
+        let Some(check) = filter.guard.checks().find(|c| c.name == pending.check) else {
+            return;
+        };
+        let metrics = filter.check_metrics(check);
+        if let Some(histogram) = metrics.and_then(|m| m.duration) {
+            let elapsed = llm_host::now_unix_nanos().saturating_sub(pending.started_ns);
+            histogram.record(elapsed / 1_000_000);
+        }
+        let outcome = check.outcome(
+            answer.map(|a| a.status),
+            answer.map_or(&[][..], |a| &a.body),
+        );
+        match outcome {
+            Outcome::Pass => {
+                if let Some(metrics) = metrics {
+                    bump(metrics.passed);
+                    if metrics.down.replace(false) {
+                        log::info!("llm_guard: check {} answers again", check.name);
+                    }
+                }
+            }
+            Outcome::Flagged(category) => {
+                if let Some(metrics) = metrics {
+                    bump(metrics.flagged);
+                    metrics.down.set(false);
+                }
+                let finding = Finding::new(&check.name, &category, pending.action);
+                if self.note(finding.clone()) {
+                    // The first block answers; the other calls end with the stream.
+                    self.block(&finding);
+                    return;
+                }
+            }
+            Outcome::Failed(why) => {
+                if self.check_failed(check, &why) {
+                    self.refuse_unchecked(&check.name);
+                    return;
+                }
+            }
+        }
+        if self.pending.is_empty() && !self.done {
+            self.passed();
+            llm_host::resume_request();
+        }
+    }
+
+    fn finish_json(&mut self, body: &[u8], size: usize) {
+        let Ok(json) = serde_json::from_slice::<Value>(body) else {
+            return;
+        };
+        let filter = Rc::clone(&self.filter);
+        let policy = filter.guard.policy(&self.model, &self.consumer);
+        let text = guard::answer_text(&json);
+        let mut blocked = None;
+        for finding in filter.guard.check_answer(&policy, &text) {
+            filter.count_finding(&finding);
+            if finding.action == GuardAction::Block {
+                blocked = Some(finding);
+                break;
+            }
+        }
+        match blocked {
+            Some(finding) => {
+                log::info!(
+                    "llm_guard: cut an answer to consumer {:?}: {}",
+                    self.consumer,
+                    finding.label()
+                );
+                filter.count_outcome("response", "blocked");
+                if let Some(filtered) = filtered_answer(&json) {
+                    llm_host::replace_response_body(size, &filtered);
+                }
+            }
+            None => filter.count_outcome("response", "pass"),
+        }
+    }
+
+    fn stream_chunk(&mut self, size: usize, end_of_stream: bool) {
+        let filter = Rc::clone(&self.filter);
+        let consumer = self.consumer.clone();
+        let Response::Stream(stream) = &mut self.response else {
+            return;
+        };
+        let chunk = llm_host::read_response_body(size);
+        let mut out = stream.push(&chunk);
+        if end_of_stream {
+            out.extend(stream.end());
+        }
+        let policy = filter.guard.policy(&self.model, &consumer);
+        while let Some(window) = stream.take_window() {
+            let blocking = filter
+                .guard
+                .check_answer(&policy, &window)
+                .into_iter()
+                .inspect(|f| filter.count_finding(f))
+                .find(|f| f.action == GuardAction::Block);
+            match blocking {
+                Some(finding) => {
+                    log::info!(
+                        "llm_guard: cut a streamed answer to consumer {consumer:?}: {}",
+                        finding.label()
+                    );
+                    filter.count_outcome("response", "blocked");
+                    out.extend(stream.block(&answer_block_message(&finding)));
+                }
+                None => out.extend(stream.approve()),
+            }
+        }
+        if end_of_stream && !stream.blocked() {
+            filter.count_outcome("response", "pass");
+        }
+        llm_host::replace_response_body(size, &out);
+    }
+}
+
+fn bump(counter: Option<Counter>) {
+    if let Some(counter) = counter {
+        counter.increment(1);
+    }
+}
+
+fn send(check: &Check, body: &[u8]) -> Result<u32, String> {
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(authorization) = &check.authorization {
+        headers.push(("authorization", authorization));
+    }
+    let call = HttpCall {
+        cluster: &check.cluster,
+        authority: &check.authority,
+        method: "POST",
+        path: &check.path,
+        headers: &headers,
+        body,
+        timeout: check.timeout,
+    };
+    llm_host::current().http_call(&call)
+}
+
+impl HttpFilter for GuardStream {
+    fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
+        let headers = Headers::request();
+        let method = headers.get(":method").unwrap_or_default();
+        let path = headers.get(":path").unwrap_or_default();
+        let Endpoint::Inference(flavor) = classify(method, path) else {
+            return Action::Continue;
+        };
+        if end_of_stream {
+            return Action::Continue;
+        }
+        self.flavor = flavor;
+        self.consumer = headers
+            .get(contract::CONSUMER)
+            .unwrap_or_default()
+            .to_string();
+        self.model = headers.get(contract::MODEL).unwrap_or_default().to_string();
+        // Nothing leaves before it is checked (needs allow_on_headers_stop_iteration).
+        self.body.start();
+        Action::Pause
+    }
+
+    fn on_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        request_body(self, size, end_of_stream)
+    }
+
+    fn on_request_trailers(&mut self) -> Action {
+        request_trailers(self)
+    }
+
+    fn on_response_headers(&mut self, _end_of_stream: bool) -> Action {
+        // Only answers to inference requests this filter let through.
+        if self.done || !self.inference {
+            return Action::Continue;
+        }
+        let headers = Headers::response();
+        if !self.noted.is_empty() {
+            llm_host::set_response_header(GUARD_HEADER, Some("flagged"));
+            llm_host::set_response_header(FINDINGS_HEADER, Some(&self.labels()));
+        }
+        let policy = self.policy();
+        if !policy.checks_responses() || headers.get(":status") != Some("200") {
+            return Action::Continue;
+        }
+        if headers
+            .get("content-encoding")
+            .is_some_and(|e| !e.eq_ignore_ascii_case("identity"))
+        {
+            // Asked uncompressed (below); a provider that compresses anyway is not read.
+            return Action::Continue;
+        }
+        let content_type = headers.get("content-type").unwrap_or_default();
+        let (stream, window, max) = (
+            policy.stream,
+            policy.window_chars,
+            self.filter.guard.max_scan_chars(),
+        );
+        self.response = if content_type.starts_with("text/event-stream") {
+            let format = match self.flavor {
+                ApiFlavor::Anthropic => Format::Anthropic,
+                ApiFlavor::OpenAi => Format::OpenAi,
+            };
+            Response::Stream(Box::new(StreamGuard::new(format, stream, window, max)))
+        } else {
+            Response::Json
+        };
+        // The answer may be rewritten.
+        llm_host::set_response_header("content-length", None);
+        Action::Continue
+    }
+
+    fn on_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        match &self.response {
+            Response::Pass => Action::Continue,
+            Response::Json if !end_of_stream => Action::Pause,
+            Response::Json => {
+                let body = llm_host::read_response_body(size);
+                self.response = Response::Pass;
+                self.finish_json(&body, size);
+                Action::Continue
+            }
+            Response::Stream(_) => {
+                self.stream_chunk(size, end_of_stream);
+                Action::Continue
+            }
+        }
+    }
+
+    fn on_http_response(&mut self, token: u32, answer: Option<&HttpAnswer>) {
+        self.on_check_answer(token, answer);
+    }
+}
+
+impl HoldsRequestBody for GuardStream {
+    fn body_buffer(&mut self) -> &mut BodyBuffer {
+        &mut self.body
+    }
+
+    fn on_complete_body(&mut self, size: usize) -> Action {
+        self.on_body(size)
+    }
+}
+
+#[cfg(test)]
+mod tests;
