@@ -9,7 +9,7 @@ use llm_core::config::ConfigError;
 use llm_core::contract::{self, state};
 use llm_core::guarding::guard::{
     self, answer_block_message, block_reply, extract, filtered_answer, Extracted, Finding, Guard,
-    GuardAction, GuardConfig, Policy, FINDINGS_HEADER, GUARD_HEADER,
+    GuardAction, GuardConfig, Policy, Role, FINDINGS_HEADER, GUARD_HEADER,
 };
 use llm_core::guarding::remote::{Check, OnError, Outcome};
 use llm_core::guarding::stream::{Format, StreamGuard};
@@ -111,6 +111,10 @@ impl Filter for GuardFilter {
             noted: Vec::new(),
             done: false,
             response: Response::Pass,
+            last_user_text: String::new(),
+            answer_pending: Vec::new(),
+            ready: Vec::new(),
+            held_end: None,
         })
     }
 }
@@ -164,6 +168,11 @@ enum Response {
     Pass,
     /// Held to the end, then checked.
     Json,
+    /// Complete and held in Envoy's buffer (`size` bytes) while remote checks look at it.
+    JsonChecking {
+        json: Value,
+        size: usize,
+    },
     Stream(Box<StreamGuard>),
 }
 
@@ -181,6 +190,14 @@ struct GuardStream {
     /// The request was blocked (or answered): nothing more to do.
     done: bool,
     response: Response,
+    /// The last user text of the request: a classifier judges an answer in its context.
+    last_user_text: String,
+    /// Remote checks of the answer in flight.
+    answer_pending: Vec<Pending>,
+    /// Stream bytes a check released between chunks: they go out with the next chunk.
+    ready: Vec<u8>,
+    /// The stream ended while checks were out: what Envoy holds of its end.
+    held_end: Option<Vec<u8>>,
 }
 
 impl GuardStream {
@@ -282,6 +299,11 @@ impl GuardStream {
             self.model = model.to_string();
         }
         let request = extract(&json);
+        if let Some(last) = request.segments.iter().rev().find(|s| s.role == Role::User) {
+            // Context for a classifier judging the answer: the question's end is enough.
+            let skip = last.chars.saturating_sub(2_000);
+            self.last_user_text = last.text.chars().skip(skip).collect();
+        }
         let filter = Rc::clone(&self.filter);
         let policy = filter.guard.policy(&self.model, &self.consumer);
         self.inference = true;
@@ -394,73 +416,239 @@ impl GuardStream {
         }
     }
 
-    fn finish_json(&mut self, body: &[u8], size: usize) {
-        let Ok(json) = serde_json::from_slice::<Value>(body) else {
-            return;
-        };
+    /// Checks an answer's text (a JSON answer, or a window of a stream): local patterns first,
+    /// then the remote checks of answers, sent together.
+    fn check_answer_text(&mut self, text: &str) -> AnswerVerdict {
         let filter = Rc::clone(&self.filter);
         let policy = filter.guard.policy(&self.model, &self.consumer);
-        let text = guard::answer_text(&json);
-        let mut blocked = None;
-        for finding in filter.guard.check_answer(&policy, &text) {
+        for finding in filter.guard.check_answer(&policy, text) {
             filter.count_finding(&finding);
             if finding.action == GuardAction::Block {
-                blocked = Some(finding);
-                break;
+                return AnswerVerdict::Blocked(finding);
             }
+            self.note_answer(finding);
         }
-        match blocked {
-            Some(finding) => {
-                log::info!(
-                    "llm_guard: cut an answer to consumer {:?}: {}",
-                    self.consumer,
-                    finding.label()
-                );
-                filter.count_outcome("response", "blocked");
-                if let Some(filtered) = filtered_answer(&json) {
-                    llm_host::replace_response_body(size, &filtered);
+        for (check, action) in &policy.response_checks {
+            let Some(body) = check.answer_body(Some(&self.last_user_text), text) else {
+                continue;
+            };
+            match send(check, &body) {
+                Ok(token) => self.answer_pending.push(Pending {
+                    token,
+                    check: check.name.clone(),
+                    action: *action,
+                    started_ns: llm_host::now_unix_nanos(),
+                }),
+                Err(why) => {
+                    if self.check_failed(check, &why) {
+                        self.answer_pending.clear();
+                        let finding = Finding::new(&check.name, "unavailable", GuardAction::Block);
+                        return AnswerVerdict::Blocked(finding);
+                    }
                 }
             }
-            None => filter.count_outcome("response", "pass"),
+        }
+        if self.answer_pending.is_empty() {
+            AnswerVerdict::Pass
+        } else {
+            AnswerVerdict::Waiting
         }
     }
 
-    fn stream_chunk(&mut self, size: usize, end_of_stream: bool) {
-        let filter = Rc::clone(&self.filter);
-        let consumer = self.consumer.clone();
-        let Response::Stream(stream) = &mut self.response else {
-            return;
+    /// A finding on an answer in monitor mode: counted and logged (the headers are gone).
+    fn note_answer(&self, finding: Finding) {
+        log::info!(
+            "llm_guard: flagged (monitor) an answer to consumer {:?}: {}",
+            self.consumer,
+            finding.label()
+        );
+    }
+
+    fn answer_blocked(&self, finding: &Finding) {
+        log::info!(
+            "llm_guard: cut an answer to consumer {:?}: {}",
+            self.consumer,
+            finding.label()
+        );
+        self.filter.count_outcome("response", "blocked");
+        set_filter_state(state::GUARD, &format!("blocked answer {}", finding.label()));
+    }
+
+    /// The complete JSON answer is held (`size` bytes): check it.
+    fn finish_json(&mut self, body: Vec<u8>, size: usize) -> Action {
+        let Ok(json) = serde_json::from_slice::<Value>(&body) else {
+            return Action::Continue;
+        };
+        match self.check_answer_text(&guard::answer_text(&json)) {
+            AnswerVerdict::Pass => {
+                self.filter.count_outcome("response", "pass");
+                Action::Continue
+            }
+            AnswerVerdict::Blocked(finding) => {
+                self.answer_blocked(&finding);
+                if let Some(filtered) = filtered_answer(&json) {
+                    llm_host::replace_response_body(size, &filtered);
+                }
+                Action::Continue
+            }
+            AnswerVerdict::Waiting => {
+                // Held in Envoy's buffer until the checks answer.
+                self.response = Response::JsonChecking { json, size };
+                Action::Pause
+            }
+        }
+    }
+
+    /// Runs the stream's due windows through the checks; returns the bytes to release now.
+    fn check_windows(&mut self, stream: &mut StreamGuard) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(window) = stream.take_window() {
+            match self.check_answer_text(&window) {
+                AnswerVerdict::Pass => out.extend(stream.approve()),
+                AnswerVerdict::Blocked(finding) => {
+                    self.answer_blocked(&finding);
+                    out.extend(stream.block(&answer_block_message(&finding)));
+                }
+                // The window stays held; its checks' answers release or cut it.
+                AnswerVerdict::Waiting => break,
+            }
+        }
+        out
+    }
+
+    fn stream_chunk(&mut self, size: usize, end_of_stream: bool) -> Action {
+        let Response::Stream(mut stream) = std::mem::replace(&mut self.response, Response::Pass)
+        else {
+            return Action::Continue;
         };
         let chunk = llm_host::read_response_body(size);
-        let mut out = stream.push(&chunk);
+        let mut out = std::mem::take(&mut self.ready);
+        out.extend(stream.push(&chunk));
         if end_of_stream {
             out.extend(stream.end());
         }
-        let policy = filter.guard.policy(&self.model, &consumer);
-        while let Some(window) = stream.take_window() {
-            let blocking = filter
-                .guard
-                .check_answer(&policy, &window)
-                .into_iter()
-                .inspect(|f| filter.count_finding(f))
-                .find(|f| f.action == GuardAction::Block);
-            match blocking {
-                Some(finding) => {
-                    log::info!(
-                        "llm_guard: cut a streamed answer to consumer {consumer:?}: {}",
-                        finding.label()
-                    );
-                    filter.count_outcome("response", "blocked");
-                    out.extend(stream.block(&answer_block_message(&finding)));
-                }
-                None => out.extend(stream.approve()),
-            }
-        }
-        if end_of_stream && !stream.blocked() {
-            filter.count_outcome("response", "pass");
+        if !stream.checking() {
+            out.extend(self.check_windows(&mut stream));
         }
         llm_host::replace_response_body(size, &out);
+        let waiting = !self.answer_pending.is_empty();
+        if end_of_stream && !stream.blocked() && !waiting {
+            self.filter.count_outcome("response", "pass");
+        }
+        self.response = Response::Stream(stream);
+        if end_of_stream && waiting {
+            // The end waits in Envoy's buffer (what was just written) for the last checks.
+            self.held_end = Some(out);
+            return Action::Pause;
+        }
+        Action::Continue
     }
+
+    /// An answer of a check of the response.
+    fn on_answer_check(&mut self, token: u32, answer: Option<&HttpAnswer>) {
+        let Some(at) = self.answer_pending.iter().position(|p| p.token == token) else {
+            return;
+        };
+        let pending = self.answer_pending.swap_remove(at);
+        let filter = Rc::clone(&self.filter);
+        let Some(check) = filter.guard.checks().find(|c| c.name == pending.check) else {
+            return;
+        };
+        let metrics = filter.check_metrics(check);
+        if let Some(histogram) = metrics.and_then(|m| m.duration) {
+            let elapsed = llm_host::now_unix_nanos().saturating_sub(pending.started_ns);
+            histogram.record(elapsed / 1_000_000);
+        }
+        let outcome = check.outcome(
+            answer.map(|a| a.status),
+            answer.map_or(&[][..], |a| &a.body),
+        );
+        let blocking = match outcome {
+            Outcome::Pass => {
+                if let Some(metrics) = metrics {
+                    bump(metrics.passed);
+                    metrics.down.set(false);
+                }
+                None
+            }
+            Outcome::Flagged(category) => {
+                if let Some(metrics) = metrics {
+                    bump(metrics.flagged);
+                }
+                let finding = Finding::new(&check.name, &category, pending.action);
+                filter.count_finding(&finding);
+                if pending.action == GuardAction::Block {
+                    Some(finding)
+                } else {
+                    self.note_answer(finding);
+                    None
+                }
+            }
+            Outcome::Failed(why) => self
+                .check_failed(check, &why)
+                .then(|| Finding::new(&check.name, "unavailable", GuardAction::Block)),
+        };
+        if let Some(finding) = &blocking {
+            // The first block decides; the other calls' answers are ignored.
+            self.answer_pending.clear();
+            self.answer_blocked(finding);
+        } else if !self.answer_pending.is_empty() {
+            return;
+        }
+        match std::mem::replace(&mut self.response, Response::Pass) {
+            Response::JsonChecking { json, size } => {
+                match &blocking {
+                    Some(_) => {
+                        if let Some(filtered) = filtered_answer(&json) {
+                            llm_host::replace_response_body(size, &filtered);
+                        }
+                    }
+                    None => self.filter.count_outcome("response", "pass"),
+                }
+                llm_host::resume_response();
+            }
+            Response::Stream(mut stream) => {
+                let mut out = match &blocking {
+                    Some(finding) => stream.block(&answer_block_message(finding)),
+                    None => stream.approve(),
+                };
+                if blocking.is_none() {
+                    out.extend(self.check_windows(&mut stream));
+                }
+                let waiting = !self.answer_pending.is_empty();
+                match self.held_end.take() {
+                    Some(mut held) if !waiting => {
+                        // The stream had ended: complete what Envoy holds, and let it go.
+                        let held_len = held.len();
+                        held.extend(out);
+                        llm_host::replace_response_body(held_len, &held);
+                        if !stream.blocked() {
+                            self.filter.count_outcome("response", "pass");
+                        }
+                        llm_host::resume_response();
+                    }
+                    Some(mut held) => {
+                        let held_len = held.len();
+                        held.extend(out);
+                        llm_host::replace_response_body(held_len, &held);
+                        self.held_end = Some(held);
+                    }
+                    // Released with the next chunk.
+                    None => self.ready.extend(out),
+                }
+                self.response = Response::Stream(stream);
+            }
+            other => self.response = other,
+        }
+    }
+}
+
+/// What the checks say of an answer's text.
+enum AnswerVerdict {
+    Pass,
+    Blocked(Finding),
+    /// Remote checks are out.
+    Waiting,
 }
 
 fn bump(counter: Option<Counter>) {
@@ -559,23 +747,23 @@ impl HttpFilter for GuardStream {
 
     fn on_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
         match &self.response {
-            Response::Pass => Action::Continue,
+            Response::Pass | Response::JsonChecking { .. } => Action::Continue,
             Response::Json if !end_of_stream => Action::Pause,
             Response::Json => {
                 let body = llm_host::read_response_body(size);
                 self.response = Response::Pass;
-                self.finish_json(&body, size);
-                Action::Continue
+                self.finish_json(body, size)
             }
-            Response::Stream(_) => {
-                self.stream_chunk(size, end_of_stream);
-                Action::Continue
-            }
+            Response::Stream(_) => self.stream_chunk(size, end_of_stream),
         }
     }
 
     fn on_http_response(&mut self, token: u32, answer: Option<&HttpAnswer>) {
-        self.on_check_answer(token, answer);
+        if self.answer_pending.iter().any(|p| p.token == token) {
+            self.on_answer_check(token, answer);
+        } else {
+            self.on_check_answer(token, answer);
+        }
     }
 }
 

@@ -18,7 +18,8 @@ const CONFIG: &str = r#"{
     "team-a": {"checks": {"moderation": "monitor"}},
     "team-b": {"checks": {"moderation": "block", "llama": "block"}},
     "team-c": {"checks": {"strict": "block"}},
-    "team-e": {"response": {"stream": "end"}}
+    "team-e": {"response": {"stream": "end"}},
+    "team-r": {"response": {"checks": {"moderation": "block"}, "window_chars": 16}}
   }
 }"#;
 
@@ -371,4 +372,114 @@ fn a_bad_config_names_the_field() {
         .err()
         .expect("refused");
     assert!(err.contains("defaults.checks.nope"), "{err}");
+}
+
+fn answer_json(text: &str) -> Vec<u8> {
+    json!({"id": "c", "object": "chat.completion", "choices": [{"index": 0,
+        "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}})
+    .to_string()
+    .into_bytes()
+}
+
+#[test]
+fn a_json_answer_waits_for_the_remote_checks_of_answers() {
+    configure();
+    // Flagged: the held answer is replaced before Envoy lets it go.
+    let (mut s, _) = chat("team-r", "Tell me a story");
+    s.response_headers(
+        &[(":status", "200"), ("content-type", "application/json")],
+        false,
+    );
+    assert_eq!(
+        s.response_body(&answer_json("a violent story"), true),
+        Action::Pause
+    );
+    let call = fake::with(|f| f.http_calls.last().cloned()).expect("a check of the answer");
+    let sent: Value = serde_json::from_slice(&call.body).expect("json");
+    assert_eq!(sent["input"], json!(["a violent story"]));
+    s.http_response(call.token, Some((200, &moderation(true))));
+    let client: Value = serde_json::from_slice(s.client_body()).expect("json");
+    assert_eq!(client["choices"][0]["finish_reason"], "content_filter");
+    assert!(!s.client_body_text().contains("violent"));
+    // Clean: released as it came.
+    let (mut s, _) = chat("team-r", "Tell me a story");
+    s.response_headers(
+        &[(":status", "200"), ("content-type", "application/json")],
+        false,
+    );
+    s.response_body(&answer_json("a nice story"), true);
+    let call = fake::with(|f| f.http_calls.last().cloned()).expect("a check");
+    s.http_response(call.token, Some((200, &moderation(false))));
+    assert_eq!(s.client_body(), answer_json("a nice story").as_slice());
+}
+
+#[test]
+fn a_streamed_answer_is_released_window_by_window_as_checks_pass() {
+    configure();
+    let (mut s, _) = chat("team-r", "Tell me a story");
+    let events = sse(&[
+        "Once ", "upon ", "a ", "time ", "there ", "was ", "a ", "violent ", "dragon.",
+    ]);
+    s.response_headers(
+        &[(":status", "200"), ("content-type", "text/event-stream")],
+        false,
+    );
+    let mut calls_seen = 0;
+    for (i, event) in events.iter().enumerate() {
+        let last = i + 1 == events.len();
+        s.response_body(event, last);
+        let calls = fake::with(|f| f.http_calls.clone());
+        for call in calls.iter().skip(calls_seen) {
+            let sent: Value = serde_json::from_slice(&call.body).expect("json");
+            let flagged = sent["input"][0]
+                .as_str()
+                .unwrap_or_default()
+                .contains("violent");
+            s.http_response(call.token, Some((200, &moderation(flagged))));
+        }
+        calls_seen = calls.len();
+    }
+    let client = s.client_body_text();
+    assert!(client.contains("Once "), "{client}");
+    assert!(!client.contains("violent"), "{client}");
+    assert!(client.contains("content_filter"));
+    assert!(calls_seen >= 2, "one check per window");
+}
+
+#[test]
+fn a_clean_stream_ends_once_its_last_window_passed() {
+    configure();
+    let (mut s, _) = chat("team-r", "Tell me a story");
+    let events = sse(&["A ", "short ", "and ", "kind ", "tale."]);
+    s.response_headers(
+        &[(":status", "200"), ("content-type", "text/event-stream")],
+        false,
+    );
+    let (last, rest) = events.split_last().expect("events");
+    for event in rest {
+        s.response_body(event, false);
+        let pending: Vec<_> = fake::with(|f| f.http_calls.clone());
+        for call in pending {
+            s.http_response(call.token, Some((200, &moderation(false))));
+        }
+        fake::with(|f| f.http_calls.clear());
+    }
+    assert_eq!(
+        s.response_body(last, true),
+        Action::Pause,
+        "the end waits for its check"
+    );
+    let call = fake::with(|f| f.http_calls.last().cloned()).expect("the last window's check");
+    s.http_response(call.token, Some((200, &moderation(false))));
+    let client = s.client_body_text();
+    assert!(
+        client.contains("A ") && client.contains("tale."),
+        "{client}"
+    );
+    assert!(client.ends_with("data: [DONE]\n\n"), "{client}");
+    assert_eq!(
+        counter("llm_guard_requests_total{direction=response,result=pass}"),
+        1
+    );
 }

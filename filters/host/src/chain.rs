@@ -58,6 +58,8 @@ pub struct Chain {
     replied: bool,
     /// How the request resumes in Envoy once every filter passed it (unit tests count instead).
     resume_host: fn(),
+    /// The same for the response.
+    resume_response_host: fn(),
 }
 
 impl Chain {
@@ -76,6 +78,7 @@ impl Chain {
             },
             replied: false,
             resume_host: view::resume_in_host,
+            resume_response_host: view::resume_response_in_host,
         }
     }
 
@@ -198,10 +201,11 @@ impl Chain {
     }
 
     /// A filter asked to resume after its asynchronous call: it has passed everything delivered so
-    /// far; the filters after it run, and the host resumes when they all pass.
-    fn resume(&mut self, position: usize) {
-        let size = current_size(Direction::Request);
-        let flow = &mut self.request;
+    /// far; the filters after it run, and the host resumes when they all pass. `position` is in
+    /// `direction`'s order.
+    fn resume(&mut self, direction: Direction, position: usize) {
+        let size = current_size(direction);
+        let flow = self.flow(direction);
         let (end, trailers) = (flow.end_of_stream, flow.trailers);
         if let Some(progress) = flow.progress.get_mut(position) {
             progress.headers = Headers::Passed;
@@ -209,8 +213,11 @@ impl Chain {
             progress.body_ended = end && !trailers;
             progress.trailers_seen = trailers;
         }
-        if self.run(Direction::Request, position + 1) == Action::Continue {
-            (self.resume_host)();
+        if self.run(direction, position + 1) == Action::Continue {
+            match direction {
+                Direction::Request => (self.resume_host)(),
+                Direction::Response => (self.resume_response_host)(),
+            }
         }
     }
 
@@ -224,15 +231,25 @@ impl Chain {
                 continue;
             };
             deliver(filter.as_mut());
-            let (resume, replied) =
-                view::shared_mut(|s| (std::mem::take(&mut s.resume_requested), s.replied))
-                    .unwrap_or_default();
+            let (resume, resume_response, replied) = view::shared_mut(|s| {
+                (
+                    std::mem::take(&mut s.resume_requested),
+                    std::mem::take(&mut s.resume_response_requested),
+                    s.replied,
+                )
+            })
+            .unwrap_or_default();
             if replied {
                 self.replied = true;
                 return;
             }
             if resume {
-                self.resume(position);
+                self.resume(Direction::Request, position);
+                return;
+            }
+            if resume_response {
+                let in_response_order = self.filters.len() - 1 - position;
+                self.resume(Direction::Response, in_response_order);
                 return;
             }
         }

@@ -56,6 +56,8 @@ pub struct State {
     pub replies: Vec<Reply>,
     /// `resume_request` calls.
     pub resumes: u32,
+    /// `resume_response` calls.
+    pub response_resumes: u32,
     /// Properties by path joined with `.` (`upstream.address`, ...).
     pub properties: HashMap<String, Vec<u8>>,
     pub filter_state: HashMap<String, String>,
@@ -246,6 +248,11 @@ impl Host for Fake {
                 body: String::from_utf8_lossy(body).into_owned(),
             })
         });
+        Ok(())
+    }
+
+    fn resume_response(&self) -> HostResult<()> {
+        with(|state| state.response_resumes += 1);
         Ok(())
     }
 
@@ -496,6 +503,7 @@ impl Stream {
     /// Envoy buffered, and a local reply answers the client.
     pub fn http_response(&mut self, token: u32, answer: Option<(u16, &[u8])>) {
         let before = with(|state| state.resumes);
+        let response_before = with(|state| state.response_resumes);
         let answer = answer.map(|(status, body)| host::HttpAnswer {
             status,
             body: body.to_vec(),
@@ -506,6 +514,12 @@ impl Stream {
             self.request.headers_forwarded = true;
             let held = with(|state| std::mem::take(&mut state.request_body));
             self.request.forwarded.extend(held);
+        }
+        if with(|state| state.response_resumes) > response_before {
+            self.response.paused = false;
+            self.response.headers_forwarded = true;
+            let held = with(|state| std::mem::take(&mut state.response_body));
+            self.response.forwarded.extend(held);
         }
     }
 

@@ -65,6 +65,8 @@ pub trait Host {
     fn send_reply(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> HostResult<()>;
     /// Resumes a request this filter paused for its own asynchronous call.
     fn resume_request(&self) -> HostResult<()>;
+    /// Resumes a response this filter paused (headers or buffered body) for its own call.
+    fn resume_response(&self) -> HostResult<()>;
     /// A property of the stream (`["upstream", "address"]`, metadata paths, ...).
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
     /// Filter state readable in access logs (`%FILTER_STATE(<namespace>.<key>:PLAIN)%`).
@@ -161,6 +163,9 @@ impl Host for Detached {
         Err(DETACHED.into())
     }
     fn resume_request(&self) -> HostResult<()> {
+        Err(DETACHED.into())
+    }
+    fn resume_response(&self) -> HostResult<()> {
         Err(DETACHED.into())
     }
     fn property(&self, _: &[&str]) -> Option<Vec<u8>> {

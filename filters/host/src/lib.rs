@@ -24,7 +24,7 @@ pub use host::{current, Action, HttpFilter};
 use host::{HeaderMap, MetricKind, SharedWriteError};
 pub use view::{
     read_request_body, read_response_body, replace_request_body, replace_response_body,
-    resume_request, set_request_header, set_response_header,
+    resume_request, resume_response, set_request_header, set_response_header,
 };
 
 /// Makes `$filter` this module's filter: `llm_host::wasm_module!(AuthFilter);`. Compiled only for

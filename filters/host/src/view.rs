@@ -20,6 +20,8 @@ pub(crate) struct Shared {
     pub response_body: BodyWindow,
     /// A filter asked to resume the request (after its own asynchronous call).
     pub resume_requested: bool,
+    /// A filter asked to resume the response.
+    pub resume_response_requested: bool,
     /// A filter answered the request itself.
     pub replied: bool,
 }
@@ -192,6 +194,22 @@ pub fn resume_request() {
     let in_chain = shared_mut(|shared| shared.resume_requested = true).is_some();
     if !in_chain {
         resume_in_host();
+    }
+}
+
+/// Resumes the response this filter paused (after its own asynchronous call): in a chain, the
+/// filters after it (in response order) run first.
+pub fn resume_response() {
+    let in_chain = shared_mut(|shared| shared.resume_response_requested = true).is_some();
+    if !in_chain {
+        resume_response_in_host();
+    }
+}
+
+/// Resumes the response in Envoy.
+pub(crate) fn resume_response_in_host() {
+    if let Err(why) = current().resume_response() {
+        log::warn!("cannot resume the response: {why}");
     }
 }
 

@@ -67,6 +67,10 @@ impl Host for ProxyWasm {
             .map_err(status_text)
     }
 
+    fn resume_response(&self) -> HostResult<()> {
+        hostcalls::resume_http_response().map_err(status_text)
+    }
+
     fn resume_request(&self) -> HostResult<()> {
         hostcalls::resume_http_request().map_err(status_text)
     }

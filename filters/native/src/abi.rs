@@ -173,6 +173,7 @@ extern "C" {
         details: ModuleBuffer,
     );
     pub fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: FilterEnvoyPtr);
+    pub fn envoy_dynamic_module_callback_http_filter_continue_encoding(filter: FilterEnvoyPtr);
 
     pub fn envoy_dynamic_module_callback_http_get_metadata_string(
         filter: FilterEnvoyPtr,

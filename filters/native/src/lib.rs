@@ -776,6 +776,10 @@ fn run_stream(
             envoy_dynamic_module_callback_http_filter_continue_decoding(envoy);
             return STATUS_STOP;
         }
+        if context.resume_response {
+            envoy_dynamic_module_callback_http_filter_continue_encoding(envoy);
+            return STATUS_STOP;
+        }
     }
     match outcome {
         Ok(Action::Continue) => STATUS_CONTINUE,
@@ -1239,6 +1243,8 @@ struct Context {
     local_response: Option<LocalResponse>,
     /// The filter resumed the request (done by `run_stream` once the callback returned).
     resume: bool,
+    /// The same for the response.
+    resume_response: bool,
     /// A request callback: request header changes choose the route again.
     request_phase: bool,
 }
@@ -1277,6 +1283,7 @@ impl Context {
             stream: std::ptr::null(),
             local_response: None,
             resume: false,
+            resume_response: false,
             request_phase: false,
         }
     }
@@ -1336,6 +1343,7 @@ impl Context {
             stream: std::ptr::null(),
             local_response: None,
             resume: false,
+            resume_response: false,
             request_phase: false,
         }
     }
@@ -1675,6 +1683,11 @@ impl Host for Native {
             body: body.to_vec(),
         };
         current(|c| c.reply = Some(reply)).ok_or_else(|| NO_STREAM.to_string())
+    }
+
+    fn resume_response(&self) -> HostResult<()> {
+        stream_ptr().ok_or(NO_STREAM)?;
+        current(|c| c.resume_response = true).ok_or_else(|| NO_STREAM.to_string())
     }
 
     fn resume_request(&self) -> HostResult<()> {

@@ -398,3 +398,75 @@ fn answers_are_cut_json_and_streamed_in_both_modes_and_the_sdks_see_it() {
     let out = integration::run_sdk_script("guard_sdks.py", &demo, "sk-demo-team-a");
     assert!(out.contains("ok: anthropic: stop_reason refusal"), "{out}");
 }
+
+#[test]
+fn moderation_of_answers_holds_json_and_releases_streams_window_by_window() {
+    require_envoy!();
+    let demo = Demo::start_with_guard(with_guard(|guard| {
+        guard["consumers"]["team-a"] =
+            json!({"response": {"checks": {"moderation": "block"}, "window_chars": 60}});
+    }));
+    let flagged = "Once upon a time there was a quiet village by the sea, and every evening the fishermen came home. Then the storm came and [flag:violence] the end.";
+    let clean = "Once upon a time there was a quiet village by the sea, and every evening the fishermen came home with their nets full of silver fish.";
+    // JSON: held until the check answers; a flagged answer is replaced, a clean one kept whole.
+    let cut = chat(
+        &demo,
+        TEAM_A,
+        &[("x-mock-reply", flagged)],
+        &prompt("a story"),
+    );
+    assert_eq!(cut.status, 200, "{}", cut.body);
+    assert_eq!(cut.json()["choices"][0]["finish_reason"], "content_filter");
+    assert!(!cut.body.contains("flag:violence"));
+    let kept = chat(
+        &demo,
+        TEAM_A,
+        &[("x-mock-reply", clean)],
+        &prompt("a story"),
+    );
+    assert_eq!(kept.json()["choices"][0]["message"]["content"], clean);
+
+    // Streams: every window is checked before it is released (events 10 ms apart, as a model
+    // writes: a window is what arrived by the time it is due).
+    let mut streamed = prompt("a story");
+    streamed["stream"] = json!(true);
+    let paced = ("x-mock-chunk-delay-ms", "10");
+    let cut = chat(
+        &demo,
+        TEAM_A,
+        &[("x-mock-reply", flagged), paced],
+        &streamed,
+    );
+    assert_eq!(cut.status, 200);
+    let text = http::sse_text(&cut.body);
+    assert!(
+        text.starts_with("Once upon a time"),
+        "{text} / {}",
+        cut.body
+    );
+    assert!(!text.contains("violence"), "{text}");
+    assert!(cut.body.contains("\"finish_reason\":\"content_filter\""));
+    assert_eq!(
+        sse_data(&cut.body).last().map(String::as_str),
+        Some("[DONE]")
+    );
+    let whole = chat(&demo, TEAM_A, &[("x-mock-reply", clean), paced], &streamed);
+    assert_eq!(http::sse_text(&whole.body), clean);
+    assert_eq!(
+        sse_data(&whole.body).last().map(String::as_str),
+        Some("[DONE]")
+    );
+    let windows = demo
+        .openai
+        .requests()
+        .iter()
+        .filter(|r| r["path"] == "/v1/moderations")
+        .count();
+    assert!(windows >= 4, "one check per window: {windows}");
+    assert!(
+        counter(
+            &demo,
+            r#"llm_guard_requests_total{direction="response",result="blocked"}"#
+        ) >= 2.0
+    );
+}

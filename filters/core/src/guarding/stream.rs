@@ -22,7 +22,8 @@ pub enum Format {
     Anthropic,
 }
 
-/// The checked text carried into the next window.
+/// The checked text carried into the next window (at most half a window): a phrase up to this
+/// long split across two windows is seen whole, and its first half is never released early.
 const OVERLAP_CHARS: usize = 100;
 
 struct Held {
@@ -171,11 +172,15 @@ impl StreamGuard {
             StreamMode::Window => format!("{}{}", self.context, self.unchecked),
             StreamMode::End => self.unchecked.clone(),
         };
-        let tail_start = self.unchecked_chars.saturating_sub(OVERLAP_CHARS);
+        let tail_start = self.unchecked_chars.saturating_sub(self.overlap());
         self.context = self.unchecked.chars().skip(tail_start).collect();
         self.unchecked.clear();
         self.unchecked_chars = 0;
         Some(window)
+    }
+
+    fn overlap(&self) -> usize {
+        OVERLAP_CHARS.min(self.window_chars / 2)
     }
 
     /// Whether a window is out for checking.
@@ -184,7 +189,7 @@ impl StreamGuard {
     }
 
     /// The window passed: its events (and any that need no check) go out, but for the last
-    /// [`OVERLAP_CHARS`] of text, held back until the next window is checked with them as context:
+    /// overlap of text, held back until the next window is checked with them as context:
     /// a phrase split across two windows never has its first half released.
     pub fn approve(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -192,8 +197,9 @@ impl StreamGuard {
         let mut keep = 0;
         if !self.ended && self.mode == StreamMode::Window {
             let mut chars = 0;
+            let overlap = self.overlap();
             for held in self.held.iter().take(covered).rev() {
-                if chars >= OVERLAP_CHARS {
+                if chars >= overlap {
                     break;
                 }
                 keep += 1;
