@@ -49,7 +49,8 @@ pub struct GuardFilter {
 }
 
 const DIRECTIONS: [&str; 2] = ["request", "response"];
-const RESULTS: [&str; 3] = ["pass", "flagged", "blocked"];
+/// `unchecked`: an answer the provider compressed although asked not to (not readable).
+const RESULTS: [&str; 4] = ["pass", "flagged", "blocked", "unchecked"];
 
 impl Filter for GuardFilter {
     const NAME: &'static str = "llm_guard";
@@ -107,6 +108,8 @@ impl Filter for GuardFilter {
             model: String::new(),
             body: BodyBuffer::default(),
             inference: false,
+            responses_api: false,
+            answer_flagged: false,
             pending: Vec::new(),
             noted: Vec::new(),
             done: false,
@@ -127,7 +130,7 @@ impl GuardFilter {
     }
 
     fn count_finding(&self, finding: &Finding) {
-        // An injection names every rule it matched; the metric names the first (rule-set order).
+        // An injection names every rule it matched; the metric names the first one found.
         let category = finding.category.split('+').next().unwrap_or_default();
         let name = labeled_name(
             "llm_guard_findings_total",
@@ -184,6 +187,10 @@ struct GuardStream {
     body: BodyBuffer,
     /// An inference request whose body this filter checked.
     inference: bool,
+    /// `/v1/responses`: its streams have their own events.
+    responses_api: bool,
+    /// A monitor finding on the answer.
+    answer_flagged: bool,
     pending: Vec<Pending>,
     /// Findings of `monitor` guards, reported on the response.
     noted: Vec<Finding>,
@@ -295,8 +302,11 @@ impl GuardStream {
             ));
             return Action::Pause;
         };
-        if let Some(model) = json.get("model").and_then(Value::as_str) {
-            self.model = model.to_string();
+        // Policies name models as clients do (llm_router's header); alone, the body's.
+        if self.model.is_empty() {
+            if let Some(model) = json.get("model").and_then(Value::as_str) {
+                self.model = model.to_string();
+            }
         }
         let request = extract(&json);
         if let Some(last) = request.segments.iter().rev().find(|s| s.role == Role::User) {
@@ -456,12 +466,23 @@ impl GuardStream {
     }
 
     /// A finding on an answer in monitor mode: counted and logged (the headers are gone).
-    fn note_answer(&self, finding: Finding) {
+    fn note_answer(&mut self, finding: Finding) {
+        self.answer_flagged = true;
         log::info!(
             "llm_guard: flagged (monitor) an answer to consumer {:?}: {}",
             self.consumer,
             finding.label()
         );
+    }
+
+    /// An answer went out whole: `flagged` if a monitor finding was made, else `pass`.
+    fn count_answer_passed(&self) {
+        let result = if self.answer_flagged {
+            "flagged"
+        } else {
+            "pass"
+        };
+        self.filter.count_outcome("response", result);
     }
 
     fn answer_blocked(&self, finding: &Finding) {
@@ -471,7 +492,11 @@ impl GuardStream {
             finding.label()
         );
         self.filter.count_outcome("response", "blocked");
-        set_filter_state(state::GUARD, &format!("blocked answer {}", finding.label()));
+        let mut value = format!("blocked answer {}", finding.label());
+        if !self.noted.is_empty() {
+            value.push_str(&format!("; flagged {}", self.labels()));
+        }
+        set_filter_state(state::GUARD, &value);
     }
 
     /// The complete JSON answer is held (`size` bytes): check it.
@@ -481,7 +506,7 @@ impl GuardStream {
         };
         match self.check_answer_text(&guard::answer_text(&json)) {
             AnswerVerdict::Pass => {
-                self.filter.count_outcome("response", "pass");
+                self.count_answer_passed();
                 Action::Continue
             }
             AnswerVerdict::Blocked(finding) => {
@@ -533,7 +558,7 @@ impl GuardStream {
         llm_host::replace_response_body(size, &out);
         let waiting = !self.answer_pending.is_empty();
         if end_of_stream && !stream.blocked() && !waiting {
-            self.filter.count_outcome("response", "pass");
+            self.count_answer_passed();
         }
         self.response = Response::Stream(stream);
         if end_of_stream && waiting {
@@ -567,7 +592,9 @@ impl GuardStream {
             Outcome::Pass => {
                 if let Some(metrics) = metrics {
                     bump(metrics.passed);
-                    metrics.down.set(false);
+                    if metrics.down.replace(false) {
+                        log::info!("llm_guard: check {} answers again", check.name);
+                    }
                 }
                 None
             }
@@ -603,7 +630,7 @@ impl GuardStream {
                             llm_host::replace_response_body(size, &filtered);
                         }
                     }
-                    None => self.filter.count_outcome("response", "pass"),
+                    None => self.count_answer_passed(),
                 }
                 llm_host::resume_response();
             }
@@ -623,7 +650,7 @@ impl GuardStream {
                         held.extend(out);
                         llm_host::replace_response_body(held_len, &held);
                         if !stream.blocked() {
-                            self.filter.count_outcome("response", "pass");
+                            self.count_answer_passed();
                         }
                         llm_host::resume_response();
                     }
@@ -686,6 +713,7 @@ impl HttpFilter for GuardStream {
             return Action::Continue;
         }
         self.flavor = flavor;
+        self.responses_api = path.split('?').next() == Some("/v1/responses");
         self.consumer = headers
             .get(contract::CONSUMER)
             .unwrap_or_default()
@@ -722,7 +750,11 @@ impl HttpFilter for GuardStream {
             .get("content-encoding")
             .is_some_and(|e| !e.eq_ignore_ascii_case("identity"))
         {
-            // Asked uncompressed (below); a provider that compresses anyway is not read.
+            // Asked uncompressed; a provider that compresses anyway cannot be read: counted.
+            self.filter.count_outcome("response", "unchecked");
+            log::warn!(
+                "llm_guard: an answer came compressed although asked not to; it was not checked"
+            );
             return Action::Continue;
         }
         let content_type = headers.get("content-type").unwrap_or_default();
@@ -734,6 +766,7 @@ impl HttpFilter for GuardStream {
         self.response = if content_type.starts_with("text/event-stream") {
             let format = match self.flavor {
                 ApiFlavor::Anthropic => Format::Anthropic,
+                ApiFlavor::OpenAi if self.responses_api => Format::Responses,
                 ApiFlavor::OpenAi => Format::OpenAi,
             };
             Response::Stream(Box::new(StreamGuard::new(format, stream, window, max)))

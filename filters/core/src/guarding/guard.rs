@@ -178,10 +178,11 @@ pub struct PatternRule {
 
 impl PatternRule {
     fn compile(path: &str, config: &PatternConfig) -> Result<PatternRule, ConfigError> {
-        if config.name.is_empty() || config.name.len() > 64 {
+        if !valid_name(&config.name) {
+            // It becomes a metric label and a header value.
             return Err(ConfigError::new(
                 format!("{path}.name"),
-                "use 1 to 64 characters",
+                "use 1 to 64 letters, digits, '_' or '-'",
             ));
         }
         let regex = regex::RegexBuilder::new(&config.pattern)
@@ -455,16 +456,19 @@ impl Guard {
             .chain(policy.allow.iter().flat_map(|r| r.roles.iter()))
             .copied()
             .collect();
-        for segment in &request.segments {
+        // `allow` judges the newest text of each role (a follow-up "thanks" is on topic).
+        let newest = |role: Role| request.segments.iter().rposition(|s| s.role == role);
+        for (index, segment) in request.segments.iter().enumerate() {
             if !scanned_roles.contains(&segment.role) {
                 continue;
             }
             let folded = fold(&segment.text);
             if policy.action != GuardAction::Off {
+                let is_newest = newest(segment.role) == Some(index);
                 let allowed = policy
                     .allow
                     .iter()
-                    .filter(|r| r.roles.contains(&segment.role));
+                    .filter(|r| is_newest && r.roles.contains(&segment.role));
                 let mut any_allow = false;
                 let mut allowed_by_one = false;
                 for rule in allowed {
@@ -551,9 +555,9 @@ fn check_limits(policy: &Policy<'_>, request: &Extracted, total: usize) -> Optio
     } else if over(l.max_total_chars, total) {
         "max_total_chars"
     } else if request
-        .segments
+        .message_chars
         .iter()
-        .any(|s| over(l.max_message_chars, s.chars))
+        .any(|chars| over(l.max_message_chars, *chars))
     {
         "max_message_chars"
     } else if l
@@ -652,6 +656,8 @@ pub struct Segment {
 pub struct Extracted {
     pub segments: Vec<Segment>,
     pub messages: usize,
+    /// Characters of each message (all its parts), and of each top-level text.
+    pub message_chars: Vec<usize>,
     pub tools: usize,
     /// The roles of its messages (for `allowed_roles`).
     pub roles: Vec<Role>,
@@ -721,6 +727,13 @@ impl Extracted {
     }
 
     fn add_message(&mut self, message: &Value) {
+        let before = self.segments.len();
+        self.add_message_parts(message);
+        let chars = self.segments.iter().skip(before).map(|s| s.chars).sum();
+        self.message_chars.push(chars);
+    }
+
+    fn add_message_parts(&mut self, message: &Value) {
         self.messages += 1;
         let kind = message.get("type").and_then(Value::as_str);
         if matches!(kind, Some("function_call_output" | "function_call")) {
@@ -758,10 +771,14 @@ impl Extracted {
 pub fn extract(body: &Value) -> Extracted {
     let mut out = Extracted::default();
     if let Some(system) = body.get("system") {
+        let before = out.segments.len();
         out.add_content(Role::System, system);
+        let chars = out.segments.iter().skip(before).map(|s| s.chars).sum();
+        out.message_chars.push(chars);
     }
     if let Some(instructions) = body.get("instructions").and_then(Value::as_str) {
         out.add(Role::System, instructions);
+        out.message_chars.push(instructions.chars().count());
     }
     for message in body
         .get("messages")
@@ -778,6 +795,7 @@ pub fn extract(body: &Value) -> Extracted {
                 out.messages += 1;
                 out.roles.push(Role::User);
                 out.add(Role::User, text);
+                out.message_chars.push(text.chars().count());
             }
             Some(Value::Array(items)) => {
                 for item in items {
@@ -787,6 +805,7 @@ pub fn extract(body: &Value) -> Extracted {
                         out.messages += 1;
                         out.roles.push(Role::User);
                         out.add(Role::User, text);
+                        out.message_chars.push(text.chars().count());
                     }
                 }
             }
@@ -886,17 +905,41 @@ pub fn answer_text(body: &Value) -> String {
             }
         }
     }
+    // Anthropic content blocks: text, thinking, tool_use input.
     for block in body
         .get("content")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
     {
-        if let Some(text) = block.get("text").and_then(Value::as_str) {
-            add(text);
+        for field in ["text", "thinking"] {
+            if let Some(text) = block.get(field).and_then(Value::as_str) {
+                add(text);
+            }
         }
         if let Some(input) = block.get("input") {
             add(&input.to_string());
+        }
+    }
+    // Responses output items: messages' output_text parts, function calls' arguments.
+    for item in body
+        .get("output")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for part in item
+            .get("content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(text) = part.get("text").and_then(Value::as_str) {
+                add(text);
+            }
+        }
+        if let Some(arguments) = item.get("arguments").and_then(Value::as_str) {
+            add(arguments);
         }
     }
     out
@@ -922,7 +965,15 @@ pub fn filtered_answer(body: &Value) -> Option<Vec<u8>> {
             }
         }
     } else if let Some(object) = body.as_object_mut() {
-        if object.contains_key("content") {
+        if object.get("object").and_then(Value::as_str) == Some("response") {
+            // Responses: what the API itself answers when its filter stops an answer.
+            object.insert("output".into(), Value::Array(Vec::new()));
+            object.insert("status".into(), "incomplete".into());
+            object.insert(
+                "incomplete_details".into(),
+                serde_json::json!({"reason": "content_filter"}),
+            );
+        } else if object.contains_key("content") {
             object.insert("content".into(), Value::Array(Vec::new()));
             object.insert("stop_reason".into(), "refusal".into());
             object.insert("stop_sequence".into(), Value::Null);
@@ -1062,6 +1113,20 @@ mod tests {
             {"role": "user", "content": "order"}, {"role": "user", "content": "order"}
         ]}));
         assert_eq!(g.check_request(&p, &many)[0].label(), "limits:max_messages");
+        // Only the newest user text must be on topic; parts of one message count together.
+        let follow_up = extract(&json!({"messages": [
+            {"role": "user", "content": "Where is my order?"},
+            {"role": "assistant", "content": "On its way."},
+            {"role": "user", "content": "thanks, and my invoice?"}
+        ]}));
+        assert!(g.check_request(&p, &follow_up).is_empty());
+        let parts = extract(&json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "order ".repeat(5)}, {"type": "text", "text": "order ".repeat(5)}
+        ]}]}));
+        assert_eq!(
+            g.check_request(&p, &parts)[0].label(),
+            "limits:max_message_chars"
+        );
     }
 
     #[test]
@@ -1137,5 +1202,16 @@ mod tests {
             serde_json::from_slice(&filtered_answer(&anthropic).expect("json")).expect("json");
         assert_eq!(filtered["stop_reason"], "refusal");
         assert_eq!(filtered["content"], json!([]));
+        let responses = json!({"object": "response", "status": "completed", "output": [
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "bad"}]},
+            {"type": "function_call", "name": "f", "arguments": "{\"q\":\"worse\"}"}
+        ], "usage": {"total_tokens": 5}});
+        assert_eq!(answer_text(&responses), "bad\n{\"q\":\"worse\"}");
+        let filtered: Value =
+            serde_json::from_slice(&filtered_answer(&responses).expect("json")).expect("json");
+        assert_eq!(filtered["status"], "incomplete");
+        assert_eq!(filtered["incomplete_details"]["reason"], "content_filter");
+        assert_eq!(filtered["output"], json!([]));
+        assert_eq!(filtered["usage"]["total_tokens"], 5);
     }
 }

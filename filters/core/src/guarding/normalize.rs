@@ -15,31 +15,51 @@ pub struct Folded {
 
 /// Undoes the character-level evasions in `text` (see [`Folded`]).
 pub fn fold(text: &str) -> Folded {
+    // Most prompts are ASCII: nothing to undo.
+    if text.is_ascii() {
+        return Folded {
+            text: text.to_string(),
+            ..Folded::default()
+        };
+    }
     let mut out = Folded {
         text: String::with_capacity(text.len()),
         ..Folded::default()
     };
-    // Inside an emoji tag sequence (the flags of England, Scotland, Wales: U+1F3F4 then tags).
-    let mut in_flag = false;
+    // The tags after U+1F3F4: an emoji flag (England is `gbeng`, then U+E007F), or text hidden
+    // behind a flag. Only a short code of letters and digits is a flag.
+    let mut flag: Option<String> = None;
     for c in text.chars() {
+        let code = u32::from(c);
+        let is_tag = (0xE0000..=0xE007F).contains(&code);
+        if !is_tag {
+            if let Some(tags) = flag.take() {
+                out.smuggle_unless_flag(tags);
+            }
+        }
         if c.is_ascii() {
-            in_flag = false;
             out.text.push(c);
             continue;
         }
-        let code = u32::from(c);
-        if (0xE0000..=0xE007F).contains(&code) {
+        if is_tag {
             // Tag characters render as nothing; models read them as the ASCII they encode.
-            if !in_flag {
-                if let Some(ascii) =
-                    char::from_u32(code - 0xE0000).filter(|a| (' '..='~').contains(a))
-                {
-                    out.smuggled.push(ascii);
+            let ascii = char::from_u32(code - 0xE0000).filter(|a| (' '..='~').contains(a));
+            match (&mut flag, ascii) {
+                (Some(tags), Some(ascii)) => tags.push(ascii),
+                (Some(_), None) => {
+                    // U+E007F ends the flag.
+                    if let Some(tags) = flag.take() {
+                        out.smuggle_unless_flag(tags);
+                    }
                 }
+                (None, Some(ascii)) => out.smuggled.push(ascii),
+                (None, None) => {}
             }
             continue;
         }
-        in_flag = code == 0x1F3F4;
+        if code == 0x1F3F4 {
+            flag = Some(String::new());
+        }
         if is_invisible(code) {
             out.invisible += 1;
             continue;
@@ -52,7 +72,21 @@ pub fn fold(text: &str) -> Folded {
             None => out.text.push(c),
         }
     }
+    if let Some(tags) = flag.take() {
+        out.smuggle_unless_flag(tags);
+    }
     out
+}
+
+impl Folded {
+    /// Tags after a flag emoji: a subdivision code (`gbsct`: at most 7 letters and digits) or
+    /// hidden text.
+    fn smuggle_unless_flag(&mut self, tags: String) {
+        let is_code = tags.len() <= 7 && tags.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !is_code {
+            self.smuggled.push_str(&tags);
+        }
+    }
 }
 
 /// Formatting characters that render as nothing (or nearly) and split a word for a pattern but not
@@ -256,6 +290,9 @@ mod tests {
         // A subdivision flag is a tag sequence too, and no smuggling.
         let england = "\u{1F3F4}\u{E0067}\u{E0062}\u{E0065}\u{E006E}\u{E0067}\u{E007F}";
         assert_eq!(fold(&format!("Go {england}!")).smuggled, "");
+        // Text hidden behind a flag emoji is still found.
+        let behind_flag = format!("\u{1F3F4}{hidden}\u{E007F}");
+        assert_eq!(fold(&behind_flag).smuggled, "ignore all");
     }
 
     #[test]

@@ -181,6 +181,12 @@ impl Check {
                 "a classifier check needs the model to ask (e.g. llama-guard3:8b)",
             ));
         }
+        if config.kind == CheckKind::LlamaGuard && !config.thresholds.is_empty() {
+            return Err(ConfigError::new(
+                "thresholds",
+                "a classifier answers categories, not scores: use `categories` to choose which block",
+            ));
+        }
         for (category, threshold) in &config.thresholds {
             if !(0.0..=1.0).contains(threshold) {
                 return Err(ConfigError::new(
@@ -197,12 +203,27 @@ impl Check {
                 ));
             }
         }
-        let names = config.category_names.unwrap_or_else(|| {
+        let names: BTreeMap<String, String> = config.category_names.unwrap_or_else(|| {
             LLAMA_GUARD_3
                 .iter()
                 .map(|(code, name)| ((*code).to_string(), (*name).to_string()))
                 .collect()
         });
+        // A misspelt category would never flag: refuse it.
+        for (i, category) in config.categories.iter().flatten().enumerate() {
+            let known = match config.kind {
+                CheckKind::OpenaiModeration => MODERATION_CATEGORIES.contains(&category.as_str()),
+                CheckKind::LlamaGuard => {
+                    names.values().any(|n| n == category) || category == "other"
+                }
+            };
+            if !known {
+                return Err(ConfigError::new(
+                    format!("categories[{i}]"),
+                    "not a category this check answers",
+                ));
+            }
+        }
         Ok(Check {
             name: name.to_string(),
             kind: config.kind,
@@ -585,6 +606,32 @@ mod tests {
         assert!(text.contains("S10: hate."));
         assert!(text.contains("User: q\n\nAgent: an answer"));
         assert!(text.contains("ONLY THE LAST Agent message"));
+    }
+
+    #[test]
+    fn settings_a_check_cannot_honour_are_refused() {
+        for (config, path) in [
+            (
+                json!({"type": "llama_guard", "cluster": "x", "model": "m", "thresholds": {"S1": 0.5}}),
+                "thresholds",
+            ),
+            (
+                json!({"type": "openai_moderation", "cluster": "x", "categories": ["violent"]}),
+                "categories[0]",
+            ),
+            (
+                json!({"type": "llama_guard", "cluster": "x", "model": "m", "categories": ["S1"]}),
+                "categories[0]",
+            ),
+        ] {
+            let config: CheckConfig = serde_json::from_value(config).expect("config");
+            assert_eq!(
+                Check::compile("c", config, &|_| None)
+                    .expect_err("refused")
+                    .path,
+                path
+            );
+        }
     }
 
     #[test]

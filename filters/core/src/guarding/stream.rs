@@ -20,6 +20,8 @@ use std::collections::VecDeque;
 pub enum Format {
     OpenAi,
     Anthropic,
+    /// OpenAI Responses (`/v1/responses`): typed events, `response.completed` last.
+    Responses,
 }
 
 /// The checked text carried into the next window (at most half a window): a phrase up to this
@@ -248,6 +250,18 @@ impl StreamGuard {
                 out.push_str("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
                 out.into_bytes()
             }
+            (Format::Responses, StreamMode::Window) => {
+                let response = json!({"id": self.id, "object": "response", "model": self.model,
+                    "status": "incomplete", "incomplete_details": {"reason": "content_filter"},
+                    "output": []});
+                let event = json!({"type": "response.incomplete", "response": response});
+                format!("event: response.incomplete\ndata: {event}\n\n").into_bytes()
+            }
+            (Format::Responses, StreamMode::End) => {
+                let error = json!({"type": "error", "code": super::guard::BLOCK_CODE,
+                    "message": message, "param": null});
+                format!("event: error\ndata: {error}\n\n").into_bytes()
+            }
             (Format::Anthropic, StreamMode::End) => {
                 let error = json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}});
                 format!("event: error\ndata: {error}\n\n").into_bytes()
@@ -302,6 +316,30 @@ impl StreamGuard {
                     }
                 }
             }
+            Format::Responses => match data.get("type").and_then(Value::as_str) {
+                Some("response.created") => {
+                    let response = data.get("response");
+                    let field = |name| {
+                        response
+                            .and_then(|r| r.get(name))
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    self.id = field("id");
+                    self.model = field("model");
+                }
+                Some(
+                    "response.output_text.delta"
+                    | "response.function_call_arguments.delta"
+                    | "response.refusal.delta",
+                ) => {
+                    if let Some(delta) = data.get("delta").and_then(Value::as_str) {
+                        text.push_str(delta);
+                    }
+                }
+                _ => {}
+            },
             Format::Anthropic => match data.get("type").and_then(Value::as_str) {
                 Some("content_block_start") => {
                     self.open_block = data.get("index").and_then(Value::as_u64);
@@ -325,6 +363,10 @@ impl StreamGuard {
         match self.format {
             Format::OpenAi => event.data.trim() == "[DONE]",
             Format::Anthropic => event.event.as_deref() == Some("message_stop"),
+            Format::Responses => matches!(
+                event.event.as_deref(),
+                Some("response.completed" | "response.incomplete" | "response.failed")
+            ),
         }
     }
 }
@@ -440,5 +482,25 @@ mod tests {
         assert!(out.contains("content_block_stop"));
         assert!(out.contains("\"stop_reason\":\"refusal\""));
         assert!(out.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+    }
+}
+
+#[cfg(test)]
+mod responses_tests {
+    use super::*;
+
+    #[test]
+    fn responses_streams_are_cut_with_an_incomplete_response() {
+        let stream = "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\",\"model\":\"m\"}}\n\nevent: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"this is FORBIDDEN text\"}\n\n";
+        let mut guard = StreamGuard::new(Format::Responses, StreamMode::Window, 10, 10_000);
+        let mut out = guard.push(stream.as_bytes());
+        let window = guard.take_window().expect("a window");
+        assert!(window.contains("FORBIDDEN"));
+        out.extend(guard.block("stopped"));
+        let out = String::from_utf8(out).expect("utf8");
+        assert!(!out.contains("FORBIDDEN"));
+        assert!(out.contains("event: response.incomplete"));
+        assert!(out.contains("\"reason\":\"content_filter\""));
+        assert!(out.contains("resp_1"));
     }
 }
