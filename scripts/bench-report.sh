@@ -53,6 +53,31 @@ cache=bench/cache.md
 mv "$cache.tmp" "$cache"
 cat "$cache"
 
+# bench/guard.md: llm_guard's local checks (issue 18's targets).
+guard=bench/guard.md
+{
+  echo "# llm_guard: what its local checks cost"
+  echo
+  echo "Measured $(date -u +%Y-%m-%d) by \`make bench\` on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)). Noisy shared"
+  echo "machine: compare within a run. Detection and false-positive rates: filters/guard/README.md (guard-eval)."
+  echo
+  echo "## Inside Envoy (one worker, sequential keep-alive 2 KB requests, medians of interleaved rounds)"
+  echo
+  target/release/guard-cost "${BENCH_ROUNDS:-5}" "${BENCH_REQUESTS:-2000}"
+  echo
+  echo "## llm-core (Criterion, median per call)"
+  echo
+  echo "| benchmark | size-optimized build (what the Wasm modules compile from) | opt-level 3 (the native module) |"
+  echo "|---|---|---|"
+  for name in local_checks_2KB local_checks_200KB detector_2KB detector_2KB_attack; do
+    s=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['median']['point_estimate'])" "target/criterion/guard/$name/new/estimates.json")
+    o=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['median']['point_estimate'])" "target/criterion-opt3/guard/$name/new/estimates.json" 2>/dev/null || echo nan)
+    python3 -c "import sys; f=lambda ns: f'{float(ns)/1000:.1f} µs' if ns!='nan' else '-'; print(f'| {sys.argv[1]} | {f(sys.argv[2])} | {f(sys.argv[3])} |')" "$name" "$s" "$o"
+  done
+} > "$guard.tmp"
+mv "$guard.tmp" "$guard"
+cat "$guard"
+
 # bench/results.md: the full chain against bare Envoy under load; its first line is the headline ratio.
 results=bench/results.md
 {

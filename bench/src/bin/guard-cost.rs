@@ -68,8 +68,16 @@ fn main() {
         }
         let c = [median(&mut cpu[0]), median(&mut cpu[1])];
         let w = [median(&mut wall[0]), median(&mut wall[1])];
-        println!("| {packaging} (router, usage) | {:.1} | {:.1} | |", c[0], w[0]);
-        println!("| {packaging} (router, guard, usage) | {:.1} | {:.1} | {:+.1} µs |", c[1], w[1], c[1] - c[0]);
+        println!(
+            "| {packaging} (router, usage) | {:.1} | {:.1} | |",
+            c[0], w[0]
+        );
+        println!(
+            "| {packaging} (router, guard, usage) | {:.1} | {:.1} | {:+.1} µs |",
+            c[1],
+            w[1],
+            c[1] - c[0]
+        );
         summary.push((packaging, c[1] - c[0]));
     }
     println!();

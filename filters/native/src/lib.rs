@@ -1,6 +1,6 @@
 //! `libllm_gateway.so`: the filters as one Envoy dynamic module (Envoy 1.40's native extension ABI).
-//! Envoy's `dynamic_modules` HTTP filter picks one by `filter_name`: `llm_gateway` (auth, router, pii
-//! and usage in one chain), any single filter (`llm_auth`, ...), and `llm_provider`, which goes in a
+//! Envoy's `dynamic_modules` HTTP filter picks one by `filter_name`: `llm_gateway` (auth, router, guard,
+//! cache, pii and usage in one chain), any single filter (`llm_auth`, ...), and `llm_provider`, which goes in a
 //! cluster's upstream `http_filters`. The filters are the same code as in the Wasm modules; this
 //! crate is their host (`llm_host::host::Host`) over the ABI's callbacks.
 //!

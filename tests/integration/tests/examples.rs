@@ -108,9 +108,10 @@ fn docker_compose_matches_the_demo() {
 }
 
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
-const DOWNSTREAM_ORDER: [&str; 5] = [
+const DOWNSTREAM_ORDER: [&str; 6] = [
     "llm_auth",
     "llm_router",
+    "llm_guard",
     "llm_cache",
     "llm_pii",
     "llm_usage",
