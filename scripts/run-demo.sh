@@ -72,6 +72,8 @@ cat <<'BANNER'
     sk-demo-tiny     5 requests a minute, 2,000 tokens a minute
   Demo models: gpt-4o-mini, fast, claude-sonnet-4-5, gpt-4o (failover pool), text-embedding-3-small
   JWT: scripts/demo-jwt.py alice team=research   (prints a token for the demo jwt_authn)
+  Guardrails: prompt injections get 400 for everyone; text marked [flag:violence] is blocked for
+    team-b and only flagged (x-llm-guard: flagged) for team-a (filters/guard/README.md)
 
   Try:
     curl -s 127.0.0.1:10000/v1/chat/completions -H 'authorization: Bearer sk-demo-team-a' \
