@@ -109,6 +109,7 @@ impl Filter for GuardFilter {
             body: BodyBuffer::default(),
             inference: false,
             responses_api: false,
+            response_size: 0,
             answer_flagged: false,
             pending: Vec::new(),
             noted: Vec::new(),
@@ -189,6 +190,8 @@ struct GuardStream {
     inference: bool,
     /// `/v1/responses`: its streams have their own events.
     responses_api: bool,
+    /// The response body bytes held for this filter at its last body callback.
+    response_size: usize,
     /// A monitor finding on the answer.
     answer_flagged: bool,
     pending: Vec<Pending>,
@@ -320,6 +323,12 @@ impl GuardStream {
         if policy.checks_responses() {
             // Answers are read: they must come back uncompressed.
             llm_host::set_request_header("accept-encoding", None);
+        }
+        if !policy.response_checks.is_empty() {
+            // llm_cache stores an answer before this filter's remote checks see it (responses
+            // pass the cache first), and a cached answer is replayed without them: such answers
+            // are neither stored nor served from a cache.
+            llm_host::set_request_header("cache-control", Some("no-store"));
         }
         for finding in filter.guard.check_request(&policy, &request) {
             if self.note(finding.clone()) {
@@ -779,6 +788,7 @@ impl HttpFilter for GuardStream {
     }
 
     fn on_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        self.response_size = size;
         match &self.response {
             Response::Pass | Response::JsonChecking { .. } => Action::Continue,
             Response::Json if !end_of_stream => Action::Pause,
@@ -788,6 +798,18 @@ impl HttpFilter for GuardStream {
                 self.finish_json(body, size)
             }
             Response::Stream(_) => self.stream_chunk(size, end_of_stream),
+        }
+    }
+
+    fn on_response_trailers(&mut self) -> Action {
+        // A body followed by trailers never saw end_of_stream: a held JSON answer ends here.
+        match &self.response {
+            Response::Json => {
+                let body = llm_host::read_response_body(self.response_size);
+                self.response = Response::Pass;
+                self.finish_json(body, self.response_size)
+            }
+            _ => Action::Continue,
         }
     }
 

@@ -483,3 +483,32 @@ fn a_clean_stream_ends_once_its_last_window_passed() {
         1
     );
 }
+
+#[test]
+fn answers_under_remote_checks_are_kept_out_of_the_cache() {
+    configure();
+    let (_s, _) = chat("team-r", "Tell me a story");
+    assert_eq!(
+        fake::request_header("cache-control").as_deref(),
+        Some("no-store")
+    );
+    let (_s, _) = chat("team-x", "Tell me a story");
+    assert_eq!(fake::request_header("cache-control"), None);
+}
+
+#[test]
+fn a_json_answer_ended_by_trailers_is_still_checked() {
+    configure();
+    let (mut s, _) = chat("team-x", "Tell me the code");
+    s.response_headers(
+        &[(":status", "200"), ("content-type", "application/json")],
+        false,
+    );
+    assert_eq!(
+        s.response_body(&answer_json("It is SECRET-42."), false),
+        Action::Pause
+    );
+    assert_eq!(s.response_trailers(), Action::Continue);
+    let client: Value = serde_json::from_slice(s.client_body()).expect("json");
+    assert_eq!(client["choices"][0]["finish_reason"], "content_filter");
+}

@@ -478,6 +478,12 @@ impl Stream {
         action
     }
 
+    pub fn response_trailers(&mut self) -> Action {
+        let action = self.filter.on_response_trailers();
+        self.after(Body::Response, action, false);
+        action
+    }
+
     /// The whole response: headers, then the body in `chunks`.
     pub fn response(&mut self, headers: &[(&str, &str)], chunks: &[&[u8]]) -> Action {
         let mut action = self.response_headers(headers, chunks.is_empty());

@@ -223,6 +223,18 @@ fn istio_and_envoy_gateway_manifests_carry_valid_filter_configs() {
                 Some("placeholder".to_string())
             })
             .unwrap_or_else(|e| panic!("{file} {root_id}: {e}"));
+            if root_id == "llm_guard" {
+                // The pattern survives YAML and JSON escaping: it still matches a leaked key.
+                use llm_core::guarding::guard::{Guard, GuardConfig};
+                let config: GuardConfig = serde_json::from_str(json).unwrap();
+                let guard = Guard::compile(config, &|_| None).unwrap();
+                let policy = guard.policy("gpt-4o-mini", "team-a");
+                let leak = "the key is sk-abcdefghijklmnopqrstuvwxyz0123";
+                assert!(
+                    !guard.check_answer(&policy, leak).is_empty(),
+                    "{file}: api_key never matches"
+                );
+            }
             // For Envoy's own validation: the same filter, loading the module built here.
             let mut local = filter.clone();
             local["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] =

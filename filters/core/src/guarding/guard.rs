@@ -457,7 +457,14 @@ impl Guard {
             .copied()
             .collect();
         // `allow` judges the newest text of each role (a follow-up "thanks" is on topic).
-        let newest = |role: Role| request.segments.iter().rposition(|s| s.role == role);
+        let mut newest: Vec<(Role, usize)> = Vec::new();
+        for (index, segment) in request.segments.iter().enumerate() {
+            match newest.iter_mut().find(|(role, _)| *role == segment.role) {
+                Some(slot) => slot.1 = index,
+                None => newest.push((segment.role, index)),
+            }
+        }
+        let newest = |role: Role| newest.iter().find(|(r, _)| *r == role).map(|(_, i)| *i);
         for (index, segment) in request.segments.iter().enumerate() {
             if !scanned_roles.contains(&segment.role) {
                 continue;
@@ -888,8 +895,19 @@ pub fn answer_text(body: &Value) -> String {
         .into_iter()
         .flatten()
     {
-        if let Some(text) = choice.pointer("/message/content").and_then(Value::as_str) {
-            add(text);
+        // Everything of the message a client can read: content, refusal, reasoning, audio
+        // transcript, legacy function call.
+        for pointer in [
+            "/message/content",
+            "/message/refusal",
+            "/message/reasoning_content",
+            "/message/reasoning",
+            "/message/audio/transcript",
+            "/message/function_call/arguments",
+        ] {
+            if let Some(text) = choice.pointer(pointer).and_then(Value::as_str) {
+                add(text);
+            }
         }
         if let Some(text) = choice.get("text").and_then(Value::as_str) {
             add(text);
@@ -953,9 +971,20 @@ pub fn filtered_answer(body: &Value) -> Option<Vec<u8>> {
         for choice in choices {
             if let Some(message) = choice.get_mut("message").and_then(Value::as_object_mut) {
                 message.insert("content".into(), Value::String(String::new()));
-                message.remove("tool_calls");
-                message.remove("function_call");
-                message.remove("refusal");
+                for field in [
+                    "tool_calls",
+                    "function_call",
+                    "refusal",
+                    "reasoning_content",
+                    "reasoning",
+                    "audio",
+                ] {
+                    message.remove(field);
+                }
+            }
+            // The tokens (and their alternatives) spell the answer out again.
+            if let Some(logprobs) = choice.get_mut("logprobs") {
+                *logprobs = Value::Null;
             }
             if let Some(text) = choice.get_mut("text") {
                 *text = Value::String(String::new());

@@ -295,9 +295,10 @@ impl Check {
     /// A classifier call: the conversation (user and agent turns alternating, starting with the
     /// user, as Llama Guard's template needs) or the task prompt built here.
     fn classifier_body(&self, turns: &[(Role, &str)], judged: Role) -> Option<Vec<u8>> {
-        let mut merged: Vec<(&str, String)> = Vec::new();
+        // The last turns matter most: keep the newest text within the cap (pieces collected newest
+        // first, then joined once per turn: linear however many parts a message has).
+        let mut pieces: Vec<(&str, Vec<&str>)> = Vec::new();
         let mut budget = MAX_CHECK_CHARS;
-        // The last turns matter most: keep the newest text within the cap.
         for (role, text) in turns.iter().rev() {
             if budget == 0 {
                 break;
@@ -309,15 +310,19 @@ impl Check {
             };
             let text = tail_chars(text, budget);
             budget = budget.saturating_sub(text.chars().count());
-            match merged.last_mut() {
-                Some((last, content)) if *last == wire => {
-                    content.insert_str(0, "\n\n");
-                    content.insert_str(0, text);
-                }
-                _ => merged.push((wire, text.to_string())),
+            match pieces.last_mut() {
+                Some((last, parts)) if *last == wire => parts.push(text),
+                _ => pieces.push((wire, vec![text])),
             }
         }
-        merged.reverse();
+        let mut merged: Vec<(&str, String)> = pieces
+            .into_iter()
+            .rev()
+            .map(|(role, mut parts)| {
+                parts.reverse();
+                (role, parts.join("\n\n"))
+            })
+            .collect();
         while merged.first().is_some_and(|(role, _)| *role == "assistant") {
             merged.remove(0);
         }

@@ -44,12 +44,15 @@ pub struct StreamGuard {
     parser: SseParser,
     held: VecDeque<Held>,
     /// Text of held events not yet handed out for checking.
-    unchecked: String,
+    /// Per choice (`n` > 1 streams interleave their choices: each is checked as its own text).
+    unchecked: Vec<String>,
     unchecked_chars: usize,
+    /// The choice the event being read belongs to.
+    choice: usize,
     /// Held events covered by the window being checked.
     checking: Option<usize>,
     /// The tail of the text already checked.
-    context: String,
+    context: Vec<String>,
     ended: bool,
     blocked: bool,
     /// From the stream's first events: what a synthesised last event needs.
@@ -68,10 +71,11 @@ impl StreamGuard {
             max_chars,
             parser: SseParser::new(),
             held: VecDeque::new(),
-            unchecked: String::new(),
+            unchecked: Vec::new(),
             unchecked_chars: 0,
+            choice: 0,
             checking: None,
-            context: String::new(),
+            context: Vec::new(),
             ended: false,
             blocked: false,
             id: String::new(),
@@ -130,13 +134,32 @@ impl StreamGuard {
     }
 
     fn add_text(&mut self, text: &str) {
-        let room = self.max_chars.saturating_sub(self.unchecked_chars);
-        if room == 0 || text.is_empty() {
+        // Window mode checks every character it releases (text piles up only while a check is
+        // out); end mode checks the first `max_chars` of the answer.
+        if text.is_empty() {
             return;
         }
-        let kept: String = text.chars().take(room).collect();
+        let kept = match self.mode {
+            StreamMode::Window => text,
+            StreamMode::End => {
+                let room = self.max_chars.saturating_sub(self.unchecked_chars);
+                let end = text
+                    .char_indices()
+                    .nth(room)
+                    .map_or(text.len(), |(at, _)| at);
+                text.get(..end).unwrap_or_default()
+            }
+        };
+        if kept.is_empty() {
+            return;
+        }
         self.unchecked_chars += kept.chars().count();
-        self.unchecked.push_str(&kept);
+        if self.unchecked.len() <= self.choice {
+            self.unchecked.resize(self.choice + 1, String::new());
+        }
+        if let Some(buffer) = self.unchecked.get_mut(self.choice) {
+            buffer.push_str(kept);
+        }
     }
 
     /// Releases held events from the front that need no check.
@@ -164,18 +187,35 @@ impl StreamGuard {
                 self.unchecked_chars >= self.window_chars
                     || (self.ended && self.held.iter().any(|h| h.has_text))
             }
-            StreamMode::End => self.ended && self.held.iter().any(|h| h.has_text),
+            // The end is checked at the end, whether or not the stream ended properly.
+            StreamMode::End => {
+                self.ended && (self.held.iter().any(|h| h.has_text) || self.unchecked_chars > 0)
+            }
         };
         if !due {
             return None;
         }
         self.checking = Some(self.held.len());
-        let window = match self.mode {
-            StreamMode::Window => format!("{}{}", self.context, self.unchecked),
-            StreamMode::End => self.unchecked.clone(),
-        };
-        let tail_start = self.unchecked_chars.saturating_sub(self.overlap());
-        self.context = self.unchecked.chars().skip(tail_start).collect();
+        let overlap = self.overlap();
+        let mut window = String::new();
+        let choices = self.unchecked.len().max(self.context.len());
+        self.context.resize(choices, String::new());
+        for (i, context) in self.context.iter_mut().enumerate() {
+            let new = self.unchecked.get(i).map_or("", String::as_str);
+            let text = match self.mode {
+                StreamMode::Window => format!("{context}{new}"),
+                StreamMode::End => new.to_string(),
+            };
+            if text.is_empty() {
+                continue;
+            }
+            if !window.is_empty() {
+                window.push_str("\n\n");
+            }
+            window.push_str(&text);
+            let chars = text.chars().count();
+            *context = text.chars().skip(chars.saturating_sub(overlap)).collect();
+        }
         self.unchecked.clear();
         self.unchecked_chars = 0;
         Some(window)
@@ -275,6 +315,7 @@ impl StreamGuard {
 
     /// Learns what a synthesised last event needs; returns the event's answer text.
     fn note(&mut self, event: &SseEvent) -> String {
+        self.choice = 0;
         let Ok(data) = serde_json::from_str::<Value>(&event.data) else {
             return String::new();
         };
@@ -296,9 +337,22 @@ impl StreamGuard {
                     .into_iter()
                     .flatten()
                 {
-                    if let Some(content) = choice.pointer("/delta/content").and_then(Value::as_str)
-                    {
-                        text.push_str(content);
+                    // OpenAI allows at most 128 choices; anything else is folded into the last.
+                    self.choice = choice
+                        .get("index")
+                        .and_then(Value::as_u64)
+                        .map_or(0, |i| usize::try_from(i.min(127)).unwrap_or(0));
+                    for pointer in [
+                        "/delta/content",
+                        "/delta/refusal",
+                        "/delta/reasoning_content",
+                        "/delta/reasoning",
+                        "/delta/audio/transcript",
+                        "/delta/function_call/arguments",
+                    ] {
+                        if let Some(t) = choice.pointer(pointer).and_then(Value::as_str) {
+                            text.push_str(t);
+                        }
                     }
                     if let Some(t) = choice.get("text").and_then(Value::as_str) {
                         text.push_str(t);
@@ -329,11 +383,8 @@ impl StreamGuard {
                     self.id = field("id");
                     self.model = field("model");
                 }
-                Some(
-                    "response.output_text.delta"
-                    | "response.function_call_arguments.delta"
-                    | "response.refusal.delta",
-                ) => {
+                // Every delta a client can show: output text, refusals, reasoning, tool arguments.
+                Some(kind) if kind.starts_with("response.") && kind.ends_with(".delta") => {
                     if let Some(delta) = data.get("delta").and_then(Value::as_str) {
                         text.push_str(delta);
                     }
@@ -502,5 +553,28 @@ mod responses_tests {
         assert!(out.contains("event: response.incomplete"));
         assert!(out.contains("\"reason\":\"content_filter\""));
         assert!(out.contains("resp_1"));
+    }
+}
+
+#[cfg(test)]
+mod choice_tests {
+    use super::*;
+
+    #[test]
+    fn interleaved_choices_are_checked_each_as_its_own_text() {
+        let mut stream = String::new();
+        for (i, piece) in ["sk-abc", "x", "defghij", "y", "klmnop", "z"]
+            .iter()
+            .enumerate()
+        {
+            let chunk = json!({"choices": [{"index": i % 2, "delta": {"content": piece}}]});
+            stream.push_str(&format!("data: {chunk}\n\n"));
+        }
+        let mut guard = StreamGuard::new(Format::OpenAi, StreamMode::End, 10, 10_000);
+        guard.push(stream.as_bytes());
+        guard.end();
+        let window = guard.take_window().expect("the end's window");
+        assert!(window.contains("sk-abcdefghijklmnop"), "{window:?}");
+        assert!(window.contains("xyz"), "{window:?}");
     }
 }
