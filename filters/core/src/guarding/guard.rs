@@ -45,6 +45,9 @@ impl Role {
     }
 }
 
+/// Every role, the default of patterns and remote checks.
+pub const ALL_ROLES: [Role; 4] = [Role::System, Role::User, Role::Assistant, Role::Tool];
+
 /// What a guard does when it finds something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -177,7 +180,11 @@ pub struct PatternRule {
 }
 
 impl PatternRule {
-    fn compile(path: &str, config: &PatternConfig) -> Result<PatternRule, ConfigError> {
+    fn compile(
+        path: &str,
+        config: &PatternConfig,
+        default_roles: &[Role],
+    ) -> Result<PatternRule, ConfigError> {
         if !valid_name(&config.name) {
             // It becomes a metric label and a header value.
             return Err(ConfigError::new(
@@ -199,7 +206,10 @@ impl PatternRule {
         Ok(PatternRule {
             name: config.name.clone(),
             regex,
-            roles: config.roles.clone().unwrap_or_else(|| vec![Role::User]),
+            roles: config
+                .roles
+                .clone()
+                .unwrap_or_else(|| default_roles.to_vec()),
         })
     }
 }
@@ -207,6 +217,7 @@ impl PatternRule {
 fn compile_rules(
     path: &str,
     rules: &Option<Vec<PatternConfig>>,
+    default_roles: &[Role],
 ) -> Result<Option<Vec<PatternRule>>, ConfigError> {
     rules
         .as_ref()
@@ -214,7 +225,7 @@ fn compile_rules(
             rules
                 .iter()
                 .enumerate()
-                .map(|(i, rule)| PatternRule::compile(&format!("{path}[{i}]"), rule))
+                .map(|(i, rule)| PatternRule::compile(&format!("{path}[{i}]"), rule, default_roles))
                 .collect()
         })
         .transpose()
@@ -297,11 +308,14 @@ impl Guard {
         let level = |path: &str, config: PolicyConfig| -> Result<Level, ConfigError> {
             check_level(path, &config, &checks)?;
             Ok(Level {
-                deny: compile_rules(&format!("{path}.deny"), &config.deny)?,
-                allow: compile_rules(&format!("{path}.allow"), &config.allow)?,
+                // `deny` reads every role (a client writes all of them, system prompts
+                // included); `allow` keeps the user on topic.
+                deny: compile_rules(&format!("{path}.deny"), &config.deny, &ALL_ROLES)?,
+                allow: compile_rules(&format!("{path}.allow"), &config.allow, &[Role::User])?,
                 response_deny: compile_rules(
                     &format!("{path}.response.deny"),
                     &config.response.as_ref().and_then(|r| r.deny.clone()),
+                    &ALL_ROLES,
                 )?,
                 config,
             })
@@ -557,6 +571,8 @@ fn check_limits(policy: &Policy<'_>, request: &Extracted, total: usize) -> Optio
     let over = |limit: Option<usize>, value: usize| limit.is_some_and(|max| value > max);
     let name = if over(l.max_messages, request.messages) {
         "max_messages"
+    } else if request.token_ids {
+        "token_ids"
     } else if over(l.max_tools, request.tools) {
         "max_tools"
     } else if over(l.max_total_chars, total) {
@@ -666,6 +682,8 @@ pub struct Extracted {
     /// Characters of each message (all its parts), and of each top-level text.
     pub message_chars: Vec<usize>,
     pub tools: usize,
+    /// A prompt given as token ids (which no check can read).
+    pub token_ids: bool,
     /// The roles of its messages (for `allowed_roles`).
     pub roles: Vec<Role>,
 }
@@ -702,9 +720,25 @@ impl Extracted {
         }
         let kind = part.get("type").and_then(Value::as_str).unwrap_or_default();
         match kind {
-            "tool_result" | "function_call_output" => {
-                if let Some(content) = part.get("content").or_else(|| part.get("output")) {
+            // Tool results and retrieved content: where indirect injections arrive.
+            "tool_result" | "search_result" => {
+                if let Some(content) = part.get("content") {
                     self.add_content(Role::Tool, content);
+                }
+            }
+            kind if kind.ends_with("_output") || kind == "mcp_call" => {
+                if let Some(content) = part.get("output").or_else(|| part.get("content")) {
+                    self.add_content(Role::Tool, content);
+                }
+            }
+            "reasoning" => {
+                for summary in part
+                    .get("summary")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    self.add_part(Role::Assistant, summary);
                 }
             }
             "document" => {
@@ -743,13 +777,15 @@ impl Extracted {
     fn add_message_parts(&mut self, message: &Value) {
         self.messages += 1;
         let kind = message.get("type").and_then(Value::as_str);
-        if matches!(kind, Some("function_call_output" | "function_call")) {
-            self.add_part(Role::Assistant, message);
-            self.roles.push(if kind == Some("function_call") {
-                Role::Assistant
-            } else {
+        // Responses items without a role: tool calls and their outputs, reasoning.
+        if kind.is_some_and(|k| k != "message") && message.get("role").is_none() {
+            let role = if kind.is_some_and(|k| k.ends_with("_output") || k == "mcp_call") {
                 Role::Tool
-            });
+            } else {
+                Role::Assistant
+            };
+            self.add_part(role, message);
+            self.roles.push(role);
             return;
         }
         let role_name = message
@@ -817,6 +853,38 @@ pub fn extract(body: &Value) -> Extracted {
                 }
             }
             _ => {}
+        }
+    }
+    // A completions prompt given as token ids cannot be read: refused by the limits. (Embeddings
+    // inputs as token ids, which LangChain sends, produce no text anyone reads: they pass.)
+    let is_ids =
+        |v: &Value| v.is_number() || v.as_array().is_some_and(|a| a.iter().any(Value::is_number));
+    if body
+        .get("prompt")
+        .is_some_and(|v| is_ids(v) || v.as_array().is_some_and(|items| items.iter().any(is_ids)))
+    {
+        out.token_ids = true;
+    }
+    if let Some(suffix) = body.get("suffix").and_then(Value::as_str) {
+        out.add(Role::User, suffix);
+    }
+    // Tool descriptions are read by the model: a poisoned one is an injection (as tool text).
+    for tool in body
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .chain(
+            body.get("functions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten(),
+        )
+    {
+        for pointer in ["/description", "/function/description"] {
+            if let Some(description) = tool.pointer(pointer).and_then(Value::as_str) {
+                out.add(Role::Tool, description);
+            }
         }
     }
     out.tools = body
@@ -1067,8 +1135,38 @@ mod tests {
         }));
         let roles: Vec<Role> = responses.segments.iter().map(|s| s.role).collect();
         assert_eq!(roles, vec![Role::System, Role::User, Role::Tool]);
-        let completions = extract(&json!({"prompt": ["a", "b"]}));
-        assert_eq!(completions.segments.len(), 2);
+        let completions = extract(&json!({"prompt": ["a", "b"], "suffix": "c"}));
+        assert_eq!(completions.segments.len(), 3);
+        // Tool descriptions, retrieved content and role-less Responses items are read too.
+        let more = extract(&json!({
+            "tools": [{"type": "function", "function": {"name": "f", "description": "poisoned"}}],
+            "messages": [{"role": "user", "content": [
+                {"type": "search_result", "source": "s", "title": "t", "content": [{"type": "text", "text": "found"}]}
+            ]}],
+            "input": [{"type": "mcp_call", "name": "x", "output": "mcp says"},
+                      {"type": "reasoning", "summary": [{"type": "summary_text", "text": "thought"}]}]
+        }));
+        let texts: Vec<(Role, &str)> = more
+            .segments
+            .iter()
+            .map(|s| (s.role, s.text.as_str()))
+            .collect();
+        for want in [
+            (Role::Tool, "poisoned"),
+            (Role::Tool, "found"),
+            (Role::Tool, "mcp says"),
+            (Role::Assistant, "thought"),
+        ] {
+            assert!(texts.contains(&want), "{want:?} in {texts:?}");
+        }
+        // Token ids cannot be checked: the limits refuse them.
+        let ids = extract(&json!({"prompt": [[15841, 8, 99]]}));
+        assert!(ids.token_ids);
+        let g = guard(json!({}));
+        assert_eq!(
+            g.check_request(&g.policy("m", "c"), &ids)[0].label(),
+            "limits:token_ids"
+        );
     }
 
     #[test]

@@ -114,7 +114,7 @@ pub const MODERATION_CATEGORIES: [&str; 13] = [
 ];
 
 /// A compiled remote check.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Check {
     pub name: String,
     pub kind: CheckKind,
@@ -131,6 +131,18 @@ pub struct Check {
     categories: Option<Vec<String>>,
     names: BTreeMap<String, String>,
     format: ClassifierFormat,
+}
+
+/// Without the credential.
+impl std::fmt::Debug for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Check")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("cluster", &self.cluster)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The most text sent to a check per call: services cap their input, and a guard must stay cheap.
@@ -234,7 +246,10 @@ impl Check {
             authorization,
             timeout: Duration::from_millis(config.timeout_ms),
             on_error: config.on_error,
-            roles: config.roles.unwrap_or_else(|| vec![Role::User]),
+            // Every role by default: a client writes all of them, system prompts included.
+            roles: config
+                .roles
+                .unwrap_or_else(|| super::guard::ALL_ROLES.to_vec()),
             thresholds: config.thresholds,
             categories: config.categories,
             names,
@@ -255,9 +270,9 @@ impl Check {
                 self.moderation_body(texts)
             }
             CheckKind::LlamaGuard => {
+                // System and tool text join the user's turns (Llama Guard knows two speakers).
                 let turns: Vec<(Role, &str)> = segments
                     .iter()
-                    .filter(|s| matches!(s.role, Role::User | Role::Assistant | Role::Tool))
                     .filter(|s| self.roles.contains(&s.role) || s.role == Role::Assistant)
                     .map(|s| (s.role, s.text.as_str()))
                     .collect();
@@ -430,7 +445,9 @@ impl Check {
                 }
             }
             if let Some((category, _)) = worst {
-                return Outcome::Flagged(category.to_string());
+                // The service's keys become labels: only the API's own categories.
+                let known = MODERATION_CATEGORIES.iter().find(|c| **c == category);
+                return Outcome::Flagged(known.map_or("other", |c| *c).to_string());
             }
         }
         Outcome::Pass
@@ -550,7 +567,8 @@ mod tests {
                 .expect("body"),
         )
         .expect("json");
-        assert_eq!(body, json!({"input": ["hi"]}));
+        // Every role by default: a client writes the system prompt too.
+        assert_eq!(body, json!({"input": ["sys", "hi"]}));
         let answer = |flag: bool, score: f64| {
             json!({"results": [{"flagged": flag,
                 "categories": {"violence": flag, "hate": false},
@@ -584,8 +602,15 @@ mod tests {
             .expect("body"),
         )
         .expect("json");
-        // System and (by default) tool text is left out; the conversation starts with the user.
-        assert_eq!(body["messages"], json!([{"role": "user", "content": "a"}]));
+        // System and tool text join the user's turns; turns alternate as the template needs.
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": "sys"},
+                {"role": "assistant", "content": "earlier answer"},
+                {"role": "user", "content": "a\n\nb"}
+            ])
+        );
         let say =
             |content: &str| json!({"choices": [{"message": {"content": content}}]}).to_string();
         assert_eq!(c.outcome(Some(200), say("safe").as_bytes()), Outcome::Pass);
