@@ -138,3 +138,26 @@ pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
+
+/// Envoy CPU and wall time per request (µs) of `requests` sequential keep-alive chat requests
+/// (after 20 to warm up), each body from `next`; every answer must be a 200.
+pub fn measure_requests(
+    envoy: &integration::Envoy,
+    requests: usize,
+    next: &mut dyn FnMut() -> String,
+) -> (f64, f64) {
+    let client = integration::http::Client::default();
+    let url = envoy.url("/v1/chat/completions");
+    for _ in 0..20 {
+        client.post_json(&url, &[], &next());
+    }
+    let cpu_before = process_cpu_ns(envoy.pid());
+    let started = std::time::Instant::now();
+    for _ in 0..requests {
+        let response = client.post_json(&url, &[], &next());
+        assert_eq!(response.status, 200, "{}", response.body);
+    }
+    let wall = started.elapsed().as_secs_f64() * 1e6 / requests as f64;
+    let cpu = (process_cpu_ns(envoy.pid()) - cpu_before) as f64 / 1e3 / requests as f64;
+    (cpu, wall)
+}

@@ -7,10 +7,8 @@
 //! process's per-thread schedstat. Rounds are interleaved; medians are reported.
 //! Usage: cache-cost [rounds] [requests-per-round]
 
-use integration::http::Client;
 use integration::{to_native, Envoy, EnvoyOptions, MockProvider};
-use llm_bench::{chat_body, envoy_config, median, process_cpu_ns, ROUTER_CONFIG};
-use std::time::Instant;
+use llm_bench::{chat_body, envoy_config, measure_requests, median, ROUTER_CONFIG};
 
 const USAGE: &str = r#"{"prices":[{"model":"*","input":1,"output":1}]}"#;
 const CACHE: &str = r#"{"models":{"gpt-4o-mini":{"enabled":true,"ttl_seconds":3600}},"max_entries":100000,"max_bytes":1073741824}"#;
@@ -22,23 +20,6 @@ fn body(template: &str, n: u64) -> String {
         &format!("What is the capital of France? {n:010}"),
         1,
     )
-}
-
-fn measure(envoy: &Envoy, requests: usize, next: &mut dyn FnMut() -> String) -> (f64, f64) {
-    let client = Client::default();
-    let url = envoy.url("/v1/chat/completions");
-    for _ in 0..20 {
-        client.post_json(&url, &[], &next());
-    }
-    let cpu_before = process_cpu_ns(envoy.pid());
-    let started = Instant::now();
-    for _ in 0..requests {
-        let response = client.post_json(&url, &[], &next());
-        assert_eq!(response.status, 200, "{}", response.body);
-    }
-    let wall = started.elapsed().as_secs_f64() * 1e6 / requests as f64;
-    let cpu = (process_cpu_ns(envoy.pid()) - cpu_before) as f64 / 1e3 / requests as f64;
-    (cpu, wall)
 }
 
 fn main() {
@@ -83,9 +64,9 @@ fn main() {
         .collect();
         for _ in 0..rounds {
             let results = [
-                measure(&without, requests, &mut unique),
-                measure(&with, requests, &mut unique),
-                measure(&with, requests, &mut || repeated.clone()),
+                measure_requests(&without, requests, &mut unique),
+                measure_requests(&with, requests, &mut unique),
+                measure_requests(&with, requests, &mut || repeated.clone()),
             ];
             for (row, (cpu, wall)) in rows.iter_mut().zip(results) {
                 row.1.push(cpu);

@@ -7,30 +7,11 @@
 //! CPU comes from the Envoy process's per-thread schedstat. Rounds are interleaved; medians are
 //! reported. Usage: guard-cost [rounds] [requests-per-round]
 
-use integration::http::Client;
 use integration::{to_native, Envoy, EnvoyOptions, MockProvider};
-use llm_bench::{chat_body, envoy_config, median, process_cpu_ns, ROUTER_CONFIG};
-use std::time::Instant;
+use llm_bench::{chat_body, envoy_config, measure_requests, median, ROUTER_CONFIG};
 
 const USAGE: &str = r#"{"prices":[{"model":"*","input":1,"output":1}]}"#;
 const GUARD: &str = r#"{"defaults":{"injection":{"action":"block","threshold":1.0},"limits":{"max_messages":256,"max_total_chars":400000,"max_tools":128},"deny":[{"name":"internal_host","pattern":"(?i)\\b[a-z0-9-]+\\.corp\\.internal\\b"}]}}"#;
-
-fn measure(envoy: &Envoy, requests: usize, body: &str) -> (f64, f64) {
-    let client = Client::default();
-    let url = envoy.url("/v1/chat/completions");
-    for _ in 0..20 {
-        client.post_json(&url, &[], body);
-    }
-    let cpu_before = process_cpu_ns(envoy.pid());
-    let started = Instant::now();
-    for _ in 0..requests {
-        let response = client.post_json(&url, &[], body);
-        assert_eq!(response.status, 200, "{}", response.body);
-    }
-    let wall = started.elapsed().as_secs_f64() * 1e6 / requests as f64;
-    let cpu = (process_cpu_ns(envoy.pid()) - cpu_before) as f64 / 1e3 / requests as f64;
-    (cpu, wall)
-}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -61,7 +42,7 @@ fn main() {
         let (mut cpu, mut wall) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
         for _ in 0..rounds {
             for (i, envoy) in [&plain, &guarded].into_iter().enumerate() {
-                let (c, w) = measure(envoy, requests, &body);
+                let (c, w) = measure_requests(envoy, requests, &mut || body.clone());
                 cpu[i].push(c);
                 wall[i].push(w);
             }

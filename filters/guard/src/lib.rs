@@ -383,48 +383,61 @@ impl GuardStream {
         check.on_error == OnError::Deny
     }
 
-    fn on_check_answer(&mut self, token: u32, answer: Option<&HttpAnswer>) {
-        let Some(at) = self.pending.iter().position(|p| p.token == token) else {
-            return;
-        };
-        let pending = self.pending.swap_remove(at);
+    /// Reads a check's answer (`pending`, taken from its list): timed, counted, and an outage or
+    /// its end logged. `None`: a call this filter does not know.
+    fn judge(&self, pending: &Pending, answer: Option<&HttpAnswer>) -> Option<Judged> {
         let filter = Rc::clone(&self.filter);
-        let Some(check) = filter.guard.checks().find(|c| c.name == pending.check) else {
-            return;
-        };
+        let check = filter.guard.checks().find(|c| c.name == pending.check)?;
         let metrics = filter.check_metrics(check);
         if let Some(histogram) = metrics.and_then(|m| m.duration) {
             let elapsed = llm_host::now_unix_nanos().saturating_sub(pending.started_ns);
             histogram.record(elapsed / 1_000_000);
         }
-        let outcome = check.outcome(
-            answer.map(|a| a.status),
-            answer.map_or(&[][..], |a| &a.body),
-        );
-        match outcome {
-            Outcome::Pass => {
+        let status = answer.map(|a| a.status);
+        let judged = match check.outcome(status, answer.map_or(&[][..], |a| &a.body)) {
+            Outcome::Failed(why) => Judged::Failed {
+                deny: self.check_failed(check, &why),
+            },
+            outcome => {
                 if let Some(metrics) = metrics {
-                    bump(metrics.passed);
+                    let flagged = matches!(outcome, Outcome::Flagged(_));
+                    bump(if flagged {
+                        metrics.flagged
+                    } else {
+                        metrics.passed
+                    });
                     if metrics.down.replace(false) {
                         log::info!("llm_guard: check {} answers again", check.name);
                     }
                 }
-            }
-            Outcome::Flagged(category) => {
-                if let Some(metrics) = metrics {
-                    bump(metrics.flagged);
-                    metrics.down.set(false);
+                match outcome {
+                    Outcome::Flagged(category) => {
+                        Judged::Flagged(Finding::new(&check.name, &category, pending.action))
+                    }
+                    _ => Judged::Pass,
                 }
-                let finding = Finding::new(&check.name, &category, pending.action);
+            }
+        };
+        Some(judged)
+    }
+
+    fn on_check_answer(&mut self, token: u32, answer: Option<&HttpAnswer>) {
+        let Some(at) = self.pending.iter().position(|p| p.token == token) else {
+            return;
+        };
+        let pending = self.pending.swap_remove(at);
+        match self.judge(&pending, answer) {
+            None | Some(Judged::Pass) => {}
+            Some(Judged::Flagged(finding)) => {
                 if self.note(finding.clone()) {
                     // The first block answers; the other calls end with the stream.
                     self.block(&finding);
                     return;
                 }
             }
-            Outcome::Failed(why) => {
-                if self.check_failed(check, &why) {
-                    self.refuse_unchecked(&check.name);
+            Some(Judged::Failed { deny }) => {
+                if deny {
+                    self.refuse_unchecked(&pending.check);
                     return;
                 }
             }
@@ -584,45 +597,20 @@ impl GuardStream {
             return;
         };
         let pending = self.answer_pending.swap_remove(at);
-        let filter = Rc::clone(&self.filter);
-        let Some(check) = filter.guard.checks().find(|c| c.name == pending.check) else {
-            return;
-        };
-        let metrics = filter.check_metrics(check);
-        if let Some(histogram) = metrics.and_then(|m| m.duration) {
-            let elapsed = llm_host::now_unix_nanos().saturating_sub(pending.started_ns);
-            histogram.record(elapsed / 1_000_000);
-        }
-        let outcome = check.outcome(
-            answer.map(|a| a.status),
-            answer.map_or(&[][..], |a| &a.body),
-        );
-        let blocking = match outcome {
-            Outcome::Pass => {
-                if let Some(metrics) = metrics {
-                    bump(metrics.passed);
-                    if metrics.down.replace(false) {
-                        log::info!("llm_guard: check {} answers again", check.name);
-                    }
-                }
-                None
-            }
-            Outcome::Flagged(category) => {
-                if let Some(metrics) = metrics {
-                    bump(metrics.flagged);
-                }
-                let finding = Finding::new(&check.name, &category, pending.action);
-                filter.count_finding(&finding);
-                if pending.action == GuardAction::Block {
+        let blocking = match self.judge(&pending, answer) {
+            None | Some(Judged::Pass) => None,
+            Some(Judged::Flagged(finding)) => {
+                self.filter.count_finding(&finding);
+                if finding.action == GuardAction::Block {
                     Some(finding)
                 } else {
                     self.note_answer(finding);
                     None
                 }
             }
-            Outcome::Failed(why) => self
-                .check_failed(check, &why)
-                .then(|| Finding::new(&check.name, "unavailable", GuardAction::Block)),
+            Some(Judged::Failed { deny }) => {
+                deny.then(|| Finding::new(&pending.check, "unavailable", GuardAction::Block))
+            }
         };
         if let Some(finding) = &blocking {
             // The first block decides; the other calls' answers are ignored.
@@ -677,6 +665,16 @@ impl GuardStream {
             other => self.response = other,
         }
     }
+}
+
+/// A remote check's answer, read.
+enum Judged {
+    Pass,
+    Flagged(Finding),
+    /// The service failed; `deny`: its `on_error` refuses.
+    Failed {
+        deny: bool,
+    },
 }
 
 /// What the checks say of an answer's text.
