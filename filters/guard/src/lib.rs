@@ -344,13 +344,8 @@ impl GuardStream {
             let Some(body) = check.request_body(&request.segments) else {
                 continue;
             };
-            match send(check, &body) {
-                Ok(token) => self.pending.push(Pending {
-                    token,
-                    check: check.name.clone(),
-                    action: *action,
-                    started_ns: llm_host::now_unix_nanos(),
-                }),
+            match send(check, *action, &body) {
+                Ok(pending) => self.pending.push(pending),
                 Err(why) => {
                     if self.check_failed(check, &why) {
                         self.refuse_unchecked(&check.name);
@@ -464,13 +459,8 @@ impl GuardStream {
             let Some(body) = check.answer_body(Some(&self.last_user_text), text) else {
                 continue;
             };
-            match send(check, &body) {
-                Ok(token) => self.answer_pending.push(Pending {
-                    token,
-                    check: check.name.clone(),
-                    action: *action,
-                    started_ns: llm_host::now_unix_nanos(),
-                }),
+            match send(check, *action, &body) {
+                Ok(pending) => self.answer_pending.push(pending),
                 Err(why) => {
                     if self.check_failed(check, &why) {
                         self.answer_pending.clear();
@@ -691,7 +681,8 @@ fn bump(counter: Option<Counter>) {
     }
 }
 
-fn send(check: &Check, body: &[u8]) -> Result<u32, String> {
+/// Calls `check` with `body`; the call in flight, timed from now.
+fn send(check: &Check, action: GuardAction, body: &[u8]) -> Result<Pending, String> {
     let mut headers = vec![("content-type", "application/json")];
     if let Some(authorization) = &check.authorization {
         headers.push(("authorization", authorization));
@@ -705,7 +696,12 @@ fn send(check: &Check, body: &[u8]) -> Result<u32, String> {
         body,
         timeout: check.timeout,
     };
-    llm_host::current().http_call(&call)
+    llm_host::current().http_call(&call).map(|token| Pending {
+        token,
+        check: check.name.clone(),
+        action,
+        started_ns: llm_host::now_unix_nanos(),
+    })
 }
 
 impl HttpFilter for GuardStream {
