@@ -21,9 +21,13 @@ pub mod pattern;
 pub mod wire {
     pub mod anthropic;
     pub mod api;
+    pub mod count_tokens;
+    pub mod messages_via_chat;
     pub mod provider;
     pub mod request;
+    pub mod responses;
     pub mod sse;
+    pub mod translate;
 }
 
 /// Identity, access, routing and limits.
@@ -75,7 +79,9 @@ pub use metering::{accounting, metrics, usage};
 pub use policy::{auth, global, ratelimit, router};
 #[cfg(any(feature = "regex", feature = "regex-lite"))]
 pub use privacy::{pii, pii_detect};
-pub use wire::{anthropic, api, provider, request, sse};
+pub use wire::{
+    anthropic, api, count_tokens, messages_via_chat, provider, request, responses, sse, translate,
+};
 
 /// The regex engine behind the PII detectors (see the `regex` / `regex-lite` features).
 #[cfg(feature = "regex")]

@@ -177,8 +177,11 @@ impl HttpFilter for PiiRequest {
         let content_type = response_header("content-type").unwrap_or_default();
         llm_host::set_response_header("content-length", None);
         self.response = if content_type.starts_with("text/event-stream") {
-            let format = if self.path.starts_with("/v1/messages") {
+            let path = self.path.split('?').next().unwrap_or("");
+            let format = if path.starts_with("/v1/messages") {
                 StreamFormat::Anthropic
+            } else if path == "/v1/responses" {
+                StreamFormat::Responses
             } else {
                 StreamFormat::OpenAi
             };

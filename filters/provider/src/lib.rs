@@ -1,11 +1,12 @@
 //! `llm_provider`: the upstream filter adapting each attempt to its provider's wire format and
 //! credentials. Thin glue: the decisions live in `llm_core::provider` and `llm_core::anthropic`.
 
-use llm_core::anthropic::{error_to_openai, messages_response_to_chat, StreamTranslator};
-use llm_core::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind};
 use llm_core::config::ConfigError;
 use llm_core::metrics::labeled_name;
-use llm_core::provider::{Attempt, AttemptOrigins, Origin, ProviderConfig, Providers, StreamFlags};
+use llm_core::provider::{
+    AnswerTranslation, Attempt, AttemptOrigins, Origin, ProviderConfig, Providers,
+    StreamTranslation,
+};
 use llm_host::{
     now_unix_nanos, request_body, request_trailers, send_local_reply, Action, BodyBuffer, Counter,
     Filter, Headers, HoldsRequestBody, HttpFilter,
@@ -20,7 +21,7 @@ pub struct ProviderFilter {
     providers: Providers,
     /// `llm_provider_attempts_total{provider=...}`: one per attempt, so failovers show per provider.
     attempts: HashMap<String, Counter>,
-    /// `llm_provider_translated_total{provider=...}`: attempts translated to the Anthropic format.
+    /// `llm_provider_translated_total{provider=...}`: attempts translated to another API.
     translated: HashMap<String, Counter>,
     /// The client's path and authority by request id, for the retries of a request.
     origins: RefCell<AttemptOrigins>,
@@ -75,7 +76,7 @@ enum ResponseMode {
     Buffered {
         status: u16,
     },
-    Stream(Box<StreamTranslator>),
+    Stream(Box<StreamTranslation>),
 }
 
 struct ProviderAttempt {
@@ -84,7 +85,7 @@ struct ProviderAttempt {
     /// The body, held until it says which model (and format) this attempt sends.
     body: BodyBuffer,
     response: ResponseMode,
-    translate: Option<StreamFlags>,
+    translate: Option<AnswerTranslation>,
     /// The attempt's request headers as they arrived (read once; the body phase needs them too).
     headers: Headers,
     /// The request id and the client's request line, recorded if this attempt rewrites it.
@@ -178,6 +179,10 @@ impl ProviderAttempt {
                 return Action::Pause;
             }
         };
+        if let Some(answer) = &plan.answer {
+            send_local_reply(answer);
+            return Action::Pause;
+        }
         self.apply_headers(&attempt, plan.model.as_deref());
         if let Some(new_body) = &plan.new_body {
             self.record_origin();
@@ -248,7 +253,7 @@ impl HttpFilter for ProviderAttempt {
     }
 
     fn on_response_headers(&mut self, _end_of_stream: bool) -> Action {
-        let Some(flags) = self.translate else {
+        let Some(translation) = &self.translate else {
             return Action::Continue;
         };
         let headers = Headers::response();
@@ -259,15 +264,13 @@ impl HttpFilter for ProviderAttempt {
         let content_type = headers.get("content-type").unwrap_or_default();
         // The body changes size: let Envoy frame it.
         llm_host::set_response_header("content-length", None);
-        if status == 200 && flags.stream && content_type.starts_with("text/event-stream") {
+        if status == 200 && translation.stream() && content_type.starts_with("text/event-stream") {
             let created = now_unix_nanos() / 1_000_000_000;
-            self.response = ResponseMode::Stream(Box::new(StreamTranslator::new(
-                flags.include_usage,
-                created,
-            )));
+            self.response = ResponseMode::Stream(Box::new(translation.streamer(created)));
         } else {
-            if status == 529 {
-                llm_host::set_response_header(":status", Some("503"));
+            let client_status = translation.status(status);
+            if client_status != status {
+                llm_host::set_response_header(":status", Some(&client_status.to_string()));
             }
             llm_host::set_response_header("content-type", Some("application/json"));
             self.response = ResponseMode::Buffered { status };
@@ -295,23 +298,11 @@ impl HttpFilter for ProviderAttempt {
                 Action::Continue
             }
             ResponseMode::Buffered { status } => {
-                let status = *status;
-                let body = chunk;
-                let translated = if status == 200 {
-                    let created = now_unix_nanos() / 1_000_000_000;
-                    messages_response_to_chat(&body, created).unwrap_or_else(|message| {
-                        error_reply(
-                            ApiFlavor::OpenAi,
-                            ErrorKind::BadGateway,
-                            &format!("The provider's answer could not be translated: {message}."),
-                            ErrorDetail::default(),
-                        )
-                        .body
-                        .into_bytes()
-                    })
-                } else {
-                    error_to_openai(status, &body).1
+                let Some(translation) = &self.translate else {
+                    return Action::Continue;
                 };
+                let created = now_unix_nanos() / 1_000_000_000;
+                let translated = translation.answer(*status, &chunk, created);
                 llm_host::replace_response_body(body_size, &translated);
                 Action::Continue
             }
@@ -591,6 +582,90 @@ mod tests {
         assert_eq!(usage["prompt_tokens"], 10);
         assert_eq!(usage["completion_tokens"], 2);
         assert_eq!(chunks.last(), Some(&json!("[DONE]")));
+    }
+
+    /// Claude Code's shape of request (`?beta=true`, beta headers, a streamed Messages body) on an
+    /// OpenAI-format provider: Chat Completions goes up, Anthropic events come back.
+    #[test]
+    fn a_messages_client_on_an_openai_provider() {
+        let mut stream = attempt("messages_on_openai", Some("openai"));
+        let headers = [
+            (":method", "POST"),
+            (":path", "/v1/messages?beta=true"),
+            (":authority", "gateway.local"),
+            ("content-type", "application/json"),
+            ("x-api-key", "sk-demo-team-a"),
+            ("anthropic-version", "2023-06-01"),
+            ("anthropic-beta", "claude-code-20250219"),
+            ("x-request-id", "req-m"),
+        ];
+        let body = json!({"model": "gpt-4o-mini", "max_tokens": 100, "stream": true,
+            "system": [{"type": "text", "text": "Be brief."}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]})
+        .to_string();
+        assert_eq!(stream.request_headers(&headers, false), Action::Pause);
+        assert_eq!(stream.request_body(body.as_bytes(), true), Action::Continue);
+        let header = |name: &str| fake::request_header(name);
+        assert_eq!(header(":path").as_deref(), Some("/v1/chat/completions"));
+        assert_eq!(
+            header("authorization").as_deref(),
+            Some("Bearer sk-openai-messages_on_openai")
+        );
+        for removed in ["x-api-key", "anthropic-version", "anthropic-beta"] {
+            assert_eq!(header(removed), None, "{removed}");
+        }
+        let sent: Value = serde_json::from_slice(stream.upstream_body()).unwrap();
+        assert_eq!(sent["messages"][0]["role"], "system");
+        assert_eq!(sent["stream_options"]["include_usage"], true);
+        assert_eq!(
+            fake::counter("llm_provider_translated_total_provider=.=openai;.;"),
+            1
+        );
+
+        stream.response_headers(
+            &[(":status", "200"), ("content-type", "text/event-stream")],
+            false,
+        );
+        let chunks = [
+            json!({"id": "chatcmpl-1", "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"content": "Hello"}}]}),
+            json!({"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+            json!({"id": "chatcmpl-1", "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2}}),
+        ]
+        .iter()
+        .map(|c| format!("data: {c}\n\n"))
+        .collect::<String>()
+            + "data: [DONE]\n\n";
+        stream.response_body(chunks.as_bytes(), true);
+        let text = stream.client_body_text();
+        assert!(text.starts_with("event: message_start\n"), "{text}");
+        assert!(text.contains(r#""text":"Hello""#));
+        assert!(text.contains(r#""stop_reason":"end_turn""#));
+        assert!(text.contains(r#""output_tokens":2"#));
+        assert!(text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+        assert!(
+            !text.contains("chatcmpl"),
+            "no Chat chunk reaches the client"
+        );
+    }
+
+    #[test]
+    fn count_tokens_for_an_openai_model_is_answered_by_the_gateway() {
+        let mut stream = attempt("count_tokens", Some("openai"));
+        let headers = [
+            (":method", "POST"),
+            (":path", "/v1/messages/count_tokens"),
+            ("content-type", "application/json"),
+            ("x-request-id", "req-c"),
+        ];
+        let body =
+            br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello world"}]}"#;
+        assert_eq!(stream.request_headers(&headers, false), Action::Pause);
+        assert_eq!(stream.request_body(body, true), Action::Pause);
+        let reply = stream.reply().expect("answered locally");
+        assert_eq!(reply.status, 200);
+        let counted: Value = serde_json::from_str(&reply.body).unwrap();
+        assert!(counted["input_tokens"].as_u64().unwrap() > 0);
+        assert!(!stream.request_forwarded());
     }
 
     #[test]

@@ -733,10 +733,7 @@ impl HttpFilter for UsageRequest {
         // would go uncounted. Envoy's compressor filter can compress again for the client.
         llm_host::set_request_header("accept-encoding", None);
         self.flavor = flavor;
-        self.format = match flavor {
-            ApiFlavor::Anthropic => ResponseFormat::Anthropic,
-            ApiFlavor::OpenAi => ResponseFormat::OpenAi,
-        };
+        self.format = ResponseFormat::for_path(path);
         self.started_ns = now_unix_nanos();
         // Published by llm_auth and llm_router, which run before this filter.
         self.consumer = headers

@@ -70,6 +70,22 @@ impl Usage {
 pub enum ResponseFormat {
     OpenAi,
     Anthropic,
+    /// OpenAI's Responses API: `usage` as in OpenAI's answers, streams of `response.*` events.
+    Responses,
+}
+
+impl ResponseFormat {
+    /// The format of the answer to a request on `path`.
+    pub fn for_path(path: &str) -> ResponseFormat {
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        if path == "/v1/responses" {
+            ResponseFormat::Responses
+        } else if crate::api::ApiFlavor::from_path(path) == crate::api::ApiFlavor::Anthropic {
+            ResponseFormat::Anthropic
+        } else {
+            ResponseFormat::OpenAi
+        }
+    }
 }
 
 /// Usage (and the model the provider reports) from a complete JSON response.
@@ -97,7 +113,7 @@ pub fn from_json(format: ResponseFormat, body: &[u8]) -> (Option<Usage>, Option<
         .and_then(Value::as_str)
         .map(str::to_string);
     let usage = probe.usage.and_then(|u| u.0).map(|fields| match format {
-        ResponseFormat::OpenAi => fields.openai(),
+        ResponseFormat::OpenAi | ResponseFormat::Responses => fields.openai(),
         ResponseFormat::Anthropic => fields.anthropic(),
     });
     (usage, model)
@@ -265,6 +281,30 @@ pub fn output_text_len(format: ResponseFormat, body: &[u8]) -> usize {
                     .get("text")
                     .and_then(Value::as_str)
                     .map_or(0, |t| t.chars().count());
+            }
+        }
+        ResponseFormat::Responses => {
+            for item in value
+                .get("output")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                chars += item
+                    .get("arguments")
+                    .and_then(Value::as_str)
+                    .map_or(0, |t| t.chars().count());
+                for part in item
+                    .get("content")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    chars += part
+                        .get("text")
+                        .and_then(Value::as_str)
+                        .map_or(0, |t| t.chars().count());
+                }
             }
         }
     }
@@ -468,6 +508,48 @@ impl StreamUsage {
                             self.usage
                                 .get_or_insert_with(Usage::default)
                                 .absorb_anthropic(usage);
+                            self.final_usage = true;
+                        }
+                    }
+                    _ => {}
+                }
+                None
+            }
+            ResponseFormat::Responses => {
+                let value = parsed?;
+                let kind = value
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .or(name)
+                    .unwrap_or("");
+                match kind {
+                    "response.output_text.delta"
+                    | "response.refusal.delta"
+                    | "response.function_call_arguments.delta" => {
+                        let delta = value.get("delta").and_then(Value::as_str).unwrap_or("");
+                        self.output_chars += delta.chars().count();
+                        if !delta.is_empty() {
+                            self.saw_content = true;
+                        }
+                    }
+                    "response.created" | "response.in_progress" => {
+                        if let Some(model) =
+                            value.pointer("/response/model").and_then(Value::as_str)
+                        {
+                            self.model = Some(model.to_string());
+                        }
+                    }
+                    "response.completed" | "response.incomplete" | "response.failed" => {
+                        if let Some(model) =
+                            value.pointer("/response/model").and_then(Value::as_str)
+                        {
+                            self.model = Some(model.to_string());
+                        }
+                        if let Some(usage) = value
+                            .pointer("/response/usage")
+                            .and_then(Usage::from_openai)
+                        {
+                            self.usage = Some(usage);
                             self.final_usage = true;
                         }
                     }
@@ -709,6 +791,53 @@ mod tests {
                 cached_input: 1,
                 ..Default::default()
             })
+        );
+    }
+
+    #[test]
+    fn responses_streams_are_read_from_their_final_event() {
+        assert_eq!(
+            ResponseFormat::for_path("/v1/responses?x=1"),
+            ResponseFormat::Responses
+        );
+        assert_eq!(
+            ResponseFormat::for_path("/v1/messages"),
+            ResponseFormat::Anthropic
+        );
+        assert_eq!(
+            ResponseFormat::for_path("/v1/chat/completions"),
+            ResponseFormat::OpenAi
+        );
+        let stream = concat!(
+            "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"model\":\"gpt-4o-mini\",\"usage\":null}}\n\n",
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hello there\"}\n\n",
+            "event: response.function_call_arguments.delta\ndata: {\"type\":\"response.function_call_arguments.delta\",\"delta\":\"{}\"}\n\n",
+        );
+        let mut usage = StreamUsage::new(ResponseFormat::Responses, false);
+        let (first, out) = usage.push(stream.as_bytes());
+        assert!(first && out.is_none());
+        assert_eq!(usage.output_chars(), 13);
+        assert_eq!(usage.model(), Some("gpt-4o-mini"));
+        // Cut before the final event: charged what was delivered, estimated.
+        assert!(usage.usage().is_none());
+        let done = "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"model\":\"gpt-4o-mini\",\"usage\":{\"input_tokens\":12,\"input_tokens_details\":{\"cached_tokens\":4},\"output_tokens\":5,\"output_tokens_details\":{\"reasoning_tokens\":1}}}}\n\n";
+        usage.push(done.as_bytes());
+        let charged = usage.charged(400).unwrap();
+        assert_eq!(
+            (
+                charged.input,
+                charged.output,
+                charged.cached_input,
+                charged.reasoning
+            ),
+            (12, 5, 4, 1)
+        );
+        assert!(!charged.estimated);
+        let json = br#"{"model":"m","output":[{"type":"message","content":[{"type":"output_text","text":"abcd"}]},{"type":"function_call","arguments":"{}"}],"usage":{"input_tokens":3,"output_tokens":2}}"#;
+        assert_eq!(output_text_len(ResponseFormat::Responses, json), 6);
+        assert_eq!(
+            from_json(ResponseFormat::Responses, json).0.unwrap().input,
+            3
         );
     }
 

@@ -862,6 +862,8 @@ fn holdback_start(text: &str) -> Option<usize> {
 pub enum StreamFormat {
     OpenAi,
     Anthropic,
+    /// OpenAI's Responses API: `response.*` events.
+    Responses,
 }
 
 /// Restores placeholders in an SSE stream as it passes. A placeholder can be split across chunks and
@@ -1067,14 +1069,98 @@ impl StreamRestorer {
         }
     }
 
+    /// Responses events: deltas restored as they pass (a possible placeholder's start held back
+    /// per item and part), everything else (the `.done` events and the final response, which
+    /// repeat the whole text) restored in full.
+    fn responses_event(&mut self, event: &SseEvent, vault: &Vault, out: &mut Vec<u8>) {
+        let Ok(mut value) = serde_json::from_str::<Value>(&event.data) else {
+            Self::write(event, &event.data, out);
+            return;
+        };
+        let kind = value
+            .get("type")
+            .and_then(Value::as_str)
+            .or(event.event.as_deref())
+            .unwrap_or("")
+            .to_string();
+        let output = value
+            .get("output_index")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let part = value
+            .get("content_index")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let key = format!("r{output}.{part}");
+        match kind.as_str() {
+            "response.output_text.delta"
+            | "response.refusal.delta"
+            | "response.function_call_arguments.delta" => {
+                let piece = value
+                    .get("delta")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let restored = self.restore_piece(&key, &piece, vault);
+                if restored == piece {
+                    Self::write(event, &event.data, out);
+                } else {
+                    if let Some(object) = value.as_object_mut() {
+                        object.insert("delta".into(), Value::String(restored));
+                    }
+                    Self::write(event, &value.to_string(), out);
+                }
+            }
+            _ => {
+                // The end of a text or arguments: what was held goes out as one more delta first.
+                let delta_kind = match kind.as_str() {
+                    "response.output_text.done" => Some("response.output_text.delta"),
+                    "response.refusal.done" => Some("response.refusal.delta"),
+                    "response.function_call_arguments.done" => {
+                        Some("response.function_call_arguments.delta")
+                    }
+                    _ => None,
+                };
+                if let Some(delta_kind) = delta_kind {
+                    if let Some(rest) = self.release(&key, vault) {
+                        let mut synthetic = serde_json::json!({"type": delta_kind,
+                            "output_index": output, "content_index": part, "delta": rest});
+                        for copied in ["item_id", "sequence_number"] {
+                            if let (Some(field), Some(object)) =
+                                (value.get(copied), synthetic.as_object_mut())
+                            {
+                                object.insert(copied.into(), field.clone());
+                            }
+                        }
+                        let named = SseEvent {
+                            event: Some(delta_kind.to_string()),
+                            data: String::new(),
+                        };
+                        Self::write(&named, &synthetic.to_string(), out);
+                    }
+                }
+                if restore_all(&mut value, vault) {
+                    Self::write(event, &value.to_string(), out);
+                } else {
+                    Self::write(event, &event.data, out);
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, event: &SseEvent, vault: &Vault, out: &mut Vec<u8>) {
+        match self.format {
+            StreamFormat::OpenAi => self.openai_event(event, vault, out),
+            StreamFormat::Anthropic => self.anthropic_event(event, vault, out),
+            StreamFormat::Responses => self.responses_event(event, vault, out),
+        }
+    }
+
     /// Feeds a chunk; returns what to send on (complete events, placeholders restored).
     pub fn push(&mut self, chunk: &[u8], vault: &Vault) -> Vec<u8> {
         let mut out = Vec::with_capacity(chunk.len() + 16);
         for event in self.parser.push(chunk) {
-            match self.format {
-                StreamFormat::OpenAi => self.openai_event(&event, vault, &mut out),
-                StreamFormat::Anthropic => self.anthropic_event(&event, vault, &mut out),
-            }
+            self.event(&event, vault, &mut out);
         }
         out
     }
@@ -1083,10 +1169,7 @@ impl StreamRestorer {
     pub fn finish(&mut self, vault: &Vault) -> Vec<u8> {
         let mut out = Vec::new();
         if let Some(event) = self.parser.finish() {
-            match self.format {
-                StreamFormat::OpenAi => self.openai_event(&event, vault, &mut out),
-                StreamFormat::Anthropic => self.anthropic_event(&event, vault, &mut out),
-            }
+            self.event(&event, vault, &mut out);
         }
         out
     }
@@ -1796,6 +1879,74 @@ mod tests {
                 .collect();
             assert_eq!(text, "To jane@example.com and <EMAIL_2", "split {split}");
             assert!(out.ends_with("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"));
+        }
+    }
+
+    #[test]
+    fn responses_stream_restore_in_deltas_and_in_every_full_copy() {
+        let vault = vault_with(&[("EMAIL", "jane@example.com")]);
+        let event = |kind: &str, data: Value| {
+            let mut data = data;
+            data["type"] = json!(kind);
+            format!("event: {kind}\ndata: {data}\n\n")
+        };
+        let delta = |text: &str| {
+            event(
+                "response.output_text.delta",
+                json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": text}),
+            )
+        };
+        let full = "To <EMAIL_1> and <EMA";
+        let stream = [
+            delta("To <EMAIL"),
+            delta("_1> and <EMA"),
+            event(
+                "response.output_text.done",
+                json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "text": full, "sequence_number": 9}),
+            ),
+            event(
+                "response.completed",
+                json!({"response": {"output": [{"content": [{"type": "output_text", "text": full}]}]}}),
+            ),
+        ]
+        .concat();
+        for split in [0, 10, 77, stream.len() / 2, stream.len()] {
+            let out = String::from_utf8(run_stream(
+                StreamFormat::Responses,
+                &stream,
+                &vault,
+                &[split],
+            ))
+            .unwrap();
+            let events: Vec<Value> = out
+                .split("\n\n")
+                .filter_map(|e| e.split("data: ").nth(1))
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .collect();
+            let deltas: String = events
+                .iter()
+                .filter_map(|v| v.get("delta").and_then(Value::as_str))
+                .collect();
+            assert_eq!(deltas, "To jane@example.com and <EMA", "split {split}");
+            let done = events
+                .iter()
+                .find(|v| v["type"] == "response.output_text.done")
+                .unwrap();
+            assert_eq!(done["text"], "To jane@example.com and <EMA");
+            let completed = events.last().unwrap();
+            assert_eq!(
+                completed
+                    .pointer("/response/output/0/content/0/text")
+                    .unwrap(),
+                "To jane@example.com and <EMA"
+            );
+            // The held tail went out as a delta before the done event.
+            let names: Vec<&str> = events.iter().filter_map(|v| v["type"].as_str()).collect();
+            assert_eq!(
+                names[names.len() - 3],
+                "response.output_text.delta",
+                "{names:?}"
+            );
         }
     }
 }

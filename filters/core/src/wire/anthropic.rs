@@ -664,16 +664,24 @@ impl StreamTranslator {
 }
 
 /// Sets `key` on a JSON object (a no-op on anything else, where `value[key] = ...` would panic).
-fn set_field(value: &mut Value, key: &str, field: Value) {
+pub(crate) fn set_field(value: &mut Value, key: &str, field: Value) {
     if let Some(object) = value.as_object_mut() {
         object.insert(key.to_string(), field);
     }
 }
 
-fn write_data(value: &Value, out: &mut Vec<u8>) {
+pub(crate) fn write_data(value: &Value, out: &mut Vec<u8>) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(value.to_string().as_bytes());
     out.extend_from_slice(b"\n\n");
+}
+
+/// An SSE event with its `event:` name, as Anthropic and the Responses API send them.
+pub(crate) fn write_event(name: &str, value: &Value, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'\n');
+    write_data(value, out);
 }
 
 #[cfg(test)]

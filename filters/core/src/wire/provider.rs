@@ -4,7 +4,11 @@
 use crate::anthropic::{chat_request_to_messages, RequestOptions};
 use crate::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind, LocalReply};
 use crate::config::ConfigError;
+use crate::count_tokens::count_tokens_reply;
+use crate::messages_via_chat::messages_request_to_chat;
 use crate::request::{read_fields, replace_model};
+use crate::responses::responses_request_to_chat;
+pub use crate::translate::{AnswerTranslation, StreamTranslation};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -31,6 +35,17 @@ pub enum WireFormat {
     Openai,
     AzureOpenai,
     Anthropic,
+}
+
+/// How `/v1/responses` reaches an OpenAI-format provider.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponsesApi {
+    /// Translated to Chat Completions (works with every OpenAI-compatible server; stateless).
+    #[default]
+    Translate,
+    /// Passed through: the provider serves the Responses API itself (OpenAI, Azure OpenAI).
+    Native,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -65,6 +80,10 @@ pub struct ProviderEntry {
     /// (`anthropic-beta`, `openai-organization`, `x-mock-*`). Every other client header is removed.
     #[serde(default)]
     pub forward_headers: Vec<String>,
+    /// OpenAI and Azure OpenAI: `native` passes `/v1/responses` through to a provider that serves it;
+    /// `translate` (the default) turns it into Chat Completions.
+    #[serde(default)]
+    pub responses_api: Option<ResponsesApi>,
 }
 
 /// Client headers every provider receives: content negotiation, the SDKs' own telemetry, request
@@ -121,6 +140,7 @@ struct Provider {
     anthropic_version: String,
     default_max_tokens: u64,
     forward_headers: Vec<String>,
+    responses_api: ResponsesApi,
 }
 
 /// The compiled configuration.
@@ -186,19 +206,22 @@ pub struct HeaderPlan {
 }
 
 /// The body for an attempt, and how to treat the response.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct BodyPlan {
     pub new_body: Option<Vec<u8>>,
     /// The model this provider will see.
     pub model: Option<String>,
-    /// Set when the response comes back in Anthropic format and must be turned into OpenAI's.
-    pub translate_response: Option<StreamFlags>,
+    /// Set when the provider answers in another API than the client's.
+    pub translate_response: Option<AnswerTranslation>,
+    /// The gateway answers this attempt itself (token counting for providers without the endpoint).
+    pub answer: Option<LocalReply>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StreamFlags {
-    pub stream: bool,
-    pub include_usage: bool,
+/// The API a translated attempt sends to its provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Chat,
+    Messages,
 }
 
 /// Credential headers: all removed on every attempt before the provider's own is set.
@@ -283,6 +306,12 @@ impl Providers {
                     "only valid for azure_openai",
                 ));
             }
+            if anthropic && entry.responses_api.is_some() {
+                return Err(ConfigError::new(
+                    at("responses_api"),
+                    "only valid for openai and azure_openai (Anthropic-format providers always get /v1/responses translated)",
+                ));
+            }
             if !anthropic
                 && (entry.anthropic_version.is_some() || entry.default_max_tokens.is_some())
             {
@@ -335,6 +364,7 @@ impl Providers {
                     .unwrap_or_else(|| DEFAULT_ANTHROPIC_VERSION.to_string()),
                 default_max_tokens: entry.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
                 forward_headers,
+                responses_api: entry.responses_api.unwrap_or_default(),
             });
         }
         let default = match &config.default_provider {
@@ -400,25 +430,13 @@ impl Providers {
                 ErrorDetail::default(),
             ))
         };
-        match (format, api) {
-            (
-                Some(WireFormat::Anthropic),
-                ClientApi::Completions | ClientApi::Embeddings | ClientApi::Responses,
-            ) => {
-                return unsupported(&format!(
-                    "`{}` is not supported by Anthropic-format providers; use /v1/chat/completions",
-                    path.split('?').next().unwrap_or(path)
-                ));
-            }
-            (
-                Some(WireFormat::Openai | WireFormat::AzureOpenai),
-                ClientApi::Messages | ClientApi::CountTokens,
-            ) => {
-                return unsupported(
-                    "The Anthropic Messages API cannot be sent to an OpenAI-format provider; use /v1/chat/completions for this model",
-                );
-            }
-            _ => {}
+        if let (Some(WireFormat::Anthropic), ClientApi::Completions | ClientApi::Embeddings) =
+            (format, api)
+        {
+            return unsupported(&format!(
+                "`{}` is not supported by Anthropic-format providers; use /v1/chat/completions, /v1/responses or /v1/messages",
+                path.split('?').next().unwrap_or(path)
+            ));
         }
         Ok(Attempt {
             provider: index,
@@ -432,11 +450,31 @@ impl Providers {
         self.provider(attempt).map_or("", |p| p.name.as_str())
     }
 
+    /// The API this attempt must be translated to, when the provider does not speak the client's.
+    fn target(&self, attempt: &Attempt) -> Option<Target> {
+        let provider = self.provider(attempt)?;
+        let anthropic = provider.format == WireFormat::Anthropic;
+        match attempt.api {
+            ClientApi::Chat if anthropic => Some(Target::Messages),
+            ClientApi::Responses if anthropic => Some(Target::Messages),
+            ClientApi::Responses if provider.responses_api == ResponsesApi::Translate => {
+                Some(Target::Chat)
+            }
+            ClientApi::Messages if !anthropic => Some(Target::Chat),
+            _ => None,
+        }
+    }
+
     fn translates(&self, attempt: &Attempt) -> bool {
-        attempt.api == ClientApi::Chat
+        self.target(attempt).is_some()
+    }
+
+    /// Token counting for a provider without the endpoint: the gateway answers it.
+    fn counts_locally(&self, attempt: &Attempt) -> bool {
+        attempt.api == ClientApi::CountTokens
             && self
                 .provider(attempt)
-                .is_some_and(|p| p.format == WireFormat::Anthropic)
+                .is_some_and(|p| p.format != WireFormat::Anthropic)
     }
 
     /// Whether the body must be read before the headers can be finished (translation, a model to
@@ -447,6 +485,7 @@ impl Providers {
         };
         let has_model = !matches!(attempt.api, ClientApi::Other);
         self.translates(attempt)
+            || self.counts_locally(attempt)
             || (has_model && !provider.model_map.is_empty())
             || (has_model && provider.format == WireFormat::AzureOpenai)
     }
@@ -472,29 +511,80 @@ impl Providers {
             .and_then(|m| provider.model_map.get(m))
             .cloned();
         let model = mapped.clone().or(fields.model.clone());
-        if self.translates(attempt) {
-            let options = RequestOptions {
-                model: model.as_deref(),
-                default_max_tokens: provider.default_max_tokens,
-            };
-            let translated = chat_request_to_messages(body, options).map_err(|m| invalid(&m))?;
+        if self.counts_locally(attempt) {
             return Ok(BodyPlan {
-                new_body: Some(translated.body),
+                answer: Some(count_tokens_reply(body, model.as_deref())),
                 model,
-                translate_response: Some(StreamFlags {
-                    stream: translated.stream,
-                    include_usage: translated.include_usage,
-                }),
+                ..BodyPlan::default()
             });
         }
-        let new_body = match (&mapped, fields.model_span) {
-            (Some(to), Some(span)) => replace_model(body, span, to),
-            _ => None,
+        let anthropic_options = RequestOptions {
+            model: model.as_deref(),
+            default_max_tokens: provider.default_max_tokens,
+        };
+        // A limitation of the translation names the provider: another model may not have it.
+        let unsupported = |m: String| invalid(&format!("{m} (provider `{}`)", provider.name));
+        let (new_body, translation) = match (attempt.api, self.target(attempt)) {
+            (_, None) => {
+                // Azure's Responses API takes the deployment as the body's model.
+                let to = match (&mapped, provider.format, attempt.api) {
+                    (None, WireFormat::AzureOpenai, ClientApi::Responses) => fields
+                        .model
+                        .as_deref()
+                        .and_then(|m| provider.deployments.get(m))
+                        .cloned(),
+                    _ => mapped.clone(),
+                };
+                let new_body = match (to, fields.model_span) {
+                    (Some(to), Some(span)) => replace_model(body, span, &to),
+                    _ => None,
+                };
+                return Ok(BodyPlan {
+                    new_body,
+                    model,
+                    ..BodyPlan::default()
+                });
+            }
+            (ClientApi::Messages, Some(_)) => {
+                let chat = messages_request_to_chat(body, model.as_deref()).map_err(unsupported)?;
+                let translation = AnswerTranslation::ChatToAnthropic {
+                    stream: chat.stream,
+                    request_bytes: body.len(),
+                };
+                (chat.body, translation)
+            }
+            (ClientApi::Responses, Some(target)) => {
+                let request =
+                    responses_request_to_chat(body, model.as_deref()).map_err(unsupported)?;
+                if target == Target::Chat {
+                    (
+                        request.chat,
+                        AnswerTranslation::ChatToResponses(request.context),
+                    )
+                } else {
+                    let messages = chat_request_to_messages(&request.chat, anthropic_options)
+                        .map_err(unsupported)?;
+                    (
+                        messages.body,
+                        AnswerTranslation::AnthropicToResponses(request.context),
+                    )
+                }
+            }
+            (_, Some(_)) => {
+                let translated =
+                    chat_request_to_messages(body, anthropic_options).map_err(|m| invalid(&m))?;
+                let translation = AnswerTranslation::AnthropicToChat {
+                    stream: translated.stream,
+                    include_usage: translated.include_usage,
+                };
+                (translated.body, translation)
+            }
         };
         Ok(BodyPlan {
-            new_body,
+            new_body: Some(new_body),
             model,
-            translate_response: None,
+            translate_response: Some(translation),
+            answer: None,
         })
     }
 
@@ -511,18 +601,29 @@ impl Providers {
             Some((path, query)) => (path, Some(query)),
             None => (attempt.path.as_str(), None),
         };
-        let rest = path
+        let mut rest = path
             .strip_prefix("/v1")
             .filter(|r| r.is_empty() || r.starts_with('/'));
         let prefix = provider.base_path.as_deref().unwrap_or("/v1");
+        let target = self.target(attempt);
+        let mut query = query;
+        if target == Some(Target::Chat) {
+            // The client's query belongs to its API (Claude Code's `?beta=true`), not to Chat's.
+            rest = Some("/chat/completions");
+            query = None;
+            plan.set
+                .push(("content-type", "application/json".to_string()));
+        }
         match provider.format {
             WireFormat::Openai => {
                 if let Some(key) = &provider.api_key {
                     plan.set
                         .push(("authorization", format!("Bearer {}", key.0)));
                 }
-                if let (Some(rest), Some(base)) = (rest, &provider.base_path) {
-                    plan.path = Some(with_query(format!("{base}{rest}"), query));
+                if let Some(rest) = rest {
+                    if provider.base_path.is_some() || target.is_some() {
+                        plan.path = Some(with_query(format!("{prefix}{rest}"), query));
+                    }
                 }
                 plan.remove.push("anthropic-version");
             }
@@ -530,7 +631,10 @@ impl Providers {
                 if let Some(key) = &provider.api_key {
                     plan.set.push(("api-key", key.0.clone()));
                 }
-                if let (Some(rest), Some(model)) = (rest, model) {
+                if attempt.api == ClientApi::Responses && target.is_none() {
+                    // Azure serves the Responses API on its v1 surface, the deployment in the body.
+                    plan.path = Some("/openai/v1/responses".to_string());
+                } else if let (Some(rest), Some(model)) = (rest, model) {
                     let deployment = provider
                         .deployments
                         .get(model)
@@ -760,7 +864,7 @@ mod tests {
         assert_eq!(plan.model.as_deref(), Some("claude-sonnet-4-5"));
         assert_eq!(
             plan.translate_response,
-            Some(StreamFlags {
+            Some(AnswerTranslation::AnthropicToChat {
                 stream: true,
                 include_usage: true
             })
@@ -855,12 +959,19 @@ mod tests {
         assert!(err
             .body
             .contains("not supported by Anthropic-format providers"));
-        let err = p.attempt(Some("openai"), "/v1/messages").unwrap_err();
+        let attempt = p.attempt(Some("openai"), "/v1/messages").unwrap();
+        let err = p
+            .body(
+                &attempt,
+                br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}],"tools":[{"type":"bash_20250124","name":"bash"}]}"#,
+            )
+            .unwrap_err();
         let body: Value = serde_json::from_str(&err.body).unwrap();
         assert_eq!(
             body["type"], "error",
             "Anthropic shape for an Anthropic client"
         );
+        assert!(err.body.contains("bash_20250124") && err.body.contains("provider `openai`"));
         let err = p.attempt(Some("nope"), "/v1/chat/completions").unwrap_err();
         assert_eq!(err.status, 502);
         assert!(err.body.contains("`nope`"));
@@ -875,6 +986,123 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.status, 400);
         assert!(p.body(&attempt, b"{").is_err());
+    }
+
+    /// Every client API reaches every provider format: Messages on OpenAI and Azure, Responses
+    /// translated (or native where configured), token counting answered locally.
+    #[test]
+    fn every_api_on_every_format() {
+        let p = providers(
+            r#"{"providers": {
+                "openai": {"format": "openai", "api_key_env": "OPENAI_API_KEY", "responses_api": "native"},
+                "compat": {"format": "openai", "base_path": "/api/v1"},
+                "anthropic": {"format": "anthropic", "api_key_env": "ANTHROPIC_API_KEY"},
+                "azure": {"format": "azure_openai", "api_key_env": "AZURE_KEY", "api_version": "2024-10-21",
+                          "deployments": {"gpt-4o-mini": "mini-deploy"}, "responses_api": "native"},
+                "azure_old": {"format": "azure_openai", "api_key_env": "AZURE_KEY", "api_version": "2024-10-21"}
+            }}"#,
+        );
+        let messages = br#"{"model":"gpt-4o-mini","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        let responses = br#"{"model":"gpt-4o-mini","input":"hi"}"#;
+
+        // Messages on an OpenAI-compatible server: Chat at its base path, the query dropped.
+        let attempt = p.attempt(Some("compat"), "/v1/messages?beta=true").unwrap();
+        assert!(p.needs_body(&attempt));
+        let plan = p.body(&attempt, messages).unwrap();
+        assert!(matches!(
+            plan.translate_response,
+            Some(AnswerTranslation::ChatToAnthropic { stream: true, .. })
+        ));
+        let sent: Value = serde_json::from_slice(&plan.new_body.unwrap()).unwrap();
+        assert_eq!(sent["stream_options"]["include_usage"], true);
+        let headers = p.headers(&attempt, plan.model.as_deref());
+        assert_eq!(headers.path.as_deref(), Some("/api/v1/chat/completions"));
+        assert!(headers.remove.contains(&"anthropic-version"));
+
+        // Messages on Azure: the deployment's chat path.
+        let attempt = p.attempt(Some("azure"), "/v1/messages").unwrap();
+        let plan = p.body(&attempt, messages).unwrap();
+        assert!(plan.translate_response.is_some());
+        assert_eq!(
+            p.headers(&attempt, plan.model.as_deref()).path.as_deref(),
+            Some("/openai/deployments/mini-deploy/chat/completions?api-version=2024-10-21")
+        );
+
+        // Responses: native on OpenAI (untouched) and Azure (v1 surface, deployment as model).
+        let attempt = p.attempt(Some("openai"), "/v1/responses").unwrap();
+        assert!(!p.needs_body(&attempt));
+        assert_eq!(p.headers(&attempt, None).path, None);
+        let attempt = p.attempt(Some("azure"), "/v1/responses").unwrap();
+        let plan = p.body(&attempt, responses).unwrap();
+        assert_eq!(plan.translate_response, None);
+        let sent: Value = serde_json::from_slice(&plan.new_body.unwrap()).unwrap();
+        assert_eq!(sent["model"], "mini-deploy");
+        assert_eq!(
+            p.headers(&attempt, plan.model.as_deref()).path.as_deref(),
+            Some("/openai/v1/responses")
+        );
+        // Translated elsewhere: to Chat, or to Messages for Anthropic.
+        let attempt = p.attempt(Some("azure_old"), "/v1/responses").unwrap();
+        let plan = p.body(&attempt, responses).unwrap();
+        assert!(matches!(
+            plan.translate_response,
+            Some(AnswerTranslation::ChatToResponses(_))
+        ));
+        assert_eq!(
+            p.headers(&attempt, plan.model.as_deref()).path.as_deref(),
+            Some("/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21")
+        );
+        let attempt = p.attempt(Some("anthropic"), "/v1/responses").unwrap();
+        let plan = p.body(&attempt, responses).unwrap();
+        assert!(matches!(
+            plan.translate_response,
+            Some(AnswerTranslation::AnthropicToResponses(_))
+        ));
+        let sent: Value = serde_json::from_slice(&plan.new_body.unwrap()).unwrap();
+        assert_eq!(sent["messages"][0]["content"][0]["text"], "hi");
+        assert!(sent["max_tokens"].as_u64().is_some());
+        let headers = p.headers(&attempt, plan.model.as_deref());
+        assert_eq!(headers.path.as_deref(), Some("/v1/messages"));
+        // Stateful requests: a 400 naming the field and the provider; native providers take them.
+        let stateful = br#"{"model":"gpt-4o-mini","input":"hi","previous_response_id":"resp_1"}"#;
+        let err = p.body(&attempt, stateful).unwrap_err();
+        assert_eq!(err.status, 400);
+        assert!(
+            err.body.contains("previous_response_id") && err.body.contains("provider `anthropic`")
+        );
+        let native = p.attempt(Some("azure"), "/v1/responses").unwrap();
+        assert!(p.body(&native, stateful).is_ok());
+
+        // Token counting: passed to Anthropic, answered for the others.
+        let count =
+            br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello world"}]}"#;
+        let attempt = p
+            .attempt(Some("anthropic"), "/v1/messages/count_tokens")
+            .unwrap();
+        assert_eq!(p.body(&attempt, count).unwrap().answer, None);
+        let attempt = p
+            .attempt(Some("openai"), "/v1/messages/count_tokens")
+            .unwrap();
+        assert!(p.needs_body(&attempt));
+        let answer = p.body(&attempt, count).unwrap().answer.unwrap();
+        assert_eq!(answer.status, 200);
+        let counted: Value = serde_json::from_str(&answer.body).unwrap();
+        assert!(counted["input_tokens"].as_u64().unwrap() > 2);
+
+        // Configuration: the setting is for OpenAI formats only.
+        let err = Providers::compile(
+            parse::<ProviderConfig>(
+                br#"{"providers":{"a":{"format":"anthropic","responses_api":"native"}}}"#,
+            )
+            .unwrap(),
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(err.path, "providers.a.responses_api");
+        assert!(parse::<ProviderConfig>(
+            br#"{"providers":{"a":{"format":"openai","responses_api":"sometimes"}}}"#
+        )
+        .is_err());
     }
 
     #[test]
