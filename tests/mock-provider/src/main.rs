@@ -407,6 +407,12 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
             };
             anthropic::messages(&json, anthropic_version.as_deref(), &call)
         }
+        (&Method::POST, "/v1/messages/count_tokens") if options.anthropic && !azure => {
+            let Some(json) = parse_json(&body) else {
+                return reply::error(Api::Anthropic, 400, "The request body is not valid JSON.");
+            };
+            anthropic::count_tokens(&json, anthropic_version.as_deref())
+        }
         _ => reply::error(
             api,
             404,

@@ -9,17 +9,17 @@ use serde_json::{json, Value};
 
 /// How a locally answered count was made: `estimate; tokenizer=o200k_base` (OpenAI's tokenizer on
 /// the text; the provider's own framing may differ by a few tokens) or `estimate; tokenizer=none`
-/// (a model family whose tokenizer the gateway does not ship: about four characters per token).
+/// (a model family whose tokenizer the gateway does not ship, GPT-4 and GPT-3.5's cl100k_base
+/// included: about four characters per token).
 pub const COUNT_HEADER: &str = "x-llm-token-count";
 
 /// The tokenizer of a model family, when the gateway ships it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tokenizer {
-    /// GPT-4o, GPT-4.1, GPT-4.5, GPT-5 and the o-series.
+    /// GPT-4o, GPT-4.1, GPT-4.5, GPT-5, gpt-oss and the o-series.
     O200k,
-    /// GPT-4 and GPT-3.5.
-    Cl100k,
-    /// Any other family: estimated from the length.
+    /// Any other family (GPT-4 and GPT-3.5 too: their tokenizer would add 1.7 MB to the module for
+    /// models being retired): estimated from the length.
     Estimate,
 }
 
@@ -43,8 +43,6 @@ impl Tokenizer {
         ];
         if o200k.iter().any(|p| model.starts_with(p)) {
             Tokenizer::O200k
-        } else if model.starts_with("gpt-4") || model.starts_with("gpt-3.5") {
-            Tokenizer::Cl100k
         } else {
             Tokenizer::Estimate
         }
@@ -53,36 +51,40 @@ impl Tokenizer {
     pub fn name(self) -> &'static str {
         match self {
             Tokenizer::O200k => "o200k_base",
-            Tokenizer::Cl100k => "cl100k_base",
             Tokenizer::Estimate => "none",
         }
     }
 
-    pub fn count(self, text: &str) -> u64 {
-        match self {
-            #[cfg(feature = "tokenizers")]
-            Tokenizer::O200k => crate::tokenizers::o200k(text),
-            #[cfg(feature = "tokenizers")]
-            Tokenizer::Cl100k => crate::tokenizers::cl100k(text),
-            _ => estimate_tokens(text.chars().count()),
+    /// Tokens of `text`, and whether the tokenizer counted them (false: estimated).
+    fn count(self, text: &str) -> (u64, bool) {
+        #[cfg(feature = "tokenizers")]
+        if self == Tokenizer::O200k {
+            if let Some(tokens) = crate::tokenizers::o200k(text) {
+                return (tokens, true);
+            }
         }
+        (estimate_tokens(text.chars().count()), false)
     }
+}
 
-    /// What a count by this tokenizer is called in [`COUNT_HEADER`]: without the `tokenizers`
-    /// feature every family is estimated.
-    pub fn label(self) -> &'static str {
-        if cfg!(feature = "tokenizers") {
-            self.name()
-        } else {
-            "none"
-        }
+/// Counts texts with one tokenizer, remembering whether any had to be estimated.
+struct Counter {
+    tokenizer: Tokenizer,
+    tokenized: bool,
+}
+
+impl Counter {
+    fn count(&mut self, text: &str) -> u64 {
+        let (tokens, tokenized) = self.tokenizer.count(text);
+        self.tokenized &= tokenized;
+        tokens
     }
 }
 
 /// Tokens of a Chat request, framed as OpenAI frames chat messages: a few tokens per message for
 /// its role and separators, the tools' definitions as the model reads them (their JSON), and the
 /// reply's priming.
-fn chat_tokens(chat: &Value, tokenizer: Tokenizer) -> u64 {
+fn chat_tokens(chat: &Value, tokenizer: &mut Counter) -> u64 {
     const PER_MESSAGE: u64 = 3;
     const REPLY_PRIMING: u64 = 3;
     let mut total = REPLY_PRIMING;
@@ -149,14 +151,23 @@ pub fn count_tokens_reply(body: &[u8], model: Option<&str>) -> LocalReply {
     };
     let chat: Value = serde_json::from_slice(&chat.body).unwrap_or(Value::Null);
     let tokenizer = Tokenizer::for_model(chat.get("model").and_then(Value::as_str).unwrap_or(""));
-    let tokens = chat_tokens(&chat, tokenizer);
+    let mut counter = Counter {
+        tokenizer,
+        tokenized: tokenizer != Tokenizer::Estimate,
+    };
+    let tokens = chat_tokens(&chat, &mut counter);
+    let label = if counter.tokenized {
+        tokenizer.name()
+    } else {
+        Tokenizer::Estimate.name()
+    };
     LocalReply {
         status: 200,
         headers: vec![
             ("content-type".to_string(), "application/json".to_string()),
             (
                 COUNT_HEADER.to_string(),
-                format!("estimate; tokenizer={}", tokenizer.label()),
+                format!("estimate; tokenizer={label}"),
             ),
         ],
         body: json!({ "input_tokens": tokens }).to_string(),
@@ -174,8 +185,8 @@ mod tests {
             ("gpt-5", Tokenizer::O200k),
             ("o3-mini", Tokenizer::O200k),
             ("openai/gpt-4.1", Tokenizer::O200k),
-            ("gpt-4-turbo", Tokenizer::Cl100k),
-            ("gpt-3.5-turbo", Tokenizer::Cl100k),
+            ("gpt-4-turbo", Tokenizer::Estimate),
+            ("gpt-3.5-turbo", Tokenizer::Estimate),
             ("llama-3.1-8b", Tokenizer::Estimate),
             ("mistral-large", Tokenizer::Estimate),
         ] {
@@ -206,6 +217,23 @@ mod tests {
         );
         assert!(estimated >= 100);
         assert!(headers.iter().any(|(_, v)| v == "estimate; tokenizer=none"));
+        #[cfg(feature = "tokenizers")]
+        {
+            // "hello world" is 2 o200k tokens; the frame adds 3 per message and 3 for the reply,
+            // the role 1.
+            let (tokens, headers) = reply(
+                json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello world"}]}),
+            );
+            assert_eq!(tokens, 2 + 3 + 3 + 1);
+            assert!(headers
+                .iter()
+                .any(|(_, v)| v == "estimate; tokenizer=o200k_base"));
+            // A million spaces: counted in pieces, without the tokenizer's regex giving up.
+            let (spaces, _) = reply(
+                json!({"model": "gpt-4o", "messages": [{"role": "user", "content": " ".repeat(1_000_000)}]}),
+            );
+            assert!(spaces > 0);
+        }
         let bad = count_tokens_reply(b"{", None);
         assert_eq!(bad.status, 400);
         assert!(bad.body.contains("\"type\":\"error\""));
