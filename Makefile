@@ -138,7 +138,7 @@ hash-key:
 
 # Fuzzing is not part of `make test`: it needs nightly and cargo-fuzz, and it runs for minutes.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := request_fields sse_translation pii_scan_and_restore chat_to_messages cache_parsers guard_parsers
+FUZZ_TARGETS := request_fields sse_translation pii_scan_and_restore chat_to_messages cache_parsers guard_parsers api_translations
 fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	cd fuzz && for target in $(FUZZ_TARGETS); do \

@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     translator.push(a);
     translator.push(b);
     translator.finish();
-    for format in [ResponseFormat::OpenAi, ResponseFormat::Anthropic] {
+    for format in [ResponseFormat::OpenAi, ResponseFormat::Anthropic, ResponseFormat::Responses] {
         let mut usage = StreamUsage::new(format, true);
         usage.push(a);
         usage.push(b);
