@@ -119,7 +119,7 @@ validate: setup
 # The filters' own test files run three times, side by side: with the five Wasm modules, with
 # llm_gateway in place of the four downstream ones (LLM_SINGLE_MODULE=1 makes the harness merge them),
 # and with the native module libllm_gateway.so in place of every Wasm filter (LLM_NATIVE=1).
-SINGLE_MODULE_TESTS := foundation auth router guard cache pii usage provider observability global reliability
+SINGLE_MODULE_TESTS := foundation auth router guard cache pii usage provider surfaces observability global reliability
 test-integration:
 	scripts/test-integration.sh $(SINGLE_MODULE_TESTS)
 
