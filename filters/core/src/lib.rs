@@ -21,6 +21,7 @@ pub mod pattern;
 pub mod wire {
     pub mod anthropic;
     pub mod api;
+    pub(crate) mod chat_stream;
     pub mod count_tokens;
     pub mod messages_via_chat;
     pub mod provider;

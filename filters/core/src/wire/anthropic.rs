@@ -22,7 +22,8 @@ pub struct TranslatedRequest {
     pub include_usage: bool,
 }
 
-fn text_of(content: &Value) -> String {
+/// The text of a content: a string, or parts (blocks) whose `text` counts, joined by newlines.
+pub(crate) fn text_of(content: &Value) -> String {
     match content {
         Value::String(text) => text.clone(),
         Value::Array(parts) => parts

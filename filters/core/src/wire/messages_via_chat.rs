@@ -2,10 +2,10 @@
 //! Completions request, and the answer (JSON, SSE, errors) comes back as Anthropic's, so Claude Code
 //! and the anthropic SDK reach every model.
 
-use crate::anthropic::{set_field, write_event};
+use crate::anthropic::{set_field, text_of, write_event};
 use crate::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind};
-use crate::sse::{SseEvent, SseParser};
 use crate::usage::estimate_tokens;
+use crate::wire::chat_stream::{ChatEvents, ChatStream, ChatUsage, StreamEnd};
 use serde_json::{json, Map, Value};
 
 /// The Chat Completions request, and what translating its answer needs.
@@ -40,19 +40,6 @@ fn image_url(source: &Value) -> Result<String, String> {
     }
 }
 
-/// The text of a `tool_result` or `document` content: a string, or blocks whose text counts.
-fn blocks_text(content: &Value) -> String {
-    match content {
-        Value::String(text) => text.clone(),
-        Value::Array(blocks) => blocks
-            .iter()
-            .filter_map(|b| b.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
-}
-
 /// A `document` block as a Chat content part: plain text inline, a base64 PDF as a file part.
 fn document_part(block: &Value) -> Result<Value, String> {
     let source = block.get("source").unwrap_or(&Value::Null);
@@ -62,7 +49,7 @@ fn document_part(block: &Value) -> Result<Value, String> {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string(),
-        Some("content") => blocks_text(source.get("content").unwrap_or(&Value::Null)),
+        Some("content") => text_of(source.get("content").unwrap_or(&Value::Null)),
         Some("base64") => {
             let media = source
                 .get("media_type")
@@ -123,7 +110,7 @@ fn user_turn(content: &Value, out: &mut Vec<Value>) -> Result<(), String> {
                         text.push('\n');
                     }
                 }
-                text.push_str(&blocks_text(block.get("content").unwrap_or(&Value::Null)));
+                text.push_str(&text_of(block.get("content").unwrap_or(&Value::Null)));
                 parts.push(json!({"type": "text", "text": text}));
             }
             Some("tool_result") => {
@@ -132,7 +119,7 @@ fn user_turn(content: &Value, out: &mut Vec<Value>) -> Result<(), String> {
                     .and_then(Value::as_str)
                     .ok_or("a `tool_result` block needs `tool_use_id`")?;
                 let content = block.get("content").unwrap_or(&Value::Null);
-                let mut text = blocks_text(content);
+                let mut text = text_of(content);
                 if block.get("is_error").and_then(Value::as_bool) == Some(true) {
                     text = format!("Error: {text}");
                 }
@@ -253,7 +240,7 @@ pub fn messages_request_to_chat(body: &[u8], model: Option<&str>) -> Result<Chat
     let mut messages = Vec::with_capacity(input.len() + 1);
     let system = match request.get("system") {
         Some(Value::String(text)) => text.clone(),
-        Some(system @ Value::Array(_)) => blocks_text(system),
+        Some(system @ Value::Array(_)) => text_of(system),
         _ => String::new(),
     };
     if !system.is_empty() {
@@ -266,7 +253,7 @@ pub fn messages_request_to_chat(body: &[u8], model: Option<&str>) -> Result<Chat
             Some("assistant") => assistant_turn(content, &mut messages),
             // Mid-conversation instructions (Claude Code sends them): a Chat system message.
             Some("system") => {
-                messages.push(json!({"role": "system", "content": blocks_text(content)}));
+                messages.push(json!({"role": "system", "content": text_of(content)}));
                 Ok(())
             }
             other => Err(format!(
@@ -372,19 +359,12 @@ fn message_id(chat_id: &str) -> String {
 
 /// Chat usage in Anthropic's shape: Anthropic's `input_tokens` excludes cached tokens.
 fn anthropic_usage(usage: Option<&Value>, estimate: (u64, u64)) -> Value {
-    let get = |pointer: &str| {
-        usage
-            .and_then(|u| u.pointer(pointer))
-            .and_then(Value::as_u64)
-    };
-    let (input, output) = match (get("/prompt_tokens"), get("/completion_tokens")) {
-        (Some(input), Some(output)) => (input, output),
-        // No usage from the provider: what was sent and delivered, estimated.
-        _ => estimate,
-    };
-    let cached = get("/prompt_tokens_details/cached_tokens")
-        .unwrap_or(0)
-        .min(input);
+    let ChatUsage {
+        input,
+        output,
+        cached,
+        ..
+    } = ChatUsage::read(usage, estimate);
     json!({
         "input_tokens": input - cached,
         "cache_creation_input_tokens": 0,
@@ -499,39 +479,56 @@ enum Block {
 
 /// Turns a Chat Completions SSE stream into Anthropic Messages events as it arrives.
 #[derive(Debug)]
-pub struct ChatToMessagesStream {
-    parser: SseParser,
+pub struct ChatToMessagesStream(ChatStream<MessagesEvents>);
+
+#[derive(Debug)]
+struct MessagesEvents {
     request_bytes: usize,
-    started: bool,
     /// The open content block and its index.
     open: Option<(usize, Block)>,
     next_index: usize,
-    finish_reason: Option<String>,
-    usage: Option<Value>,
     output_chars: usize,
-    done: bool,
 }
 
 impl ChatToMessagesStream {
+    /// `request_bytes` estimates the input when the provider reports no usage.
     pub fn new(request_bytes: usize) -> Self {
-        ChatToMessagesStream {
-            parser: SseParser::new(),
+        ChatToMessagesStream(ChatStream::new(MessagesEvents {
             request_bytes,
-            started: false,
             open: None,
             next_index: 0,
-            finish_reason: None,
-            usage: None,
             output_chars: 0,
-            done: false,
-        }
+        }))
     }
 
+    /// Feeds a chunk of the provider's stream; returns the Anthropic events it completes.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        self.0.push(chunk)
+    }
+
+    /// The provider's stream ended: complete, or an `error` event if it was cut off.
+    pub fn finish(&mut self) -> Vec<u8> {
+        self.0.finish()
+    }
+}
+
+impl MessagesEvents {
+    fn open_block(&mut self, block: Block, start: Value, out: &mut Vec<u8>) -> usize {
+        self.close(out);
+        let index = self.next_index;
+        self.next_index += 1;
+        self.open = Some((index, block));
+        write_event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index, "content_block": start}),
+            out,
+        );
+        index
+    }
+}
+
+impl ChatEvents for MessagesEvents {
     fn start(&mut self, chunk: &Value, out: &mut Vec<u8>) {
-        if self.started {
-            return;
-        }
-        self.started = true;
         let id = message_id(chunk.get("id").and_then(Value::as_str).unwrap_or(""));
         write_event(
             "message_start",
@@ -543,29 +540,6 @@ impl ChatToMessagesStream {
             }}),
             out,
         );
-    }
-
-    fn close_block(&mut self, out: &mut Vec<u8>) {
-        if let Some((index, _)) = self.open.take() {
-            write_event(
-                "content_block_stop",
-                &json!({"type": "content_block_stop", "index": index}),
-                out,
-            );
-        }
-    }
-
-    fn open_block(&mut self, block: Block, start: Value, out: &mut Vec<u8>) -> usize {
-        self.close_block(out);
-        let index = self.next_index;
-        self.next_index += 1;
-        self.open = Some((index, block));
-        write_event(
-            "content_block_start",
-            &json!({"type": "content_block_start", "index": index, "content_block": start}),
-            out,
-        );
-        index
     }
 
     fn text(&mut self, text: &str, out: &mut Vec<u8>) {
@@ -615,147 +589,56 @@ impl ChatToMessagesStream {
         }
     }
 
+    fn close(&mut self, out: &mut Vec<u8>) {
+        if let Some((index, _)) = self.open.take() {
+            write_event(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": index}),
+                out,
+            );
+        }
+    }
+
     /// The end of the message: stop reason and usage, then `message_stop`.
-    fn complete(&mut self, out: &mut Vec<u8>) {
-        self.close_block(out);
+    fn complete(&mut self, end: &StreamEnd<'_>, out: &mut Vec<u8>) {
+        self.close(out);
         let mut usage = anthropic_usage(
-            self.usage.as_ref(),
+            end.usage,
             (
                 estimate_tokens(self.request_bytes),
                 estimate_tokens(self.output_chars),
             ),
         );
-        if self.usage.is_none() {
+        if end.usage.is_none() {
             set_field(&mut usage, "estimated", Value::Bool(true));
         }
         write_event(
             "message_delta",
             &json!({"type": "message_delta",
-                    "delta": {"stop_reason": stop_reason(self.finish_reason.as_deref()), "stop_sequence": null},
+                    "delta": {"stop_reason": stop_reason(end.finish_reason), "stop_sequence": null},
                     "usage": usage}),
             out,
         );
         write_event("message_stop", &json!({"type": "message_stop"}), out);
-        self.done = true;
     }
 
-    fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
+    fn fail(&mut self, message: &str, _code: &str, _end: &StreamEnd<'_>, out: &mut Vec<u8>) {
         write_event(
             "error",
             &json!({"type": "error", "error": {"type": "api_error", "message": message}}),
             out,
         );
-        self.done = true;
-    }
-
-    fn handle(&mut self, event: &SseEvent, out: &mut Vec<u8>) {
-        if self.done {
-            return;
-        }
-        if event.data.trim() == "[DONE]" {
-            if self.started {
-                self.complete(out);
-            } else {
-                self.fail(
-                    "The provider's stream ended before the response began.",
-                    out,
-                );
-            }
-            return;
-        }
-        let Ok(chunk) = serde_json::from_str::<Value>(&event.data) else {
-            return;
-        };
-        if let Some(error) = chunk.get("error") {
-            let message = error
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("The provider reported an error mid-stream.");
-            self.fail(message, out);
-            return;
-        }
-        self.start(&chunk, out);
-        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
-            self.usage = Some(usage.clone());
-        }
-        let Some(choice) = chunk.pointer("/choices/0") else {
-            return;
-        };
-        let delta = choice.get("delta").unwrap_or(&Value::Null);
-        for key in ["content", "refusal"] {
-            if let Some(text) = delta.get(key).and_then(Value::as_str) {
-                self.text(text, out);
-            }
-        }
-        for call in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            self.tool_call(call, out);
-        }
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-            self.finish_reason = Some(if delta.get("refusal").is_some_and(Value::is_string) {
-                "content_filter".to_string()
-            } else {
-                reason.to_string()
-            });
-            self.close_block(out);
-        }
-    }
-
-    /// Feeds a chunk of the provider's stream; returns the Anthropic events it completes.
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for event in self.parser.push(chunk) {
-            self.handle(&event, &mut out);
-        }
-        out
-    }
-
-    /// The provider's stream ended. A stream that gave its finish reason but no `[DONE]` is complete;
-    /// one cut off before that ends in an error event, never silently.
-    pub fn finish(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        if let Some(event) = self.parser.finish() {
-            self.handle(&event, &mut out);
-        }
-        if !self.done {
-            if self.finish_reason.is_some() {
-                self.complete(&mut out);
-            } else {
-                self.fail(
-                    "The provider's stream ended before the response was complete.",
-                    &mut out,
-                );
-            }
-        }
-        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::chat_stream::fixtures::{chat_stream, events};
 
     fn translate(request: Value) -> Value {
         let out = messages_request_to_chat(request.to_string().as_bytes(), None).unwrap();
         serde_json::from_slice(&out.body).unwrap()
-    }
-
-    fn events(stream: &[u8]) -> Vec<(String, Value)> {
-        let mut parser = SseParser::new();
-        let mut all = parser.push(stream);
-        all.extend(parser.finish());
-        all.into_iter()
-            .map(|e| {
-                (
-                    e.event.unwrap_or_default(),
-                    serde_json::from_str(&e.data).unwrap(),
-                )
-            })
-            .collect()
     }
 
     #[test]
@@ -906,24 +789,6 @@ mod tests {
         assert_eq!(status, 502);
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"]["type"], "api_error");
-    }
-
-    fn chat_stream() -> String {
-        let mut s = String::new();
-        for chunk in [
-            json!({"id": "chatcmpl-7", "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}),
-            json!({"id": "chatcmpl-7", "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"content": "Hello "}}]}),
-            json!({"id": "chatcmpl-7", "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"content": "world"}}]}),
-            json!({"id": "chatcmpl-7", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}]}}]}),
-            json!({"id": "chatcmpl-7", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":"}}]}}]}),
-            json!({"id": "chatcmpl-7", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}}]}),
-            json!({"id": "chatcmpl-7", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
-            json!({"id": "chatcmpl-7", "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}}),
-        ] {
-            s.push_str(&format!("data: {chunk}\n\n"));
-        }
-        s.push_str("data: [DONE]\n\n");
-        s
     }
 
     #[test]

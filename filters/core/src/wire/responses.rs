@@ -6,9 +6,9 @@
 //! (`previous_response_id`, `conversation`, `background`, item references, hosted tools) is refused
 //! with a 400 naming it; a client that sends the whole conversation in `input` needs none of it.
 
-use crate::anthropic::{set_field, write_event};
-use crate::sse::{SseEvent, SseParser};
+use crate::anthropic::{set_field, text_of, write_event};
 use crate::usage::estimate_tokens;
+use crate::wire::chat_stream::{ChatEvents, ChatStream, ChatUsage, StreamEnd};
 use serde_json::{json, Map, Value};
 
 /// What the answer's translation needs from the request.
@@ -109,16 +109,11 @@ fn message_content(content: &Value, role: &str) -> Result<Value, String> {
     Ok(Value::Array(out))
 }
 
-/// The text of a `function_call_output`'s `output`: a string, or parts whose text counts.
+/// The text of a `function_call_output`'s `output`: a string, or parts whose text counts; anything
+/// else as the JSON it is.
 fn output_text(output: &Value) -> String {
     match output {
-        Value::String(text) => text.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        Value::Null => String::new(),
+        Value::String(_) | Value::Array(_) | Value::Null => text_of(output),
         other => other.to_string(),
     }
 }
@@ -410,21 +405,13 @@ fn suffix(chat_id: &str) -> &str {
 
 /// Chat usage as Responses usage; estimated from what was sent and delivered when there is none.
 fn responses_usage(usage: Option<&Value>, estimate: (u64, u64)) -> Value {
-    let get = |pointer: &str| {
-        usage
-            .and_then(|u| u.pointer(pointer))
-            .and_then(Value::as_u64)
-    };
-    let (input, output) = match (get("/prompt_tokens"), get("/completion_tokens")) {
-        (Some(input), Some(output)) => (input, output),
-        _ => estimate,
-    };
+    let usage = ChatUsage::read(usage, estimate);
     json!({
-        "input_tokens": input,
-        "input_tokens_details": {"cached_tokens": get("/prompt_tokens_details/cached_tokens").unwrap_or(0)},
-        "output_tokens": output,
-        "output_tokens_details": {"reasoning_tokens": get("/completion_tokens_details/reasoning_tokens").unwrap_or(0)},
-        "total_tokens": input + output,
+        "input_tokens": usage.input,
+        "input_tokens_details": {"cached_tokens": usage.cached},
+        "output_tokens": usage.output,
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning},
+        "total_tokens": usage.input + usage.output,
     })
 }
 
@@ -572,8 +559,10 @@ enum OpenItem {
 
 /// Turns a Chat Completions SSE stream into Responses events (each with its `sequence_number`).
 #[derive(Debug)]
-pub struct ChatToResponsesStream {
-    parser: SseParser,
+pub struct ChatToResponsesStream(ChatStream<ResponsesEvents>);
+
+#[derive(Debug)]
+struct ResponsesEvents {
     context: ResponsesContext,
     created: u64,
     id: String,
@@ -582,16 +571,12 @@ pub struct ChatToResponsesStream {
     started: bool,
     output: Vec<Value>,
     open: Option<OpenItem>,
-    finish_reason: Option<String>,
-    usage: Option<Value>,
     output_chars: usize,
-    done: bool,
 }
 
 impl ChatToResponsesStream {
     pub fn new(context: ResponsesContext, created: u64) -> Self {
-        ChatToResponsesStream {
-            parser: SseParser::new(),
+        ChatToResponsesStream(ChatStream::new(ResponsesEvents {
             context,
             created,
             id: String::new(),
@@ -600,13 +585,22 @@ impl ChatToResponsesStream {
             started: false,
             output: Vec::new(),
             open: None,
-            finish_reason: None,
-            usage: None,
             output_chars: 0,
-            done: false,
-        }
+        }))
     }
 
+    /// Feeds a chunk of the Chat stream; returns the Responses events it completes.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        self.0.push(chunk)
+    }
+
+    /// The Chat stream ended: complete when it gave a finish reason, `response.failed` otherwise.
+    pub fn finish(&mut self) -> Vec<u8> {
+        self.0.finish()
+    }
+}
+
+impl ResponsesEvents {
     fn emit(&mut self, kind: &str, mut payload: Value, out: &mut Vec<u8>) {
         if let Some(object) = payload.as_object_mut() {
             object.insert("type".into(), json!(kind));
@@ -629,10 +623,19 @@ impl ChatToResponsesStream {
         })
     }
 
+    fn usage(&self, end: &StreamEnd<'_>) -> Value {
+        responses_usage(
+            end.usage,
+            (
+                estimate_tokens(self.context.request_bytes),
+                estimate_tokens(self.output_chars),
+            ),
+        )
+    }
+}
+
+impl ChatEvents for ResponsesEvents {
     fn start(&mut self, chunk: &Value, out: &mut Vec<u8>) {
-        if self.started {
-            return;
-        }
         self.started = true;
         self.id = suffix(chunk.get("id").and_then(Value::as_str).unwrap_or("")).to_string();
         self.model = chunk.get("model").cloned().unwrap_or(Value::Null);
@@ -645,60 +648,13 @@ impl ChatToResponsesStream {
         self.emit("response.in_progress", json!({"response": response}), out);
     }
 
-    fn close_item(&mut self, out: &mut Vec<u8>) {
-        match self.open.take() {
-            None => {}
-            Some(OpenItem::Message { index, id, text }) => {
-                self.emit(
-                    "response.output_text.done",
-                    json!({"item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": []}),
-                    out,
-                );
-                self.emit(
-                    "response.content_part.done",
-                    json!({"item_id": id, "output_index": index, "content_index": 0,
-                           "part": {"type": "output_text", "annotations": [], "logprobs": [], "text": text}}),
-                    out,
-                );
-                let item = message_item(&id, "completed", &text);
-                self.emit(
-                    "response.output_item.done",
-                    json!({"output_index": index, "item": item.clone()}),
-                    out,
-                );
-                self.output.push(item);
-            }
-            Some(OpenItem::Call {
-                index,
-                call_id,
-                name,
-                arguments,
-                ..
-            }) => {
-                let id = format!("fc_{call_id}");
-                self.emit(
-                    "response.function_call_arguments.done",
-                    json!({"item_id": id, "output_index": index, "name": name, "arguments": arguments}),
-                    out,
-                );
-                let item = call_item(&call_id, &name, &arguments, "completed");
-                self.emit(
-                    "response.output_item.done",
-                    json!({"output_index": index, "item": item.clone()}),
-                    out,
-                );
-                self.output.push(item);
-            }
-        }
-    }
-
     fn text(&mut self, delta: &str, out: &mut Vec<u8>) {
         if delta.is_empty() {
             return;
         }
         self.output_chars += delta.chars().count();
         if !matches!(self.open, Some(OpenItem::Message { .. })) {
-            self.close_item(out);
+            self.close(out);
             let index = self.output.len();
             let id = format!("msg_{}", self.id);
             let id = if self.output.is_empty() {
@@ -735,7 +691,7 @@ impl ChatToResponsesStream {
         let continues = matches!(&self.open, Some(OpenItem::Call { chat_index: open, .. }) if *open == chat_index)
             && call.get("id").is_none();
         if !continues {
-            self.close_item(out);
+            self.close(out);
             let index = self.output.len();
             let call_id = call
                 .get("id")
@@ -782,149 +738,84 @@ impl ChatToResponsesStream {
         }
     }
 
-    fn complete(&mut self, out: &mut Vec<u8>) {
-        self.close_item(out);
-        let (status, incomplete) = status_of(self.finish_reason.as_deref());
-        let usage = responses_usage(
-            self.usage.as_ref(),
-            (
-                estimate_tokens(self.context.request_bytes),
-                estimate_tokens(self.output_chars),
-            ),
-        );
-        let response = self.snapshot(status, usage, incomplete, Value::Null);
+    fn close(&mut self, out: &mut Vec<u8>) {
+        match self.open.take() {
+            None => {}
+            Some(OpenItem::Message { index, id, text }) => {
+                self.emit(
+                    "response.output_text.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": []}),
+                    out,
+                );
+                self.emit(
+                    "response.content_part.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0,
+                           "part": {"type": "output_text", "annotations": [], "logprobs": [], "text": text}}),
+                    out,
+                );
+                let item = message_item(&id, "completed", &text);
+                self.emit(
+                    "response.output_item.done",
+                    json!({"output_index": index, "item": item.clone()}),
+                    out,
+                );
+                self.output.push(item);
+            }
+            Some(OpenItem::Call {
+                index,
+                call_id,
+                name,
+                arguments,
+                ..
+            }) => {
+                let id = format!("fc_{call_id}");
+                self.emit(
+                    "response.function_call_arguments.done",
+                    json!({"item_id": id, "output_index": index, "name": name, "arguments": arguments}),
+                    out,
+                );
+                let item = call_item(&call_id, &name, &arguments, "completed");
+                self.emit(
+                    "response.output_item.done",
+                    json!({"output_index": index, "item": item.clone()}),
+                    out,
+                );
+                self.output.push(item);
+            }
+        }
+    }
+
+    fn complete(&mut self, end: &StreamEnd<'_>, out: &mut Vec<u8>) {
+        self.close(out);
+        let (status, incomplete) = status_of(end.finish_reason);
+        let response = self.snapshot(status, self.usage(end), incomplete, Value::Null);
         let kind = if status == "completed" {
             "response.completed"
         } else {
             "response.incomplete"
         };
         self.emit(kind, json!({"response": response}), out);
-        self.done = true;
     }
 
-    fn fail(&mut self, message: &str, code: &str, out: &mut Vec<u8>) {
+    fn fail(&mut self, message: &str, code: &str, end: &StreamEnd<'_>, out: &mut Vec<u8>) {
         if !self.started {
             self.start(&Value::Null, out);
         }
-        self.close_item(out);
-        let usage = responses_usage(
-            self.usage.as_ref(),
-            (
-                estimate_tokens(self.context.request_bytes),
-                estimate_tokens(self.output_chars),
-            ),
-        );
+        self.close(out);
         let error = json!({"code": code, "message": message});
-        let response = self.snapshot("failed", usage, Value::Null, error);
+        let response = self.snapshot("failed", self.usage(end), Value::Null, error);
         self.emit("response.failed", json!({"response": response}), out);
-        self.done = true;
-    }
-
-    fn handle(&mut self, event: &SseEvent, out: &mut Vec<u8>) {
-        if self.done {
-            return;
-        }
-        if event.data.trim() == "[DONE]" {
-            if self.started {
-                self.complete(out);
-            } else {
-                self.fail(
-                    "The provider's stream ended before the response began.",
-                    "server_error",
-                    out,
-                );
-            }
-            return;
-        }
-        let Ok(chunk) = serde_json::from_str::<Value>(&event.data) else {
-            return;
-        };
-        if let Some(error) = chunk.get("error") {
-            let message = error
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("The provider reported an error mid-stream.");
-            self.fail(message, "server_error", out);
-            return;
-        }
-        self.start(&chunk, out);
-        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
-            self.usage = Some(usage.clone());
-        }
-        let Some(choice) = chunk.pointer("/choices/0") else {
-            return;
-        };
-        let delta = choice.get("delta").unwrap_or(&Value::Null);
-        for key in ["content", "refusal"] {
-            if let Some(text) = delta.get(key).and_then(Value::as_str) {
-                self.text(text, out);
-            }
-        }
-        for call in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            self.tool_call(call, out);
-        }
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-            self.finish_reason = Some(reason.to_string());
-            self.close_item(out);
-        }
-    }
-
-    /// Feeds a chunk of the Chat stream; returns the Responses events it completes.
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for event in self.parser.push(chunk) {
-            self.handle(&event, &mut out);
-        }
-        out
-    }
-
-    /// The Chat stream ended: complete when it gave a finish reason, `response.failed` otherwise.
-    pub fn finish(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        if let Some(event) = self.parser.finish() {
-            self.handle(&event, &mut out);
-        }
-        if !self.done {
-            if self.finish_reason.is_some() {
-                self.complete(&mut out);
-            } else {
-                self.fail(
-                    "The provider's stream ended before the response was complete.",
-                    "incomplete_stream",
-                    &mut out,
-                );
-            }
-        }
-        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::chat_stream::fixtures::{chat_stream, events};
 
     fn translate(request: Value) -> (Value, ResponsesContext) {
         let out = responses_request_to_chat(request.to_string().as_bytes(), None).unwrap();
         (serde_json::from_slice(&out.chat).unwrap(), out.context)
-    }
-
-    fn events(stream: &[u8]) -> Vec<(String, Value)> {
-        let mut parser = SseParser::new();
-        let mut all = parser.push(stream);
-        all.extend(parser.finish());
-        all.into_iter()
-            .map(|e| {
-                (
-                    e.event.unwrap_or_default(),
-                    serde_json::from_str(&e.data).unwrap(),
-                )
-            })
-            .collect()
     }
 
     #[test]
@@ -1064,24 +955,6 @@ mod tests {
         assert_eq!(status, 503);
         let out: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(out["error"]["message"], "busy");
-    }
-
-    fn chat_stream() -> String {
-        let mut s = String::new();
-        for chunk in [
-            json!({"id": "chatcmpl-7", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}),
-            json!({"id": "chatcmpl-7", "model": "m", "choices": [{"index": 0, "delta": {"content": "Hello "}}]}),
-            json!({"id": "chatcmpl-7", "model": "m", "choices": [{"index": 0, "delta": {"content": "world"}}]}),
-            json!({"id": "chatcmpl-7", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}]}}]}),
-            json!({"id": "chatcmpl-7", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":"}}]}}]}),
-            json!({"id": "chatcmpl-7", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}}]}),
-            json!({"id": "chatcmpl-7", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
-            json!({"id": "chatcmpl-7", "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 9}}),
-        ] {
-            s.push_str(&format!("data: {chunk}\n\n"));
-        }
-        s.push_str("data: [DONE]\n\n");
-        s
     }
 
     #[test]
