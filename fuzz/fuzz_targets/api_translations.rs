@@ -12,12 +12,12 @@ fuzz_target!(|data: &[u8]| {
     let Some((&cut, input)) = data.split_first() else {
         return;
     };
-    if let Ok(chat) = messages_request_to_chat(input, None) {
+    if let Ok(chat) = messages_request_to_chat(input, None, Some(100)) {
         serde_json::from_slice::<serde_json::Value>(&chat.body).expect("valid JSON");
     }
     let reply = count_tokens_reply(input, Some("gpt-4o-mini"));
     serde_json::from_str::<serde_json::Value>(&reply.body).expect("valid JSON");
-    let context = match responses_request_to_chat(input, None) {
+    let context = match responses_request_to_chat(input, None, Some(100)) {
         Ok(request) => {
             serde_json::from_slice::<serde_json::Value>(&request.chat).expect("valid JSON");
             Some(request.context)
@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         Err(_) => None,
     };
     let context = context.or_else(|| {
-        responses_request_to_chat(br#"{"model":"m","input":"x","stream":true}"#, None)
+        responses_request_to_chat(br#"{"model":"m","input":"x","stream":true}"#, None, None)
             .ok()
             .map(|r| r.context)
     });

@@ -727,6 +727,10 @@ impl HttpFilter for UsageRequest {
         let Endpoint::Inference(flavor) = classify(method, path) else {
             return Action::Continue;
         };
+        // Counting tokens generates none: not charged, not held to limits or budgets.
+        if path.split('?').next() == Some("/v1/messages/count_tokens") {
+            return Action::Continue;
+        }
         self.inference = true;
         // Usage is read from the answer's bytes: ask for them uncompressed. Real providers gzip JSON
         // answers for clients that accept it (every official SDK does), and a compressed answer

@@ -255,7 +255,8 @@ fn entries_expire_after_their_ttl() {
     require_envoy!();
     let demo = Demo::start_with_cache(|config| {
         let mut cache = integration::filter_config(&config, "llm_cache");
-        cache["models"]["gpt-4o-mini"]["ttl_seconds"] = json!(1);
+        // Long enough for the repeat to land inside it on a loaded machine (three suites run at once).
+        cache["models"]["gpt-4o-mini"]["ttl_seconds"] = json!(3);
         set_filter_config(&config, "llm_cache", &cache.to_string())
     });
     let body = prompt("gpt-4o-mini", "short lived");
@@ -267,7 +268,7 @@ fn entries_expire_after_their_ttl() {
         ask(&demo, TEAM_A, &[], &body).header("x-llm-cache"),
         Some("hit")
     );
-    std::thread::sleep(Duration::from_millis(2100));
+    std::thread::sleep(Duration::from_millis(3100));
     assert_eq!(
         ask(&demo, TEAM_A, &[], &body).header("x-llm-cache"),
         Some("miss")

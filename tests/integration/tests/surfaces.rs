@@ -3,7 +3,7 @@
 //! the metrics.
 
 use integration::http::{post_json, sse_events};
-use integration::{require_envoy, Demo};
+use integration::{filter_config, require_envoy, set_filter_config, Demo};
 use serde_json::{json, Value};
 
 const ANTHROPIC_KEY: (&str, &str) = ("x-api-key", "sk-demo-team-a");
@@ -241,6 +241,14 @@ fn count_tokens_everywhere() {
     // "Be brief." 3 tokens, "hello world" 2, two messages framed (3 each, role 1 each), the reply 3.
     assert_eq!(response.json()["input_tokens"], 3 + 2 + 2 * 4 + 3);
     assert_eq!(demo.openai.requests().len(), before, "no provider call");
+    // Counting is not charged: no tokens for anyone.
+    for model in ["gpt-4o-mini", "claude-sonnet-4-5"] {
+        let charged = demo.envoy.prometheus().lines().any(|line| {
+            line.starts_with("llm_input_tokens_total")
+                && line.contains(&format!("model=\"{model}\""))
+        });
+        assert!(!charged, "{model}");
+    }
 }
 
 #[test]
@@ -431,5 +439,38 @@ fn pii_and_guard_on_the_responses_api() {
         response.body.contains("content_filter"),
         "{}",
         response.body
+    );
+}
+
+/// `responses_api: native`: `/v1/responses` reaches the provider as the client sent it (state
+/// fields included) and its answer comes back untouched: here the mock's own 404, as it has no
+/// Responses API.
+#[test]
+fn responses_pass_through_to_a_provider_that_serves_them() {
+    require_envoy!();
+    let demo = Demo::start_with(|config| {
+        let mut provider = filter_config(&config, "llm_provider");
+        provider["providers"]["openai"]["responses_api"] = json!("native");
+        set_filter_config(&config, "llm_provider", &provider.to_string())
+    });
+    let request = json!({"model": "gpt-4o-mini", "input": "again", "previous_response_id": "resp_123", "store": true});
+    let response = post_json(
+        &demo.envoy.url("/v1/responses"),
+        &[OPENAI_KEY],
+        &request.to_string(),
+    );
+    assert_eq!(response.status, 404, "{}", response.body);
+    assert!(
+        response.body.contains("does not serve POST /v1/responses"),
+        "{}",
+        response.body
+    );
+    let sent = demo.openai.requests();
+    let sent = sent.last().unwrap();
+    assert_eq!(sent["path"], "/v1/responses");
+    assert_eq!(sent["json"], request);
+    assert_eq!(
+        sent["headers"]["authorization"],
+        format!("Bearer {}", integration::DEMO_OPENAI_KEY)
     );
 }

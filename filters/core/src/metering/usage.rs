@@ -42,7 +42,7 @@ impl Usage {
             cache_creation: 0,
             reasoning: get(usage.pointer("/completion_tokens_details/reasoning_tokens"))
                 .max(get(usage.pointer("/output_tokens_details/reasoning_tokens"))),
-            estimated: false,
+            estimated: marked_estimated(usage.get("estimated")),
         })
     }
 
@@ -61,6 +61,9 @@ impl Usage {
         }
         if let Some(v) = get("output_tokens") {
             self.output = v;
+        }
+        if marked_estimated(usage.get("estimated")) {
+            self.estimated = true;
         }
     }
 }
@@ -137,6 +140,13 @@ struct UsageFields {
     output_tokens_details: Option<IfObject<Details>>,
     cache_read_input_tokens: Option<Value>,
     cache_creation_input_tokens: Option<Value>,
+    /// Set by llm_provider's translations when the provider reported no usage.
+    estimated: Option<Value>,
+}
+
+/// Whether a `usage` object says its counts are estimates (`"estimated": true`).
+fn marked_estimated(value: Option<&Value>) -> bool {
+    value.and_then(Value::as_bool) == Some(true)
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -185,7 +195,7 @@ impl UsageFields {
             cache_creation: 0,
             reasoning: detail(&self.completion_tokens_details, |d| &d.reasoning_tokens)
                 .max(detail(&self.output_tokens_details, |d| &d.reasoning_tokens)),
-            estimated: false,
+            estimated: marked_estimated(self.estimated.as_ref()),
         }
     }
 
@@ -198,6 +208,7 @@ impl UsageFields {
             output: count(&self.output_tokens).unwrap_or(0),
             cached_input,
             cache_creation,
+            estimated: marked_estimated(self.estimated.as_ref()),
             ..Usage::default()
         }
     }
@@ -706,6 +717,8 @@ mod tests {
             r#"{"prompt_tokens":470,"completion_tokens":256,"total_tokens":726,"prompt_tokens_details":{"cached_tokens":7,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":9}}"#,
             r#"{"input_tokens":3,"output_tokens":4,"input_tokens_details":{"cached_tokens":1},"output_tokens_details":{"reasoning_tokens":2}}"#,
             r#"{"input_tokens":10,"cache_read_input_tokens":5,"cache_creation_input_tokens":2,"output_tokens":8}"#,
+            r#"{"input_tokens":10,"output_tokens":8,"estimated":true}"#,
+            r#"{"input_tokens":10,"output_tokens":8,"estimated":"yes"}"#,
             r#"{"prompt_tokens":null,"input_tokens":5,"completion_tokens":null,"output_tokens":6}"#,
             r#"{"prompt_tokens":1.5,"input_tokens":5,"completion_tokens":-2,"output_tokens":"6"}"#,
             r#"{"prompt_tokens_details":"none","completion_tokens_details":[1,2],"input_tokens_details":null}"#,

@@ -13,6 +13,8 @@ pub(crate) struct ChatUsage {
     pub cached: u64,
     /// Reasoning tokens (inside `output`).
     pub reasoning: u64,
+    /// The provider reported nothing: estimated from what was sent and delivered.
+    pub estimated: bool,
 }
 
 impl ChatUsage {
@@ -22,9 +24,9 @@ impl ChatUsage {
                 .and_then(|u| u.pointer(pointer))
                 .and_then(Value::as_u64)
         };
-        let (input, output) = match (get("/prompt_tokens"), get("/completion_tokens")) {
-            (Some(input), Some(output)) => (input, output),
-            _ => estimate,
+        let (input, output, estimated) = match (get("/prompt_tokens"), get("/completion_tokens")) {
+            (Some(input), Some(output)) => (input, output, false),
+            _ => (estimate.0, estimate.1, true),
         };
         ChatUsage {
             input,
@@ -35,24 +37,53 @@ impl ChatUsage {
             reasoning: get("/completion_tokens_details/reasoning_tokens")
                 .unwrap_or(0)
                 .min(output),
+            estimated,
         }
     }
+
+    pub(crate) fn total(&self) -> u64 {
+        self.input.saturating_add(self.output)
+    }
+}
+
+/// A tool call id: the provider's, or one made up for servers that send none (clients answer a call
+/// by its id, so every call needs a distinct one).
+pub(crate) fn call_id(id: Option<&str>, response_id: &str, index: usize) -> String {
+    match id.filter(|id| !id.is_empty()) {
+        Some(id) => id.to_string(),
+        None => format!(
+            "call_{}_{index}",
+            response_id.strip_prefix("chatcmpl-").unwrap_or(response_id)
+        ),
+    }
+}
+
+/// One streamed tool call, assembled from its deltas.
+#[derive(Debug, Default)]
+pub(crate) struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
 }
 
 /// How a Chat stream ended: what the client's final events report.
 pub(crate) struct StreamEnd<'a> {
     pub finish_reason: Option<&'a str>,
+    /// The model declined (a non-empty `refusal`).
+    pub refused: bool,
+    /// The answer called tools (some servers say `stop` even then).
+    pub called_tools: bool,
     /// The provider's usage chunk, if it sent one.
     pub usage: Option<&'a Value>,
 }
 
 /// What a translation writes for each part of a Chat stream.
 pub(crate) trait ChatEvents {
-    /// The first chunk (its `id` and `model`).
+    /// The first chunk with content (its `id` and `model`).
     fn start(&mut self, chunk: &Value, out: &mut Vec<u8>);
     fn text(&mut self, text: &str, out: &mut Vec<u8>);
-    /// A tool-call delta: a new call when it has an `id`, otherwise more arguments.
-    fn tool_call(&mut self, call: &Value, out: &mut Vec<u8>);
+    /// A complete tool call, at the end of the choice, in the provider's order.
+    fn tool_call(&mut self, call: &ToolCall, out: &mut Vec<u8>);
     /// The choice finished: close whatever block or item is open.
     fn close(&mut self, out: &mut Vec<u8>);
     /// The stream completed.
@@ -61,7 +92,10 @@ pub(crate) trait ChatEvents {
     fn fail(&mut self, message: &str, code: &str, end: &StreamEnd<'_>, out: &mut Vec<u8>);
 }
 
-/// Feeds a Chat stream, in chunks cut anywhere, to a translation.
+/// Feeds a Chat stream, in chunks cut anywhere, to a translation. Text goes out as it arrives; tool
+/// calls are assembled per index and go out whole when the choice finishes: providers interleave
+/// the deltas of parallel calls, repeat or omit ids, while the client's APIs want each call's
+/// block or item complete before the next.
 #[derive(Debug)]
 pub(crate) struct ChatStream<E> {
     parser: SseParser,
@@ -69,6 +103,9 @@ pub(crate) struct ChatStream<E> {
     started: bool,
     done: bool,
     refused: bool,
+    id: String,
+    calls: std::collections::BTreeMap<u64, ToolCall>,
+    called_tools: bool,
     finish_reason: Option<String>,
     usage: Option<Value>,
 }
@@ -81,6 +118,9 @@ impl<E: ChatEvents> ChatStream<E> {
             started: false,
             done: false,
             refused: false,
+            id: String::new(),
+            calls: std::collections::BTreeMap::new(),
+            called_tools: false,
             finish_reason: None,
             usage: None,
         }
@@ -90,6 +130,8 @@ impl<E: ChatEvents> ChatStream<E> {
         (
             StreamEnd {
                 finish_reason: self.finish_reason.as_deref(),
+                refused: self.refused,
+                called_tools: self.called_tools,
                 usage: self.usage.as_ref(),
             },
             &mut self.events,
@@ -98,6 +140,7 @@ impl<E: ChatEvents> ChatStream<E> {
 
     fn complete(&mut self, out: &mut Vec<u8>) {
         self.done = true;
+        self.flush_calls(out);
         let (end, events) = self.end();
         events.complete(&end, out);
     }
@@ -106,6 +149,16 @@ impl<E: ChatEvents> ChatStream<E> {
         self.done = true;
         let (end, events) = self.end();
         events.fail(message, code, &end, out);
+    }
+
+    /// The assembled tool calls go out, in index order.
+    fn flush_calls(&mut self, out: &mut Vec<u8>) {
+        let calls = std::mem::take(&mut self.calls);
+        for (position, (_, mut call)) in calls.into_iter().enumerate() {
+            call.id = call_id(Some(&call.id), &self.id, position);
+            self.events.tool_call(&call, out);
+            self.called_tools = true;
+        }
     }
 
     fn handle(&mut self, event: &SseEvent, out: &mut Vec<u8>) {
@@ -135,42 +188,58 @@ impl<E: ChatEvents> ChatStream<E> {
             self.fail(message, "server_error", out);
             return;
         }
-        if !self.started {
-            self.started = true;
-            self.events.start(&chunk, out);
-        }
         if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
             self.usage = Some(usage.clone());
         }
         let Some(choice) = chunk.pointer("/choices/0") else {
+            // A chunk without choices: usage, or Azure's prompt filter results before the answer.
             return;
         };
+        if !self.started {
+            self.started = true;
+            self.id = chunk
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            self.events.start(&chunk, out);
+        }
         let delta = choice.get("delta").unwrap_or(&Value::Null);
         for key in ["content", "refusal"] {
             if let Some(text) = delta.get(key).and_then(Value::as_str) {
                 self.events.text(text, out);
+                if key == "refusal" && !text.is_empty() {
+                    self.refused = true;
+                }
             }
         }
-        if delta.get("refusal").is_some_and(Value::is_string) {
-            self.refused = true;
-        }
-        for call in delta
+        for (position, call) in delta
             .get("tool_calls")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
+            .enumerate()
         {
-            self.events.tool_call(call, out);
+            let index = call
+                .get("index")
+                .and_then(Value::as_u64)
+                .unwrap_or(position as u64);
+            let entry = self.calls.entry(index).or_default();
+            for (field, pointer) in [(&mut entry.id, "/id"), (&mut entry.name, "/function/name")] {
+                if let Some(value) = call.pointer(pointer).and_then(Value::as_str) {
+                    if field.is_empty() {
+                        value.clone_into(field);
+                    }
+                }
+            }
+            if let Some(arguments) = call.pointer("/function/arguments").and_then(Value::as_str) {
+                entry.arguments.push_str(arguments);
+            }
         }
         if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-            // A refusal is the model declining: the client's API calls that a content filter.
-            let reason = if self.refused {
-                "content_filter"
-            } else {
-                reason
-            };
             self.finish_reason = Some(reason.to_string());
             self.events.close(out);
+            self.flush_calls(out);
         }
     }
 

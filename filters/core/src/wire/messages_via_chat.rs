@@ -5,7 +5,7 @@
 use crate::anthropic::{set_field, text_of, write_event};
 use crate::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind};
 use crate::usage::estimate_tokens;
-use crate::wire::chat_stream::{ChatEvents, ChatStream, ChatUsage, StreamEnd};
+use crate::wire::chat_stream::{call_id, ChatEvents, ChatStream, ChatUsage, StreamEnd, ToolCall};
 use serde_json::{json, Map, Value};
 
 /// The Chat Completions request, and what translating its answer needs.
@@ -216,8 +216,14 @@ fn tool_choice(choice: &Value) -> Result<(Option<Value>, bool), String> {
 }
 
 /// Translates an Anthropic `/v1/messages` body into an OpenAI `/v1/chat/completions` body. `model`
-/// replaces the request's (a provider's `model_map`). Errors are messages for a 400.
-pub fn messages_request_to_chat(body: &[u8], model: Option<&str>) -> Result<ChatRequest, String> {
+/// replaces the request's (a provider's `model_map`); `max_output` caps `max_tokens` at what the
+/// provider's model can produce (Claude Code asks for 32,000; gpt-4o stops at 16,384 and refuses
+/// more). Errors are messages for a 400.
+pub fn messages_request_to_chat(
+    body: &[u8],
+    model: Option<&str>,
+    max_output: Option<u64>,
+) -> Result<ChatRequest, String> {
     let request: Value = serde_json::from_slice(body)
         .map_err(|_| "The request body is not valid JSON.".to_string())?;
     let request = request
@@ -269,6 +275,7 @@ pub fn messages_request_to_chat(body: &[u8], model: Option<&str>) -> Result<Chat
     out.insert("messages".into(), Value::Array(messages));
     // OpenAI's current name for the limit (reasoning models refuse `max_tokens`).
     if let Some(max) = request.get("max_tokens").and_then(Value::as_u64) {
+        let max = max_output.map_or(max, |cap| max.min(cap));
         out.insert("max_completion_tokens".into(), json!(max));
     }
     for field in ["temperature", "top_p"] {
@@ -340,11 +347,15 @@ pub fn messages_request_to_chat(body: &[u8], model: Option<&str>) -> Result<Chat
     Ok(ChatRequest { body, stream })
 }
 
-fn stop_reason(finish_reason: Option<&str>) -> &'static str {
+/// Anthropic's stop reason for Chat's finish reason: a refusal is `refusal`, and an answer that
+/// called tools is `tool_use` even from servers that say `stop` then.
+fn stop_reason(finish_reason: Option<&str>, refused: bool, called_tools: bool) -> &'static str {
     match finish_reason {
         Some("length") => "max_tokens",
-        Some("tool_calls" | "function_call") => "tool_use",
+        _ if refused => "refusal",
         Some("content_filter") => "refusal",
+        Some("tool_calls" | "function_call") => "tool_use",
+        _ if called_tools => "tool_use",
         _ => "end_turn",
     }
 }
@@ -363,14 +374,20 @@ fn anthropic_usage(usage: Option<&Value>, estimate: (u64, u64)) -> Value {
         input,
         output,
         cached,
+        estimated,
         ..
     } = ChatUsage::read(usage, estimate);
-    json!({
+    let mut usage = json!({
         "input_tokens": input - cached,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": cached,
         "output_tokens": output,
-    })
+    });
+    if estimated {
+        // llm_usage reads it: the charge is marked estimated, as for any provider without usage.
+        set_field(&mut usage, "estimated", Value::Bool(true));
+    }
+    usage
 }
 
 /// Translates a Chat Completions JSON answer into an Anthropic message. `request_bytes` estimates the
@@ -394,12 +411,9 @@ pub fn chat_response_to_messages(body: &[u8], request_bytes: usize) -> Result<Ve
             content.push(json!({"type": "text", "text": text}));
         }
     }
-    for call in message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    let chat_id = response.get("id").and_then(Value::as_str).unwrap_or("");
+    let calls = message.get("tool_calls").and_then(Value::as_array);
+    for (position, call) in calls.into_iter().flatten().enumerate() {
         let arguments = call
             .pointer("/function/arguments")
             .and_then(Value::as_str)
@@ -407,19 +421,22 @@ pub fn chat_response_to_messages(body: &[u8], request_bytes: usize) -> Result<Ve
         output_chars += arguments.chars().count();
         content.push(json!({
             "type": "tool_use",
-            "id": call.get("id").cloned().unwrap_or(Value::Null),
-            "name": call.pointer("/function/name").cloned().unwrap_or(Value::Null),
+            "id": call_id(call.get("id").and_then(Value::as_str), chat_id, position),
+            "name": call.pointer("/function/name").and_then(Value::as_str).unwrap_or(""),
             "input": tool_input(arguments),
         }));
     }
-    let refused = message.get("refusal").is_some_and(Value::is_string);
-    let reason = if refused {
-        "refusal"
-    } else {
-        stop_reason(choice.get("finish_reason").and_then(Value::as_str))
-    };
+    let refused = message
+        .get("refusal")
+        .and_then(Value::as_str)
+        .is_some_and(|r| !r.is_empty());
+    let reason = stop_reason(
+        choice.get("finish_reason").and_then(Value::as_str),
+        refused,
+        calls.is_some_and(|c| !c.is_empty()),
+    );
     let out = json!({
-        "id": message_id(response.get("id").and_then(Value::as_str).unwrap_or("")),
+        "id": message_id(chat_id),
         "type": "message",
         "role": "assistant",
         "model": response.get("model").cloned().unwrap_or(Value::Null),
@@ -470,13 +487,6 @@ pub fn error_to_anthropic(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
     (status, reply.body.into_bytes())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Block {
-    Text,
-    /// A tool call: Chat's tool-call index.
-    Tool(u64),
-}
-
 /// Turns a Chat Completions SSE stream into Anthropic Messages events as it arrives.
 #[derive(Debug)]
 pub struct ChatToMessagesStream(ChatStream<MessagesEvents>);
@@ -484,8 +494,8 @@ pub struct ChatToMessagesStream(ChatStream<MessagesEvents>);
 #[derive(Debug)]
 struct MessagesEvents {
     request_bytes: usize,
-    /// The open content block and its index.
-    open: Option<(usize, Block)>,
+    /// The open text block's index.
+    open_text: Option<usize>,
     next_index: usize,
     output_chars: usize,
 }
@@ -495,7 +505,7 @@ impl ChatToMessagesStream {
     pub fn new(request_bytes: usize) -> Self {
         ChatToMessagesStream(ChatStream::new(MessagesEvents {
             request_bytes,
-            open: None,
+            open_text: None,
             next_index: 0,
             output_chars: 0,
         }))
@@ -513,11 +523,10 @@ impl ChatToMessagesStream {
 }
 
 impl MessagesEvents {
-    fn open_block(&mut self, block: Block, start: Value, out: &mut Vec<u8>) -> usize {
+    fn open_block(&mut self, start: Value, out: &mut Vec<u8>) -> usize {
         self.close(out);
         let index = self.next_index;
         self.next_index += 1;
-        self.open = Some((index, block));
         write_event(
             "content_block_start",
             &json!({"type": "content_block_start", "index": index, "content_block": start}),
@@ -525,18 +534,29 @@ impl MessagesEvents {
         );
         index
     }
+
+    fn usage(&self, end: &StreamEnd<'_>) -> Value {
+        anthropic_usage(
+            end.usage,
+            (
+                estimate_tokens(self.request_bytes),
+                estimate_tokens(self.output_chars),
+            ),
+        )
+    }
 }
 
 impl ChatEvents for MessagesEvents {
     fn start(&mut self, chunk: &Value, out: &mut Vec<u8>) {
         let id = message_id(chunk.get("id").and_then(Value::as_str).unwrap_or(""));
+        // The input is known only at the end; until then, what was sent, estimated.
         write_event(
             "message_start",
             &json!({"type": "message_start", "message": {
                 "id": id, "type": "message", "role": "assistant", "content": [],
                 "model": chunk.get("model").cloned().unwrap_or(Value::Null),
                 "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": 0, "output_tokens": 0},
+                "usage": {"input_tokens": estimate_tokens(self.request_bytes), "output_tokens": 0},
             }}),
             out,
         );
@@ -547,9 +567,13 @@ impl ChatEvents for MessagesEvents {
             return;
         }
         self.output_chars += text.chars().count();
-        let index = match self.open {
-            Some((index, Block::Text)) => index,
-            _ => self.open_block(Block::Text, json!({"type": "text", "text": ""}), out),
+        let index = match self.open_text {
+            Some(index) => index,
+            None => {
+                let index = self.open_block(json!({"type": "text", "text": ""}), out);
+                self.open_text = Some(index);
+                index
+            }
         };
         write_event(
             "content_block_delta",
@@ -559,38 +583,29 @@ impl ChatEvents for MessagesEvents {
         );
     }
 
-    fn tool_call(&mut self, call: &Value, out: &mut Vec<u8>) {
-        let chat_index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-        let index = match self.open {
-            Some((index, Block::Tool(open))) if open == chat_index && call.get("id").is_none() => {
-                index
-            }
-            _ => self.open_block(
-                Block::Tool(chat_index),
-                json!({"type": "tool_use",
-                       "id": call.get("id").and_then(Value::as_str).unwrap_or(""),
-                       "name": call.pointer("/function/name").and_then(Value::as_str).unwrap_or(""),
-                       "input": {}}),
-                out,
-            ),
-        };
-        let arguments = call
-            .pointer("/function/arguments")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if !arguments.is_empty() {
-            self.output_chars += arguments.chars().count();
+    fn tool_call(&mut self, call: &ToolCall, out: &mut Vec<u8>) {
+        let index = self.open_block(
+            json!({"type": "tool_use", "id": call.id, "name": call.name, "input": {}}),
+            out,
+        );
+        if !call.arguments.is_empty() {
+            self.output_chars += call.arguments.chars().count();
             write_event(
                 "content_block_delta",
                 &json!({"type": "content_block_delta", "index": index,
-                        "delta": {"type": "input_json_delta", "partial_json": arguments}}),
+                        "delta": {"type": "input_json_delta", "partial_json": call.arguments}}),
                 out,
             );
         }
+        write_event(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": index}),
+            out,
+        );
     }
 
     fn close(&mut self, out: &mut Vec<u8>) {
-        if let Some((index, _)) = self.open.take() {
+        if let Some(index) = self.open_text.take() {
             write_event(
                 "content_block_stop",
                 &json!({"type": "content_block_stop", "index": index}),
@@ -602,21 +617,12 @@ impl ChatEvents for MessagesEvents {
     /// The end of the message: stop reason and usage, then `message_stop`.
     fn complete(&mut self, end: &StreamEnd<'_>, out: &mut Vec<u8>) {
         self.close(out);
-        let mut usage = anthropic_usage(
-            end.usage,
-            (
-                estimate_tokens(self.request_bytes),
-                estimate_tokens(self.output_chars),
-            ),
-        );
-        if end.usage.is_none() {
-            set_field(&mut usage, "estimated", Value::Bool(true));
-        }
+        let reason = stop_reason(end.finish_reason, end.refused, end.called_tools);
         write_event(
             "message_delta",
             &json!({"type": "message_delta",
-                    "delta": {"stop_reason": stop_reason(end.finish_reason), "stop_sequence": null},
-                    "usage": usage}),
+                    "delta": {"stop_reason": reason, "stop_sequence": null},
+                    "usage": self.usage(end)}),
             out,
         );
         write_event("message_stop", &json!({"type": "message_stop"}), out);
@@ -637,7 +643,7 @@ mod tests {
     use crate::wire::chat_stream::fixtures::{chat_stream, events};
 
     fn translate(request: Value) -> Value {
-        let out = messages_request_to_chat(request.to_string().as_bytes(), None).unwrap();
+        let out = messages_request_to_chat(request.to_string().as_bytes(), None, None).unwrap();
         serde_json::from_slice(&out.body).unwrap()
     }
 
@@ -712,11 +718,12 @@ mod tests {
                 "role `tool`",
             ),
         ] {
-            let err = messages_request_to_chat(request.to_string().as_bytes(), None).unwrap_err();
+            let err =
+                messages_request_to_chat(request.to_string().as_bytes(), None, None).unwrap_err();
             assert!(err.contains(expect), "{err}");
         }
-        assert!(messages_request_to_chat(b"{", None).is_err());
-        assert!(messages_request_to_chat(b"[]", None).is_err());
+        assert!(messages_request_to_chat(b"{", None, None).is_err());
+        assert!(messages_request_to_chat(b"[]", None, None).is_err());
     }
 
     #[test]
@@ -808,7 +815,6 @@ mod tests {
                 "content_block_stop",
                 "content_block_start",
                 "content_block_delta",
-                "content_block_delta",
                 "content_block_stop",
                 "message_delta",
                 "message_stop"
@@ -817,11 +823,14 @@ mod tests {
         let parsed = events(&expected);
         assert_eq!(parsed[0].1["message"]["id"], "msg_7");
         assert_eq!(parsed[5].1["content_block"]["type"], "tool_use");
+        assert_eq!(parsed[5].1["content_block"]["id"], "call_1");
         assert_eq!(parsed[5].1["index"], 1);
-        assert_eq!(parsed[7].1["delta"]["partial_json"], "1}");
-        assert_eq!(parsed[9].1["delta"]["stop_reason"], "tool_use");
-        assert_eq!(parsed[9].1["usage"]["output_tokens"], 9);
-        assert_eq!(parsed[9].1["usage"]["input_tokens"], 12);
+        // A tool call goes out whole: its arguments in one delta.
+        assert_eq!(parsed[6].1["delta"]["partial_json"], "{\"a\":1}");
+        assert_eq!(parsed[8].1["delta"]["stop_reason"], "tool_use");
+        assert_eq!(parsed[8].1["usage"]["output_tokens"], 9);
+        assert_eq!(parsed[8].1["usage"]["input_tokens"], 12);
+        assert!(parsed[8].1["usage"].get("estimated").is_none());
         // Split at every byte: the same events.
         for split in 1..source.len() {
             let mut t = ChatToMessagesStream::new(0);
@@ -858,5 +867,59 @@ mod tests {
         assert_eq!(delta["delta"]["stop_reason"], "max_tokens");
         assert_eq!(delta["usage"]["input_tokens"], 10);
         assert_eq!(delta["usage"]["output_tokens"], 2);
+    }
+
+    /// What real servers send besides OpenAI's own stream: Azure's first chunk (no choices, empty
+    /// id, prompt filter results), parallel calls whose deltas interleave, ids repeated on every
+    /// delta, `null` or missing ids, and `stop` as the finish reason of an answer that called tools.
+    #[test]
+    fn provider_quirks_still_make_whole_tool_calls() {
+        let chunks = [
+            json!({"id": "", "model": "", "choices": [], "prompt_filter_results": [{"prompt_index": 0}]}),
+            json!({"id": "chatcmpl-9", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [
+                {"index": 0, "id": "call_a", "function": {"name": "f", "arguments": ""}},
+                {"index": 1, "id": null, "function": {"name": "g", "arguments": "{\"y\":"}}]}}]}),
+            json!({"id": "chatcmpl-9", "choices": [{"index": 0, "delta": {"tool_calls": [
+                {"index": 0, "id": "call_a", "function": {"arguments": "{\"x\":1}"}}]}}]}),
+            json!({"id": "chatcmpl-9", "choices": [{"index": 0, "delta": {"tool_calls": [
+                {"index": 1, "function": {"arguments": "2}"}}]}, "finish_reason": "stop"}]}),
+        ];
+        let stream: String = chunks
+            .iter()
+            .map(|c| format!("data: {c}\n\n"))
+            .collect::<String>()
+            + "data: [DONE]\n\n";
+        let mut t = ChatToMessagesStream::new(100);
+        let mut out = t.push(stream.as_bytes());
+        out.extend(t.finish());
+        let parsed = events(&out);
+        assert_eq!(parsed[0].1["message"]["id"], "msg_9");
+        assert_eq!(parsed[0].1["message"]["model"], "gpt-4o");
+        assert_eq!(
+            parsed[0].1["message"]["usage"]["input_tokens"], 25,
+            "estimated until the end"
+        );
+        let starts: Vec<&Value> = parsed
+            .iter()
+            .filter(|(n, _)| n == "content_block_start")
+            .map(|(_, v)| &v["content_block"])
+            .collect();
+        assert_eq!(starts.len(), 2);
+        assert_eq!(starts[0]["id"], "call_a");
+        assert_eq!(
+            starts[1]["id"], "call_9_1",
+            "a made-up id for the call without one"
+        );
+        let arguments: Vec<&str> = parsed
+            .iter()
+            .filter_map(|(_, v)| v.pointer("/delta/partial_json").and_then(Value::as_str))
+            .collect();
+        assert_eq!(arguments, ["{\"x\":1}", "{\"y\":2}"]);
+        let delta = &parsed[parsed.len() - 2].1;
+        assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+        assert_eq!(
+            delta["usage"]["estimated"], true,
+            "no usage from the provider"
+        );
     }
 }

@@ -6,6 +6,7 @@ use crate::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind, LocalReply};
 use crate::config::ConfigError;
 use crate::count_tokens::count_tokens_reply;
 use crate::messages_via_chat::messages_request_to_chat;
+use crate::pattern::Pattern;
 use crate::request::{read_fields, replace_model};
 use crate::responses::responses_request_to_chat;
 pub use crate::translate::{AnswerTranslation, StreamTranslation};
@@ -41,11 +42,13 @@ pub enum WireFormat {
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ResponsesApi {
-    /// Translated to Chat Completions (works with every OpenAI-compatible server; stateless).
+    /// Passed through: the provider serves the Responses API itself (OpenAI, Azure OpenAI), with its
+    /// server-side state and hosted tools.
     #[default]
-    Translate,
-    /// Passed through: the provider serves the Responses API itself (OpenAI, Azure OpenAI).
     Native,
+    /// Translated to Chat Completions (for OpenAI-compatible servers without the Responses API;
+    /// stateless).
+    Translate,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -80,10 +83,15 @@ pub struct ProviderEntry {
     /// (`anthropic-beta`, `openai-organization`, `x-mock-*`). Every other client header is removed.
     #[serde(default)]
     pub forward_headers: Vec<String>,
-    /// OpenAI and Azure OpenAI: `native` passes `/v1/responses` through to a provider that serves it;
-    /// `translate` (the default) turns it into Chat Completions.
+    /// OpenAI and Azure OpenAI: `native` (the default) passes `/v1/responses` through to a provider
+    /// that serves it; `translate` turns it into Chat Completions.
     #[serde(default)]
     pub responses_api: Option<ResponsesApi>,
+    /// The most output tokens each model (a name or a glob, e.g. `gpt-4o*`) produces: a translated
+    /// request asking for more is capped (Claude Code asks for 32,000; gpt-4o refuses more than
+    /// 16,384). Beside these, OpenAI's published limits for GPT-4o, GPT-4.1 and GPT-3.5 apply.
+    #[serde(default)]
+    pub max_output_tokens: BTreeMap<String, u64>,
 }
 
 /// Client headers every provider receives: content negotiation, the SDKs' own telemetry, request
@@ -141,6 +149,22 @@ struct Provider {
     default_max_tokens: u64,
     forward_headers: Vec<String>,
     responses_api: ResponsesApi,
+    max_output_tokens: Vec<(Pattern, u64)>,
+}
+
+/// OpenAI's published output limits, for models whose requests may arrive from clients written for
+/// other models (a Messages client's `max_tokens` is chosen for Claude).
+fn known_output_limit(model: &str) -> Option<u64> {
+    let model = model.rsplit('/').next().unwrap_or(model);
+    if model.starts_with("gpt-4o") || model.starts_with("chatgpt-4o") {
+        Some(16_384)
+    } else if model.starts_with("gpt-4.1") {
+        Some(32_768)
+    } else if model.starts_with("gpt-3.5-turbo") || model.starts_with("gpt-4-turbo") {
+        Some(4_096)
+    } else {
+        None
+    }
 }
 
 /// The compiled configuration.
@@ -349,6 +373,18 @@ impl Providers {
                 }
                 forward_headers.push(header);
             }
+            let mut max_output_tokens = Vec::new();
+            for (model, limit) in entry.max_output_tokens {
+                if model.is_empty() || limit == 0 {
+                    return Err(ConfigError::new(
+                        format!("providers.{name}.max_output_tokens.{model}"),
+                        "a model name or glob, and a limit greater than 0",
+                    ));
+                }
+                max_output_tokens.push((Pattern::new(&model), limit));
+            }
+            // Exact names before globs.
+            max_output_tokens.sort_by_key(|(pattern, _)| pattern.is_glob());
             by_name.insert(name.clone(), providers.len());
             providers.push(Provider {
                 name,
@@ -365,6 +401,7 @@ impl Providers {
                 default_max_tokens: entry.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
                 forward_headers,
                 responses_api: entry.responses_api.unwrap_or_default(),
+                max_output_tokens,
             });
         }
         let default = match &config.default_provider {
@@ -522,17 +559,29 @@ impl Providers {
             model: model.as_deref(),
             default_max_tokens: provider.default_max_tokens,
         };
+        let max_output = model.as_deref().and_then(|model| {
+            provider
+                .max_output_tokens
+                .iter()
+                .find(|(pattern, _)| pattern.matches(model))
+                .map(|(_, limit)| *limit)
+                .or_else(|| {
+                    (provider.format != WireFormat::Anthropic)
+                        .then(|| known_output_limit(model))
+                        .flatten()
+                })
+        });
         // A limitation of the translation names the provider: another model may not have it.
         let unsupported = |m: String| invalid(&format!("{m} (provider `{}`)", provider.name));
         let (new_body, translation) = match (attempt.api, self.target(attempt)) {
             (_, None) => {
                 // Azure's Responses API takes the deployment as the body's model.
-                let to = match (&mapped, provider.format, attempt.api) {
-                    (None, WireFormat::AzureOpenai, ClientApi::Responses) => fields
-                        .model
+                let to = match (provider.format, attempt.api) {
+                    (WireFormat::AzureOpenai, ClientApi::Responses) => model
                         .as_deref()
                         .and_then(|m| provider.deployments.get(m))
-                        .cloned(),
+                        .cloned()
+                        .or_else(|| mapped.clone()),
                     _ => mapped.clone(),
                 };
                 let new_body = match (to, fields.model_span) {
@@ -546,7 +595,8 @@ impl Providers {
                 });
             }
             (ClientApi::Messages, Some(_)) => {
-                let chat = messages_request_to_chat(body, model.as_deref()).map_err(unsupported)?;
+                let chat = messages_request_to_chat(body, model.as_deref(), max_output)
+                    .map_err(unsupported)?;
                 let translation = AnswerTranslation::ChatToAnthropic {
                     stream: chat.stream,
                     request_bytes: body.len(),
@@ -554,8 +604,8 @@ impl Providers {
                 (chat.body, translation)
             }
             (ClientApi::Responses, Some(target)) => {
-                let request =
-                    responses_request_to_chat(body, model.as_deref()).map_err(unsupported)?;
+                let request = responses_request_to_chat(body, model.as_deref(), max_output)
+                    .map_err(unsupported)?;
                 if target == Target::Chat {
                     (
                         request.chat,
@@ -995,11 +1045,13 @@ mod tests {
         let p = providers(
             r#"{"providers": {
                 "openai": {"format": "openai", "api_key_env": "OPENAI_API_KEY", "responses_api": "native"},
-                "compat": {"format": "openai", "base_path": "/api/v1"},
+                "compat": {"format": "openai", "base_path": "/api/v1", "max_output_tokens": {"llama*": 2048}},
                 "anthropic": {"format": "anthropic", "api_key_env": "ANTHROPIC_API_KEY"},
                 "azure": {"format": "azure_openai", "api_key_env": "AZURE_KEY", "api_version": "2024-10-21",
-                          "deployments": {"gpt-4o-mini": "mini-deploy"}, "responses_api": "native"},
-                "azure_old": {"format": "azure_openai", "api_key_env": "AZURE_KEY", "api_version": "2024-10-21"}
+                          "deployments": {"gpt-4o-mini": "mini-deploy", "gpt-4o-2024-08-06": "prod"},
+                          "model_map": {"gpt-4o": "gpt-4o-2024-08-06"}, "responses_api": "native"},
+                "azure_old": {"format": "azure_openai", "api_key_env": "AZURE_KEY", "api_version": "2024-10-21",
+                              "responses_api": "translate"}
             }}"#,
         );
         let messages = br#"{"model":"gpt-4o-mini","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
@@ -1015,6 +1067,19 @@ mod tests {
         ));
         let sent: Value = serde_json::from_slice(&plan.new_body.unwrap()).unwrap();
         assert_eq!(sent["stream_options"]["include_usage"], true);
+        // Output limits: Claude Code's 32,000 is more than gpt-4o-mini produces (OpenAI refuses
+        // it); the configured limit of another model; none for a model without one.
+        for (model, expected) in [
+            ("gpt-4o-mini", 16_384),
+            ("llama-3.1-70b", 2048),
+            ("mistral", 32_000),
+        ] {
+            let request = json!({"model": model, "max_tokens": 32_000,
+                                 "messages": [{"role": "user", "content": "hi"}]});
+            let plan = p.body(&attempt, request.to_string().as_bytes()).unwrap();
+            let sent: Value = serde_json::from_slice(&plan.new_body.unwrap()).unwrap();
+            assert_eq!(sent["max_completion_tokens"], expected, "{model}");
+        }
         let headers = p.headers(&attempt, plan.model.as_deref());
         assert_eq!(headers.path.as_deref(), Some("/api/v1/chat/completions"));
         assert!(headers.remove.contains(&"anthropic-version"));
@@ -1041,6 +1106,12 @@ mod tests {
             p.headers(&attempt, plan.model.as_deref()).path.as_deref(),
             Some("/openai/v1/responses")
         );
+        // The deployment of the mapped model.
+        let plan = p
+            .body(&attempt, br#"{"model":"gpt-4o","input":"hi"}"#)
+            .unwrap();
+        let sent: Value = serde_json::from_slice(&plan.new_body.unwrap()).unwrap();
+        assert_eq!(sent["model"], "prod");
         // Translated elsewhere: to Chat, or to Messages for Anthropic.
         let attempt = p.attempt(Some("azure_old"), "/v1/responses").unwrap();
         let plan = p.body(&attempt, responses).unwrap();

@@ -8,7 +8,7 @@
 
 use crate::anthropic::{set_field, text_of, write_event};
 use crate::usage::estimate_tokens;
-use crate::wire::chat_stream::{ChatEvents, ChatStream, ChatUsage, StreamEnd};
+use crate::wire::chat_stream::{call_id, ChatEvents, ChatStream, ChatUsage, StreamEnd, ToolCall};
 use serde_json::{json, Map, Value};
 
 /// What the answer's translation needs from the request.
@@ -147,7 +147,26 @@ fn input_items(input: &Value, messages: &mut Vec<Value>) -> Result<(), String> {
                 };
                 let content = message_content(item.get("content").unwrap_or(&Value::Null), role)
                     .map_err(at)?;
-                messages.push(json!({"role": role, "content": content}));
+                // Text after a turn's calls (before their outputs) belongs to that turn: Chat wants
+                // the tool messages right after the assistant message that called.
+                let joins = role == "assistant"
+                    && messages.last().is_some_and(|m| {
+                        m.get("role").and_then(Value::as_str) == Some("assistant")
+                            && m.get("tool_calls").is_some()
+                    });
+                match messages.last_mut().filter(|_| joins) {
+                    Some(last) => {
+                        let before = last.get("content").and_then(Value::as_str).unwrap_or("");
+                        let text = content.as_str().unwrap_or("");
+                        let joined = match (before.is_empty(), text.is_empty()) {
+                            (true, _) => text.to_string(),
+                            (false, true) => before.to_string(),
+                            (false, false) => format!("{before}\n{text}"),
+                        };
+                        set_field(last, "content", Value::String(joined));
+                    }
+                    None => messages.push(json!({"role": role, "content": content})),
+                }
             }
             "function_call" => {
                 let call_id = item
@@ -204,10 +223,12 @@ fn input_items(input: &Value, messages: &mut Vec<Value>) -> Result<(), String> {
 }
 
 /// Translates a `/v1/responses` body into a `/v1/chat/completions` body. `model` replaces the
-/// request's (a provider's `model_map`). Errors are messages for a 400.
+/// request's (a provider's `model_map`); `max_output` caps `max_output_tokens` at what the
+/// provider's model can produce. Errors are messages for a 400.
 pub fn responses_request_to_chat(
     body: &[u8],
     model: Option<&str>,
+    max_output: Option<u64>,
 ) -> Result<ResponsesRequest, String> {
     let request: Value = serde_json::from_slice(body)
         .map_err(|_| "The request body is not valid JSON.".to_string())?;
@@ -256,6 +277,7 @@ pub fn responses_request_to_chat(
     out.insert("model".into(), Value::String(model));
     out.insert("messages".into(), Value::Array(messages));
     if let Some(max) = request.get("max_output_tokens").and_then(Value::as_u64) {
+        let max = max_output.map_or(max, |cap| max.min(cap));
         out.insert("max_completion_tokens".into(), json!(max));
     }
     for field in ["temperature", "top_p"] {
@@ -406,13 +428,18 @@ fn suffix(chat_id: &str) -> &str {
 /// Chat usage as Responses usage; estimated from what was sent and delivered when there is none.
 fn responses_usage(usage: Option<&Value>, estimate: (u64, u64)) -> Value {
     let usage = ChatUsage::read(usage, estimate);
-    json!({
+    let mut out = json!({
         "input_tokens": usage.input,
         "input_tokens_details": {"cached_tokens": usage.cached},
         "output_tokens": usage.output,
         "output_tokens_details": {"reasoning_tokens": usage.reasoning},
-        "total_tokens": usage.input + usage.output,
-    })
+        "total_tokens": usage.total(),
+    });
+    if usage.estimated {
+        // llm_usage reads it: the charge is marked estimated, as for any provider without usage.
+        set_field(&mut out, "estimated", Value::Bool(true));
+    }
+    out
 }
 
 /// `status` and `incomplete_details` from Chat's finish reason.
@@ -476,32 +503,29 @@ pub fn chat_response_to_responses(
     let choice = chat
         .pointer("/choices/0")
         .ok_or("the provider's response has no choices")?;
-    let id = suffix(chat.get("id").and_then(Value::as_str).unwrap_or(""));
+    let chat_id = chat.get("id").and_then(Value::as_str).unwrap_or("");
+    let id = suffix(chat_id);
     let message = choice.get("message").unwrap_or(&Value::Null);
     let mut output = Vec::new();
     let mut output_chars = 0;
-    let text = message
-        .get("content")
-        .and_then(Value::as_str)
-        .or_else(|| message.get("refusal").and_then(Value::as_str))
-        .unwrap_or("");
+    // A refusal is the answer's text, as in streams.
+    let text: String = ["content", "refusal"]
+        .iter()
+        .filter_map(|key| message.get(*key).and_then(Value::as_str))
+        .collect();
     if !text.is_empty() {
         output_chars += text.chars().count();
-        output.push(message_item(&format!("msg_{id}"), "completed", text));
+        output.push(message_item(&format!("msg_{id}"), "completed", &text));
     }
-    for call in message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    let calls = message.get("tool_calls").and_then(Value::as_array);
+    for (position, call) in calls.into_iter().flatten().enumerate() {
         let arguments = call
             .pointer("/function/arguments")
             .and_then(Value::as_str)
             .unwrap_or("");
         output_chars += arguments.chars().count();
         output.push(call_item(
-            call.get("id").and_then(Value::as_str).unwrap_or(""),
+            &call_id(call.get("id").and_then(Value::as_str), chat_id, position),
             call.pointer("/function/name")
                 .and_then(Value::as_str)
                 .unwrap_or(""),
@@ -541,20 +565,12 @@ pub fn error_to_responses(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
     crate::anthropic::error_to_openai(status, body)
 }
 
+/// The message item being streamed: its output index, id and text so far.
 #[derive(Debug)]
-enum OpenItem {
-    Message {
-        index: usize,
-        id: String,
-        text: String,
-    },
-    Call {
-        index: usize,
-        chat_index: u64,
-        call_id: String,
-        name: String,
-        arguments: String,
-    },
+struct OpenMessage {
+    index: usize,
+    id: String,
+    text: String,
 }
 
 /// Turns a Chat Completions SSE stream into Responses events (each with its `sequence_number`).
@@ -570,7 +586,7 @@ struct ResponsesEvents {
     sequence: u64,
     started: bool,
     output: Vec<Value>,
-    open: Option<OpenItem>,
+    open: Option<OpenMessage>,
     output_chars: usize,
 }
 
@@ -653,7 +669,7 @@ impl ChatEvents for ResponsesEvents {
             return;
         }
         self.output_chars += delta.chars().count();
-        if !matches!(self.open, Some(OpenItem::Message { .. })) {
+        if self.open.is_none() {
             self.close(out);
             let index = self.output.len();
             let id = format!("msg_{}", self.id);
@@ -673,75 +689,53 @@ impl ChatEvents for ResponsesEvents {
                        "part": {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}}),
                 out,
             );
-            self.open = Some(OpenItem::Message {
+            self.open = Some(OpenMessage {
                 index,
                 id,
                 text: String::new(),
             });
         }
-        if let Some(OpenItem::Message { index, id, text }) = &mut self.open {
+        if let Some(OpenMessage { index, id, text }) = &mut self.open {
             text.push_str(delta);
             let payload = json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta, "logprobs": []});
             self.emit("response.output_text.delta", payload, out);
         }
     }
 
-    fn tool_call(&mut self, call: &Value, out: &mut Vec<u8>) {
-        let chat_index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-        let continues = matches!(&self.open, Some(OpenItem::Call { chat_index: open, .. }) if *open == chat_index)
-            && call.get("id").is_none();
-        if !continues {
-            self.close(out);
-            let index = self.output.len();
-            let call_id = call
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let name = call
-                .pointer("/function/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
+    fn tool_call(&mut self, call: &ToolCall, out: &mut Vec<u8>) {
+        self.close(out);
+        let index = self.output.len();
+        let id = format!("fc_{}", call.id);
+        self.emit(
+            "response.output_item.added",
+            json!({"output_index": index, "item": call_item(&call.id, &call.name, "", "in_progress")}),
+            out,
+        );
+        if !call.arguments.is_empty() {
+            self.output_chars += call.arguments.chars().count();
             self.emit(
-                "response.output_item.added",
-                json!({"output_index": index, "item": call_item(&call_id, &name, "", "in_progress")}),
+                "response.function_call_arguments.delta",
+                json!({"item_id": id, "output_index": index, "delta": call.arguments}),
                 out,
             );
-            self.open = Some(OpenItem::Call {
-                index,
-                chat_index,
-                call_id,
-                name,
-                arguments: String::new(),
-            });
         }
-        let delta = call
-            .pointer("/function/arguments")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if delta.is_empty() {
-            return;
-        }
-        self.output_chars += delta.chars().count();
-        if let Some(OpenItem::Call {
-            index,
-            call_id,
-            arguments,
-            ..
-        }) = &mut self.open
-        {
-            arguments.push_str(delta);
-            let payload =
-                json!({"item_id": format!("fc_{call_id}"), "output_index": index, "delta": delta});
-            self.emit("response.function_call_arguments.delta", payload, out);
-        }
+        self.emit(
+            "response.function_call_arguments.done",
+            json!({"item_id": id, "output_index": index, "name": call.name, "arguments": call.arguments}),
+            out,
+        );
+        let item = call_item(&call.id, &call.name, &call.arguments, "completed");
+        self.emit(
+            "response.output_item.done",
+            json!({"output_index": index, "item": item.clone()}),
+            out,
+        );
+        self.output.push(item);
     }
 
     fn close(&mut self, out: &mut Vec<u8>) {
-        match self.open.take() {
-            None => {}
-            Some(OpenItem::Message { index, id, text }) => {
+        if let Some(OpenMessage { index, id, text }) = self.open.take() {
+            {
                 self.emit(
                     "response.output_text.done",
                     json!({"item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": []}),
@@ -754,27 +748,6 @@ impl ChatEvents for ResponsesEvents {
                     out,
                 );
                 let item = message_item(&id, "completed", &text);
-                self.emit(
-                    "response.output_item.done",
-                    json!({"output_index": index, "item": item.clone()}),
-                    out,
-                );
-                self.output.push(item);
-            }
-            Some(OpenItem::Call {
-                index,
-                call_id,
-                name,
-                arguments,
-                ..
-            }) => {
-                let id = format!("fc_{call_id}");
-                self.emit(
-                    "response.function_call_arguments.done",
-                    json!({"item_id": id, "output_index": index, "name": name, "arguments": arguments}),
-                    out,
-                );
-                let item = call_item(&call_id, &name, &arguments, "completed");
                 self.emit(
                     "response.output_item.done",
                     json!({"output_index": index, "item": item.clone()}),
@@ -814,7 +787,7 @@ mod tests {
     use crate::wire::chat_stream::fixtures::{chat_stream, events};
 
     fn translate(request: Value) -> (Value, ResponsesContext) {
-        let out = responses_request_to_chat(request.to_string().as_bytes(), None).unwrap();
+        let out = responses_request_to_chat(request.to_string().as_bytes(), None, None).unwrap();
         (serde_json::from_slice(&out.chat).unwrap(), out.context)
     }
 
@@ -836,7 +809,10 @@ mod tests {
                 {"type": "function_call", "call_id": "call_2", "name": "get_weather", "arguments": "{}"},
                 {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
                 {"type": "function_call_output", "call_id": "call_2", "output": [{"type": "input_text", "text": "rain"}]},
-                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Sunny."}]}
+                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Sunny."}]},
+                {"type": "function_call", "call_id": "call_3", "name": "get_weather", "arguments": "{}"},
+                {"type": "message", "role": "assistant", "content": "Checking once more."},
+                {"type": "function_call_output", "call_id": "call_3", "output": "dry"}
             ]
         }));
         assert!(context.stream);
@@ -854,10 +830,11 @@ mod tests {
             json!({"role": "tool", "tool_call_id": "call_1", "content": "sunny"})
         );
         assert_eq!(messages[5]["content"], "rain");
-        assert_eq!(
-            messages[6],
-            json!({"role": "assistant", "content": "Sunny."})
-        );
+        // Text between a call and its output joins the calling turn: the output stays right after.
+        assert_eq!(messages[6]["content"], "Sunny.\nChecking once more.");
+        assert_eq!(messages[6]["tool_calls"][0]["id"], "call_3");
+        assert_eq!(messages[7]["role"], "tool");
+        assert_eq!(messages.len(), 8);
         assert_eq!(chat["max_completion_tokens"], 200);
         assert_eq!(chat["reasoning_effort"], "low");
         assert_eq!(chat["response_format"]["json_schema"]["name"], "w");
@@ -886,7 +863,8 @@ mod tests {
             for (k, v) in extra.as_object().unwrap() {
                 request[k] = v.clone();
             }
-            let err = responses_request_to_chat(request.to_string().as_bytes(), None).unwrap_err();
+            let err =
+                responses_request_to_chat(request.to_string().as_bytes(), None, None).unwrap_err();
             assert!(err.contains(name), "{err}");
         }
         // Not stateful: accepted.
@@ -898,11 +876,11 @@ mod tests {
             for (k, v) in extra.as_object().unwrap() {
                 request[k] = v.clone();
             }
-            assert!(responses_request_to_chat(request.to_string().as_bytes(), None).is_ok());
+            assert!(responses_request_to_chat(request.to_string().as_bytes(), None, None).is_ok());
         }
-        assert!(responses_request_to_chat(br#"{"model":"m"}"#, None).is_err());
-        assert!(responses_request_to_chat(br#"{"model":"m","input":[]}"#, None).is_err());
-        assert!(responses_request_to_chat(b"nope", None).is_err());
+        assert!(responses_request_to_chat(br#"{"model":"m"}"#, None, None).is_err());
+        assert!(responses_request_to_chat(br#"{"model":"m","input":[]}"#, None, None).is_err());
+        assert!(responses_request_to_chat(b"nope", None, None).is_err());
     }
 
     #[test]
@@ -980,7 +958,6 @@ mod tests {
                 "response.output_item.done",
                 "response.output_item.added",
                 "response.function_call_arguments.delta",
-                "response.function_call_arguments.delta",
                 "response.function_call_arguments.done",
                 "response.output_item.done",
                 "response.completed",
@@ -991,8 +968,8 @@ mod tests {
             assert_eq!(data["type"], name.as_str());
         }
         assert_eq!(parsed[6].1["text"], "Hello world");
-        assert_eq!(parsed[12].1["arguments"], "{\"a\":1}");
-        let done = &parsed[14].1["response"];
+        assert_eq!(parsed[11].1["arguments"], "{\"a\":1}");
+        let done = &parsed[13].1["response"];
         assert_eq!(done["status"], "completed");
         assert_eq!(done["output"].as_array().unwrap().len(), 2);
         assert_eq!(done["usage"]["output_tokens"], 9);

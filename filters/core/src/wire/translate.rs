@@ -202,6 +202,7 @@ mod tests {
         let request = responses_request_to_chat(
             br#"{"model":"claude-sonnet-4-5","input":"hi","stream":true}"#,
             None,
+            None,
         )
         .unwrap();
         let translation = AnswerTranslation::AnthropicToResponses(request.context);
@@ -229,7 +230,7 @@ mod tests {
     #[test]
     fn errors_and_json_answers_in_the_clients_shape() {
         let request =
-            responses_request_to_chat(br#"{"model":"claude-sonnet-4-5","input":"hi"}"#, None)
+            responses_request_to_chat(br#"{"model":"claude-sonnet-4-5","input":"hi"}"#, None, None)
                 .unwrap();
         let translation = AnswerTranslation::AnthropicToResponses(request.context);
         assert_eq!(translation.status(529), 503);
