@@ -60,8 +60,9 @@ done
 cat <<'BANNER'
 
   LLM gateway demo is up.
-    API          http://127.0.0.1:10000   (OpenAI: /v1/chat/completions /v1/completions /v1/embeddings
-                                           /v1/models; Anthropic: /v1/messages)
+    API          http://127.0.0.1:10000   (OpenAI: /v1/chat/completions /v1/responses /v1/completions
+                                           /v1/embeddings /v1/models; Anthropic: /v1/messages
+                                           /v1/messages/count_tokens; every model on every API)
     Envoy admin  http://127.0.0.1:9901    (metrics: /stats/prometheus)
     Upstreams    mock providers on 127.0.0.1:18080 (OpenAI format), :18081 (Anthropic format),
                  :18082 (always 503); what they received: curl 127.0.0.1:18080/mock/requests
@@ -79,6 +80,10 @@ cat <<'BANNER'
     curl -s 127.0.0.1:10000/v1/chat/completions -H 'authorization: Bearer sk-demo-team-a' \
       -H 'content-type: application/json' \
       -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+
+  Claude Code on an OpenAI model (headless; the last variable keeps it off api.anthropic.com):
+    ANTHROPIC_BASE_URL=http://127.0.0.1:10000 ANTHROPIC_API_KEY=sk-demo-team-a \
+      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 claude -p hello --model gpt-4o-mini
 
   Ctrl-C stops everything. Access log (JSON) follows.
 
