@@ -148,11 +148,24 @@ pub fn chat_request_to_messages(
     body: &[u8],
     options: RequestOptions<'_>,
 ) -> Result<TranslatedRequest, String> {
-    let request: Value = serde_json::from_slice(body)
-        .map_err(|_| "The request body is not valid JSON.".to_string())?;
-    let request = request
-        .as_object()
-        .ok_or("The request body must be a JSON object.")?;
+    chat_object_to_messages(&json_object(body)?, options)
+}
+
+/// A request body as a JSON object, or the message for a 400.
+pub(crate) fn json_object(body: &[u8]) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err("The request body must be a JSON object.".to_string()),
+        Err(_) => Err("The request body is not valid JSON.".to_string()),
+    }
+}
+
+/// [`chat_request_to_messages`] on a parsed body (a translation from another API hands its Chat
+/// request over without writing and reading it again).
+pub(crate) fn chat_object_to_messages(
+    request: &Map<String, Value>,
+    options: RequestOptions<'_>,
+) -> Result<TranslatedRequest, String> {
     let model = match options.model {
         Some(model) => model.to_string(),
         None => request

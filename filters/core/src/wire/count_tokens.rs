@@ -2,8 +2,9 @@
 //! tokens itself, with the model family's tokenizer where it has one (OpenAI's), otherwise estimated
 //! from its length. Either way the answer says how it was counted in [`COUNT_HEADER`].
 
+use crate::anthropic::json_object;
 use crate::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind, LocalReply};
-use crate::messages_via_chat::messages_request_to_chat;
+use crate::messages_via_chat::messages_object_to_chat;
 use crate::usage::estimate_tokens;
 use serde_json::{json, Value};
 
@@ -160,8 +161,10 @@ fn chat_tokens(chat: &Value, tokenizer: &mut Counter) -> u64 {
 /// The answer to a `/v1/messages/count_tokens` request: `{"input_tokens": N}` with [`COUNT_HEADER`],
 /// or an Anthropic-shaped 400 for a request that could not be sent either.
 pub fn count_tokens_reply(body: &[u8], model: Option<&str>) -> LocalReply {
-    let chat = match messages_request_to_chat(body, model, None) {
-        Ok(chat) => chat,
+    let chat = match json_object(body)
+        .and_then(|request| messages_object_to_chat(&request, model, None))
+    {
+        Ok((chat, _)) => Value::Object(chat),
         Err(message) => {
             return error_reply(
                 ApiFlavor::Anthropic,
@@ -171,7 +174,6 @@ pub fn count_tokens_reply(body: &[u8], model: Option<&str>) -> LocalReply {
             )
         }
     };
-    let chat: Value = serde_json::from_slice(&chat.body).unwrap_or(Value::Null);
     let tokenizer = Tokenizer::for_model(chat.get("model").and_then(Value::as_str).unwrap_or(""));
     let mut counter = Counter {
         tokenizer,

@@ -2,7 +2,7 @@
 //! Completions request, and the answer (JSON, SSE, errors) comes back as Anthropic's, so Claude Code
 //! and the anthropic SDK reach every model.
 
-use crate::anthropic::{set_field, text_of, write_event};
+use crate::anthropic::{json_object, set_field, text_of, write_event};
 use crate::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind};
 use crate::usage::estimate_tokens;
 use crate::wire::chat_stream::{call_id, ChatEvents, ChatStream, ChatUsage, StreamEnd, ToolCall};
@@ -224,11 +224,17 @@ pub fn messages_request_to_chat(
     model: Option<&str>,
     max_output: Option<u64>,
 ) -> Result<ChatRequest, String> {
-    let request: Value = serde_json::from_slice(body)
-        .map_err(|_| "The request body is not valid JSON.".to_string())?;
-    let request = request
-        .as_object()
-        .ok_or("The request body must be a JSON object.")?;
+    let (chat, stream) = messages_object_to_chat(&json_object(body)?, model, max_output)?;
+    let body = serde_json::to_vec(&Value::Object(chat)).map_err(|e| e.to_string())?;
+    Ok(ChatRequest { body, stream })
+}
+
+/// [`messages_request_to_chat`] on a parsed body: the Chat request and whether it streams.
+pub(crate) fn messages_object_to_chat(
+    request: &Map<String, Value>,
+    model: Option<&str>,
+    max_output: Option<u64>,
+) -> Result<(Map<String, Value>, bool), String> {
     let model = match model {
         Some(model) => model.to_string(),
         None => request
@@ -343,8 +349,7 @@ pub fn messages_request_to_chat(
         // The usage chunk feeds `message_delta.usage`; the client never sees it.
         out.insert("stream_options".into(), json!({"include_usage": true}));
     }
-    let body = serde_json::to_vec(&Value::Object(out)).map_err(|e| e.to_string())?;
-    Ok(ChatRequest { body, stream })
+    Ok((out, stream))
 }
 
 /// Anthropic's stop reason for Chat's finish reason: a refusal is `refusal`, and an answer that

@@ -8,7 +8,7 @@ use crate::count_tokens::count_tokens_reply;
 use crate::messages_via_chat::messages_request_to_chat;
 use crate::pattern::Pattern;
 use crate::request::{read_fields, replace_model};
-use crate::responses::responses_request_to_chat;
+use crate::responses::{responses_request_to_chat, responses_request_to_messages};
 pub use crate::translate::{AnswerTranslation, StreamTranslation};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -603,22 +603,22 @@ impl Providers {
                 };
                 (chat.body, translation)
             }
-            (ClientApi::Responses, Some(target)) => {
+            (ClientApi::Responses, Some(Target::Chat)) => {
                 let request = responses_request_to_chat(body, model.as_deref(), max_output)
                     .map_err(unsupported)?;
-                if target == Target::Chat {
-                    (
-                        request.chat,
-                        AnswerTranslation::ChatToResponses(request.context),
-                    )
-                } else {
-                    let messages = chat_request_to_messages(&request.chat, anthropic_options)
+                (
+                    request.chat,
+                    AnswerTranslation::ChatToResponses(request.context),
+                )
+            }
+            (ClientApi::Responses, Some(Target::Messages)) => {
+                let (messages, context) =
+                    responses_request_to_messages(body, anthropic_options, max_output)
                         .map_err(unsupported)?;
-                    (
-                        messages.body,
-                        AnswerTranslation::AnthropicToResponses(request.context),
-                    )
-                }
+                (
+                    messages.body,
+                    AnswerTranslation::AnthropicToResponses(context),
+                )
             }
             (_, Some(_)) => {
                 let translated =

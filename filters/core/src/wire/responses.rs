@@ -6,7 +6,10 @@
 //! (`previous_response_id`, `conversation`, `background`, item references, hosted tools) is refused
 //! with a 400 naming it; a client that sends the whole conversation in `input` needs none of it.
 
-use crate::anthropic::{set_field, text_of, write_event};
+use crate::anthropic::{
+    chat_object_to_messages, json_object, set_field, text_of, write_event, RequestOptions,
+    TranslatedRequest,
+};
 use crate::usage::estimate_tokens;
 use crate::wire::chat_stream::{call_id, ChatEvents, ChatStream, ChatUsage, StreamEnd, ToolCall};
 use serde_json::{json, Map, Value};
@@ -230,11 +233,31 @@ pub fn responses_request_to_chat(
     model: Option<&str>,
     max_output: Option<u64>,
 ) -> Result<ResponsesRequest, String> {
-    let request: Value = serde_json::from_slice(body)
-        .map_err(|_| "The request body is not valid JSON.".to_string())?;
-    let request = request
-        .as_object()
-        .ok_or("The request body must be a JSON object.")?;
+    let (chat, context) =
+        responses_object_to_chat(&json_object(body)?, model, max_output, body.len())?;
+    let chat = serde_json::to_vec(&Value::Object(chat)).map_err(|e| e.to_string())?;
+    Ok(ResponsesRequest { chat, context })
+}
+
+/// A `/v1/responses` body translated to an Anthropic `/v1/messages` body, through Chat Completions
+/// without writing and reading the intermediate request.
+pub fn responses_request_to_messages(
+    body: &[u8],
+    options: RequestOptions<'_>,
+    max_output: Option<u64>,
+) -> Result<(TranslatedRequest, ResponsesContext), String> {
+    let (chat, context) =
+        responses_object_to_chat(&json_object(body)?, options.model, max_output, body.len())?;
+    Ok((chat_object_to_messages(&chat, options)?, context))
+}
+
+/// [`responses_request_to_chat`] on a parsed body of `request_bytes` bytes.
+fn responses_object_to_chat(
+    request: &Map<String, Value>,
+    model: Option<&str>,
+    max_output: Option<u64>,
+    request_bytes: usize,
+) -> Result<(Map<String, Value>, ResponsesContext), String> {
     for (field, why) in STATEFUL {
         let set = match request.get(field) {
             None | Some(Value::Null) | Some(Value::Bool(false)) => false,
@@ -410,15 +433,14 @@ pub fn responses_request_to_chat(
     // Nothing is stored: a translated response cannot be retrieved later.
     echo.insert("store".into(), Value::Bool(false));
     echo.insert("truncation".into(), json!("disabled"));
-    let chat = serde_json::to_vec(&Value::Object(out)).map_err(|e| e.to_string())?;
-    Ok(ResponsesRequest {
-        chat,
-        context: ResponsesContext {
+    Ok((
+        out,
+        ResponsesContext {
             stream,
             echo,
-            request_bytes: body.len(),
+            request_bytes,
         },
-    })
+    ))
 }
 
 fn suffix(chat_id: &str) -> &str {
