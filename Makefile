@@ -119,12 +119,9 @@ validate: setup
 # The filters' own test files run three times, side by side: with the five Wasm modules, with
 # llm_gateway in place of the four downstream ones (LLM_SINGLE_MODULE=1 makes the harness merge them),
 # and with the native module libllm_gateway.so in place of every Wasm filter (LLM_NATIVE=1).
-SINGLE_MODULE_TESTS := foundation auth router guard cache pii usage provider observability global reliability
-# The API-surface tests exercise llm_provider, which llm_gateway leaves in its own module: they run
-# against the separate modules and the native module (which does contain it), not llm_gateway again.
-NATIVE_EXTRA_TESTS := surfaces
+SINGLE_MODULE_TESTS := foundation auth router guard cache pii usage provider surfaces observability global reliability
 test-integration:
-	NATIVE_EXTRA_TESTS="$(NATIVE_EXTRA_TESTS)" scripts/test-integration.sh $(SINGLE_MODULE_TESTS)
+	scripts/test-integration.sh $(SINGLE_MODULE_TESTS)
 
 lint: setup
 	cargo fmt --all -- --check

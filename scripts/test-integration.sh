@@ -19,15 +19,13 @@ cargo test -p integration --no-run || exit 1
 
 single_args=()
 for name in "$@"; do single_args+=(--test "$name"); done
-native_args=("${single_args[@]}")
-for name in ${NATIVE_EXTRA_TESTS:-}; do native_args+=(--test "$name"); done
 
 echo "integration tests: separate modules, llm_gateway and the native module side by side (logs: $logs/)"
 cargo test -p integration -- --test-threads 2 > "$logs/modules.log" 2>&1 &
 modules=$!
 LLM_SINGLE_MODULE=1 cargo test -p integration "${single_args[@]}" -- --test-threads 2 > "$logs/gateway.log" 2>&1 &
 gateway=$!
-LLM_NATIVE=1 cargo test -p integration "${native_args[@]}" -- --test-threads 2 > "$logs/native.log" 2>&1 &
+LLM_NATIVE=1 cargo test -p integration "${single_args[@]}" -- --test-threads 2 > "$logs/native.log" 2>&1 &
 native=$!
 wait "$modules"; modules_status=$?
 wait "$gateway"; gateway_status=$?
