@@ -101,7 +101,7 @@ build-fault: setup
 	mkdir -p target/fault/native && cp target/fault/native-fault/libllm_gateway_native.so target/fault/native/libllm_gateway.so
 
 test: build build-fault build-native
-	$(MAKE) --no-print-directory test-host test-wasm validate test-integration
+	$(MAKE) --no-print-directory test-host test-wasm test-integration
 
 # Every crate's unit tests, natively: the filters' glue runs on llm_host's in-memory fake host.
 HOST_TEST_ARGS := --workspace --exclude integration --exclude llm-bench

@@ -63,7 +63,10 @@ fn built_artifact(relative: &str) -> PathBuf {
     path
 }
 
-/// Spawns `command` so that it dies with the thread that spawned it.
+/// Spawns `command` so that it dies with the test process. `PR_SET_PDEATHSIG` fires when the
+/// *thread* that forked the child ends, and test threads end with their test while pooled demos
+/// (see [`Demo::start`]) outlive it; so every child is forked by one thread that lives as long as
+/// the process.
 fn spawn(command: &mut Command) -> Child {
     #[allow(unsafe_code)]
     unsafe {
@@ -74,7 +77,39 @@ fn spawn(command: &mut Command) -> Child {
             Ok(())
         });
     }
-    command.spawn().expect("spawn child process")
+    struct Job(
+        *mut Command,
+        std::sync::mpsc::Sender<std::io::Result<Child>>,
+    );
+    // The caller blocks until the spawner answers, so the command is never touched by two threads.
+    #[allow(unsafe_code)]
+    unsafe impl Send for Job {}
+    static SPAWNER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
+        std::sync::OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (sender, jobs) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("child-spawner".into())
+            .spawn(move || {
+                for Job(command, answer) in jobs {
+                    #[allow(unsafe_code)]
+                    let command = unsafe { &mut *command };
+                    let _ = answer.send(command.spawn());
+                }
+            })
+            .expect("start the child-spawner thread");
+        std::sync::Mutex::new(sender)
+    });
+    let (answer, result) = std::sync::mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .send(Job(command, answer))
+        .expect("child-spawner thread");
+    result
+        .recv()
+        .expect("child-spawner answer")
+        .expect("spawn child process")
 }
 
 /// The first line a server prints on stdout: its banner with the address it bound.
@@ -157,6 +192,12 @@ impl MockProvider {
         self.process.pid()
     }
 
+    /// Stops this mock now (the test goes on without it).
+    pub fn stop(&mut self) {
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+    }
+
     /// What reached this provider: `[{method, path, headers, body, json}]`, oldest first.
     pub fn requests(&self) -> Vec<Value> {
         let response = http::get(&self.url("/mock/requests"), &[]);
@@ -183,6 +224,8 @@ pub struct EnvoyOptions {
     pub concurrency: u32,
     pub log_level: &'static str,
     pub ready_timeout: Duration,
+    /// A demo of its own, never one another test used nor one the next test reuses (see [`Demo`]).
+    pub fresh: bool,
 }
 
 impl Default for EnvoyOptions {
@@ -191,6 +234,7 @@ impl Default for EnvoyOptions {
             concurrency: 2,
             log_level: "info",
             ready_timeout: Duration::from_secs(60),
+            fresh: false,
         }
     }
 }
@@ -200,6 +244,8 @@ pub struct Envoy {
     pub admin: String,
     pub listener: String,
     log_path: PathBuf,
+    /// Where this test's part of the access log begins (a pooled Envoy served others).
+    access_log_start: u64,
     process: Process,
     _dir: tempfile::TempDir,
 }
@@ -297,9 +343,45 @@ impl Envoy {
             admin,
             listener,
             log_path,
+            access_log_start: 0,
             process,
             _dir: dir,
         }
+    }
+
+    /// Requests in flight on Envoy's listeners (the admin interface's own excluded).
+    fn active_requests(&self) -> u64 {
+        let stats = http::get(&self.admin_url("/stats?filter=downstream_rq_active$"), &[]).body;
+        stats
+            .lines()
+            .filter(|line| !line.starts_with("http.admin."))
+            .filter_map(|line| line.rsplit(": ").next()?.trim().parse::<u64>().ok())
+            .sum()
+    }
+
+    fn access_log_path(&self) -> PathBuf {
+        self.log_path.with_file_name("access.log")
+    }
+
+    /// Readies a pooled Envoy for its next test: counters back to zero (`/reset_counters`), the
+    /// access log read from here on. False when Envoy is gone or does not answer.
+    fn begin_next_test(&mut self) -> bool {
+        if !matches!(self.process.child.try_wait(), Ok(None)) {
+            return false;
+        }
+        // The last test's requests have ended, and their access-log lines are written (flushed
+        // every 50 ms), before this test's part of the log begins.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.active_requests() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        let reset = http::request("POST", &self.admin_url("/reset_counters"), &[], None);
+        if reset.status != 200 {
+            return false;
+        }
+        self.access_log_start = fs::metadata(self.access_log_path()).map_or(0, |m| m.len());
+        true
     }
 
     /// Starts Envoy expecting it to refuse `config` and exit; returns how it ended and its log.
@@ -382,11 +464,7 @@ impl Envoy {
     pub fn access_log(&self, count: usize) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let text = self
-                .log_path
-                .parent()
-                .map(|dir| fs::read_to_string(dir.join("access.log")).unwrap_or_default())
-                .unwrap_or_default();
+            let text = read_from(&self.access_log_path(), self.access_log_start);
             let entries: Vec<Value> = text
                 .lines()
                 .filter(|l| l.starts_with('{'))
@@ -399,12 +477,11 @@ impl Envoy {
         }
     }
 
-    /// Everything Envoy logged so far: its own log, then the stdout access log.
+    /// Everything Envoy logged (a pooled Envoy: for earlier tests too), then this test's part of
+    /// the stdout access log.
     pub fn log(&self) -> String {
         let mut text = fs::read_to_string(&self.log_path).unwrap_or_default();
-        if let Some(dir) = self.log_path.parent() {
-            text.push_str(&fs::read_to_string(dir.join("access.log")).unwrap_or_default());
-        }
+        text.push_str(&read_from(&self.access_log_path(), self.access_log_start));
         text
     }
 }
@@ -420,6 +497,18 @@ impl Drop for Envoy {
     }
 }
 
+/// A file's text from byte `start` on (empty when missing).
+fn read_from(path: &Path, start: u64) -> String {
+    use std::io::{Seek, SeekFrom};
+    let mut text = Vec::new();
+    if let Ok(mut file) = fs::File::open(path) {
+        if file.seek(SeekFrom::Start(start)).is_ok() {
+            let _ = file.read_to_end(&mut text);
+        }
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
 fn read_tail(path: &Path, lines: usize) -> String {
     let mut text = String::new();
     if let Ok(mut file) = fs::File::open(path) {
@@ -429,14 +518,77 @@ fn read_tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// The demo contract: `envoy/demo.yaml` with its three mocks, on free ports.
+/// The demo contract: `envoy/demo.yaml` with its three mocks, on free ports. Its fields are those
+/// of [`DemoParts`].
+///
+/// Starting Envoy with the Wasm modules costs seconds of CPU (V8 compiles every module ahead of
+/// time), so a test binary keeps the demos its tests ended cleanly and hands one to the next test
+/// that asks for exactly the same configuration and options: its counters reset, its mocks'
+/// request logs cleared, its logs read from that point on. Other state stays (rate-limit windows,
+/// spent budgets, histograms, outlier ejections, gauges); a test that needs a pristine Envoy, or
+/// that stops one of the processes, uses [`Demo::start_fresh`] or [`EnvoyOptions::fresh`].
 pub struct Demo {
+    parts: Option<DemoParts>,
+    /// The pool slot this demo goes back to when the test ends; `None` when it must not.
+    pool_key: Option<String>,
+}
+
+/// The processes of one demo.
+pub struct DemoParts {
     pub envoy: Envoy,
     /// The configuration `envoy` runs (after the test's edit), e.g. to start a second replica.
     pub config: String,
     pub openai: MockProvider,
     pub anthropic: MockProvider,
     pub unavailable: MockProvider,
+}
+
+impl std::ops::Deref for Demo {
+    type Target = DemoParts;
+    fn deref(&self) -> &DemoParts {
+        self.parts.as_ref().expect("a live demo")
+    }
+}
+
+impl std::ops::DerefMut for Demo {
+    /// A test that changes the demo's processes gets a demo no other test will reuse.
+    fn deref_mut(&mut self) -> &mut DemoParts {
+        self.pool_key = None;
+        self.parts.as_mut().expect("a live demo")
+    }
+}
+
+/// Demos whose tests ended cleanly, by configuration: at most a few per test binary.
+static DEMO_POOL: std::sync::Mutex<Vec<(String, DemoParts)>> = std::sync::Mutex::new(Vec::new());
+
+fn demo_pool() -> std::sync::MutexGuard<'static, Vec<(String, DemoParts)>> {
+    static EMPTY_AT_EXIT: std::sync::Once = std::sync::Once::new();
+    EMPTY_AT_EXIT.call_once(|| {
+        extern "C" fn stop_pooled_demos() {
+            // Kills the processes and removes their temporary directories (statics never drop).
+            if let Ok(mut pool) = DEMO_POOL.try_lock() {
+                pool.clear();
+            }
+        }
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::atexit(stop_pooled_demos);
+        }
+    });
+    DEMO_POOL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        if let (Some(key), Some(parts)) = (self.pool_key.take(), self.parts.take()) {
+            demo_pool().push((key, parts));
+        }
+    }
 }
 
 /// Ports written in `envoy/demo.yaml` that tests replace.
@@ -838,9 +990,20 @@ impl Demo {
         )
     }
 
-    /// Starts the demo exactly as shipped (but on free ports).
+    /// Starts the demo exactly as shipped (but on free ports), or reuses one (see [`Demo`]).
     pub fn start() -> Demo {
         Demo::start_with(|config| config)
+    }
+
+    /// The demo as shipped, in processes of its own that no other test uses (see [`Demo`]).
+    pub fn start_fresh() -> Demo {
+        Demo::start_with_options(
+            |config| config,
+            &EnvoyOptions {
+                fresh: true,
+                ..EnvoyOptions::default()
+            },
+        )
     }
 
     /// Starts the demo after `edit` changes its config (e.g. with [`set_filter_config`]).
@@ -855,8 +1018,13 @@ impl Demo {
 
     /// The demo with llm_cache in its chain, as `make run` serves it. The other tests run without it,
     /// because they send the same prompt again and again and assert on what reaches the provider.
+    /// Never reused: its cache holds the answers of the test before.
     pub fn start_with_cache(edit: impl FnOnce(String) -> String) -> Demo {
-        Demo::launch(edit, &EnvoyOptions::default(), &["llm_cache"])
+        let options = EnvoyOptions {
+            fresh: true,
+            ..EnvoyOptions::default()
+        };
+        Demo::launch(edit, &options, &["llm_cache"])
     }
 
     /// The demo with llm_guard in its chain, as `make run` serves it (without llm_cache). The other
@@ -866,6 +1034,43 @@ impl Demo {
     }
 
     fn launch(edit: impl FnOnce(String) -> String, options: &EnvoyOptions, keep: &[&str]) -> Demo {
+        let mut config = demo_config();
+        for optional in ["llm_guard", "llm_cache"] {
+            if !keep.contains(&optional) {
+                config = without_filter(&config, optional);
+            }
+        }
+        config = replace_port(&config, DEMO_LISTENER_PORT, 0);
+        config = replace_port(&config, DEMO_ADMIN_PORT, 0);
+        // The test's edit sees the mocks' ports as written in demo.yaml, so that two tests asking
+        // for the same demo ask with the same text; the mocks' real ports go in afterwards.
+        let mut config = edit(config);
+        // (A test's edit may have merged the filters itself.)
+        if (single_module() || native()) && !config.contains("root_id: llm_gateway\n") {
+            config = to_single_module(&config);
+        }
+        if native() {
+            config = to_native(&config);
+        }
+        let key = format!("{options:?}\n{config}");
+        if !options.fresh {
+            let pooled = {
+                let mut pool = demo_pool();
+                let found = pool.iter().position(|(k, _)| *k == key);
+                found.map(|i| pool.swap_remove(i).1)
+            };
+            if let Some(mut parts) = pooled {
+                if parts.envoy.begin_next_test() {
+                    for mock in [&parts.openai, &parts.anthropic, &parts.unavailable] {
+                        mock.clear();
+                    }
+                    return Demo {
+                        parts: Some(parts),
+                        pool_key: Some(key),
+                    };
+                }
+            }
+        }
         // As in scripts/run-demo.sh: the mocks require the keys llm_provider injects.
         let openai = MockProvider::start(
             "openai",
@@ -876,32 +1081,19 @@ impl Demo {
             &["--api", "anthropic", "--require-key", DEMO_ANTHROPIC_KEY],
         );
         let unavailable = MockProvider::start("unavailable", &["--always-status", "503"]);
-        let mut config = demo_config();
-        for optional in ["llm_guard", "llm_cache"] {
-            if !keep.contains(&optional) {
-                config = without_filter(&config, optional);
-            }
-        }
-        config = replace_port(&config, DEMO_LISTENER_PORT, 0);
-        config = replace_port(&config, DEMO_ADMIN_PORT, 0);
         config = replace_port(&config, DEMO_OPENAI_PORT, openai.port());
         config = replace_port(&config, DEMO_ANTHROPIC_PORT, anthropic.port());
         config = replace_port(&config, DEMO_UNAVAILABLE_PORT, unavailable.port());
-        let mut config = edit(config);
-        // (A test's edit may have merged the filters itself.)
-        if (single_module() || native()) && !config.contains("root_id: llm_gateway\n") {
-            config = to_single_module(&config);
-        }
-        if native() {
-            config = to_native(&config);
-        }
         let envoy = Envoy::start(&config, options);
         Demo {
-            envoy,
-            config,
-            openai,
-            anthropic,
-            unavailable,
+            parts: Some(DemoParts {
+                envoy,
+                config,
+                openai,
+                anthropic,
+                unavailable,
+            }),
+            pool_key: (!options.fresh).then_some(key),
         }
     }
 }

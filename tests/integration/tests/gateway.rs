@@ -190,6 +190,7 @@ fn a_panic_in_the_module_fails_closed() {
     );
     let options = EnvoyOptions {
         concurrency: 1, // one VM, so "the VM is dead" is observable
+        fresh: true,    // and a dead VM never serves another test
         ..EnvoyOptions::default()
     };
     let demo = Demo::start_with_options(

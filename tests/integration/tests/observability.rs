@@ -35,7 +35,7 @@ fn every_dashboard_metric_is_emitted() {
     let names = metric_names(&dashboard);
     assert!(names.len() >= 10, "{names:?}");
 
-    let demo = Demo::start();
+    let demo = Demo::start_fresh(); // sk-demo-tiny's limit windows: none spent by an earlier test
     let url = demo.envoy.url("/v1/chat/completions");
     let chat = |key: &str, body: Value, extra: &[(&str, &str)]| {
         let auth = format!("Bearer {key}");

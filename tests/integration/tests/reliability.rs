@@ -24,7 +24,7 @@ fn demo_with_short_timeouts() -> Demo {
 #[test]
 fn upstream_timeouts_and_failures_answer_in_the_callers_shape() {
     require_envoy!();
-    let demo = demo_with_short_timeouts();
+    let mut demo = demo_with_short_timeouts();
     let slow = [KEY, ("x-mock-delay-ms", "3000")];
     let openai = post_json(
         &demo.envoy.url("/v1/chat/completions"),
@@ -55,7 +55,7 @@ fn upstream_timeouts_and_failures_answer_in_the_callers_shape() {
     assert_eq!(anthropic.json()["error"]["type"], "api_error");
 
     // A provider that is gone: connection refused, answered in the same shape.
-    drop(demo.openai);
+    demo.openai.stop();
     let refused = post_json(
         &demo.envoy.url("/v1/chat/completions"),
         &[KEY],
@@ -173,6 +173,7 @@ fn a_panicking_filter_follows_its_failure_policy() {
     }
     let options = integration::EnvoyOptions {
         concurrency: 1, // one VM per filter, so "the VM is dead" is observable
+        fresh: true,    // and a dead VM never serves another test
         ..integration::EnvoyOptions::default()
     };
     let demo = Demo::start_with_options(
@@ -228,6 +229,7 @@ fn a_panic_in_the_native_module_is_a_500_and_the_worker_goes_on() {
     );
     let options = integration::EnvoyOptions {
         concurrency: 1,
+        fresh: true, // the log must hold this test's panic alone
         ..integration::EnvoyOptions::default()
     };
     let demo = Demo::start_with_options(

@@ -197,8 +197,8 @@ fn missing_usage_is_estimated_and_marked() {
 #[test]
 fn the_tiny_consumer_runs_out_of_tokens() {
     require_envoy!();
-    let demo = Demo::start();
-    // 4,400 characters: 1,100 tokens in and 1,100 out, over sk-demo-tiny's 2,000 a minute.
+    let demo = Demo::start_fresh(); // sk-demo-tiny's limit windows: none spent by an earlier test
+                                    // 4,400 characters: 1,100 tokens in and 1,100 out, over sk-demo-tiny's 2,000 a minute.
     let first = chat(
         &demo,
         "sk-demo-tiny",
@@ -569,7 +569,7 @@ fn streams_that_end_early_are_charged_what_was_delivered() {
 #[test]
 fn official_sdks_on_default_settings_are_charged_exactly() {
     require_envoy!();
-    let demo = Demo::start();
+    let demo = Demo::start_fresh(); // sk-demo-tiny's limit windows: none spent by an earlier test
     integration::run_sdk_script("usage_sdks.py", &demo, "sk-demo-team-a");
     let value = |name: &str, model: &str, provider: &str| series(&demo, name, model, provider);
     // Each model: 100 + 50 tokens in and out (JSON + stream); Claude also through its own API.
@@ -628,7 +628,7 @@ fn official_sdks_on_default_settings_are_charged_exactly() {
 #[test]
 fn concurrent_requests_cannot_overshoot_a_token_limit() {
     require_envoy!();
-    let demo = Demo::start();
+    let demo = Demo::start_fresh(); // sk-demo-tiny's limit windows: none spent by an earlier test
     let mut body = ask("gpt-4o-mini", &"w".repeat(2200)); // 550 tokens in, 550 out
     body["max_tokens"] = json!(550);
     let statuses: Vec<u16> = http::concurrently(4, 1, |client, _, _| {
@@ -678,7 +678,7 @@ fn concurrent_requests_cannot_overshoot_a_token_limit() {
 #[test]
 fn reservations_follow_what_the_provider_may_have_used() {
     require_envoy!();
-    let demo = Demo::start();
+    let demo = Demo::start_fresh(); // sk-demo-tiny's limit windows: none spent by an earlier test
     let body = json!({"model": "gpt-4o-mini", "max_tokens": 900,
                       "messages": [{"role": "user", "content": "hi"}]})
     .to_string();
