@@ -232,3 +232,24 @@ fn every_string_a_provider_reads_leaves_masked() {
         "{sent}"
     );
 }
+
+#[test]
+fn national_numbers_near_a_phone_word_and_pasted_line_breaks_are_masked() {
+    require_envoy!();
+    let demo = Demo::start();
+    // A contact block pasted with its line breaks escaped, numbers in three countries' formats, and
+    // an order number that must stay as it is.
+    let prompt = r"Reach Anna:\nmobile 06-82237745\n(73) 4746-3459 office\nOrder 8240084271 shipped.";
+    let response = demo.chat(
+        &[],
+        &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]}),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.json()["choices"][0]["message"]["content"], prompt);
+    let sent = &demo.openai.requests()[0];
+    assert_eq!(
+        sent["json"]["messages"][0]["content"],
+        r"Reach Anna:\nmobile <PHONE_1>\n<PHONE_2> office\nOrder 8240084271 shipped."
+    );
+    assert_eq!(demo.envoy.access_log(1)[0]["pii"], "phone=2");
+}

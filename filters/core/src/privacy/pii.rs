@@ -385,24 +385,26 @@ impl Findings {
     }
 }
 
+/// One value found in a text: its byte range in the text as given, its placeholder stem
+/// (`EMAIL`), its config key (`email`) and what the config does with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    pub start: usize,
+    pub end: usize,
+    pub stem: String,
+    pub key: String,
+    pub action: Action,
+}
+
 impl Pii {
-    /// Masks, redacts or notes the PII in one text; returns the new text when something changed.
-    pub fn scan_text(
-        &self,
-        text: &str,
-        vault: &mut Vault,
-        findings: &mut Findings,
-    ) -> Option<String> {
-        if findings.limited.is_some() {
-            // A cap was reached in an earlier string: nothing more is masked in this request.
-            return None;
-        }
+    /// Every enabled value in `text`, without overlaps, ordered by start: built-in types first,
+    /// then custom patterns and terms where they overlap none.
+    pub fn detect(&self, text: &str) -> Vec<Detection> {
         let enabled =
             |kind: Builtin| self.actions.get(&kind).copied().unwrap_or(Action::Off) != Action::Off;
         // Detectors see the text as a reader would (no invisible characters, fullwidth forms as
         // ASCII); the spans are mapped back, so the original bytes of a value are masked whole.
         let normalized = Normalized::of(text);
-        let original = text;
         let text = normalized.as_ref().map_or(text, |n| n.text.as_str());
         // (start, end, stem, config key, action); built-ins first, then custom types that do not overlap.
         let spans: Vec<(usize, usize, String, String, Action)> = self
@@ -439,7 +441,35 @@ impl Pii {
                 );
             }
         }
-        let mut spans = kept.into_values();
+        kept.into_values()
+            .into_iter()
+            .map(|(start, end, stem, key, action)| {
+                let (start, end) = normalized
+                    .as_ref()
+                    .map_or((start, end), |n| n.original_span(start, end));
+                Detection {
+                    start,
+                    end,
+                    stem,
+                    key,
+                    action,
+                }
+            })
+            .collect()
+    }
+
+    /// Masks, redacts or notes the PII in one text; returns the new text when something changed.
+    pub fn scan_text(
+        &self,
+        text: &str,
+        vault: &mut Vault,
+        findings: &mut Findings,
+    ) -> Option<String> {
+        if findings.limited.is_some() {
+            // A cap was reached in an earlier string: nothing more is masked in this request.
+            return None;
+        }
+        let mut spans = self.detect(text);
         if spans.is_empty() {
             return None;
         }
@@ -450,17 +480,17 @@ impl Pii {
             spans.truncate(room);
             findings.limited = Some(ScanLimit::Findings);
         }
-        if let Some(normalized) = &normalized {
-            for span in &mut spans {
-                (span.0, span.1) = normalized.original_span(span.0, span.1);
-            }
-        }
-        let text = original;
-        spans.sort_by_key(|(start, ..)| *start);
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
         let mut changed = false;
-        for (start, end, stem, key, action) in spans {
+        for Detection {
+            start,
+            end,
+            stem,
+            key,
+            action,
+        } in spans
+        {
             findings.add(&key, action);
             let value = text.get(start..end).unwrap_or("");
             let replacement = match action {
@@ -719,18 +749,36 @@ struct Normalized {
 }
 
 impl Normalized {
-    /// `None` when the text has nothing to normalize (ASCII is the common case and costs one pass).
+    /// `None` when the text has nothing to normalize (the common case, one pass).
     fn of(text: &str) -> Option<Normalized> {
-        if text.is_ascii() || !text.chars().any(|c| invisible(c) || folded(c).is_some()) {
+        let unusual = !text.is_ascii() && text.chars().any(|c| invisible(c) || folded(c).is_some());
+        if !unusual && !has_escaped_break(text) {
             return None;
         }
         let mut normalized = Normalized {
             text: String::with_capacity(text.len()),
             origin: Vec::with_capacity(text.len()),
         };
-        for (at, c) in text.char_indices() {
+        let mut chars = text.char_indices().peekable();
+        while let Some((at, c)) = chars.next() {
             if invisible(c) {
                 continue;
+            }
+            // A line break written as an escape (`\n`, common in pasted logs, code and JSON
+            // dumps) separates values as a real one does: "555-0100\n555-0199" holds two numbers.
+            if c == '\\' {
+                if let Some(&(next_at, escaped @ ('n' | 'r' | 't'))) = chars.peek() {
+                    chars.next();
+                    normalized.text.push(' ');
+                    normalized.text.push(match escaped {
+                        'n' => '\n',
+                        'r' => '\r',
+                        _ => '\t',
+                    });
+                    normalized.origin.push((at, next_at));
+                    normalized.origin.push((next_at, next_at + 1));
+                    continue;
+                }
             }
             let range = (at, at + c.len_utf8());
             let c = folded(c).unwrap_or(c);
@@ -752,6 +800,20 @@ impl Normalized {
             .map_or(first, |r| r.1);
         (first, last.max(first))
     }
+}
+
+/// Whether `text` holds a backslash escape of a line break or tab (`\n`, `\r`, `\t`).
+fn has_escaped_break(text: &str) -> bool {
+    // `str::find` with a char jumps from backslash to backslash (memchr), not byte by byte.
+    let mut rest = text;
+    while let Some(at) = rest.find('\\') {
+        let after = rest.as_bytes().get(at + 1);
+        if matches!(after, Some(b'n' | b'r' | b't')) {
+            return true;
+        }
+        rest = rest.get(at + 1..).unwrap_or_default();
+    }
+    false
 }
 
 /// Characters that render as nothing and only serve to split a value for a pattern matcher.
@@ -1948,5 +2010,21 @@ mod tests {
                 "{names:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_escaped_line_break_separates_values_and_is_never_masked() {
+        let pii = pii(r#"{"entities": {"phone": "mask"}}"#);
+        let text = r"Contact\n415-555-2671 mobile\n0380 7558505 office";
+        let found: Vec<&str> = pii
+            .detect(text)
+            .iter()
+            .map(|d| &text[d.start..d.end])
+            .collect();
+        assert_eq!(found, vec!["415-555-2671", "0380 7558505"]);
+        let mut vault = Vault::default();
+        let mut findings = Findings::default();
+        let masked = pii.scan_text(text, &mut vault, &mut findings).unwrap();
+        assert_eq!(masked, r"Contact\n<PHONE_1> mobile\n<PHONE_2> office");
     }
 }
