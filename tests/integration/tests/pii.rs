@@ -239,7 +239,8 @@ fn national_numbers_near_a_phone_word_and_pasted_line_breaks_are_masked() {
     let demo = Demo::start();
     // A contact block pasted with its line breaks escaped, numbers in three countries' formats, and
     // an order number that must stay as it is.
-    let prompt = r"Reach Anna:\nmobile 06-82237745\n(73) 4746-3459 office\nOrder 8240084271 shipped.";
+    let prompt =
+        r"Reach Anna:\nmobile 06-82237745\n(73) 4746-3459 office\nOrder 8240084271 shipped.";
     let response = demo.chat(
         &[],
         &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]}),
