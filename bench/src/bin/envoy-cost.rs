@@ -8,7 +8,8 @@
 use integration::http::Client;
 use integration::{Envoy, EnvoyOptions, MockProvider};
 use llm_bench::{
-    chat_body, chat_body_with_pii, envoy_config, median, process_cpu_ns, PII_CONFIG, ROUTER_CONFIG,
+    chat_body, chat_body_with_pii, chat_body_with_pii_values, envoy_config, median, process_cpu_ns,
+    PII_CONFIG, ROUTER_CONFIG,
 };
 use std::time::Instant;
 
@@ -54,7 +55,11 @@ fn relevant(label: &str, model: &str, variant: &str) -> bool {
             _,
             "fast",
             "bare Envoy" | "llm_pii" | "llm_auth" | "llm_usage"
-        ) | (_, "with PII", "llm_router" | "llm_auth" | "llm_usage")
+        ) | (
+            _,
+            "with PII" | "100 PII values",
+            "llm_router" | "llm_auth" | "llm_usage"
+        ) | ("2 KB", "100 PII values", _)
             | ("200 KB", _, "llm_auth" | "llm_usage")
     )
 }
@@ -114,9 +119,13 @@ fn main() {
         ("2 KB", 2 * 1024, small_requests),
         ("200 KB", 200 * 1024, small_requests / 10),
     ] {
-        for model in ["gpt-4o-mini", "fast", "with PII"] {
+        for model in ["gpt-4o-mini", "fast", "with PII", "100 PII values"] {
+            if label == "2 KB" && model == "100 PII values" {
+                continue;
+            }
             let body = match model {
                 "with PII" => chat_body_with_pii("gpt-4o-mini", size),
+                "100 PII values" => chat_body_with_pii_values("gpt-4o-mini", size, 100),
                 _ => chat_body(model, size),
             };
             let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
