@@ -23,15 +23,18 @@ pub fn chat_body(model: &str, size: usize) -> String {
     json!({"model": model, "messages": messages, "temperature": 0.2, "max_tokens": 256}).to_string()
 }
 
+/// The PII values the benchmark prompts carry, in turn.
+const PII_ITEMS: [&str; 4] = [
+    "Contact jane.doe@example.com about it. ",
+    "Call +1 415 555 2671 after five. ",
+    "Pay with 4111 1111 1111 1111 please. ",
+    "IBAN DE89 3704 0044 0532 0130 00 is ours. ",
+];
+
 /// A chat request of about `size` bytes with `count` PII values spread evenly through clean prose
 /// (emails, phones, cards, IBANs in turn).
 pub fn chat_body_with_pii_values(model: &str, size: usize, count: usize) -> String {
-    let items = [
-        "Contact jane.doe@example.com about it. ",
-        "Call +1 415 555 2671 after five. ",
-        "Pay with 4111 1111 1111 1111 please. ",
-        "IBAN DE89 3704 0044 0532 0130 00 is ours. ",
-    ];
+    let items = PII_ITEMS;
     let filler = "The quick brown fox jumps over the lazy dog while the gateway scans the prompt. ";
     let gap = size / count.max(1);
     let mut prompt = String::new();
@@ -48,12 +51,7 @@ pub fn chat_body_with_pii_values(model: &str, size: usize, count: usize) -> Stri
 /// A chat request of about `size` bytes with PII sprinkled through the prompt (about one item per
 /// 500 bytes: emails, phones, cards, IBANs).
 pub fn chat_body_with_pii(model: &str, size: usize) -> String {
-    let items = [
-        "Contact jane.doe@example.com about it. ",
-        "Call +1 415 555 2671 after five. ",
-        "Pay with 4111 1111 1111 1111 please. ",
-        "IBAN DE89 3704 0044 0532 0130 00 is ours. ",
-    ];
+    let items = PII_ITEMS;
     let filler =
         "The quick brown fox jumps over the lazy dog while the gateway scans the prompt for data. ";
     let mut prompt = String::new();
