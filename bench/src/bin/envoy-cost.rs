@@ -4,6 +4,9 @@
 //! One Envoy worker, one keep-alive client sending sequential requests, the mock provider upstream.
 //! CPU comes from the Envoy process's per-thread schedstat (ns). Rounds are interleaved and the median
 //! is reported. Usage: envoy-cost [rounds] [requests-per-round-for-2KB]
+//!
+//! `LLM_PII_BASELINE_WASM=<path>` adds a variant "llm_pii baseline" with that module (e.g. built
+//! from the previous commit), measured in the same rounds: a before/after figure from one run.
 
 use integration::http::Client;
 use integration::{Envoy, EnvoyOptions, MockProvider};
@@ -54,7 +57,7 @@ fn relevant(label: &str, model: &str, variant: &str) -> bool {
         (
             _,
             "fast",
-            "bare Envoy" | "llm_pii" | "llm_auth" | "llm_usage"
+            "bare Envoy" | "llm_pii" | "llm_pii baseline" | "llm_auth" | "llm_usage"
         ) | (
             _,
             "with PII" | "100 PII values",
@@ -85,13 +88,22 @@ fn main() {
     let auth_json = auth_config();
     let (auth, _) = start(Some(("llm_auth", &auth_json)));
     let (usage, _) = start(Some(("llm_usage", USAGE_CONFIG)));
+    let baseline = std::env::var("LLM_PII_BASELINE_WASM").ok().map(|path| {
+        let config = envoy_config(Some(("llm_pii", PII_CONFIG)), mock.port())
+            .replace("target/wasm32-wasip1/release/llm_pii.wasm", &path);
+        assert!(
+            config.contains(&path),
+            "LLM_PII_WASM and LLM_PII_BASELINE_WASM are exclusive"
+        );
+        Envoy::start(&config, &options)
+    });
     println!(
         "Envoy start to /ready: bare {} ms, with llm_router {} ms, with llm_pii {} ms\n",
         bare_ready.as_millis(),
         router_ready.as_millis(),
         pii_ready.as_millis()
     );
-    let variants = [
+    let mut variants = vec![
         Variant {
             name: "bare Envoy",
             envoy: bare,
@@ -113,6 +125,12 @@ fn main() {
             envoy: usage,
         },
     ];
+    if let Some(envoy) = baseline {
+        variants.push(Variant {
+            name: "llm_pii baseline",
+            envoy,
+        });
+    }
     println!("| body | request | variant | Envoy CPU µs/request | wall µs/request | added CPU µs vs bare |");
     println!("|---|---|---|---|---|---|");
     for (label, size, requests) in [

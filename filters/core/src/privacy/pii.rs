@@ -469,8 +469,18 @@ impl Pii {
             // A cap was reached in an earlier string: nothing more is masked in this request.
             return None;
         }
-        let mut spans = self.detect(text);
-        if spans.is_empty() {
+        self.mask_detected(text, self.detect(text), vault, findings)
+    }
+
+    /// [`Pii::scan_text`] with the values of `text` already found.
+    fn mask_detected(
+        &self,
+        text: &str,
+        mut spans: Vec<Detection>,
+        vault: &mut Vault,
+        findings: &mut Findings,
+    ) -> Option<String> {
+        if findings.limited.is_some() || spans.is_empty() {
             return None;
         }
         // Past the findings cap nothing more is touched: a block policy refuses the request (the
@@ -508,13 +518,24 @@ impl Pii {
     }
 
     /// Scans every string of a request except the known non-text ones (see [`is_not_text`]).
-    fn scan_request(&self, value: &mut Value, vault: &mut Vault, findings: &mut Findings) -> bool {
+    /// `first`: the string [`StringScan`] stopped at, with its values (found once, not twice).
+    fn scan_request(
+        &self,
+        value: &mut Value,
+        vault: &mut Vault,
+        findings: &mut Findings,
+        first: &mut Option<(String, Vec<Detection>)>,
+    ) -> bool {
         match value {
             Value::String(text) => {
-                if is_media(text) {
+                if is_media(text) || findings.limited.is_some() {
                     return false;
                 }
-                match self.scan_text(text, vault, findings) {
+                let spans = match first.take_if(|(first, _)| first == text) {
+                    Some((_, spans)) => spans,
+                    None => self.detect(text),
+                };
+                match self.mask_detected(text, spans, vault, findings) {
                     Some(new) => {
                         *text = new;
                         true
@@ -523,7 +544,7 @@ impl Pii {
                 }
             }
             Value::Array(items) => items.iter_mut().fold(false, |changed, item| {
-                self.scan_request(item, vault, findings) | changed
+                self.scan_request(item, vault, findings, first) | changed
             }),
             Value::Object(map) => {
                 let base64_source = map.get("type").and_then(Value::as_str) == Some("base64");
@@ -532,7 +553,7 @@ impl Pii {
                     if item.is_string() && (is_not_text(key) || (base64_source && key == "data")) {
                         continue;
                     }
-                    changed |= self.scan_request(item, vault, findings);
+                    changed |= self.scan_request(item, vault, findings, first);
                 }
                 changed
             }
@@ -541,10 +562,14 @@ impl Pii {
     }
 }
 
-/// Walks a JSON document without building it, asking of every string value whether a detector could
-/// match in it. A superset of what `mask_request` scans (every string, identifiers included), so
-/// `Ok(false)` proves there is nothing to mask; `Err` is invalid JSON or "found one" (stops early).
-struct StringScan<'p>(&'p Pii);
+/// Walks a JSON document without building it, looking for values in every string. A superset of
+/// what `mask_request` scans (every string, identifiers included), so `Ok(false)` proves there is
+/// nothing to mask; `Err` is invalid JSON or "found one" (stops early, and `first` holds that string
+/// and its values, so the DOM pass does not look for them again).
+struct StringScan<'p> {
+    pii: &'p Pii,
+    first: std::cell::RefCell<Option<(String, Vec<Detection>)>>,
+}
 
 impl<'de> serde::de::DeserializeSeed<'de> for &StringScan<'_> {
     type Value = ();
@@ -562,10 +587,15 @@ impl<'de> serde::de::Visitor<'de> for &StringScan<'_> {
     }
 
     fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<(), E> {
-        if self.0.may_match(text) {
-            return Err(E::custom("stop: a string may hold PII"));
+        if is_media(text) {
+            return Ok(());
         }
-        Ok(())
+        let spans = self.pii.detect(text);
+        if spans.is_empty() {
+            return Ok(());
+        }
+        *self.first.borrow_mut() = Some((text.to_owned(), spans));
+        Err(E::custom("stop: a string holds PII"))
     }
 
     fn visit_bool<E>(self, _: bool) -> Result<(), E> {
@@ -602,29 +632,22 @@ impl<'de> serde::de::Visitor<'de> for &StringScan<'_> {
 }
 
 impl Pii {
-    /// Whether a detector or a configured type could match somewhere in `text`.
-    fn may_match(&self, text: &str) -> bool {
-        if let Some(normalized) = Normalized::of(text) {
-            return self.may_match_exactly(&normalized.text);
-        }
-        self.may_match_exactly(text)
-    }
-
-    fn may_match_exactly(&self, text: &str) -> bool {
-        self.detectors.may_match(text)
-            || self
-                .extras
-                .iter()
-                .any(|extra| extra.action != Action::Off && extra.regex.is_match(text))
-    }
-
-    /// `Ok(false)`: `body` is valid JSON and none of its strings could hold PII.
-    fn any_string_may_match(&self, body: &[u8]) -> Result<bool, serde_json::Error> {
+    /// `None`: `body` is valid JSON and none of its strings holds PII. Otherwise the first string
+    /// found to hold some, with its values (`None` inside when the body is not valid JSON).
+    fn first_string_with_pii(&self, body: &[u8]) -> Option<Option<(String, Vec<Detection>)>> {
         use serde::de::DeserializeSeed;
+        let scan = StringScan {
+            pii: self,
+            first: Default::default(),
+        };
         let mut deserializer = serde_json::Deserializer::from_slice(body);
-        (&StringScan(self)).deserialize(&mut deserializer)?;
-        deserializer.end()?;
-        Ok(false)
+        match (&scan)
+            .deserialize(&mut deserializer)
+            .and_then(|()| deserializer.end())
+        {
+            Ok(()) => None,
+            Err(_) => Some(scan.first.into_inner()),
+        }
     }
 }
 
@@ -666,9 +689,9 @@ impl Pii {
             return (Masked::Refused(reply), findings);
         }
         // Most prompts are clean: prove it without building a DOM, then forward the body untouched.
-        if let Ok(false) = self.any_string_may_match(body) {
+        let Some(mut first) = self.first_string_with_pii(body) else {
             return (Masked::Unchanged, findings);
-        }
+        };
         let Ok(mut request) = serde_json::from_slice::<Value>(body) else {
             // llm_router answers malformed bodies; alone, this filter fails closed.
             let reply = error_reply(
@@ -694,7 +717,7 @@ impl Pii {
         // Every string a model may read, in every API shape: rather than a list of prompt fields
         // (which misses `user`, names, metadata, tool descriptions, documents, URLs, ...), all
         // strings but the known non-text ones.
-        let changed = self.scan_request(&mut request, vault, &mut findings);
+        let changed = self.scan_request(&mut request, vault, &mut findings, &mut first);
         if findings.limited == Some(ScanLimit::Findings) && self.limits.on_limit == OnLimit::Block {
             let reply = error_reply(
                 flavor,
@@ -723,8 +746,10 @@ impl Pii {
         if !changed {
             return (Masked::Unchanged, findings);
         }
-        match serde_json::to_vec(&request) {
-            Ok(bytes) => (Masked::Rewritten(bytes), findings),
+        // About the size it was: growing from empty would copy a large body several times.
+        let mut bytes = Vec::with_capacity(body.len() + body.len() / 8);
+        match serde_json::to_writer(&mut bytes, &request) {
+            Ok(()) => (Masked::Rewritten(bytes), findings),
             Err(_) => {
                 let reply = error_reply(
                     flavor,

@@ -2,8 +2,8 @@
 //! keeps only real ones. Patterns are ASCII-only on purpose: the regex crate is built without Unicode
 //! tables to keep the Wasm module small.
 
-use crate::regex_engine::Regex;
 use std::fmt;
+use std::ops::Range;
 
 /// Whether `bytes` holds an ASCII digit, eight bytes per step: a byte-by-byte loop cost as much as
 /// a regex pass over long prose (the modules are built for size, so it is not vectorised).
@@ -19,6 +19,114 @@ pub fn has_ascii_digit(bytes: &[u8]) -> bool {
         x.wrapping_sub(ONES * 10) & !x & (ONES * 0x80) != 0
     });
     found || words.remainder().iter().any(u8::is_ascii_digit)
+}
+
+/// Runs of ASCII digits in `text`, as byte ranges in order; runs fewer than [`RUN_GAP`] bytes apart
+/// are joined (fewer, slightly longer windows: each search has a fixed cost).
+fn digit_runs(text: &str) -> Vec<Range<usize>> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let bytes = text.as_bytes();
+    let mut runs: Vec<Range<usize>> = Vec::new();
+    let mut add = |at: usize| match runs.last_mut() {
+        Some(last) if at <= last.end + RUN_GAP => last.end = at + 1,
+        _ => runs.push(at..at + 1),
+    };
+    let mut words = bytes.chunks_exact(8);
+    for (n, word) in words.by_ref().enumerate() {
+        // Eight bytes without a digit are skipped in one step (see `has_ascii_digit`).
+        let Ok(word) = <[u8; 8]>::try_from(word) else {
+            continue;
+        };
+        let x = u64::from_le_bytes(word) ^ (ONES * 0x30);
+        if x.wrapping_sub(ONES * 10) & !x & (ONES * 0x80) != 0 {
+            for (i, b) in word.iter().enumerate() {
+                if b.is_ascii_digit() {
+                    add(n * 8 + i);
+                }
+            }
+        }
+    }
+    let tail = bytes.len() - words.remainder().len();
+    for (i, b) in words.remainder().iter().enumerate() {
+        if b.is_ascii_digit() {
+            add(tail + i);
+        }
+    }
+    runs
+}
+
+/// Digit runs at most this far apart are searched as one window.
+const RUN_GAP: usize = 16;
+
+/// The parts of `text` within `margin` bytes of a digit run: merged ranges on char boundaries.
+/// A pattern whose every match holds a digit and is at most `margin` bytes long finds all its
+/// matches inside them.
+fn around(text: &str, runs: &[Range<usize>], margin: usize) -> Vec<Range<usize>> {
+    let mut windows: Vec<Range<usize>> = Vec::new();
+    for run in runs {
+        let mut start = run.start.saturating_sub(margin);
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let mut end = run.end.saturating_add(margin).min(text.len());
+        while !text.is_char_boundary(end) {
+            end += 1;
+        }
+        match windows.last_mut() {
+            Some(last) if start <= last.end => last.end = last.end.max(end),
+            _ => windows.push(start..end),
+        }
+    }
+    windows
+}
+
+/// A compiled pattern that can search part of a text while its assertions (`\b`) still see the
+/// bytes around that part. With `regex-lite` (no such search) a part is searched as the text's
+/// tail, so callers pass whole-text ranges there (see [`Detectors::digit_windows`]).
+struct Scanner {
+    #[cfg(feature = "regex")]
+    regex: regex_automata::meta::Regex,
+    #[cfg(not(feature = "regex"))]
+    regex: regex_lite::Regex,
+}
+
+impl Scanner {
+    fn new(pattern: &str) -> Result<Scanner, String> {
+        #[cfg(feature = "regex")]
+        let regex = regex_automata::meta::Regex::new(pattern).map_err(|e| e.to_string())?;
+        #[cfg(not(feature = "regex"))]
+        let regex = regex_lite::Regex::new(pattern).map_err(|e| e.to_string())?;
+        Ok(Scanner { regex })
+    }
+
+    /// The matches within `range` of `text`, as byte ranges of `text`.
+    fn find_in<'t>(
+        &'t self,
+        text: &'t str,
+        range: Range<usize>,
+    ) -> impl Iterator<Item = Range<usize>> + 't {
+        #[cfg(feature = "regex")]
+        return self
+            .regex
+            .find_iter(regex_automata::Input::new(text).range(range))
+            .map(|m| m.range());
+        #[cfg(not(feature = "regex"))]
+        return {
+            let haystack = text.get(..range.end).unwrap_or(text);
+            let mut at = Some(range.start);
+            std::iter::from_fn(move || {
+                let m = self.regex.find_at(haystack, at?)?;
+                // After an empty match the search resumes one character on.
+                let next = haystack.get(m.end()..).and_then(|rest| rest.chars().next());
+                at = match (m.is_empty(), next) {
+                    (false, _) => Some(m.end()),
+                    (true, Some(c)) => Some(m.end() + c.len_utf8()),
+                    (true, None) => None,
+                };
+                Some(m.start()..m.end())
+            })
+        };
+    }
 }
 
 /// The built-in entity types.
@@ -132,22 +240,55 @@ pub struct Found {
 
 struct Pattern {
     kind: Builtin,
-    regex: Regex,
+    source: &'static str,
+    regex: Scanner,
     validate: fn(&str, &str, usize) -> bool,
+    /// Every match holds an ASCII digit and is at most this many bytes long (the longest match
+    /// the pattern allows), so the pattern searches only this close to digits.
+    near_digits: Option<usize>,
+}
+
+/// Up to this length a text is first tested by one pass of every pattern together.
+const SHORT_TEXT: usize = 4096;
+
+/// The longest match a pattern searched near digits may have (the national-number pattern's
+/// reach around phone words is counted from it).
+const WINDOW_MARGIN: usize = 128;
+
+/// The longest match of `pattern` in bytes, when the pattern bounds it.
+#[cfg(feature = "regex")]
+fn longest_match(pattern: &str) -> Option<usize> {
+    regex_automata::util::syntax::parse(pattern)
+        .ok()?
+        .properties()
+        .maximum_len()
+}
+
+#[cfg(not(feature = "regex"))]
+fn longest_match(_: &str) -> Option<usize> {
+    // `regex-lite` searches whole texts (see `Detectors::digit_windows`).
+    Some(WINDOW_MARGIN)
 }
 
 /// All built-in detectors, compiled once per VM.
+///
+/// Cost: the patterns that need no digit (secrets, e-mail, IPv6) have a literal a search skips to
+/// (`sk-`, `@`, `:`), so a whole-text pass each is cheap (together they would lose that: an
+/// alternation of them scans 50 times slower). The others need a digit and match a bounded length, so they
+/// search only the parts of the text near a digit: a prompt of prose with a hundred values costs a
+/// digit scan and a hundred short searches per pattern, not a hundred full passes.
 pub struct Detectors {
     patterns: Vec<Pattern>,
     /// National numbers in any grouping ("06-82237745", "(73) 4746-3459", "730 064 218"): alone,
     /// such digit groups are as often amounts, order numbers or dates, so they count as phones only
-    /// near a word of [`PHONE_CONTEXT`], and are looked for only there (see [`Detectors::find`]).
+    /// next to a word of [`PHONE_CONTEXT`] (its validator checks).
     phone_nearby: Pattern,
-    /// Any word of [`PHONE_CONTEXT`].
-    phone_words: Regex,
-    /// Every pattern as one alternation: one pass over the text answers "could anything match?", so
-    /// clean text (the usual case) costs one scan instead of one per pattern.
-    any: Regex,
+    /// Any word of [`PHONE_CONTEXT`]: where the national-number pattern searches.
+    phone_words: Scanner,
+    /// Every pattern as one alternation: one pass tells whether a short text (a name, a model, a
+    /// role: most strings of a request) can hold anything, where a search per pattern would cost
+    /// a dozen times the fixed cost of a search.
+    any: Scanner,
 }
 
 fn always(_: &str, _: &str, _: usize) -> bool {
@@ -735,132 +876,163 @@ fn email(candidate: &str, _: &str, _: usize) -> bool {
 }
 
 impl Detectors {
-    pub fn new() -> Result<Detectors, crate::regex_engine::Error> {
-        let p = |kind, regex: &str, validate| -> Result<Pattern, crate::regex_engine::Error> {
+    pub fn new() -> Result<Detectors, String> {
+        let p = |kind, source: &'static str, validate, near_digits: bool| {
+            let near_digits = match (near_digits, longest_match(source)) {
+                (false, _) => None,
+                (true, Some(len)) if len <= WINDOW_MARGIN => Some(len),
+                (true, _) => {
+                    return Err(format!(
+                        "{source} may match more than {WINDOW_MARGIN} bytes"
+                    ))
+                }
+            };
             Ok(Pattern {
                 kind,
-                regex: Regex::new(regex)?,
+                source,
+                regex: Scanner::new(source)?,
                 validate,
+                near_digits,
             })
         };
+        // The last argument: every match holds a digit and is short (see `Pattern::near_digits`).
         let patterns = vec![
                 // Secrets first: they contain digit runs and '@' that other detectors would claim.
-                p(Builtin::Secret, r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----", always),
-                p(Builtin::Secret, r"\bsk-(?:proj-|svcacct-|admin-|ant-api03-)?[A-Za-z0-9_-]{20,}", always),
-                p(Builtin::Secret, r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", always),
-                p(Builtin::Secret, r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}\b|\bgithub_pat_[A-Za-z0-9_]{22,}", always),
-                p(Builtin::Secret, r"\bxox[baprs]-[A-Za-z0-9-]{10,}", always),
-                p(Builtin::Secret, r"\bAIza[0-9A-Za-z_-]{35}", always),
-                p(Builtin::Secret, r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}", always),
-                p(Builtin::CreditCard, r"\b[0-9](?:(?: {1,2}|[.-])?[0-9]){11,18}\b", credit_card),
-                p(Builtin::Iban, r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}\b", iban),
-                p(Builtin::UsSsn, r"\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b|\b[0-9]{3} [0-9]{2} [0-9]{4}\b", us_ssn),
+                p(Builtin::Secret, r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----", always, false),
+                p(Builtin::Secret, r"\bsk-(?:proj-|svcacct-|admin-|ant-api03-)?[A-Za-z0-9_-]{20,}", always, false),
+                p(Builtin::Secret, r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", always, false),
+                // Two patterns, not one alternation: a search skips to a single literal far faster.
+                p(Builtin::Secret, r"\bgh[pousr]_[A-Za-z0-9]{36}\b", always, false),
+                p(Builtin::Secret, r"\bgithub_pat_[A-Za-z0-9_]{22,}", always, false),
+                p(Builtin::Secret, r"\bxox[baprs]-[A-Za-z0-9-]{10,}", always, false),
+                p(Builtin::Secret, r"\bAIza[0-9A-Za-z_-]{35}", always, false),
+                p(Builtin::Secret, r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}", always, false),
+                p(Builtin::CreditCard, r"\b[0-9](?:(?: {1,2}|[.-])?[0-9]){11,18}\b", credit_card, true),
+                p(Builtin::Iban, r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}\b", iban, true),
+                p(Builtin::UsSsn, r"\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b|\b[0-9]{3} [0-9]{2} [0-9]{4}\b", us_ssn, true),
                 // Internationalized addresses (RFC 6531): letters of any script in the local part
                 // and the domain (with the `regex` engine; `regex-lite` reads ASCII only).
-                p(Builtin::Email, r"[\w.%+-]+@(?:[^\W_]|-)+(?:\.(?:[^\W_]|-)+)+", email),
-                p(Builtin::IpAddress, r"\b[0-9]{1,3}(?:\.[0-9]{1,3}){3}\b", ipv4),
-                p(Builtin::IpAddress, r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:(?:\.[0-9]{1,3}){3})?(?:%[0-9A-Za-z._~-]+)?", ipv6),
+                p(Builtin::Email, r"[\w.%+-]+@(?:[^\W_]|-)+(?:\.(?:[^\W_]|-)+)+", email, false),
+                p(Builtin::IpAddress, r"\b[0-9]{1,3}(?:\.[0-9]{1,3}){3}\b", ipv4, true),
+                p(Builtin::IpAddress, r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:(?:\.[0-9]{1,3}){3})?(?:%[0-9A-Za-z._~-]+)?", ipv6, false),
                 // Phones: E.164 and international (`+`, or the 00 / 011 call prefixes), US (NANP),
                 // UK, DE and FR national formats, area codes in brackets, extensions.
                 // After a 00 / 011 call prefix the groups need separators: "008633314" is an invoice.
-                p(Builtin::Phone, r"(?:\+[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,4}\)?){2,5}|\b(?:00|011) ?[1-9][0-9]{0,2}(?:[ .-]\(?[0-9]{1,8}\)?){1,5})(?:,? ?(?:[Ee]xt\.?|[Xx]|#) ?[0-9]{1,6}\b)?", phone),
+                p(Builtin::Phone, r"(?:\+[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,4}\)?){2,5}|\b(?:00|011) ?[1-9][0-9]{0,2}(?:[ .-]\(?[0-9]{1,8}\)?){1,5})(?:,? ?(?:[Ee]xt\.?|[Xx]|#) ?[0-9]{1,6}\b)?", phone, true),
                 // (The word boundary comes after the extension: "555-0100x12" has none before the x.)
-                p(Builtin::Phone, r"(?:\(?\b[2-9][0-9]{2}\)?[ .-][2-9][0-9]{2}[ .-][0-9]{4}|\([2-9][0-9]{2}\) ?[2-9][0-9]{2}-[0-9]{4})(?:,? ?(?:[Ee]xt\.?|[Xx]|#) ?[0-9]{1,6})?\b", phone),
+                p(Builtin::Phone, r"(?:\(?\b[2-9][0-9]{2}\)?[ .-][2-9][0-9]{2}[ .-][0-9]{4}|\([2-9][0-9]{2}\) ?[2-9][0-9]{2}-[0-9]{4})(?:,? ?(?:[Ee]xt\.?|[Xx]|#) ?[0-9]{1,6})?\b", phone, true),
                 // National UK/DE numbers need a separator: "030123456" alone is as likely an invoice.
-                p(Builtin::Phone, r"(?:\b0[1-9][0-9]{1,4}[ /-][0-9]{3,4}[ -]?[0-9]{3,4}\b|\(0[1-9][0-9]{1,4}\) ?[0-9]{3,4}[ -]?[0-9]{3,4}\b|\(0\) ?[1-9][0-9]{1,4} [0-9]{3,4}[ -]?[0-9]{3,4}\b)(?:,? ?(?:[Ee]xt\.?|[Xx]|#) ?[0-9]{1,6}\b)?", phone),
-                p(Builtin::Phone, r"\b0[1-9](?:[ .][0-9]{2}){4}\b", phone),
+                p(Builtin::Phone, r"(?:\b0[1-9][0-9]{1,4}[ /-][0-9]{3,4}[ -]?[0-9]{3,4}\b|\(0[1-9][0-9]{1,4}\) ?[0-9]{3,4}[ -]?[0-9]{3,4}\b|\(0\) ?[1-9][0-9]{1,4} [0-9]{3,4}[ -]?[0-9]{3,4}\b)(?:,? ?(?:[Ee]xt\.?|[Xx]|#) ?[0-9]{1,6}\b)?", phone, true),
+                p(Builtin::Phone, r"\b0[1-9](?:[ .][0-9]{2}){4}\b", phone, true),
             ]
             .into_iter()
             .collect::<Result<Vec<_>, _>>()?;
-        let any = patterns
-            .iter()
-            .map(|p| format!("(?:{})", p.regex.as_str()))
-            .collect::<Vec<_>>()
-            .join("|");
+        let phone_nearby = p(
+            Builtin::Phone,
+            r"(?:\(0?[1-9][0-9]{0,4}\) ?|\b)[0-9]{1,12}(?:[ .-]{1,2}[0-9]{2,8}){0,4}(?:,? ?(?:[Ee]xt\.?|[Xx]|#) ?[0-9]{1,6})?\b",
+            phone_in_context,
+            true,
+        )?;
         // ASCII-only case folding and word boundaries where the engine has the syntax: the words
         // are ASCII, and the smaller automaton scans prose about twice as fast.
         let ascii = if cfg!(feature = "regex") { "-u" } else { "" };
         let phone_words = format!(r"(?i{ascii})\b(?:{})\b", PHONE_CONTEXT.join("|"));
+        let any: Vec<String> = patterns
+            .iter()
+            .chain([&phone_nearby])
+            .map(|p| format!("(?:{})", p.source))
+            .collect();
         Ok(Detectors {
-            any: Regex::new(&any)?,
+            any: Scanner::new(&any.join("|"))?,
             patterns,
-            phone_nearby: p(
-                Builtin::Phone,
-                r"(?:\(0?[1-9][0-9]{0,4}\) ?|\b)[0-9]{1,12}(?:[ .-]{1,2}[0-9]{2,8}){0,4}(?:,? ?(?:[Ee]xt\.?|[Xx]|#) ?[0-9]{1,6})?\b",
-                phone_in_context,
-            )?,
-            phone_words: Regex::new(&phone_words)?,
+            phone_nearby,
+            phone_words: Scanner::new(&phone_words)?,
         })
     }
 
-    /// Every validated finding in `text`, without overlaps: where two overlap, the longer one wins (an
-    /// IBAN over a card-like run inside it), then the earlier, more specific detector.
-    /// Whether any pattern, enabled or not, matches somewhere in `text` (one pass).
-    pub fn may_match(&self, text: &str) -> bool {
-        self.any.is_match(text)
-            || (has_ascii_digit(text.as_bytes()) && self.phone_words.is_match(text))
+    /// The ranges of `text` a pattern whose matches hold a digit and are at most `margin` bytes
+    /// long searches: near `runs` with the `regex` engine, the whole text (when it has a digit)
+    /// with `regex-lite`, which cannot search a part in context.
+    fn digit_windows(text: &str, runs: &[Range<usize>], margin: usize) -> Vec<Range<usize>> {
+        match runs.is_empty() {
+            true => Vec::new(),
+            false if cfg!(feature = "regex") => around(text, runs, margin),
+            false => std::iter::once(0..text.len()).collect(),
+        }
     }
 
-    /// The parts of `text` where a national number would stand close enough to a word of
-    /// [`PHONE_CONTEXT`]: byte ranges, merged, so together at most about the text's length.
-    fn near_phone_words(&self, text: &str) -> Vec<(usize, usize)> {
-        // A number ends within the context window of the word and may be this long itself.
-        const REACH: usize = PHONE_CONTEXT_WINDOW + 64;
-        let mut ranges: Vec<(usize, usize)> = Vec::new();
-        for word in self.phone_words.find_iter(text) {
-            let mut start = word.start().saturating_sub(REACH);
-            while !text.is_char_boundary(start) {
-                start -= 1;
-            }
-            let mut end = (word.end() + REACH).min(text.len());
-            while !text.is_char_boundary(end) {
-                end += 1;
-            }
-            match ranges.last_mut() {
-                Some(last) if start <= last.1 => last.1 = last.1.max(end),
-                _ => ranges.push((start, end)),
+    /// The parts of `text` where a national number (near the digit `runs`) would stand close
+    /// enough to a word of [`PHONE_CONTEXT`] for its validator: merged byte ranges.
+    fn near_phone_words(&self, text: &str, runs: &[Range<usize>]) -> Vec<Range<usize>> {
+        let margin = self.phone_nearby.near_digits.unwrap_or(WINDOW_MARGIN) + PHONE_CONTEXT_WINDOW;
+        let windows = Self::digit_windows(text, runs, margin);
+        // The number ends within the context window of the word and is at most this long itself.
+        let reach = margin;
+        let mut ranges: Vec<Range<usize>> = Vec::new();
+        for window in &windows {
+            for word in self.phone_words.find_in(text, window.clone()) {
+                let mut start = word.start.saturating_sub(reach).max(window.start);
+                while !text.is_char_boundary(start) {
+                    start -= 1;
+                }
+                let mut end = (word.end + reach).min(window.end);
+                while !text.is_char_boundary(end) {
+                    end += 1;
+                }
+                match ranges.last_mut() {
+                    Some(last) if start <= last.end => last.end = last.end.max(end),
+                    _ => ranges.push(start..end),
+                }
             }
         }
         ranges
     }
 
+    /// Every validated finding in `text`, without overlaps: where two overlap, the longer one wins (an
+    /// IBAN over a card-like run inside it), then the earlier, more specific detector.
     pub fn find(&self, text: &str, enabled: &dyn Fn(Builtin) -> bool) -> Vec<Found> {
-        let mut found: Vec<(usize, Found)> = Vec::new();
         // (pattern index, candidate) of every validated match, for the overlap resolution below.
-        if !self.may_match(text) {
+        let mut found: Vec<(usize, Found)> = Vec::new();
+        if text.len() <= SHORT_TEXT && self.any.find_in(text, 0..text.len()).next().is_none() {
             return Vec::new();
         }
-        for (rank, pattern) in self.patterns.iter().enumerate() {
+        let all = 0..text.len();
+        let whole = std::slice::from_ref(&all);
+        let runs = digit_runs(text);
+        let near_phone_words = match enabled(Builtin::Phone) {
+            true => self.near_phone_words(text, &runs),
+            false => Vec::new(),
+        };
+        // The national-number pattern is ranked after every other: where it overlaps another
+        // finding it yields, whole.
+        let phone_nearby = (self.patterns.len(), &self.phone_nearby);
+        let patterns = self
+            .patterns
+            .iter()
+            .enumerate()
+            .chain(std::iter::once(phone_nearby));
+        for (rank, pattern) in patterns {
             if !enabled(pattern.kind) {
                 continue;
             }
-            for m in pattern.regex.find_iter(text) {
-                if let Some((from, to)) = valid_span(pattern, m.as_str(), text, m.start()) {
-                    found.push((
-                        rank,
-                        Found {
-                            start: m.start() + from,
-                            end: m.start() + to,
-                            kind: pattern.kind,
-                        },
-                    ));
+            let windows;
+            let ranges: &[Range<usize>] = match pattern.near_digits {
+                _ if rank == phone_nearby.0 => &near_phone_words,
+                Some(margin) => {
+                    windows = Self::digit_windows(text, &runs, margin);
+                    &windows
                 }
-            }
-        }
-        if enabled(Builtin::Phone) {
-            // Ranked after every pattern: where it overlaps another finding it yields, whole.
-            let rank = self.patterns.len();
-            let pattern = &self.phone_nearby;
-            for (from, to) in self.near_phone_words(text) {
-                let part = text.get(from..to).unwrap_or_default();
-                for m in pattern.regex.find_iter(part) {
-                    let at = from + m.start();
-                    if let Some((s, e)) = valid_span(pattern, m.as_str(), text, at) {
+                None => whole,
+            };
+            for range in ranges {
+                for m in pattern.regex.find_in(text, range.clone()) {
+                    let candidate = text.get(m.clone()).unwrap_or_default();
+                    if let Some((from, to)) = valid_span(pattern, candidate, text, m.start) {
                         found.push((
                             rank,
                             Found {
-                                start: at + s,
-                                end: at + e,
+                                start: m.start + from,
+                                end: m.start + to,
                                 kind: pattern.kind,
                             },
                         ));
@@ -1603,6 +1775,89 @@ mod tests {
             println!("| {kind} | {precision:.4} | {recall:.4} | {t} | {f} | {n} |");
             assert!(precision >= 0.99, "{kind}: precision {precision}");
             assert!(recall >= 0.98, "{kind}: recall {recall}");
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "regex")]
+    fn the_digit_patterns_search_near_digits_within_their_longest_match() {
+        let d = detectors();
+        let searched_near_digits: Vec<Option<usize>> = d
+            .patterns
+            .iter()
+            .chain([&d.phone_nearby])
+            .map(|p| p.near_digits)
+            .collect();
+        // Secrets, e-mail and IPv6 search the whole text; cards, IBANs, SSNs, IPv4 and phones
+        // only near digits, as far as their longest match reaches.
+        let expected = [
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            Some(55),
+            Some(64),
+            Some(11),
+            None,
+            Some(15),
+            None,
+            Some(75),
+            Some(27),
+            Some(32),
+            Some(14),
+            Some(74),
+        ];
+        assert_eq!(searched_near_digits, expected);
+        assert!(longest_match(r"[0-9]+").is_none());
+    }
+
+    #[test]
+    fn searching_near_digits_finds_what_a_whole_text_search_finds() {
+        // Values and near misses at every distance from each other and from the text's ends, in
+        // prose, dense runs and non-ASCII text: the windowed search must agree with a plain one.
+        let d = detectors();
+        let mut rng = Rng(7);
+        let fillers = [
+            "",
+            " ",
+            "word ",
+            "ä ",
+            "x",
+            "Text with no digits at all, quite long indeed. ",
+        ];
+        for round in 0..400 {
+            let mut text = String::new();
+            for _ in 0..(1 + rng.below(12)) {
+                let filler = rng.pick(&fillers).repeat(rng.below(8) as usize);
+                text.push_str(&filler);
+                let kind = Builtin::ALL[rng.below(7) as usize];
+                let value = if rng.below(3) == 0 {
+                    hard_negative(&mut rng)
+                } else {
+                    positive(kind, &mut rng)
+                };
+                text.push_str(&value);
+                if round % 5 == 0 {
+                    text.push_str(rng.pick(&[" call me ", " tel. ", " phone: "]));
+                }
+            }
+            for pattern in d.patterns.iter().chain([&d.phone_nearby]) {
+                let Some(margin) = pattern.near_digits else {
+                    continue;
+                };
+                let windowed: Vec<Range<usize>> =
+                    Detectors::digit_windows(&text, &digit_runs(&text), margin)
+                        .into_iter()
+                        .flat_map(|w| pattern.regex.find_in(&text, w).collect::<Vec<_>>())
+                        .collect();
+                let whole: Vec<Range<usize>> =
+                    pattern.regex.find_in(&text, 0..text.len()).collect();
+                assert_eq!(windowed, whole, "{} in {text:?}", pattern.source);
+            }
         }
     }
 
