@@ -4,9 +4,12 @@
 
 use llm_core::api::{classify, ApiFlavor, Endpoint};
 use llm_core::config::ConfigError;
+use llm_core::contract;
 use llm_core::contract::state;
 use llm_core::metrics::labeled_name;
-use llm_core::pii::{restore_json, Masked, Pii, PiiConfig, StreamFormat, StreamRestorer, Vault};
+use llm_core::pii::{
+    AnswerAction, AnswerFindings, Masked, Pii, PiiConfig, StreamFormat, StreamRestorer, Vault,
+};
 use llm_host::{
     request_body, request_trailers, response_header, send_local_reply, set_filter_state, Action,
     BodyBuffer, Counter, Filter, Headers, HoldsRequestBody, HttpFilter,
@@ -44,6 +47,7 @@ impl Filter for PiiFilter {
             path: String::new(),
             body: BodyBuffer::default(),
             vault: Vault::default(),
+            answers: AnswerAction::Off,
             response: Response::Untouched,
         })
     }
@@ -70,6 +74,20 @@ impl PiiFilter {
             ),
             1,
         );
+    }
+
+    /// `llm_pii_answer_detections_total{entity,action}`: values in answers the prompt did not
+    /// contain (`action`: count or redact).
+    fn count_answer(&self, found: &AnswerFindings, action: AnswerAction) {
+        for (entity, n) in &found.counts {
+            self.count_series(
+                labeled_name(
+                    "llm_pii_answer_detections_total",
+                    &[("entity", entity), ("action", action.as_str())],
+                ),
+                *n,
+            );
+        }
     }
 
     fn count_series(&self, name: String, by: u32) {
@@ -102,6 +120,8 @@ struct PiiRequest {
     /// An inference request's body, held until it is scanned.
     body: BodyBuffer,
     vault: Vault,
+    /// What is done with PII in this consumer's answers.
+    answers: AnswerAction,
     response: Response,
 }
 
@@ -128,12 +148,18 @@ impl PiiRequest {
             set_filter_state(state::PII, &findings.summary());
         }
         match masked {
-            Masked::Unchanged => Action::Continue,
+            Masked::Unchanged => {
+                if self.answers != AnswerAction::Off {
+                    // The answer is read: it must arrive uncompressed.
+                    llm_host::set_request_header("accept-encoding", None);
+                }
+                Action::Continue
+            }
             Masked::Rewritten(new_body) => {
                 llm_host::replace_request_body(body_size, &new_body);
                 llm_host::set_request_header("content-length", Some(&new_body.len().to_string()));
-                if !self.vault.is_empty() {
-                    // The response is rewritten: it must arrive uncompressed.
+                if !self.vault.is_empty() || self.answers != AnswerAction::Off {
+                    // The response is rewritten or read: it must arrive uncompressed.
                     llm_host::set_request_header("accept-encoding", None);
                 }
                 Action::Continue
@@ -155,6 +181,8 @@ impl HttpFilter for PiiRequest {
             Endpoint::Inference(flavor) if !end_of_stream => {
                 // Nothing leaves before it is scanned (needs allow_on_headers_stop_iteration).
                 self.flavor = flavor;
+                let consumer = headers.get(contract::CONSUMER).unwrap_or_default();
+                self.answers = self.filter.pii.answer_action(consumer);
                 self.body.start();
                 Action::Pause
             }
@@ -171,7 +199,7 @@ impl HttpFilter for PiiRequest {
     }
 
     fn on_response_headers(&mut self, _end_of_stream: bool) -> Action {
-        if self.vault.is_empty() {
+        if self.vault.is_empty() && self.answers == AnswerAction::Off {
             return Action::Continue;
         }
         let content_type = response_header("content-type").unwrap_or_default();
@@ -185,7 +213,10 @@ impl HttpFilter for PiiRequest {
             } else {
                 StreamFormat::OpenAi
             };
-            Response::Stream(Box::new(StreamRestorer::new(format)))
+            let window = self.filter.pii.answer_stream_window();
+            Response::Stream(Box::new(
+                StreamRestorer::new(format).scanning_answers(self.answers, window),
+            ))
         } else {
             Response::Buffered
         };
@@ -198,19 +229,28 @@ impl HttpFilter for PiiRequest {
             Response::Buffered if !end_of_stream => Action::Pause,
             Response::Buffered => {
                 let body = llm_host::read_response_body(body_size);
-                if let Some(restored) = restore_json(&body, &self.vault) {
-                    llm_host::replace_response_body(body_size, &restored);
+                let mut found = AnswerFindings::default();
+                let filter = Rc::clone(&self.filter);
+                let rewritten =
+                    filter
+                        .pii
+                        .answer_json(&body, &self.vault, self.answers, &mut found);
+                if let Some(rewritten) = rewritten {
+                    llm_host::replace_response_body(body_size, &rewritten);
                 }
+                filter.count_answer(&found, self.answers);
                 Action::Continue
             }
             Response::Stream(_) => {
                 let chunk = llm_host::read_response_body(body_size);
+                let filter = Rc::clone(&self.filter);
                 if let Response::Stream(restorer) = &mut self.response {
-                    let mut out = restorer.push(&chunk, &self.vault);
+                    let mut out = restorer.push_scanned(&chunk, &self.vault, &filter.pii);
                     if end_of_stream {
-                        out.extend(restorer.finish(&self.vault));
+                        out.extend(restorer.finish_scanned(&self.vault, &filter.pii));
                     }
                     llm_host::replace_response_body(body_size, &out);
+                    filter.count_answer(&restorer.take_answer_findings(), self.answers);
                 }
                 Action::Continue
             }
@@ -363,6 +403,48 @@ mod tests {
             got["choices"][0]["message"]["content"],
             "I will mail jane.doe@example.com today."
         );
+    }
+
+    #[test]
+    fn answers_to_a_consumer_are_scanned_as_configured() {
+        let config = r#"{"answers": {"action": "count", "consumers": {"team-b": "redact"}}}"#;
+        for (consumer, action, content) in [
+            (
+                "team-a",
+                "count",
+                "Ask bob@corp.example or +1 415 555 2671.",
+            ),
+            ("team-b", "redact", "Ask [EMAIL] or [PHONE]."),
+        ] {
+            fake::reset();
+            let loaded = llm_host::configure::<PiiFilter>(config.as_bytes()).expect("config");
+            let mut stream = Stream::new(loaded.new_stream());
+            let mut headers = CHAT.to_vec();
+            headers.push(("x-llm-consumer", consumer));
+            // A clean prompt: the answer is still read, so it must come uncompressed.
+            assert_eq!(
+                stream.request(&headers, &[&prompt("hello")]),
+                Action::Continue
+            );
+            assert_eq!(fake::request_header("accept-encoding"), None, "{consumer}");
+            let answer = json!({"choices": [{"index": 0, "message": {"role": "assistant",
+                "content": "Ask bob@corp.example or +1 415 555 2671."}}]})
+            .to_string()
+            .into_bytes();
+            let response = [(":status", "200"), ("content-type", "application/json")];
+            assert_eq!(stream.response(&response, &[&answer]), Action::Continue);
+            let got: Value = serde_json::from_slice(stream.client_body()).unwrap();
+            assert_eq!(
+                got["choices"][0]["message"]["content"], content,
+                "{consumer}"
+            );
+            for entity in ["email", "phone"] {
+                let name = format!(
+                    "llm_pii_answer_detections_total_entity=.={entity};.;_action=.={action};.;"
+                );
+                assert_eq!(fake::counter(&name), 1, "{consumer} {entity}");
+            }
+        }
     }
 
     #[test]

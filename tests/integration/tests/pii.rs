@@ -254,3 +254,67 @@ fn national_numbers_near_a_phone_word_and_pasted_line_breaks_are_masked() {
     );
     assert_eq!(demo.envoy.access_log(1)[0]["pii"], "phone=2");
 }
+
+/// Answers: values the prompt did not contain are counted for team-a and redacted for team-b, in
+/// JSON and in a stream cut into single bytes; the prompt's own value comes back.
+#[test]
+fn answers_are_scanned_for_pii_the_prompt_did_not_contain() {
+    require_envoy!();
+    let demo = Demo::start_with(|config| {
+        set_filter_config(
+            &config,
+            "llm_pii",
+            r#"{"answers": {"action": "count", "consumers": {"team-b": "redact"}}}"#,
+        )
+    });
+    let prompt = "Who else should I write to than jane.doe@example.com?";
+    // What the model answers (it saw the placeholder, and knows another address and a number).
+    let reply = "Write to <EMAIL_1>, or to bob@corp.example, or call +1 415 555 2671.";
+    let as_sent = "Write to jane.doe@example.com, or to bob@corp.example, or call +1 415 555 2671.";
+    let redacted = "Write to jane.doe@example.com, or to [EMAIL], or call [PHONE].";
+    let url = demo.envoy.url("/v1/chat/completions");
+    for (key, expected) in [("sk-demo-team-a", as_sent), ("sk-demo-team-b", redacted)] {
+        let auth = format!("Bearer {key}");
+        for stream in [false, true] {
+            let body = json!({"model": "gpt-4o-mini", "stream": stream,
+                              "messages": [{"role": "user", "content": prompt}]});
+            let response = post_json(
+                &url,
+                &[
+                    ("authorization", auth.as_str()),
+                    ("x-mock-reply", reply),
+                    ("x-mock-chunk-bytes", "1"),
+                ],
+                &body.to_string(),
+            );
+            assert_eq!(response.status, 200, "{key}: {}", response.body);
+            let text = match stream {
+                false => response.json()["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                true => sse_text(&response.body),
+            };
+            assert_eq!(text, expected, "{key}, stream: {stream}");
+            if key == "sk-demo-team-b" {
+                assert!(!response.body.contains("bob@") && !response.body.contains("2671"));
+            }
+        }
+    }
+    for (entity, action) in [
+        ("email", "count"),
+        ("phone", "count"),
+        ("email", "redact"),
+        ("phone", "redact"),
+    ] {
+        let metric =
+            format!(r#"llm_pii_answer_detections_total{{entity="{entity}",action="{action}"}}"#);
+        assert_eq!(demo.envoy.prometheus_value(&metric), Some(2.0), "{metric}");
+    }
+    // The provider never saw the prompt's address.
+    assert!(demo
+        .openai
+        .requests()
+        .iter()
+        .all(|r| !r["body"].as_str().unwrap_or_default().contains("jane.doe")));
+}

@@ -114,6 +114,11 @@ pub const FAMILIES: &[(&str, Kind, &[&str])] = &[
         &["entity", "action"],
     ),
     (
+        "llm_pii_answer_detections_total",
+        Kind::Counter,
+        &["entity", "action"],
+    ),
+    (
         "llm_pii_scan_limited_total",
         Kind::Counter,
         &["action", "reason"],

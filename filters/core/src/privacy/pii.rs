@@ -49,6 +49,67 @@ pub struct PiiConfig {
     /// Caps on the work one request may cause.
     #[serde(default)]
     pub limits: ScanLimits,
+    /// PII in answers that the prompt did not contain.
+    #[serde(default)]
+    pub answers: AnswersConfig,
+}
+
+/// Looking for values in answers that the prompt did not contain (a model recalling a real address
+/// or number from its training or from a tool result): counted, or redacted before the client sees
+/// them. Values of the prompt itself (put back from placeholders, or sent as they were) are left.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AnswersConfig {
+    /// For every consumer not listed in `consumers`.
+    #[serde(default)]
+    pub action: AnswerAction,
+    /// Per consumer (llm_auth's consumer name).
+    #[serde(default)]
+    pub consumers: BTreeMap<String, AnswerAction>,
+    /// Which types: built-in type names and `custom` / `terms` names. Default: every built-in type.
+    #[serde(default)]
+    pub entities: Option<Vec<String>>,
+    /// `redact` in a stream: bytes of each text field held back, so that a value arriving over
+    /// several events is redacted whole.
+    #[serde(default = "default_stream_window")]
+    pub stream_window: usize,
+}
+
+impl Default for AnswersConfig {
+    fn default() -> Self {
+        AnswersConfig {
+            action: AnswerAction::Off,
+            consumers: BTreeMap::new(),
+            entities: None,
+            stream_window: default_stream_window(),
+        }
+    }
+}
+
+fn default_stream_window() -> usize {
+    128
+}
+
+/// What is done with PII found in an answer.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerAction {
+    #[default]
+    Off,
+    /// Counted (`llm_pii_answer_detections_total`), the answer unchanged and not delayed.
+    Count,
+    /// Replaced with `[TYPE]`, and counted.
+    Redact,
+}
+
+impl AnswerAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnswerAction::Off => "off",
+            AnswerAction::Count => "count",
+            AnswerAction::Redact => "redact",
+        }
+    }
 }
 
 /// What one request may cost the scanner, and what happens past that.
@@ -138,6 +199,9 @@ pub struct Pii {
     actions: HashMap<Builtin, Action>,
     extras: Vec<Extra>,
     limits: ScanLimits,
+    answers: AnswersConfig,
+    /// The config keys looked for in answers (built-in and extra).
+    answer_keys: std::collections::HashSet<String>,
 }
 
 impl std::fmt::Debug for Pii {
@@ -254,11 +318,36 @@ impl Pii {
                 "must be at least 1",
             ));
         }
+        let answer_keys = match &config.answers.entities {
+            None => Builtin::ALL.iter().map(|b| b.key().to_string()).collect(),
+            Some(keys) => {
+                let mut known = std::collections::HashSet::new();
+                for (i, key) in keys.iter().enumerate() {
+                    let extra = extras.iter().any(|e| e.stem.eq_ignore_ascii_case(key));
+                    if Builtin::from_key(key).is_none() && !extra {
+                        return Err(ConfigError::new(
+                            format!("answers.entities[{i}]"),
+                            "unknown type; use a built-in type (email, phone, credit_card, us_ssn, iban, ip_address, secret) or a custom or terms name",
+                        ));
+                    }
+                    known.insert(key.to_ascii_lowercase());
+                }
+                known
+            }
+        };
+        if config.answers.stream_window == 0 {
+            return Err(ConfigError::new(
+                "answers.stream_window",
+                "must be at least 1 (bytes)",
+            ));
+        }
         Ok(Pii {
             detectors,
             actions,
             extras,
             limits: config.limits,
+            answers: config.answers,
+            answer_keys,
         })
     }
 }
@@ -270,6 +359,18 @@ pub struct Vault {
     by_value: HashMap<(String, String), String>,
     by_placeholder: HashMap<String, String>,
     counters: HashMap<String, u32>,
+    /// The prompt's values (letters and digits, lowercased), when answers are scanned: an answer
+    /// repeating one is not reported.
+    seen: std::collections::HashSet<String>,
+}
+
+/// A value's letters and digits, lowercased: `+1 (415) 555-2671` and `14155552671` are the same.
+fn canonical(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// Longest placeholder we look for: `<` + stem (≤ 32) + `_` + number + `>`.
@@ -278,6 +379,14 @@ const MAX_PLACEHOLDER: usize = 48;
 impl Vault {
     pub fn is_empty(&self) -> bool {
         self.by_placeholder.is_empty()
+    }
+
+    fn note_seen(&mut self, value: &str) {
+        self.seen.insert(canonical(value));
+    }
+
+    fn has_seen(&self, value: &str) -> bool {
+        self.seen.contains(&canonical(value))
     }
 
     fn placeholder(&mut self, stem: &str, value: &str) -> String {
@@ -400,8 +509,51 @@ impl Pii {
     /// Every enabled value in `text`, without overlaps, ordered by start: built-in types first,
     /// then custom patterns and terms where they overlap none.
     pub fn detect(&self, text: &str) -> Vec<Detection> {
-        let enabled =
-            |kind: Builtin| self.actions.get(&kind).copied().unwrap_or(Action::Off) != Action::Off;
+        // Types off in requests are still looked for when answers are scanned for them: a value
+        // the prompt sent as it was is not reported when the answer repeats it.
+        let answers = self.answers_scanned();
+        self.detect_where(text, &|key, action| {
+            action != Action::Off || (answers && self.answer_keys.contains(key))
+        })
+    }
+
+    /// The values in an answer of the types `answers.entities` names.
+    fn detect_in_answer(&self, text: &str) -> Vec<Detection> {
+        self.detect_where(text, &|key, _| self.answer_keys.contains(key))
+    }
+
+    /// Whether any consumer's answers are scanned.
+    fn answers_scanned(&self) -> bool {
+        self.answers.action != AnswerAction::Off
+            || self
+                .answers
+                .consumers
+                .values()
+                .any(|a| *a != AnswerAction::Off)
+    }
+
+    /// `answers.stream_window`.
+    pub fn answer_stream_window(&self) -> usize {
+        self.answers.stream_window
+    }
+
+    /// What is done with PII in the answers to `consumer` (llm_auth's name; empty without it).
+    pub fn answer_action(&self, consumer: &str) -> AnswerAction {
+        self.answers
+            .consumers
+            .get(consumer)
+            .copied()
+            .unwrap_or(self.answers.action)
+    }
+
+    /// `enabled(config key, request action)`: which types are looked for.
+    fn detect_where(&self, text: &str, enabled: &dyn Fn(&str, Action) -> bool) -> Vec<Detection> {
+        let builtin_enabled = |kind: Builtin| {
+            enabled(
+                kind.key(),
+                self.actions.get(&kind).copied().unwrap_or(Action::Off),
+            )
+        };
         // Detectors see the text as a reader would (no invisible characters, fullwidth forms as
         // ASCII); the spans are mapped back, so the original bytes of a value are masked whole.
         let normalized = Normalized::of(text);
@@ -409,7 +561,7 @@ impl Pii {
         // (start, end, stem, config key, action); built-ins first, then custom types that do not overlap.
         let spans: Vec<(usize, usize, String, String, Action)> = self
             .detectors
-            .find(text, &enabled)
+            .find(text, &builtin_enabled)
             .into_iter()
             .map(|f| {
                 let action = self.actions.get(&f.kind).copied().unwrap_or(Action::Off);
@@ -426,7 +578,8 @@ impl Pii {
         for span in spans {
             kept.insert_if_free(span.0, span.1, span);
         }
-        for extra in self.extras.iter().filter(|e| e.action != Action::Off) {
+        let extra_enabled = |e: &&Extra| enabled(&e.stem.to_ascii_lowercase(), e.action);
+        for extra in self.extras.iter().filter(extra_enabled) {
             for m in extra.regex.find_iter(text) {
                 kept.insert_if_free(
                     m.start(),
@@ -482,6 +635,14 @@ impl Pii {
     ) -> Option<String> {
         if findings.limited.is_some() || spans.is_empty() {
             return None;
+        }
+        if self.answers_scanned() {
+            // Capped like the findings: this is at most `max_findings` values plus those of types
+            // off in requests, each read once.
+            for span in &spans {
+                vault.note_seen(text.get(span.start..span.end).unwrap_or(""));
+            }
+            spans.retain(|span| span.action != Action::Off);
         }
         // Past the findings cap nothing more is touched: a block policy refuses the request (the
         // caller sees `limited`), a pass policy forwards the rest of the text as it is.
@@ -932,6 +1093,140 @@ pub fn restore_json(body: &[u8], vault: &Vault) -> Option<Vec<u8>> {
         .flatten()
 }
 
+/// The largest char boundary of `text` at or below `at`.
+fn floor_boundary(text: &str, mut at: usize) -> usize {
+    at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// PII found in an answer: values per config key.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AnswerFindings {
+    pub counts: BTreeMap<String, u32>,
+}
+
+/// Counts `values` (ranges of `text`) and, with `Redact`, returns `text` with each replaced by
+/// `[TYPE]`.
+fn redact_values(
+    text: &str,
+    values: &[Detection],
+    action: AnswerAction,
+    found: &mut AnswerFindings,
+) -> Option<String> {
+    for value in values {
+        *found.counts.entry(value.key.clone()).or_insert(0) += 1;
+    }
+    if values.is_empty() || action != AnswerAction::Redact {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for value in values {
+        out.push_str(text.get(at..value.start).unwrap_or(""));
+        out.push_str(&format!("[{}]", value.stem));
+        at = value.end;
+    }
+    out.push_str(text.get(at..).unwrap_or(""));
+    Some(out)
+}
+
+/// Answer fields that are identifiers or enumerations, not text (besides [`NOT_TEXT_KEYS`]).
+const ANSWER_NOT_TEXT_KEYS: &[&str] = &[
+    "system_fingerprint",
+    "finish_reason",
+    "stop_reason",
+    "stop_sequence",
+    "item_id",
+    "response_id",
+];
+
+impl Pii {
+    /// The values of `text` the prompt did not contain, of the types answers are scanned for.
+    fn answer_values(&self, text: &str, vault: &Vault) -> Vec<Detection> {
+        let mut values = self.detect_in_answer(text);
+        values.retain(|v| !vault.has_seen(text.get(v.start..v.end).unwrap_or("")));
+        values
+    }
+
+    /// Counts (`Count`) or replaces with `[TYPE]` (`Redact`) the PII in `text` that the prompt did
+    /// not contain; returns the new text when something was replaced.
+    pub fn scan_answer_text(
+        &self,
+        text: &str,
+        vault: &Vault,
+        action: AnswerAction,
+        found: &mut AnswerFindings,
+    ) -> Option<String> {
+        if action == AnswerAction::Off {
+            return None;
+        }
+        let values = self.answer_values(text, vault);
+        redact_values(text, &values, action, found)
+    }
+
+    /// A buffered JSON answer: PII the prompt did not contain counted or redacted per `action`
+    /// (every text string: content, tool-call arguments, refusals, ...), then placeholders
+    /// restored. `None`: nothing to change.
+    pub fn answer_json(
+        &self,
+        body: &[u8],
+        vault: &Vault,
+        action: AnswerAction,
+        found: &mut AnswerFindings,
+    ) -> Option<Vec<u8>> {
+        if vault.is_empty() && action == AnswerAction::Off {
+            return None;
+        }
+        // Past the request cap the answer is restored but not scanned.
+        let action = match body.len() > self.limits.max_scan_bytes {
+            true => AnswerAction::Off,
+            false => action,
+        };
+        let mut value: Value = serde_json::from_slice(body).ok()?;
+        self.answer_walk(&mut value, vault, action, found, None)
+            .then(|| serde_json::to_vec(&value).ok())
+            .flatten()
+    }
+
+    fn answer_walk(
+        &self,
+        value: &mut Value,
+        vault: &Vault,
+        action: AnswerAction,
+        found: &mut AnswerFindings,
+        key: Option<&str>,
+    ) -> bool {
+        match value {
+            Value::String(text) => {
+                let mut changed = false;
+                let text_field =
+                    !key.is_some_and(|k| is_not_text(k) || ANSWER_NOT_TEXT_KEYS.contains(&k));
+                if text_field && !is_media(text) {
+                    if let Some(redacted) = self.scan_answer_text(text, vault, action, found) {
+                        *text = redacted;
+                        changed = true;
+                    }
+                }
+                if let Some(restored) = vault.restore(text) {
+                    *text = restored;
+                    changed = true;
+                }
+                changed
+            }
+            Value::Array(items) => items.iter_mut().fold(false, |changed, item| {
+                self.answer_walk(item, vault, action, found, key) | changed
+            }),
+            Value::Object(map) => map.iter_mut().fold(false, |changed, (k, item)| {
+                self.answer_walk(item, vault, action, found, Some(k)) | changed
+            }),
+            _ => false,
+        }
+    }
+}
+
 /// Where a held-back piece can still become a placeholder: from the last `<` that has no `>` after it
 /// and is followed only by placeholder characters.
 fn holdback_start(text: &str) -> Option<usize> {
@@ -964,6 +1259,14 @@ pub struct StreamRestorer {
     held: BTreeMap<String, String>,
     /// Anthropic blocks that stream tool input JSON (a released tail goes back as `input_json_delta`).
     json_blocks: std::collections::HashSet<String>,
+    /// PII in the answer (see [`AnswersConfig`]).
+    answers: AnswerAction,
+    window: usize,
+    /// `redact`: the last bytes sent of each field, as the provider wrote them.
+    sent: BTreeMap<String, String>,
+    /// `count`: each field's text so far (up to `limits.max_scan_bytes`), scanned when it ends.
+    so_far: BTreeMap<String, String>,
+    found: AnswerFindings,
 }
 
 impl StreamRestorer {
@@ -973,13 +1276,43 @@ impl StreamRestorer {
             parser: SseParser::new(),
             held: BTreeMap::new(),
             json_blocks: std::collections::HashSet::new(),
+            answers: AnswerAction::Off,
+            window: default_stream_window(),
+            sent: BTreeMap::new(),
+            so_far: BTreeMap::new(),
+            found: AnswerFindings::default(),
         }
     }
 
-    fn restore_piece(&mut self, key: &str, piece: &str, vault: &Vault) -> String {
+    /// Looks for PII the prompt did not contain in the answer's text fields, as it passes
+    /// (`push_scanned`): `count` reads each field when it ends and changes nothing; `redact` holds
+    /// back the last `window` bytes of each field (more when a value reaches into them), so a
+    /// value arriving over several events is replaced whole.
+    pub fn scanning_answers(mut self, action: AnswerAction, window: usize) -> Self {
+        self.answers = action;
+        self.window = window.max(1);
+        self
+    }
+
+    /// The values found in the answer since the last call.
+    pub fn take_answer_findings(&mut self) -> AnswerFindings {
+        std::mem::take(&mut self.found)
+    }
+
+    fn restore_piece(&mut self, key: &str, piece: &str, ctx: Ctx<'_>) -> String {
         let mut text = self.held.remove(key).unwrap_or_default();
         text.push_str(piece);
-        let text = vault.restore(&text).unwrap_or(text);
+        match (ctx.pii, self.answers) {
+            (Some(pii), AnswerAction::Redact) => return self.redact_piece(key, text, pii, ctx),
+            (Some(pii), AnswerAction::Count) => {
+                let so_far = self.so_far.entry(key.to_string()).or_default();
+                if so_far.len() + piece.len() <= pii.limits.max_scan_bytes {
+                    so_far.push_str(piece);
+                }
+            }
+            _ => {}
+        }
+        let text = ctx.vault.restore(&text).unwrap_or(text);
         match holdback_start(&text) {
             Some(at) => {
                 self.held
@@ -990,9 +1323,91 @@ impl StreamRestorer {
         }
     }
 
-    fn release(&mut self, key: &str, vault: &Vault) -> Option<String> {
+    /// `redact`: sends what no value can still reach into, values the prompt did not contain
+    /// replaced and placeholders restored; holds the rest (raw) for the next piece.
+    fn redact_piece(&mut self, key: &str, text: String, pii: &Pii, ctx: Ctx<'_>) -> String {
+        let before = self.sent.get(key).map_or("", String::as_str);
+        let joined = format!("{before}{text}");
+        let offset = before.len();
+        let values = pii.answer_values(&joined, ctx.vault);
+        let mut cut = floor_boundary(&text, text.len().saturating_sub(self.window));
+        // A value reaching over the cut waits whole; values end where the next begins at the
+        // latest, so one pass from the last back settles it.
+        for value in values.iter().rev() {
+            let (start, end) = (
+                value.start.saturating_sub(offset),
+                value.end.saturating_sub(offset),
+            );
+            if start < cut && end > cut {
+                cut = start;
+            }
+        }
+        if let Some(at) = text.get(..cut).and_then(holdback_start) {
+            cut = at;
+        }
+        let (now, later) = text.split_at(cut);
+        if !later.is_empty() {
+            self.held.insert(key.to_string(), later.to_string());
+        }
+        let in_now: Vec<Detection> = values
+            .into_iter()
+            .filter(|v| v.end > offset && v.end <= offset + cut)
+            .map(|v| Detection {
+                start: v.start.saturating_sub(offset),
+                end: v.end - offset,
+                ..v
+            })
+            .collect();
+        let sent = format!("{before}{now}");
+        let from = floor_boundary(&sent, sent.len().saturating_sub(SENT_CONTEXT));
+        self.sent
+            .insert(key.to_string(), sent.get(from..).unwrap_or("").to_string());
+        let redacted = redact_values(now, &in_now, AnswerAction::Redact, &mut self.found)
+            .unwrap_or_else(|| now.to_string());
+        ctx.vault.restore(&redacted).unwrap_or(redacted)
+    }
+
+    fn release(&mut self, key: &str, ctx: Ctx<'_>) -> Option<String> {
+        if let (Some(pii), Some(so_far)) = (ctx.pii, self.so_far.remove(key)) {
+            let values = pii.answer_values(&so_far, ctx.vault);
+            redact_values(&so_far, &values, AnswerAction::Count, &mut self.found);
+        }
         let held = self.held.remove(key)?;
-        Some(vault.restore(&held).unwrap_or(held))
+        let held = match (ctx.pii, self.answers) {
+            (Some(pii), AnswerAction::Redact) => {
+                let before = self.sent.remove(key).unwrap_or_default();
+                let joined = format!("{before}{held}");
+                let values: Vec<Detection> = pii
+                    .answer_values(&joined, ctx.vault)
+                    .into_iter()
+                    .filter(|v| v.end > before.len())
+                    .map(|v| Detection {
+                        start: v.start.saturating_sub(before.len()),
+                        end: v.end - before.len(),
+                        ..v
+                    })
+                    .collect();
+                redact_values(&held, &values, AnswerAction::Redact, &mut self.found).unwrap_or(held)
+            }
+            _ => held,
+        };
+        Some(ctx.vault.restore(&held).unwrap_or(held))
+    }
+
+    /// An event that repeats a whole text or answer (Responses' `.done` events and final
+    /// response): placeholders restored and, with `redact`, the values the deltas had replaced
+    /// replaced here too (not counted again).
+    fn restore_whole(&mut self, value: &mut Value, ctx: Ctx<'_>) -> bool {
+        match (ctx.pii, self.answers) {
+            (Some(pii), AnswerAction::Redact) => pii.answer_walk(
+                value,
+                ctx.vault,
+                AnswerAction::Redact,
+                &mut AnswerFindings::default(),
+                None,
+            ),
+            _ => restore_all(value, ctx.vault),
+        }
     }
 
     fn write(event: &SseEvent, data: &str, out: &mut Vec<u8>) {
@@ -1002,7 +1417,7 @@ impl StreamRestorer {
         out.extend_from_slice(format!("data: {data}\n\n").as_bytes());
     }
 
-    fn openai_event(&mut self, event: &SseEvent, vault: &Vault, out: &mut Vec<u8>) {
+    fn openai_event(&mut self, event: &SseEvent, ctx: Ctx<'_>, out: &mut Vec<u8>) {
         let Ok(mut value) = serde_json::from_str::<Value>(&event.data) else {
             Self::write(event, &event.data, out);
             return;
@@ -1025,7 +1440,7 @@ impl StreamRestorer {
                 .and_then(Value::as_str)
                 .map(str::to_string);
             if let Some(piece) = content {
-                let restored = self.restore_piece(&key, &piece, vault);
+                let restored = self.restore_piece(&key, &piece, ctx);
                 if restored != piece {
                     delta.insert("content".into(), Value::String(restored));
                     changed = true;
@@ -1043,7 +1458,7 @@ impl StreamRestorer {
                 );
                 if let Some(arguments) = call.pointer_mut("/function/arguments") {
                     if let Some(piece) = arguments.as_str().map(str::to_string) {
-                        let restored = self.restore_piece(&call_key, &piece, vault);
+                        let restored = self.restore_piece(&call_key, &piece, ctx);
                         if restored != piece {
                             *arguments = Value::String(restored);
                             changed = true;
@@ -1053,7 +1468,7 @@ impl StreamRestorer {
             }
             if finished {
                 // The end of this choice: nothing more can complete a held-back piece.
-                if let Some(rest) = self.release(&key, vault) {
+                if let Some(rest) = self.release(&key, ctx) {
                     let before = delta
                         .get("content")
                         .and_then(Value::as_str)
@@ -1070,7 +1485,7 @@ impl StreamRestorer {
                     .cloned()
                     .collect();
                 for call_key in keys {
-                    if let Some(rest) = self.release(&call_key, vault) {
+                    if let Some(rest) = self.release(&call_key, ctx) {
                         let tool = call_key
                             .trim_start_matches(&prefix)
                             .parse::<u64>()
@@ -1095,7 +1510,7 @@ impl StreamRestorer {
         }
     }
 
-    fn anthropic_event(&mut self, event: &SseEvent, vault: &Vault, out: &mut Vec<u8>) {
+    fn anthropic_event(&mut self, event: &SseEvent, ctx: Ctx<'_>, out: &mut Vec<u8>) {
         let Ok(mut value) = serde_json::from_str::<Value>(&event.data) else {
             Self::write(event, &event.data, out);
             return;
@@ -1122,7 +1537,7 @@ impl StreamRestorer {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
-                let restored = self.restore_piece(&key, &piece, vault);
+                let restored = self.restore_piece(&key, &piece, ctx);
                 if restored == piece {
                     Self::write(event, &event.data, out);
                 } else {
@@ -1137,7 +1552,7 @@ impl StreamRestorer {
             }
             "content_block_stop" => {
                 let json_block = self.json_blocks.remove(&key);
-                if let Some(rest) = self.release(&key, vault) {
+                if let Some(rest) = self.release(&key, ctx) {
                     let delta = if json_block {
                         serde_json::json!({"type": "input_json_delta", "partial_json": rest})
                     } else {
@@ -1159,7 +1574,7 @@ impl StreamRestorer {
     /// Responses events: deltas restored as they pass (a possible placeholder's start held back
     /// per item and part), everything else (the `.done` events and the final response, which
     /// repeat the whole text) restored in full.
-    fn responses_event(&mut self, event: &SseEvent, vault: &Vault, out: &mut Vec<u8>) {
+    fn responses_event(&mut self, event: &SseEvent, ctx: Ctx<'_>, out: &mut Vec<u8>) {
         let Ok(mut value) = serde_json::from_str::<Value>(&event.data) else {
             Self::write(event, &event.data, out);
             return;
@@ -1188,7 +1603,7 @@ impl StreamRestorer {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
-                let restored = self.restore_piece(&key, &piece, vault);
+                let restored = self.restore_piece(&key, &piece, ctx);
                 if restored == piece {
                     Self::write(event, &event.data, out);
                 } else {
@@ -1209,7 +1624,7 @@ impl StreamRestorer {
                     _ => None,
                 };
                 if let Some(delta_kind) = delta_kind {
-                    if let Some(rest) = self.release(&key, vault) {
+                    if let Some(rest) = self.release(&key, ctx) {
                         let mut synthetic = serde_json::json!({"type": delta_kind,
                             "output_index": output, "content_index": part, "delta": rest});
                         for copied in ["item_id", "sequence_number"] {
@@ -1226,7 +1641,7 @@ impl StreamRestorer {
                         Self::write(&named, &synthetic.to_string(), out);
                     }
                 }
-                if restore_all(&mut value, vault) {
+                if self.restore_whole(&mut value, ctx) {
                     Self::write(event, &value.to_string(), out);
                 } else {
                     Self::write(event, &event.data, out);
@@ -1235,32 +1650,121 @@ impl StreamRestorer {
         }
     }
 
-    fn event(&mut self, event: &SseEvent, vault: &Vault, out: &mut Vec<u8>) {
+    fn event(&mut self, event: &SseEvent, ctx: Ctx<'_>, out: &mut Vec<u8>) {
         match self.format {
-            StreamFormat::OpenAi => self.openai_event(event, vault, out),
-            StreamFormat::Anthropic => self.anthropic_event(event, vault, out),
-            StreamFormat::Responses => self.responses_event(event, vault, out),
+            StreamFormat::OpenAi => self.openai_event(event, ctx, out),
+            StreamFormat::Anthropic => self.anthropic_event(event, ctx, out),
+            StreamFormat::Responses => self.responses_event(event, ctx, out),
         }
     }
 
     /// Feeds a chunk; returns what to send on (complete events, placeholders restored).
     pub fn push(&mut self, chunk: &[u8], vault: &Vault) -> Vec<u8> {
+        self.push_events(chunk, Ctx { vault, pii: None })
+    }
+
+    /// As [`StreamRestorer::push`], also looking for PII in the answer as
+    /// [`StreamRestorer::scanning_answers`] set up.
+    pub fn push_scanned(&mut self, chunk: &[u8], vault: &Vault, pii: &Pii) -> Vec<u8> {
+        self.push_events(
+            chunk,
+            Ctx {
+                vault,
+                pii: Some(pii),
+            },
+        )
+    }
+
+    fn push_events(&mut self, chunk: &[u8], ctx: Ctx<'_>) -> Vec<u8> {
         let mut out = Vec::with_capacity(chunk.len() + 16);
         for event in self.parser.push(chunk) {
-            self.event(&event, vault, &mut out);
+            self.event(&event, ctx, &mut out);
         }
         out
     }
 
-    /// The stream ended: flush an unterminated event and anything still held.
+    /// The stream ended: flush an unterminated event.
     pub fn finish(&mut self, vault: &Vault) -> Vec<u8> {
+        self.finish_events(Ctx { vault, pii: None })
+    }
+
+    /// As [`StreamRestorer::finish`], for a stream fed with [`StreamRestorer::push_scanned`].
+    pub fn finish_scanned(&mut self, vault: &Vault, pii: &Pii) -> Vec<u8> {
+        self.finish_events(Ctx {
+            vault,
+            pii: Some(pii),
+        })
+    }
+
+    fn finish_events(&mut self, ctx: Ctx<'_>) -> Vec<u8> {
         let mut out = Vec::new();
         if let Some(event) = self.parser.finish() {
-            self.event(&event, vault, &mut out);
+            self.event(&event, ctx, &mut out);
+        }
+        // A stream cut before a field's end event: what was held for it goes out as one more
+        // delta of that field, rather than being lost.
+        let keys: Vec<String> = self.held.keys().cloned().collect();
+        for key in keys {
+            let Some(rest) = self.release(&key, ctx) else {
+                continue;
+            };
+            let numbers: Vec<u64> = key
+                .get(1..)
+                .unwrap_or("")
+                .split('.')
+                .map(|n| n.parse().unwrap_or(0))
+                .collect();
+            let first = numbers.first().copied().unwrap_or(0);
+            let second = numbers.get(1).copied().unwrap_or(0);
+            let (name, data) = match (self.format, key.chars().next()) {
+                (StreamFormat::OpenAi, Some('t')) => (
+                    None,
+                    serde_json::json!({"choices": [{"index": first,
+                    "delta": {"tool_calls": [{"index": second, "function": {"arguments": rest}}]}}]}),
+                ),
+                (StreamFormat::OpenAi, _) => (
+                    None,
+                    serde_json::json!({"choices": [{"index": first, "delta": {"content": rest}}]}),
+                ),
+                (StreamFormat::Anthropic, _) => {
+                    let delta = match self.json_blocks.contains(&key) {
+                        true => {
+                            serde_json::json!({"type": "input_json_delta", "partial_json": rest})
+                        }
+                        false => serde_json::json!({"type": "text_delta", "text": rest}),
+                    };
+                    (
+                        Some("content_block_delta"),
+                        serde_json::json!({"type": "content_block_delta", "index": first, "delta": delta}),
+                    )
+                }
+                (StreamFormat::Responses, _) => (
+                    Some("response.output_text.delta"),
+                    serde_json::json!({"type": "response.output_text.delta",
+                    "output_index": first, "content_index": second, "delta": rest}),
+                ),
+            };
+            let event = SseEvent {
+                event: name.map(String::from),
+                data: String::new(),
+            };
+            Self::write(&event, &data.to_string(), &mut out);
         }
         out
     }
 }
+
+/// What a stream's events are restored and scanned with.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    vault: &'a Vault,
+    /// Set when the answer is scanned for PII (see [`StreamRestorer::scanning_answers`]).
+    pii: Option<&'a Pii>,
+}
+
+/// Bytes of text already sent kept per field, so that a value's validator still sees its
+/// neighbours (the phone words, the digits before a card number).
+const SENT_CONTEXT: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -1859,6 +2363,15 @@ mod tests {
             .collect()
     }
 
+    /// The `delta.text` of every Anthropic event in `sse`, joined.
+    fn anthropic_text(sse: &str) -> String {
+        sse.split("\n\n")
+            .filter_map(|e| e.split("data: ").nth(1))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| v.pointer("/delta/text")?.as_str().map(String::from))
+            .collect()
+    }
+
     fn run_stream(format: StreamFormat, stream: &str, vault: &Vault, splits: &[usize]) -> Vec<u8> {
         let mut restorer = StreamRestorer::new(format);
         let bytes = stream.as_bytes();
@@ -1870,6 +2383,215 @@ mod tests {
         }
         out.extend(restorer.finish(vault));
         out
+    }
+
+    /// Masks `prompt` with `p` and returns the vault (the prompt's values noted).
+    fn vault_after(p: &Pii, prompt: &str) -> Vault {
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": prompt}]});
+        mask(p, "/v1/chat/completions", &body).2
+    }
+
+    #[test]
+    fn answers_are_scanned_for_pii_the_prompt_did_not_contain() {
+        let p = pii(r#"{"entities": {"ip_address": "off"}, "answers": {"action": "redact"}}"#);
+        let vault = vault_after(&p, "Mail jane@example.com from 10.1.2.3");
+        let answer = json!({"id": "chatcmpl-1", "model": "m", "choices": [{"index": 0,
+            "message": {"role": "assistant", "content": "Mailed <EMAIL_1> from 10.1.2.3; bob@corp.example and +1 415 555 2671 know, so does 10.9.9.9."},
+            "finish_reason": "stop"}], "system_fingerprint": "fp_4155552671"});
+        let scanned = |action| {
+            let mut found = AnswerFindings::default();
+            let out = p.answer_json(answer.to_string().as_bytes(), &vault, action, &mut found);
+            (
+                serde_json::from_slice::<Value>(&out.unwrap()).unwrap(),
+                found,
+            )
+        };
+        let (out, found) = scanned(AnswerAction::Redact);
+        // The prompt's own values come back (restored, or as sent); the others are replaced.
+        assert_eq!(
+            out["choices"][0]["message"]["content"],
+            "Mailed jane@example.com from 10.1.2.3; [EMAIL] and [PHONE] know, so does [IP_ADDRESS]."
+        );
+        assert_eq!(out["system_fingerprint"], "fp_4155552671");
+        let counts: Vec<(&str, u32)> = found.counts.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+        assert_eq!(counts, [("email", 1), ("ip_address", 1), ("phone", 1)]);
+
+        // `count` changes nothing but the placeholders.
+        let (out, counted) = scanned(AnswerAction::Count);
+        assert!(out["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("bob@corp.example"));
+        assert_eq!(counted, found);
+        // Off: only placeholders; nothing at all without a vault.
+        let mut none = AnswerFindings::default();
+        assert_eq!(
+            p.answer_json(
+                b"{\"a\": \"bob@corp.example\"}",
+                &Vault::default(),
+                AnswerAction::Off,
+                &mut none
+            ),
+            None
+        );
+        assert!(none.counts.is_empty());
+    }
+
+    #[test]
+    fn answer_scanning_is_chosen_per_consumer_and_checked() {
+        let p = pii(
+            r#"{"answers": {"action": "count", "consumers": {"team-b": "redact", "bots": "off"}, "entities": ["email", "employee_id"]}, "custom": [{"name": "employee_id", "pattern": "EMP-[0-9]{6}"}]}"#,
+        );
+        assert_eq!(p.answer_action("team-a"), AnswerAction::Count);
+        assert_eq!(p.answer_action(""), AnswerAction::Count);
+        assert_eq!(p.answer_action("team-b"), AnswerAction::Redact);
+        assert_eq!(p.answer_action("bots"), AnswerAction::Off);
+        let mut found = AnswerFindings::default();
+        let vault = Vault::default();
+        assert_eq!(
+            p.scan_answer_text(
+                "EMP-123456 at bob@corp.example, +1 415 555 2671",
+                &vault,
+                AnswerAction::Redact,
+                &mut found
+            )
+            .as_deref(),
+            Some("[EMPLOYEE_ID] at [EMAIL], +1 415 555 2671")
+        );
+        for (config, field) in [
+            (
+                r#"{"answers": {"entities": ["passport"]}}"#,
+                "answers.entities[0]",
+            ),
+            (
+                r#"{"answers": {"stream_window": 0}}"#,
+                "answers.stream_window",
+            ),
+        ] {
+            let err = Pii::compile(parse::<PiiConfig>(config.as_bytes()).unwrap()).unwrap_err();
+            assert!(err.to_string().contains(field), "{err}");
+        }
+        assert!(parse::<PiiConfig>(br#"{"answers": {"action": "mask"}}"#).is_err());
+    }
+
+    fn run_scanned(
+        p: &Pii,
+        format: StreamFormat,
+        stream: &str,
+        vault: &Vault,
+        chunk: usize,
+    ) -> (Vec<u8>, AnswerFindings) {
+        let mut restorer = StreamRestorer::new(format).scanning_answers(p.answer_action(""), 32);
+        let mut out = Vec::new();
+        let mut found = AnswerFindings::default();
+        for piece in stream.as_bytes().chunks(chunk) {
+            out.extend(restorer.push_scanned(piece, vault, p));
+            for (k, n) in restorer.take_answer_findings().counts {
+                *found.counts.entry(k).or_insert(0) += n;
+            }
+        }
+        out.extend(restorer.finish_scanned(vault, p));
+        for (k, n) in restorer.take_answer_findings().counts {
+            *found.counts.entry(k).or_insert(0) += n;
+        }
+        (out, found)
+    }
+
+    #[test]
+    fn streamed_answers_are_redacted_whole_however_they_are_cut() {
+        let p = pii(r#"{"answers": {"action": "redact"}}"#);
+        let vault = vault_after(&p, "Mail jane@example.com please");
+        // Values split across events at every place, next to a placeholder that is split too.
+        let text = "Sure, <EMAIL_1> is cc'd; write to robert.smith@corp.example or call +1 415 555 2671, card 4111 1111 1111 1111. Bye <EMAIL_1>";
+        let expected = "Sure, jane@example.com is cc'd; write to [EMAIL] or call [PHONE], card [CREDIT_CARD]. Bye jane@example.com";
+        for step in [1, 2, 3, 5, 7, 11] {
+            let pieces: Vec<String> = text
+                .as_bytes()
+                .chunks(step)
+                .map(|c| String::from_utf8(c.to_vec()).unwrap())
+                .collect();
+            let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+            let stream = openai_stream(&pieces);
+            for chunk in [1, 13, stream.len()] {
+                let (out, found) = run_scanned(&p, StreamFormat::OpenAi, &stream, &vault, chunk);
+                assert_eq!(
+                    stream_text(&out),
+                    expected,
+                    "pieces of {step}, chunks of {chunk}"
+                );
+                assert_eq!(found.counts.values().sum::<u32>(), 3, "{found:?}");
+                let raw = String::from_utf8(out).unwrap();
+                assert!(
+                    !raw.contains("robert") && !raw.contains("2671") && !raw.contains("4111"),
+                    "{raw}"
+                );
+            }
+        }
+        // `count` passes the text at once and counts each value once, when the field ends.
+        let p = pii(r#"{"answers": {"action": "count"}}"#);
+        let stream = openai_stream(&["write to robert.smith@corp", ".example now"]);
+        let (out, found) = run_scanned(&p, StreamFormat::OpenAi, &stream, &vault, 9);
+        assert_eq!(stream_text(&out), "write to robert.smith@corp.example now");
+        assert_eq!(found.counts.get("email"), Some(&1));
+    }
+
+    #[test]
+    fn a_stream_cut_before_its_end_loses_nothing_held() {
+        let p = pii(r#"{"answers": {"action": "redact"}}"#);
+        let vault = vault_with(&[("EMAIL", "jane@example.com")]);
+        // No finish_reason, no [DONE]: the upstream went away mid-answer.
+        let stream = format!(
+            "data: {}\n\n",
+            json!({"choices": [{"index": 0, "delta": {"content": "Mail <EMAIL_1> or bob@corp.example, and then some more words"}}]})
+        );
+        let (out, _) = run_scanned(&p, StreamFormat::OpenAi, &stream, &vault, 7);
+        assert_eq!(
+            stream_text(&out),
+            "Mail jane@example.com or [EMAIL], and then some more words"
+        );
+        let placeholder_only = run_stream(
+            StreamFormat::OpenAi,
+            &stream.replace("bob@corp.example, and then some more words", "<EMAI"),
+            &vault,
+            &[],
+        );
+        assert_eq!(
+            stream_text(&placeholder_only),
+            "Mail jane@example.com or <EMAI"
+        );
+    }
+
+    #[test]
+    fn anthropic_and_responses_streams_are_redacted_too() {
+        let p = pii(r#"{"answers": {"action": "redact"}}"#);
+        let vault = Vault::default();
+        let anthropic = [
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Reach bob@corp.ex"}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ample today"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+        ]
+        .iter()
+        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()))
+        .collect::<String>();
+        let (out, _) = run_scanned(&p, StreamFormat::Anthropic, &anthropic, &vault, 4);
+        assert_eq!(
+            anthropic_text(&String::from_utf8(out).unwrap()),
+            "Reach [EMAIL] today"
+        );
+        let responses = [
+            json!({"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": "Reach bob@corp.ex"}),
+            json!({"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": "ample today"}),
+            json!({"type": "response.output_text.done", "output_index": 0, "content_index": 0, "text": "Reach bob@corp.example today"}),
+        ]
+        .iter()
+        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()))
+        .collect::<String>();
+        let (out, found) = run_scanned(&p, StreamFormat::Responses, &responses, &vault, 5);
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains("bob@"), "{out}");
+        assert!(out.contains("Reach [EMAIL] today"), "{out}");
+        assert_eq!(found.counts.get("email"), Some(&1));
     }
 
     #[test]
@@ -1954,17 +2676,11 @@ mod tests {
                 &[split],
             ))
             .unwrap();
-            let text: String = out
-                .split("\n\n")
-                .filter_map(|e| e.split("data: ").nth(1))
-                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-                .filter_map(|v| {
-                    v.pointer("/delta/text")
-                        .and_then(Value::as_str)
-                        .map(String::from)
-                })
-                .collect();
-            assert_eq!(text, "To jane@example.com and <EMAIL_2", "split {split}");
+            assert_eq!(
+                anthropic_text(&out),
+                "To jane@example.com and <EMAIL_2",
+                "split {split}"
+            );
             assert!(out.ends_with("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"));
         }
     }
