@@ -97,15 +97,21 @@ build-ratelimit: setup
 	cargo build --profile service -p llm-ratelimit
 
 # Modules that panic on request (header `x-fault-inject: <filter>`), for the failure_policy tests only.
+# Then the native module the integration tests load (target/native-test): built like the fault one,
+# without LTO and without the fault feature, so that `make test` skips the shipped profile's long
+# fat-LTO link (`make build-native`, `make run`, `make dist` still build that one). Its dependencies
+# are the fault build's, compiled once.
 build-fault: setup
 	cargo build --release --target $(WASM_TARGET) -p llm-auth -p llm-usage --features llm-host/fault-injection --target-dir target/fault
 	cargo build --release --target $(WASM_TARGET) -p llm-gateway --features llm-host/fault-injection --target-dir target/fault
 	cargo build --profile native-fault -p llm-native --features llm-host/fault-injection --target-dir target/fault
 	mkdir -p target/fault/native && cp target/fault/native-fault/libllm_gateway_native.so target/fault/native/libllm_gateway.so
+	cargo build --profile native-fault -p llm-native --target-dir target/fault
+	mkdir -p target/native-test && cp target/fault/native-fault/libllm_gateway_native.so target/native-test/libllm_gateway.so
 
-# The three builds use separate target directories and run side by side (each log printed whole).
+# The two builds use separate target directories and run side by side (each log printed whole).
 test: setup
-	$(MAKE) --no-print-directory --output-sync=target -j3 build build-fault build-native
+	$(MAKE) --no-print-directory --output-sync=target -j2 build build-fault
 	$(MAKE) --no-print-directory test-host test-wasm test-integration
 
 # Every crate's unit tests, natively: the filters' glue runs on llm_host's in-memory fake host.

@@ -17,6 +17,9 @@ read -r -a host_test_args <<< "${HOST_TEST_ARGS:---workspace --exclude integrati
 cargo test "${host_test_args[@]}" --no-run || exit 1
 cargo test -p integration --no-run || exit 1
 
+# The native module as `make build-fault` builds it for tests (no LTO; see the Makefile).
+export LLM_NATIVE_DIR="${LLM_NATIVE_DIR:-target/native-test}"
+
 single_args=()
 for name in "$@"; do single_args+=(--test "$name"); done
 

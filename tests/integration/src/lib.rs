@@ -1122,14 +1122,14 @@ pub fn shipped_envoy_configs() -> Vec<PathBuf> {
     out
 }
 
-/// What Envoy needs to load the native module: libllm_gateway.so from `make build-native` (an
-/// explicit search path: cargo's test environment puts other `libllm_gateway.so` builds on
-/// LD_LIBRARY_PATH), and the environment its config asks for (`# env` lines, see [`to_native`]).
+/// What Envoy needs to load the native module: libllm_gateway.so from the directory
+/// `LLM_NATIVE_DIR` names (`make test` builds one without LTO in target/native-test), or else from
+/// `make build-native`'s target/native (an explicit search path: cargo's test environment puts other
+/// `libllm_gateway.so` builds on LD_LIBRARY_PATH), and the environment its config asks for (`# env`
+/// lines, see [`to_native`]).
 fn native_module_env(command: &mut Command, config: &str) {
-    command.env(
-        "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
-        repo_root().join("target/native"),
-    );
+    let dir = std::env::var("LLM_NATIVE_DIR").unwrap_or_else(|_| "target/native".into());
+    command.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", repo_root().join(dir));
     for line in config.lines() {
         if let Some((name, value)) = line.strip_prefix("# env ").and_then(|l| l.split_once('=')) {
             command.env(name, value);
