@@ -1332,12 +1332,10 @@ impl StreamRestorer {
         let values = pii.answer_values(&joined, ctx.vault);
         let mut cut = floor_boundary(&text, text.len().saturating_sub(self.window));
         // A value reaching over the cut waits whole; values end where the next begins at the
-        // latest, so one pass from the last back settles it.
-        for value in values.iter().rev() {
-            let (start, end) = (
-                value.start.saturating_sub(offset),
-                value.end.saturating_sub(offset),
-            );
+        // latest, so one pass from the last back settles it. (One that began in text already sent,
+        // recognized only now, does not hold the field back: its rest is replaced as it goes.)
+        for value in values.iter().rev().filter(|v| v.start >= offset) {
+            let (start, end) = (value.start - offset, value.end - offset);
             if start < cut && end > cut {
                 cut = start;
             }
@@ -1351,10 +1349,10 @@ impl StreamRestorer {
         }
         let in_now: Vec<Detection> = values
             .into_iter()
-            .filter(|v| v.end > offset && v.end <= offset + cut)
+            .filter(|v| v.end > offset && v.start < offset + cut)
             .map(|v| Detection {
                 start: v.start.saturating_sub(offset),
-                end: v.end - offset,
+                end: (v.end - offset).min(cut),
                 ..v
             })
             .collect();
@@ -1702,7 +1700,16 @@ impl StreamRestorer {
             self.event(&event, ctx, &mut out);
         }
         // A stream cut before a field's end event: what was held for it goes out as one more
-        // delta of that field, rather than being lost.
+        // delta of that field, rather than being lost (and `count` reads what it collected).
+        let counted: Vec<String> = self
+            .so_far
+            .keys()
+            .filter(|k| !self.held.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in counted {
+            self.release(&key, ctx);
+        }
         let keys: Vec<String> = self.held.keys().cloned().collect();
         for key in keys {
             let Some(rest) = self.release(&key, ctx) else {
@@ -2545,6 +2552,9 @@ mod tests {
             json!({"choices": [{"index": 0, "delta": {"content": "Mail <EMAIL_1> or bob@corp.example, and then some more words"}}]})
         );
         let (out, _) = run_scanned(&p, StreamFormat::OpenAi, &stream, &vault, 7);
+        let counting = pii(r#"{"answers": {"action": "count"}}"#);
+        let (_, counted) = run_scanned(&counting, StreamFormat::OpenAi, &stream, &vault, 7);
+        assert_eq!(counted.counts.get("email"), Some(&1), "{counted:?}");
         assert_eq!(
             stream_text(&out),
             "Mail jane@example.com or [EMAIL], and then some more words"
