@@ -65,7 +65,9 @@ fn every_declared_callback_is_exported_by_envoy() {
 
 #[test]
 fn the_module_exports_every_hook_envoy_requires() {
-    let module = repo_root().join("target/native/libllm_gateway.so");
+    // The module the other tests load (see `LLM_NATIVE_DIR` in the harness).
+    let dir = std::env::var("LLM_NATIVE_DIR").unwrap_or_else(|_| "target/native".into());
+    let module = repo_root().join(dir).join("libllm_gateway.so");
     if !module.is_file() {
         panic!("{} is missing: run `make build-native`", module.display());
     }
