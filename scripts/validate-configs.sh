@@ -16,7 +16,11 @@ validate() {
     [[ $name =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || continue
     [[ -n ${!name:-} ]] || placeholders+=("$name=validate-placeholder")
   done
-  # The native module's configs name the environment it reads in `# env NAME=value` lines.
+  # The native module's configs name the environment it reads in `# env NAME=value` lines, and
+  # the keys it takes from Envoy's environment in `# env NAME` lines.
+  for name in $(grep -o '^# env [A-Za-z_][A-Za-z0-9_]*$' "$config" | sed 's/^# env //'); do
+    [[ -n ${!name:-} ]] || placeholders+=("$name=validate-placeholder")
+  done
   mapfile -t -O "${#placeholders[@]}" placeholders < <(scripts/native-env.sh "$config")
   if output=$(env "${placeholders[@]}" "$ENVOY_BIN" --mode validate --use-dynamic-base-id -c "$config" 2>&1); then
     echo "valid: $config" > "$result"
@@ -25,7 +29,8 @@ validate() {
   fi
 }
 
-mapfile -t configs < <(find envoy -name '*.yaml' | sort)
+# (*.gateway.yaml are llm-config's input, not Envoy's.)
+mapfile -t configs < <(find envoy -name '*.yaml' ! -name '*.gateway.yaml' | sort)
 for i in "${!configs[@]}"; do
   while (($(jobs -rp | wc -l) >= JOBS)); do wait -n || true; done
   validate "${configs[$i]}" "$work/$i" &

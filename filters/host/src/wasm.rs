@@ -237,7 +237,9 @@ impl<F: Filter> RootContext for FilterRoot<F> {
                 true
             }
             Err(line) => {
-                log::error!("{line}");
+                // Envoy's own prefix already names the plugin (`wasm log llm_router llm_router: `).
+                let prefix = format!("{}: ", F::NAME);
+                log::error!("{}", line.strip_prefix(&prefix).unwrap_or(&line));
                 false
             }
         }

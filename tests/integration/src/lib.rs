@@ -7,6 +7,8 @@
 
 pub mod http;
 
+use llm_config::packaging;
+
 use serde_json::Value;
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
@@ -618,64 +620,15 @@ pub fn replace_port(config: &str, from: u16, to: u16) -> String {
     config.replace(&needle, &format!("port_value: {to} "))
 }
 
-/// Where the `configuration` value of the filter whose `root_id` is `filter` is written: the byte
-/// range of `value: ...` (a single-line scalar or a `|` block) and the JSON it holds.
-fn filter_config_span(config: &str, filter: &str) -> (usize, usize, String) {
-    let anchor = format!("root_id: {filter}\n");
-    let start = config
-        .find(&anchor)
-        .unwrap_or_else(|| panic!("no filter with root_id {filter}"));
-    let value_at = start
-        + config[start..]
-            .find("value: ")
-            .unwrap_or_else(|| panic!("no configuration value for {filter}"));
-    let line_start = config[..value_at].rfind('\n').map_or(0, |i| i + 1);
-    let indent = value_at - line_start;
-    let line_end = config[value_at..]
-        .find('\n')
-        .map_or(config.len(), |i| value_at + i + 1);
-    let scalar = config[value_at + "value: ".len()..line_end].trim();
-    let is_block = scalar.starts_with(['|', '>']);
-    let mut end = line_end;
-    if !is_block {
-        let json = scalar.trim_matches('\'').replace("''", "'");
-        return (value_at, end, json);
-    }
-    // The block runs while lines are blank or indented deeper than `value:`.
-    while end < config.len() {
-        let next = config[end..]
-            .find('\n')
-            .map_or(config.len(), |i| end + i + 1);
-        let line = &config[end..next];
-        let deeper = line.len() - line.trim_start().len() > indent;
-        if !(line.trim().is_empty() || deeper) {
-            break;
-        }
-        end = next;
-    }
-    (value_at, end, config[line_end..end].to_string())
-}
-
 /// Sets the JSON `configuration` of the filter whose `root_id` is `filter`, replacing its `value:`
 /// (a single-line scalar or a `|` block).
 pub fn set_filter_config(config: &str, filter: &str, json: &str) -> String {
-    assert!(
-        !json.contains('\''),
-        "configuration JSON must not contain single quotes"
-    );
-    let (value_at, end, _) = filter_config_span(config, filter);
-    format!(
-        "{}value: '{}'\n{}",
-        &config[..value_at],
-        json,
-        &config[end..]
-    )
+    packaging::set_filter_config(config, filter, json).unwrap_or_else(|err| panic!("{err}"))
 }
 
 /// The JSON `configuration` of the filter whose `root_id` is `filter`.
 pub fn filter_config(config: &str, filter: &str) -> Value {
-    let (_, _, json) = filter_config_span(config, filter);
-    serde_json::from_str(&json).unwrap_or_else(|err| panic!("{filter}'s configuration: {err}"))
+    packaging::filter_config(config, filter).unwrap_or_else(|err| panic!("{err}"))
 }
 
 /// Set `LLM_SINGLE_MODULE=1` to run the demo's tests with llm_gateway (the four downstream filters
@@ -737,245 +690,23 @@ pub fn native() -> bool {
     std::env::var("LLM_NATIVE").as_deref() == Ok("1")
 }
 
-const WASM_TYPE: &str = "\"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
-
-/// Every Wasm filter of `config` (downstream or upstream) as the same filter of libllm_gateway.so:
-/// same name, same JSON configuration. Environment variables that a Wasm VM was given in
-/// `environment_variables.key_values` are read from Envoy's own environment by the native module;
-/// they become `# env NAME=value` lines, which [`Envoy::start`] exports to the process.
+/// Every Wasm filter of `config` as the same filter of libllm_gateway.so, as `llm-config
+/// --packaging native` writes it: provider keys a VM was given become `# env NAME=value` lines, which
+/// [`Envoy::start`] exports to the process.
 pub fn to_native(config: &str) -> String {
-    let lines: Vec<&str> = config.lines().collect();
-    let mut out = String::new();
-    let mut env = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        if line.trim() != WASM_TYPE {
-            out.push_str(line);
-            out.push('\n');
-            i += 1;
-            continue;
-        }
-        let indent = line.len() - line.trim_start().len();
-        let mut end = i + 1;
-        while end < lines.len() {
-            let l = lines[end];
-            if !l.trim().is_empty() && l.len() - l.trim_start().len() < indent {
-                break;
-            }
-            end += 1;
-        }
-        let block = &lines[i + 1..end];
-        let name = block
-            .iter()
-            .find_map(|l| l.trim().strip_prefix("name: "))
-            .expect("a Wasm filter's config.name")
-            .trim();
-        let value_at = block
-            .iter()
-            .position(|l| l.trim() == "value: |" || l.trim().starts_with("value: '"))
-            .expect("a Wasm filter's configuration value");
-        let value_indent = block[value_at].len() - block[value_at].trim_start().len();
-        // `value: '<json>'` (set_filter_config's form) or a `value: |` block.
-        let json: Vec<&str> = match block[value_at].trim().strip_prefix("value: '") {
-            Some(inline) => vec![inline.strip_suffix('\'').unwrap_or(inline)],
-            None => block[value_at + 1..]
-                .iter()
-                .copied()
-                .take_while(|l| {
-                    l.trim().is_empty() || l.len() - l.trim_start().len() > value_indent
-                })
-                .collect(),
-        };
-        if let Some(at) = block.iter().position(|l| l.trim() == "key_values:") {
-            let kv_indent = block[at].len() - block[at].trim_start().len();
-            for l in &block[at + 1..] {
-                if l.len() - l.trim_start().len() <= kv_indent {
-                    break;
-                }
-                if let Some((k, v)) = l.trim().split_once(": ") {
-                    env.push(format!("# env {k}={v}"));
-                }
-            }
-        }
-        let pad = " ".repeat(indent);
-        out.push_str(&format!(
-            "{pad}\"@type\": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter\n\
-             {pad}dynamic_module_config: {{ name: llm_gateway, do_not_close: true, metrics_namespace: llm }}\n\
-             {pad}filter_name: {name}\n\
-             {pad}filter_config:\n\
-             {pad}  \"@type\": type.googleapis.com/google.protobuf.StringValue\n\
-             {pad}  value: |\n"
-        ));
-        let json_indent = json
-            .iter()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| l.len() - l.trim_start().len())
-            .min()
-            .unwrap_or(0);
-        for l in json {
-            if l.trim().is_empty() {
-                out.push('\n');
-            } else {
-                out.push_str(&format!("{pad}    {}\n", &l[json_indent..]));
-            }
-        }
-        i = end;
-    }
-    // The merged filters' comment speaks of a Wasm VM and its failure policy.
-    let out = out.replace(
-        "one VM and one context per request. One failure policy for all: closed, because an\n          \
-         # unauthenticated request or an unmasked prompt must never reach a provider.",
-        "one context per request, natively (filters/native/README.md): no VM and no failure policy;\n          \
-         # a panic is answered 500.",
-    );
-    env.sort();
-    env.dedup();
-    let mut header = String::from(
-        "# The native dynamic module (libllm_gateway.so) in place of every Wasm filter. It reads\n\
-         # provider keys from Envoy's environment: start Envoy with these exported.\n",
-    );
-    for line in env {
-        header.push_str(&line);
-        header.push('\n');
-    }
-    header + &out
+    packaging::to_native(config).unwrap_or_else(|err| panic!("{err}"))
 }
 
-/// The four downstream filters of a demo-shaped config (llm_auth through llm_usage, in that order
-/// and consecutive) replaced by one llm_gateway filter whose sections are their configurations.
+/// The downstream filters of a demo-shaped config merged into one llm_gateway filter, as
+/// `llm-config --packaging gateway` writes it.
 pub fn to_single_module(config: &str) -> String {
-    const FILTERS: [(&str, &str); 6] = [
-        ("auth", "llm_auth"),
-        ("router", "llm_router"),
-        ("guard", "llm_guard"),
-        ("cache", "llm_cache"),
-        ("pii", "llm_pii"),
-        ("usage", "llm_usage"),
-    ];
-    let mut sections = serde_json::Map::new();
-    for (section, filter) in FILTERS {
-        // llm_guard and llm_cache are optional: the harness leaves them out unless a test asks.
-        if config.contains(&format!("          - name: {filter}\n")) {
-            sections.insert(section.to_string(), filter_config(config, filter));
-        }
-    }
-    let first = config
-        .find("          - name: llm_auth\n")
-        .expect("llm_auth in the http_filters list");
-    let after = config
-        .find("          - name: envoy.filters.http.router\n")
-        .expect("the router filter after llm_usage");
-    // Comments just above llm_auth describe the four modules; they go with them.
-    let mut start = first;
-    while let Some(line_start) = config[..start.saturating_sub(1)].rfind('\n').map(|i| i + 1) {
-        if !config[line_start..start].trim_start().starts_with('#') {
-            break;
-        }
-        start = line_start;
-    }
-    let mut json = String::new();
-    readable_json(&Value::Object(sections), 20, &mut json);
-    let indented = format!("{}{json}\n", " ".repeat(20));
-    let block = format!(
-        r#"          # llm_auth, llm_router, llm_guard, llm_cache, llm_pii and llm_usage in one module (filters/gateway/README.md):
-          # one VM and one context per request. One failure policy for all: closed, because an
-          # unauthenticated request or an unmasked prompt must never reach a provider.
-          - name: llm_gateway
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: llm_gateway
-                root_id: llm_gateway
-                vm_config:
-                  vm_id: llm_gateway
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: target/wasm32-wasip1/release/llm_gateway.wasm }} }}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: |
-{indented}                failure_policy: FAIL_CLOSED
-                allow_on_headers_stop_iteration: true
-"#
-    );
-    format!(
-        "# Generated from envoy/demo.yaml (tests/integration/tests/gateway.rs checks it): the same demo\n\
-         # with llm_auth, llm_router, llm_guard, llm_cache, llm_pii and llm_usage in one module, llm_gateway.\n{}{}{}",
-        &config[..start],
-        block,
-        &config[after..]
-    )
+    packaging::to_single_module(config).unwrap_or_else(|err| panic!("{err}"))
 }
 
 /// `config` without the HTTP filter `name` (its block in the downstream `http_filters` list and
 /// the comment lines just above it).
 pub fn without_filter(config: &str, name: &str) -> String {
-    let marker = format!("          - name: {name}\n");
-    let Some(at) = config.find(&marker) else {
-        return config.to_string();
-    };
-    let mut start = at;
-    while let Some(line_start) = config[..start.saturating_sub(1)].rfind('\n').map(|i| i + 1) {
-        if !config[line_start..start].trim_start().starts_with('#') {
-            break;
-        }
-        start = line_start;
-    }
-    let rest = &config[at + marker.len()..];
-    let mut end = at + marker.len();
-    for line in rest.split_inclusive('\n') {
-        let indent = line.len() - line.trim_start().len();
-        if !line.trim().is_empty() && indent <= 10 {
-            break;
-        }
-        end += line.len();
-    }
-    // The comment lines of the next filter belong to it: step back over them.
-    let mut cut = end;
-    while let Some(line_start) = config[..cut.saturating_sub(1)].rfind('\n').map(|i| i + 1) {
-        if line_start <= at || !config[line_start..cut].trim_start().starts_with('#') {
-            break;
-        }
-        cut = line_start;
-    }
-    format!("{}{}", &config[..start], &config[cut..])
-}
-
-/// JSON as a person would write it in a config: a value that fits on one short line stays on it,
-/// larger objects and arrays get a line per member, indented under `indent` spaces.
-fn readable_json(value: &Value, indent: usize, out: &mut String) {
-    let compact = value.to_string();
-    if compact.len() + indent <= 110 {
-        out.push_str(&compact);
-        return;
-    }
-    let pad = " ".repeat(indent + 2);
-    let (open, close) = if value.is_array() {
-        ('[', ']')
-    } else {
-        ('{', '}')
-    };
-    out.push(open);
-    out.push('\n');
-    let members: Vec<(Option<&String>, &Value)> = match value {
-        Value::Array(items) => items.iter().map(|v| (None, v)).collect(),
-        Value::Object(map) => map.iter().map(|(k, v)| (Some(k), v)).collect(),
-        _ => Vec::new(),
-    };
-    for (position, (key, member)) in members.iter().enumerate() {
-        out.push_str(&pad);
-        if let Some(key) = key {
-            out.push_str(&Value::String((*key).clone()).to_string());
-            out.push_str(": ");
-        }
-        readable_json(member, indent + 2, out);
-        if position + 1 < members.len() {
-            out.push(',');
-        }
-        out.push('\n');
-    }
-    out.push_str(&" ".repeat(indent));
-    out.push(close);
+    packaging::without_filter(config, name)
 }
 
 impl Demo {
@@ -1098,7 +829,8 @@ impl Demo {
     }
 }
 
-/// Every Envoy YAML shipped in the repository (everything under `envoy/`).
+/// Every Envoy YAML shipped in the repository (everything under `envoy/` but llm-config's
+/// `*.gateway.yaml` input).
 pub fn shipped_envoy_configs() -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let Ok(entries) = fs::read_dir(dir) else {
@@ -1111,7 +843,8 @@ pub fn shipped_envoy_configs() -> Vec<PathBuf> {
             } else if matches!(
                 path.extension().and_then(|e| e.to_str()),
                 Some("yaml" | "yml")
-            ) {
+            ) && !path.to_string_lossy().ends_with(".gateway.yaml")
+            {
                 out.push(path);
             }
         }
@@ -1152,6 +885,12 @@ pub fn validate_config_with_env(config: &Path, env: &[(&str, &str)]) -> (bool, S
     let mut command = Command::new(binary);
     native_module_env(&mut command, &text);
     command.envs(env.iter().copied());
+    // The native module's configs name the keys it reads from Envoy's environment as `# env NAME`.
+    for name in text.lines().filter_map(|l| l.strip_prefix("# env ")) {
+        if !name.contains('=') && std::env::var_os(name.trim()).is_none() {
+            command.env(name.trim(), "validate-placeholder");
+        }
+    }
     for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
         if let Some(list) = line
             .split("host_env_keys:")

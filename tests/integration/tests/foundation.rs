@@ -137,6 +137,12 @@ fn invalid_filter_config_is_refused_naming_the_filter_and_field() {
             "{root_id}: {}",
             lines[0]
         );
+        // One name per line: Envoy's prefix names the plugin, the message does not repeat it.
+        assert!(
+            !lines[0].contains(&format!("{root_id}: {root_id}:")),
+            "{}",
+            lines[0]
+        );
         assert!(
             !exit.log.contains("sk-secret-value-123"),
             "{root_id}: the config value leaked into the log"

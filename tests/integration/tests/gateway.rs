@@ -5,40 +5,6 @@
 use integration::http::{self, post_json, sse_text};
 use integration::{repo_root, require_envoy, to_single_module, Demo, Envoy, EnvoyOptions};
 use serde_json::{json, Value};
-use std::fs;
-
-/// The shipped single-module demo is demo.yaml with the four filters merged: it cannot drift.
-#[test]
-fn shipped_single_module_demo_is_demo_yaml_merged() {
-    let demo = fs::read_to_string(repo_root().join("envoy/demo.yaml")).unwrap();
-    let path = repo_root().join("envoy/demo-single-module.yaml");
-    let expected = to_single_module(&demo);
-    if std::env::var("UPDATE_SINGLE_MODULE_DEMO").as_deref() == Ok("1") {
-        fs::write(&path, &expected).unwrap();
-    }
-    let shipped = fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        shipped == expected,
-        "envoy/demo-single-module.yaml is not envoy/demo.yaml merged; regenerate it with \
-         UPDATE_SINGLE_MODULE_DEMO=1 cargo test -p integration --test gateway"
-    );
-}
-
-#[test]
-fn shipped_native_demo_is_demo_yaml_on_the_native_module() {
-    let demo = fs::read_to_string(repo_root().join("envoy/demo.yaml")).unwrap();
-    let path = repo_root().join("envoy/demo-native.yaml");
-    let expected = integration::to_native(&to_single_module(&demo));
-    if std::env::var("UPDATE_SINGLE_MODULE_DEMO").as_deref() == Ok("1") {
-        fs::write(&path, &expected).unwrap();
-    }
-    let shipped = fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        shipped == expected,
-        "envoy/demo-native.yaml is not envoy/demo.yaml on the native module; regenerate it with \
-         UPDATE_SINGLE_MODULE_DEMO=1 cargo test -p integration --test gateway"
-    );
-}
 
 #[test]
 fn invalid_section_config_is_refused_naming_the_section_and_field() {

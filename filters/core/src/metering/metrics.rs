@@ -4,8 +4,9 @@
 //! bootstrap `stats_config.stats_tags` extracts them (one rule per label name; see envoy/demo.yaml).
 //! `/stats/prometheus` then shows `llm_filter_requests_total{filter="auth"}`.
 
-/// Label names that the shipped Envoy configs declare `stats_tags` for. A label outside this list would
-/// stay glued to the metric name in Prometheus.
+/// Label names that the shipped Envoy configs declare `stats_tags` for (llm-config writes one rule
+/// per name, in this order, which is the order Prometheus shows them in). A label outside this list
+/// would stay glued to the metric name in Prometheus.
 pub const KNOWN_LABELS: &[&str] = &[
     "filter",
     "consumer",
@@ -14,13 +15,13 @@ pub const KNOWN_LABELS: &[&str] = &[
     "provider",
     "status_class",
     "entity",
+    "guard",
+    "category",
     "action",
     "reason",
     "kind",
     "direction",
     "result",
-    "guard",
-    "category",
 ];
 
 /// Builds `base` with each `(label, value)` encoded for Envoy's `stats_tags`.
