@@ -126,7 +126,7 @@ test-wasm:
 	# A 4 MiB Wasm stack (default 1 MiB): unoptimized, this run of the whole suite in one VM
 	# crashed Node (SIGSEGV) in the 4 MB dense-PII test after the cache and guard tests; with a larger
 	# stack, and optimized with the default one (`--release`), it passes.
-	CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS="-C link-arg=-zstack-size=4194304" CARGO_TARGET_WASM32_WASIP1_RUNNER="$(WASM_TEST_RUNNER)" cargo test -p llm-core -p llm-host --target $(WASM_TARGET)
+	CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS="-C target-feature=+simd128 -C link-arg=-zstack-size=4194304" CARGO_TARGET_WASM32_WASIP1_RUNNER="$(WASM_TEST_RUNNER)" cargo test -p llm-core -p llm-host --target $(WASM_TARGET)
 
 validate: setup
 	scripts/validate-configs.sh

@@ -66,7 +66,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
                 inner.column()
             )
         } else {
-            redact_quoted(&strip_position(&inner.to_string()))
+            redact_numbers(&redact_quoted(&strip_position(&inner.to_string())))
         };
         ConfigError::new(path, message)
     })?;
@@ -88,6 +88,24 @@ fn strip_position(message: &str) -> String {
         Some(at) => message.get(..at).unwrap_or(message).to_string(),
         None => message.to_string(),
     }
+}
+
+/// serde writes numbers it refuses in backticks (`invalid type: integer `12345678`, expected a
+/// string`): a numeric key or PIN would be echoed. Field names stay (`unknown field `x``).
+fn redact_numbers(message: &str) -> String {
+    let mut out = message.to_string();
+    for kind in ["integer `", "floating point `"] {
+        let mut from = 0;
+        while let Some(at) = out.get(from..).and_then(|rest| rest.find(kind)) {
+            let start = from + at + kind.len();
+            let Some(len) = out.get(start..).and_then(|rest| rest.find('`')) else {
+                break;
+            };
+            out.replace_range(start..start + len, "…");
+            from = start + "…".len();
+        }
+    }
+    out
 }
 
 /// Replaces every double-quoted span with `"…"`: serde quotes the offending value there
@@ -163,6 +181,17 @@ mod tests {
         assert_eq!(err.path, "items[0].limit");
         assert!(!err.to_string().contains("sk-secret-value"), "{err}");
         assert!(err.message.contains("expected u32"), "{err}");
+    }
+
+    #[test]
+    fn numbers_in_the_wrong_place_are_hidden_too() {
+        let err = parse::<Sample>(br#"{"name": 12345678}"#).unwrap_err();
+        assert!(!err.to_string().contains("12345678"), "{err}");
+        assert!(err.message.contains("integer `…`"), "{err}");
+        let err = parse::<Sample>(br#"{"name": 1234.5678}"#).unwrap_err();
+        assert!(!err.to_string().contains("1234.5678"), "{err}");
+        let err = parse::<Sample>(br#"{"items":[{"limit":-987654}]}"#).unwrap_err();
+        assert!(!err.to_string().contains("987654"), "{err}");
     }
 
     #[test]

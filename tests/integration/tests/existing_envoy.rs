@@ -25,7 +25,7 @@ fn packaging() -> Packaging {
 }
 
 /// A team's Envoy before the LLM gateway: a health check, an app behind /app, a default route.
-fn existing_envoy(app_port: u16) -> String {
+fn existing_envoy(app_port: u16, dead_port: u16) -> String {
     format!(
         r#"
 admin:
@@ -53,8 +53,12 @@ static_resources:
             - name: main
               domains: ["*"]
               routes:
+              - match: {{ path: /status }}
+                direct_response: {{ status: 200, body: {{ inline_string: up }} }}
               - match: {{ prefix: /mock/ }}
                 route: {{ cluster: app }}
+              - match: {{ prefix: /dead/ }}
+                route: {{ cluster: dead }}
               - match: {{ prefix: / }}
                 direct_response: {{ status: 200, body: {{ inline_string: home }} }}
   clusters:
@@ -65,6 +69,14 @@ static_resources:
       endpoints:
       - lb_endpoints:
         - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {app_port} }} }} }}
+  - name: dead
+    type: STATIC
+    connect_timeout: 0.5s
+    load_assignment:
+      cluster_name: dead
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {dead_port} }} }} }}
 "#
     )
 }
@@ -160,16 +172,30 @@ fn existing_routes_keep_working_while_the_llm_api_is_protected() {
         Output::Fragments,
     )
     .unwrap();
-    let config = merge(&existing_envoy(app.port()), &fragments);
+    let config = merge(
+        &existing_envoy(app.port(), integration::free_port()),
+        &fragments,
+    );
     let envoy = Envoy::start(&config, &EnvoyOptions::default());
 
-    // What was there before still answers, without any key.
+    // What was there before still answers, without any key: the health-check filter (before the
+    // LLM filters), and the routes the LLM filters step aside on.
     let health = http::get(&envoy.url("/healthz"), &[]);
     assert_eq!(health.status, 200, "{}", health.body);
+    let status = http::get(&envoy.url("/status"), &[]);
+    assert_eq!((status.status, status.body.as_str()), (200, "up"));
     let home = http::get(&envoy.url("/"), &[]);
     assert_eq!((home.status, home.body.as_str()), (200, "home"));
     let app_answer = http::get(&envoy.url("/mock/requests"), &[]);
     assert_eq!(app_answer.status, 200, "{}", app_answer.body);
+    // Envoy's own errors on those routes stay Envoy's (the LLM error shape is for LLM requests).
+    let dead = http::get(&envoy.url("/dead/x"), &[]);
+    assert_eq!(dead.status, 503, "{}", dead.body);
+    assert!(
+        !dead.body.contains("could not get an answer"),
+        "{}",
+        dead.body
+    );
 
     // The LLM API needs a key, in the caller's API shape.
     let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi, I am ann@example.com"}]});
@@ -264,6 +290,9 @@ consumers:
 auth:
   jwt: { consumer_claim: sub, policies: [{ models: ["*"] }] }
   rate_limit_service: { cluster: ratelimit }
+guard:
+  checks:
+    moderation: { type: openai_moderation, cluster: openai, model: omni-moderation-latest, api_key_env: OPENAI_API_KEY }
 cache:
   defaults: { enabled: true }
   semantic:

@@ -2,7 +2,9 @@
 //! existing one, for each packaging. The separate-modules form is written here; the other two are
 //! derived from it (crate::packaging), so the three cannot say different things.
 
-use crate::packaging::{indent, readable_json, to_native, to_single_module, GATEWAY_SECTIONS};
+use crate::packaging::{
+    indent, readable_json, to_native, to_single_module, GATEWAY_SECTIONS, WASM_DIR_COMMENT,
+};
 use crate::spec::{
     self, GatewayFile, PoolMember, PoolSpec, ProviderPlacement, ServiceSpec, Url, PLACEMENT_FIELDS,
 };
@@ -118,6 +120,8 @@ struct Provider {
 /// A cluster to write.
 struct Cluster {
     name: String,
+    /// Where the gateway file declares it (for errors).
+    origin: String,
     comment: Option<String>,
     /// (provider metadata, url) per priority; provider is None for services.
     endpoints: Vec<(Option<String>, Url)>,
@@ -143,7 +147,10 @@ pub struct Plan {
     routes: Vec<Route>,
     /// (filter, configuration) of the downstream filters, in chain order.
     filters: Vec<(&'static str, Value)>,
+    /// The environment variables each downstream filter reads.
+    filter_env: Vec<(&'static str, Vec<String>)>,
     provider_config: Value,
+    jwt_payload_key: String,
 }
 
 fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -155,10 +162,13 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
     let file = spec::load(text)?;
     spec::socket(&file.envoy.listener, "envoy.listener")?;
     spec::socket(&file.envoy.admin, "envoy.admin")?;
+    spec::duration(&file.envoy.route_timeout, "envoy.route_timeout")?;
+    spec::duration(&file.envoy.connect_timeout, "envoy.connect_timeout")?;
 
     let mut providers = Vec::new();
     for (name, value) in &file.providers {
         let path = format!("providers.{name}");
+        spec::plain_name(name, &path)?;
         let Value::Object(fields) = value else {
             return Err(err(path, "must be an object"));
         };
@@ -173,6 +183,9 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
             parse(&serde_json::to_vec(&placement).unwrap_or_default())
                 .map_err(|e| e.within(&path))?;
         let url = Url::parse(&placement.url, &format!("{path}.url"))?;
+        if let Some(cluster) = &placement.cluster {
+            spec::plain_name(cluster, &format!("{path}.cluster"))?;
+        }
         if !url.is_ip() && !entry.contains_key("host") {
             entry.insert("host".into(), Value::String(url.host.clone()));
         }
@@ -180,6 +193,9 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
             .get("api_key_env")
             .and_then(Value::as_str)
             .map(str::to_string);
+        if let Some(env) = &api_key_env {
+            spec::env_name(env, &format!("{path}.api_key_env"))?;
+        }
         let api_key = match (placement.api_key, &api_key_env) {
             (Some(key), Some(env)) => Some((env.clone(), key)),
             (Some(_), None) => {
@@ -209,6 +225,7 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
         .iter()
         .map(|p| Cluster {
             name: p.cluster.clone(),
+            origin: format!("providers.{}", p.name),
             comment: None,
             endpoints: vec![(Some(p.name.clone()), p.url.clone())],
             http2: p.http2,
@@ -228,6 +245,7 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
 
     for (name, value) in &file.pools {
         let path = format!("pools.{name}");
+        spec::plain_name(name, &path)?;
         if providers.iter().any(|p| &p.name == name) {
             return Err(err(
                 path,
@@ -258,6 +276,21 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
                 Some(url) => Url::parse(url, &format!("{member_path}.url"))?,
                 None => known.url.clone(),
             };
+            // llm_provider sets the Host header from the provider's `host`: another host needs
+            // a provider entry of its own.
+            let host = known.entry.get("host").and_then(Value::as_str);
+            if host.is_some_and(|h| h != url.host) {
+                return Err(err(
+                    format!("{member_path}.url"),
+                    "is not at the provider's host; give that endpoint a provider entry of its own",
+                ));
+            }
+            if http2.is_some() && known.http2.is_some() && http2 != known.http2 {
+                return Err(err(
+                    &member_path,
+                    "its `http2` differs from another member's; one cluster speaks one protocol",
+                ));
+            }
             http2 = http2.or(known.http2);
             endpoints.push((Some(provider.clone()), url));
         }
@@ -268,9 +301,12 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
             ));
         }
         let cluster = pool.cluster.clone().unwrap_or_else(|| name.clone());
-        let retries = pool
-            .retries
-            .unwrap_or(u32::try_from(pool.failover.len()).unwrap_or(u32::MAX));
+        if let Some(cluster) = &pool.cluster {
+            spec::plain_name(cluster, &format!("{path}.cluster"))?;
+        }
+        // One retry per further member: with previous_priorities each goes one priority down.
+        let further = u32::try_from(pool.failover.len().saturating_sub(1)).unwrap_or(u32::MAX);
+        let retries = pool.retries.unwrap_or(further.max(1));
         let retry_on = pool
             .retry_on
             .clone()
@@ -301,6 +337,7 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
         });
         clusters.push(Cluster {
             name: cluster,
+            origin: path.clone(),
             comment: None,
             endpoints,
             http2,
@@ -311,11 +348,16 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
 
     for (name, value) in &file.services {
         let path = format!("services.{name}");
+        spec::plain_name(name, &path)?;
         let service: ServiceSpec =
             parse(&serde_json::to_vec(value).unwrap_or_default()).map_err(|e| e.within(&path))?;
         let url = Url::parse(&service.url, &format!("{path}.url"))?;
+        if let Some(timeout) = &service.connect_timeout {
+            spec::duration(timeout, &format!("{path}.connect_timeout"))?;
+        }
         clusters.push(Cluster {
             name: name.clone(),
+            origin: path.clone(),
             comment: None,
             endpoints: vec![(None, url)],
             http2: service.http2,
@@ -329,11 +371,8 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
     for cluster in &clusters {
         if !names.insert(cluster.name.as_str()) {
             return Err(err(
-                "",
-                format!(
-                    "two clusters are named `{}` (providers, pools and services share names)",
-                    cluster.name
-                ),
+                &cluster.origin,
+                "its cluster has the name of another (providers, pools and services share names)",
             ));
         }
     }
@@ -399,6 +438,13 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
         consumers.push(Value::Object(fields));
     }
     let auth_config = if consumers.is_empty() && file.auth.is_none() {
+        if !file.envoy.unauthenticated {
+            return Err(err(
+                "consumers",
+                "none, and no `auth`: every client could spend the provider keys \
+                 (write `envoy: {unauthenticated: true}` if that is what you want)",
+            ));
+        }
         None
     } else {
         let mut auth = file.auth.clone().unwrap_or_default();
@@ -459,15 +505,31 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
     provider_config.insert("providers".into(), Value::Object(provider_entries));
     let provider_config = Value::Object(provider_config);
 
-    // The filters' own checks, as Envoy would run them when loading the config.
-    let placeholder = |_: &str| Some("llm-config-check".to_string());
+    // The filters' own checks, as Envoy would run them when loading the config. The environment
+    // variables each asks for (service keys) go into its VM's host_env_keys.
+    let mut filter_env: Vec<(&'static str, Vec<String>)> = Vec::new();
     for (filter, config) in filters
         .iter()
         .map(|(f, c)| (*f, c))
         .chain([("llm_provider", &provider_config)])
     {
+        let asked = std::cell::RefCell::new(Vec::new());
+        let placeholder = |name: &str| {
+            asked.borrow_mut().push(name.to_string());
+            Some("llm-config-check".to_string())
+        };
         let bytes = serde_json::to_vec(config).unwrap_or_default();
-        llm_core::filters::validate(filter, &bytes, &placeholder).map_err(|e| {
+        let checked = llm_core::filters::validate(filter, &bytes, &placeholder);
+        let mut asked = asked.into_inner();
+        asked.sort();
+        asked.dedup();
+        if filter != "llm_provider" {
+            for name in &asked {
+                spec::env_name(name, filter.trim_start_matches("llm_"))?;
+            }
+            filter_env.push((filter, asked));
+        }
+        checked.map_err(|e| {
             let section = filter.trim_start_matches("llm_");
             let top_level = match section {
                 "auth" => e.path.starts_with("consumers"),
@@ -500,7 +562,42 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
             ));
         }
     }
+    // jwt_authn and llm_auth's jwt section go together, and agree on where the payload is.
+    let auth_jwt = file.auth.as_ref().and_then(|a| a.get("jwt"));
+    let jwt_payload_key = match (&file.envoy.jwt, auth_jwt) {
+        (None, None) => "jwt_payload".to_string(),
+        (Some(_), None) => {
+            return Err(err(
+                "auth.jwt",
+                "missing: `envoy.jwt` verifies tokens, `auth.jwt` says who they name",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(err(
+                "envoy.jwt",
+                "missing: llm_auth reads tokens that Envoy's jwt_authn verified",
+            ))
+        }
+        (Some(_), Some(auth)) => {
+            let namespace = auth.get("metadata_namespace").and_then(Value::as_str);
+            if namespace.is_some_and(|n| n != "envoy.filters.http.jwt_authn") {
+                return Err(err(
+                    "auth.jwt.metadata_namespace",
+                    "jwt_authn writes under envoy.filters.http.jwt_authn",
+                ));
+            }
+            let key = auth
+                .get("payload_key")
+                .and_then(Value::as_str)
+                .unwrap_or("jwt_payload");
+            spec::plain_name(key, "auth.jwt.payload_key")?;
+            key.to_string()
+        }
+    };
     if let Some(jwt) = &file.envoy.jwt {
+        if let Some(service) = &jwt.jwks_service {
+            spec::plain_name(service, "envoy.jwt.jwks_service")?;
+        }
         match (&jwt.local_jwks, &jwt.remote_jwks, &jwt.jwks_service) {
             (Some(_), None, None) => {}
             (None, Some(_), Some(service)) if cluster_names.contains(service) => {}
@@ -526,7 +623,9 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
         clusters,
         routes,
         filters,
+        filter_env,
         provider_config,
+        jwt_payload_key,
     })
 }
 
@@ -613,7 +712,7 @@ impl Plan {
       vm_config:
         vm_id: {filter}
         runtime: envoy.wasm.runtime.v8
-        code: {{ local: {{ filename: {dir}/{filter}.wasm }} }}
+        code: {{ local: {{ filename: {file} }} }}
 {vm_extra}      configuration:
         "@type": type.googleapis.com/google.protobuf.StringValue
         value: |
@@ -621,25 +720,28 @@ impl Plan {
       failure_policy: {policy}
       allow_on_headers_stop_iteration: true
 "#,
-            dir = self.modules_dir(),
+            file = yaml_scalar(&format!("{}/{filter}.wasm", self.modules_dir())),
         )
     }
 
-    /// The downstream HTTP filters, `envoy.filters.http.router` excluded.
-    fn http_filters(&self) -> String {
+    /// The downstream HTTP filters, `envoy.filters.http.router` excluded. Fragments leave the
+    /// compressor out: an Envoy that compresses has its own, and it would change other routes.
+    fn http_filters(&self, fragments: bool) -> String {
         let mut out = String::new();
-        if self.file.envoy.compression {
+        if self.file.envoy.compression && !fragments {
             out.push_str(COMPRESSOR);
         }
         if let Some(jwt) = &self.file.envoy.jwt {
-            let audiences = jwt.audiences.join(", ");
+            let audiences: Vec<String> = jwt.audiences.iter().map(|a| yaml_scalar(a)).collect();
+            let audiences = audiences.join(", ");
             let jwks = match (&jwt.local_jwks, &jwt.remote_jwks, &jwt.jwks_service) {
                 (Some(inline), _, _) => format!(
                     "        # A key written here: fine for a demo; in production use remote_jwks.\n        local_jwks:\n          inline_string: '{}'\n",
                     inline.replace('\'', "''")
                 ),
                 (None, Some(uri), Some(service)) => format!(
-                    "        remote_jwks:\n          http_uri: {{ uri: \"{uri}\", cluster: {service}, timeout: 5s }}\n          cache_duration: 600s\n"
+                    "        remote_jwks:\n          http_uri: {{ uri: {}, cluster: {service}, timeout: 5s }}\n          cache_duration: 600s\n",
+                    quoted(uri)
                 ),
                 _ => String::new(),
             };
@@ -654,20 +756,32 @@ impl Plan {
       llm:
         issuer: {issuer}
         audiences: [{audiences}]
-{jwks}        payload_in_metadata: jwt_payload
+{jwks}        payload_in_metadata: {payload}
         forward: false
     rules:
     - match: {{ prefix: / }}
       requires: {{ allow_missing_or_failed: {{}} }}
 "#,
-                issuer = jwt.issuer,
+                issuer = yaml_scalar(&jwt.issuer),
+                payload = self.jwt_payload_key,
             );
         }
         out.push_str(
             "# Each filter has its own vm_id: a panic in one VM must not take the others down.\n",
         );
         for (filter, config) in &self.filters {
-            out.push_str(&self.wasm_filter(filter, config, ""));
+            let env = self
+                .filter_env
+                .iter()
+                .find(|(f, _)| f == filter)
+                .map(|(_, names)| names.join(", "))
+                .unwrap_or_default();
+            let vm_extra = if env.is_empty() {
+                String::new()
+            } else {
+                format!("        environment_variables: {{ host_env_keys: [{env}] }}\n")
+            };
+            out.push_str(&self.wasm_filter(filter, config, &vm_extra));
         }
         out
     }
@@ -763,7 +877,9 @@ impl Plan {
         out
     }
 
-    fn cluster(&self, cluster: &Cluster, anchor: &mut Option<(String, String)>) -> String {
+    /// One cluster. `anchor` (bootstraps only) lets clusters share one protocol-options block as a
+    /// YAML anchor; fragments repeat it, so each cluster can be copied alone.
+    fn cluster(&self, cluster: &Cluster, anchor: Option<&mut Option<(String, String)>>) -> String {
         let tls = cluster.endpoints.iter().any(|(_, u)| u.tls);
         let dns = cluster.endpoints.iter().any(|(_, u)| !u.is_ip());
         let kind = match (dns, cluster.endpoints.len()) {
@@ -787,19 +903,36 @@ impl Plan {
                 self.file.envoy.buffer_bytes
             );
         }
-        let protocol = match (cluster.http2, tls) {
-            (Some(true), _) => "explicit_http_config: { http2_protocol_options: {} }",
-            (Some(false), _) | (None, false) => {
-                "explicit_http_config: { http_protocol_options: {} }"
-            }
+        // The ALPN offered must agree with the codec: a forced HTTP/1.1 cluster that offered h2
+        // would get h2 from the server and fail with a protocol error.
+        let (protocol, alpn) = match (cluster.http2, tls) {
+            (Some(true), _) => (
+                "explicit_http_config: { http2_protocol_options: {} }",
+                "[h2]",
+            ),
+            (Some(false), _) | (None, false) => (
+                "explicit_http_config: { http_protocol_options: {} }",
+                "[http/1.1]",
+            ),
             // Over TLS, whatever the provider offers by ALPN (h2 where it can).
-            (None, true) => {
-                "auto_config: { http2_protocol_options: {}, http_protocol_options: {} }"
-            }
+            (None, true) => (
+                "auto_config: { http2_protocol_options: {}, http_protocol_options: {} }",
+                "[h2, http/1.1]",
+            ),
         };
         if cluster.llm_provider {
             let block = self.provider_protocol_options(protocol);
+            let mut none = None;
+            let shared = anchor.is_some();
+            let anchor = anchor.unwrap_or(&mut none);
             match anchor {
+                _ if !shared => {
+                    let _ = write!(
+                        out,
+                        "  typed_extension_protocol_options:\n{}",
+                        indent(&block, 4)
+                    );
+                }
                 Some((text, name)) if *text == block => {
                     let _ = writeln!(out, "  typed_extension_protocol_options: *{name}");
                 }
@@ -841,7 +974,8 @@ impl Plan {
             let _ = writeln!(
                 out,
                 "      - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}",
-                url.host, url.port
+                yaml_scalar(&url.host),
+                url.port
             );
             let mut metadata = Vec::new();
             if let Some(provider) = provider {
@@ -850,7 +984,7 @@ impl Plan {
             if tls && pooled {
                 metadata.push(format!(
                     "envoy.transport_socket_match: {{ host: {} }}",
-                    url.host
+                    yaml_scalar(&url.host)
                 ));
             }
             if !metadata.is_empty() {
@@ -862,70 +996,79 @@ impl Plan {
             }
         }
         if tls {
-            let hosts: Vec<&str> = {
-                let mut hosts: Vec<&str> = cluster
-                    .endpoints
-                    .iter()
-                    .map(|(_, u)| u.host.as_str())
-                    .collect();
-                hosts.dedup();
-                hosts
-            };
+            let mut hosts: Vec<&Url> = Vec::new();
+            for (_, url) in &cluster.endpoints {
+                if !hosts.iter().any(|h| h.host == url.host) {
+                    hosts.push(url);
+                }
+            }
             if pooled {
                 // One TLS context per provider host: SNI and the certificate name differ. The
                 // default is the first one (Envoy wants an ALPN-capable default for auto_config).
                 if let Some(host) = hosts.first() {
-                    out.push_str(&indent(&self.tls_socket(host), 2));
+                    out.push_str(&indent(&self.tls_socket(host, alpn), 2));
                 }
                 out.push_str("  transport_socket_matches:\n");
                 for host in hosts {
+                    let name = yaml_scalar(&host.host);
                     let _ = write!(
                         out,
-                        "  - name: {host}\n    match: {{ host: {host} }}\n{}",
-                        indent(&self.tls_socket(host), 4)
+                        "  - name: {name}\n    match: {{ host: {name} }}\n{}",
+                        indent(&self.tls_socket(host, alpn), 4)
                     );
                 }
             } else if let Some(host) = hosts.first() {
-                out.push_str(&indent(&self.tls_socket(host), 2));
+                out.push_str(&indent(&self.tls_socket(host, alpn), 2));
             }
         }
         out
     }
 
-    fn tls_socket(&self, host: &str) -> String {
+    /// TLS to `url`'s host: SNI and the certificate's DNS name, or for an IP address no SNI and
+    /// the certificate's IP address.
+    fn tls_socket(&self, url: &Url, alpn: &str) -> String {
+        let host = yaml_scalar(&url.host);
+        let (sni, san_type) = if url.is_ip() {
+            (String::new(), "IP_ADDRESS")
+        } else {
+            (format!("    sni: {host}\n"), "DNS")
+        };
         format!(
             r#"transport_socket:
   name: envoy.transport_sockets.tls
   typed_config:
     "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-    sni: {host}
-    common_tls_context:
-      alpn_protocols: [h2, http/1.1]
+{sni}    common_tls_context:
+      alpn_protocols: {alpn}
       validation_context:
         trusted_ca: {{ filename: {ca} }}
         match_typed_subject_alt_names:
-        - san_type: DNS
+        - san_type: {san_type}
           matcher: {{ exact: {host} }}
 "#,
-            ca = self.file.envoy.ca_file
+            ca = yaml_scalar(&self.file.envoy.ca_file)
         )
     }
 
     /// HttpProtocolOptions with llm_provider as upstream filter.
     fn provider_protocol_options(&self, protocol: &str) -> String {
         let mut key_values = String::new();
+        let mut written: Vec<&str> = Vec::new();
         let mut host_env = Vec::new();
         for p in &self.providers {
             match (&p.api_key, &p.api_key_env) {
-                (Some((env, key)), _) => {
+                (Some((env, key)), _) if !written.contains(&env.as_str()) => {
+                    written.push(env);
                     let _ = writeln!(key_values, "          {env}: {}", yaml_scalar(key));
                 }
+                (Some(_), _) => {}
                 (None, Some(env)) => host_env.push(env.clone()),
                 (None, None) => {}
             }
         }
         host_env.sort();
         host_env.dedup();
+        host_env.retain(|env| !written.contains(&env.as_str()));
         let mut vm_extra = String::new();
         if !key_values.is_empty() {
             vm_extra.push_str(
@@ -966,12 +1109,12 @@ impl Plan {
         )
     }
 
-    fn clusters(&self) -> String {
+    fn clusters(&self, fragments: bool) -> String {
         let mut anchor = None;
         let parts: Vec<String> = self
             .clusters
             .iter()
-            .map(|c| self.cluster(c, &mut anchor))
+            .map(|c| self.cluster(c, (!fragments).then_some(&mut anchor)))
             .collect();
         parts.join("\n")
     }
@@ -988,7 +1131,7 @@ impl Plan {
         let mut out = self.header("The LLM gateway's Envoy bootstrap");
         let _ = write!(
             out,
-            "# Modules from {dir}/ (a relative path is from Envoy's working directory).\n#\n\
+            "{WASM_DIR_COMMENT}{dir}/ (a relative path is from Envoy's working directory).\n#\n\
              #   LLM API      http://{listener}  ({paths})\n\
              #   Envoy admin  http://{admin}  (/stats/prometheus, /ready, ...)\n",
             dir = self.modules_dir(),
@@ -1023,7 +1166,7 @@ impl Plan {
             hcm.push_str(&self.access_log());
         }
         hcm.push_str("http_filters:\n");
-        hcm.push_str(&self.http_filters());
+        hcm.push_str(&self.http_filters(false));
         hcm.push_str("- name: envoy.filters.http.router\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n");
         let _ = write!(
             hcm,
@@ -1035,7 +1178,7 @@ impl Plan {
             r#"{header}
 admin:
   address:
-    socket_address: {{ address: {admin_address}, port_value: {admin_port} }}
+    socket_address: {{ address: {admin_scalar}, port_value: {admin_port} }}
 
 # The filters' metrics carry labels in their names (`_model=.=gpt-4o;.;`); one rule per label turns
 # them into real Prometheus labels.
@@ -1046,7 +1189,7 @@ static_resources:
   listeners:
   - name: llm
     address:
-      socket_address: {{ address: {listen_address}, port_value: {listen_port} }}
+      socket_address: {{ address: {listen_scalar}, port_value: {listen_port} }}
     # Filters buffer request bodies; Envoy's default 1 MiB limit would answer 413 to long prompts.
     per_connection_buffer_limit_bytes: {buffer}
     filter_chains:
@@ -1059,10 +1202,12 @@ static_resources:
   clusters:
 {clusters}"#,
             header = self.bootstrap_header(),
+            admin_scalar = yaml_scalar(&admin_address),
+            listen_scalar = yaml_scalar(&listen_address),
             stats_tags = indent(&self.stats_tags(), 2),
             buffer = envoy.buffer_bytes,
             hcm = indent(&hcm, 10),
-            clusters = indent(&self.clusters(), 2),
+            clusters = indent(&self.clusters(false), 2),
         )
     }
 
@@ -1078,7 +1223,8 @@ static_resources:
 listener:
   per_connection_buffer_limit_bytes: {buffer}
 
-# In the HttpConnectionManager, before `envoy.filters.http.router`, in this order.
+# In the HttpConnectionManager, before `envoy.filters.http.router`, in this order. (To gzip
+# answers, put Envoy's compressor before them, with text/event-stream among its content types.)
 http_filters:
 {filters}
 # In the HttpConnectionManager's route_config (top level):
@@ -1087,8 +1233,8 @@ route_config:
 # First in the virtual host that serves the LLM API, before the routes already there.
 routes:
 {routes}
-# On every existing route of that virtual host (or on the virtual host itself): the LLM filters
-# step aside, so those routes work as before, without an API key.
+# On each existing route of that virtual host, never on the virtual host itself (the routes
+# above would lose their filters too): the LLM filters step aside, so those routes need no key.
 per_route_opt_out:
   typed_per_filter_config:
 {opt_out}
@@ -1105,14 +1251,14 @@ stats_tags:
 clusters:
 {clusters}"#,
             buffer = envoy.buffer_bytes,
-            filters = self.http_filters(),
+            filters = self.http_filters(true),
             original_path = indent(ORIGINAL_PATH, 2),
             routes = self.routes(true),
             opt_out = indent(&self.opt_out(packaging), 4),
             local_reply = self.local_reply_config().trim_end(),
             access_log = self.access_log().trim_end(),
             stats_tags = self.stats_tags(),
-            clusters = self.clusters(),
+            clusters = self.clusters(true),
         );
         out
     }
@@ -1125,7 +1271,14 @@ clusters:
             Packaging::Modules => &self.filters[..],
             Packaging::Gateway | Packaging::Native => &merged[..],
         };
-        for (filter, _) in filters {
+        // jwt_authn too: it would take valid tokens of the same issuer off the app's requests.
+        let jwt = self
+            .file
+            .envoy
+            .jwt
+            .as_ref()
+            .map(|_| "envoy.filters.http.jwt_authn");
+        for filter in jwt.into_iter().chain(filters.iter().map(|(f, _)| *f)) {
             let _ = writeln!(
                 out,
                 "{filter}: {{ \"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig, disabled: true }}"
@@ -1135,22 +1288,34 @@ clusters:
     }
 }
 
-/// A YAML plain scalar when safe, else single-quoted.
+/// A YAML plain scalar when safe, else double-quoted.
 fn yaml_scalar(text: &str) -> String {
-    let plain = !text.is_empty()
+    // Plain only when no YAML reader (Envoy's yaml-cpp included) could take it for anything but
+    // a string: a letter first, then letters, digits and `-_./`, and none of YAML 1.1's words.
+    let reserved = [
+        "y", "n", "yes", "no", "on", "off", "true", "false", "null", "nan", "inf",
+    ];
+    if text.parse::<std::net::Ipv4Addr>().is_ok() {
+        return text.to_string();
+    }
+    let plain = text
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '/')
         && text
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
-        && !matches!(
-            text,
-            "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "~"
-        )
-        && text.parse::<f64>().is_err();
+        && !reserved.contains(&text.to_ascii_lowercase().as_str());
     if plain {
         text.to_string()
     } else {
-        format!("'{}'", text.replace('\'', "''"))
+        quoted(text)
     }
+}
+
+/// A YAML double-quoted scalar (JSON's string syntax is a subset of it).
+fn quoted(text: &str) -> String {
+    Value::String(text.to_string()).to_string()
 }
 
 const COMPRESSOR: &str = r#"# Compresses answers for clients that ask (accept-encoding: gzip) after every LLM filter has
@@ -1172,8 +1337,9 @@ const COMPRESSOR: &str = r#"# Compresses answers for clients that ask (accept-en
 "#;
 
 const LOCAL_REPLY: &str = r#"# Errors Envoy itself produces (upstream timeout, connection failure, no healthy host, retries
-# exhausted) answered in the caller's API shape instead of Envoy's plain text. The
-# filters' own errors carry no response flag and are left as they are.
+# exhausted) answered in the caller's API shape instead of Envoy's plain text, on the API's paths
+# only: other routes of the listener keep Envoy's answers. The filters' own errors carry no
+# response flag and are left as they are.
 local_reply_config:
   mappers:
   - filter:
@@ -1186,7 +1352,16 @@ local_reply_config:
         type: error
         error: { type: api_error, message: "The gateway could not get an answer from the provider: %LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)" }
   - filter:
-      response_flag_filter: { flags: [UT, UF, UH, UO, URX, UC, UMSDR] }
+      and_filter:
+        filters:
+        - response_flag_filter: { flags: [UT, UF, UH, UO, URX, UC, UMSDR] }
+        - or_filter:
+            filters:
+            - header_filter: { header: { name: ":path", string_match: { prefix: /v1/chat/completions } } }
+            - header_filter: { header: { name: ":path", string_match: { prefix: /v1/completions } } }
+            - header_filter: { header: { name: ":path", string_match: { prefix: /v1/embeddings } } }
+            - header_filter: { header: { name: ":path", string_match: { prefix: /v1/responses } } }
+            - header_filter: { header: { name: ":path", string_match: { prefix: /v1/models } } }
     body_format_override:
       json_format:
         error: { type: server_error, code: "%RESPONSE_CODE_DETAILS%", message: "The gateway could not get an answer from the provider: %LOCAL_REPLY_BODY%" }
@@ -1321,7 +1496,7 @@ usage: { limits: [{ consumer: b, tokens_per_minute: 100 }] }
             .find(|r| r["match"]["headers"][0]["string_match"]["exact"] == "smart")
             .unwrap();
         let retry = &smart["route"]["retry_policy"];
-        assert_eq!(retry["num_retries"], 2);
+        assert_eq!(retry["num_retries"], 1);
         assert_eq!(
             retry["retry_on"],
             "5xx,reset,connect-failure,retriable-status-codes"
@@ -1427,6 +1602,7 @@ usage: { limits: [{ consumer: b, tokens_per_minute: 100 }] }
     #[test]
     fn mistakes_are_named_by_field() {
         let base = "providers: {p: {url: 'http://127.0.0.1:1', format: openai}}\n";
+        let consumer = "\nconsumers: [{name: c, keys: [{sha256: 50a734ef22b610c7ad5e602d7a1aa5e39a9a39a6f6cc38aa2415f9d58b52146e}]}]";
         let cases = [
             ("models: [{name: m, route: q}]", "models[0].route"),
             ("models: []\npools: {p: {failover: [p]}}", "pools.p"),
@@ -1436,38 +1612,153 @@ usage: { limits: [{ consumer: b, tokens_per_minute: 100 }] }
             ),
             ("models: []\nrouter: {models: []}", "router.models"),
             ("models: []\nauth: {consumers: []}", "auth.consumers"),
-            ("models: []\ndefault_provider: nope", "default_provider"),
-            ("models: []\nservices: {p: {url: 'http://127.0.0.1:2'}}", ""),
+            ("models: []", "consumers"),
+            (
+                "models: []\nservices: {p: {url: 'http://127.0.0.1:2'}}",
+                "services.p",
+            ),
+            (
+                "models: []\nservices: {'a b': {url: 'http://127.0.0.1:2'}}",
+                "services.a b",
+            ),
             (
                 "models: []\nenvoy: {listener: 'localhost:80'}",
                 "envoy.listener",
             ),
-            ("models: []\nenvoy: {jwt: {issuer: x}}", "envoy.jwt"),
+            (
+                "models: []\nenvoy: {route_timeout: 5m}",
+                "envoy.route_timeout",
+            ),
             (
                 "models: []\nconsumers: [{name: a, keys: [], usage_limits: [{consumer: b}]}]",
                 "consumers[0].usage_limits[0].consumer",
             ),
         ];
-        for (rest, path) in cases {
+        let with_consumer = [
+            ("models: []\ndefault_provider: nope", "default_provider"),
+            ("models: []\nenvoy: {jwt: {issuer: x, local_jwks: '{}'}}", "auth.jwt"),
+            ("models: []\nauth: {jwt: {policies: [{}]}}", "envoy.jwt"),
+            ("models: []\nenvoy: {jwt: {issuer: x}}\nauth: {jwt: {policies: [{}]}}", "envoy.jwt"),
+            ("models: []\nguard: {checks: {m: {type: openai_moderation, cluster: p, model: x, api_key_env: 'A-B'}}}", "guard"),
+        ];
+        let all = cases
+            .iter()
+            .map(|(rest, path)| (rest.to_string(), *path))
+            .chain(
+                with_consumer
+                    .iter()
+                    .map(|(rest, path)| (format!("{rest}{consumer}"), *path)),
+            );
+        for (rest, path) in all {
             let err = plan(&format!("{base}{rest}"), "t")
                 .err()
                 .unwrap_or_else(|| panic!("{rest}"));
             assert_eq!(err.path, path, "{rest}: {err}");
         }
-        let mixed = "providers: {a: {url: 'http://127.0.0.1:1', format: openai}, b: {url: 'https://x.example', format: openai}}\nmodels: []\npools: {p: {failover: [a, b]}}";
-        assert_eq!(plan(mixed, "t").err().unwrap().path, "pools.p.failover");
+        let pool = |members: &str| {
+            format!(
+                "providers: {{a: {{url: 'http://127.0.0.1:1', format: openai}}, b: {{url: 'https://x.example', format: openai, http2: true}}, \
+                 c: {{url: 'https://y.example', format: openai, http2: false}}}}\nmodels: []{consumer}\npools: {{p: {{failover: {members}}}}}"
+            )
+        };
+        assert_eq!(
+            plan(&pool("[a, b]"), "t").err().unwrap().path,
+            "pools.p.failover"
+        );
+        assert_eq!(
+            plan(&pool("[b, c]"), "t").err().unwrap().path,
+            "pools.p.failover[1]"
+        );
+        // Another host for a provider whose Host header llm_provider sets.
+        let moved = pool("[b, {provider: b, url: 'https://z.example'}]");
+        assert_eq!(
+            plan(&moved, "t").err().unwrap().path,
+            "pools.p.failover[1].url"
+        );
         let key = "providers: {a: {url: 'http://127.0.0.1:1', format: openai, api_key: sk-x}}\nmodels: []";
         let err = plan(key, "t").err().unwrap();
         assert_eq!(err.path, "providers.a.api_key");
         assert!(!err.to_string().contains("sk-x"), "{err}");
+        // On purpose, a gateway without llm_auth.
+        let open = "providers: {p: {url: 'http://127.0.0.1:1', format: openai}}\nmodels: []\nenvoy: {unauthenticated: true}";
+        assert!(plan(open, "t").is_ok());
+    }
+
+    #[test]
+    fn tls_offers_the_protocols_the_cluster_speaks() {
+        let text = |http2: &str| {
+            format!(
+                "providers: {{p: {{url: 'https://api.example.com', format: openai{http2}}}, \
+                 ip: {{url: 'https://10.1.2.3', format: openai}}}}\nmodels: []\nenvoy: {{unauthenticated: true}}"
+            )
+        };
+        for (http2, alpn) in [
+            ("", vec!["h2", "http/1.1"]),
+            (", http2: true", vec!["h2"]),
+            (", http2: false", vec!["http/1.1"]),
+        ] {
+            let config = bootstrap(&text(http2));
+            let tls = &cluster(&config, "p")["transport_socket"]["typed_config"];
+            assert_eq!(
+                tls["common_tls_context"]["alpn_protocols"],
+                serde_json::json!(alpn),
+                "{http2}"
+            );
+        }
+        // An IP address: no SNI, the certificate's IP checked.
+        let config = bootstrap(&text(""));
+        let tls = &cluster(&config, "ip")["transport_socket"]["typed_config"];
+        assert!(tls.get("sni").is_none(), "{tls}");
+        let san =
+            &tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"][0];
+        assert_eq!(san["san_type"], "IP_ADDRESS");
+        assert_eq!(san["matcher"]["exact"], "10.1.2.3");
+    }
+
+    #[test]
+    fn service_keys_reach_the_filters_that_read_them() {
+        let text = "providers: {p: {url: 'http://127.0.0.1:1', format: openai}}\nmodels: []\n\
+            envoy: {unauthenticated: true, listener: '[::]:10000'}\n\
+            guard: {checks: {m: {type: openai_moderation, cluster: p, model: x, api_key_env: MODERATION_KEY}}}";
+        let config = bootstrap(text);
+        let hcm = &config["static_resources"]["listeners"][0];
+        assert_eq!(hcm["address"]["socket_address"]["address"], "::");
+        let guard = hcm["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "llm_guard")
+            .unwrap();
+        assert_eq!(
+            guard["typed_config"]["config"]["vm_config"]["environment_variables"]["host_env_keys"],
+            serde_json::json!(["MODERATION_KEY"])
+        );
+        for packaging in [Packaging::Gateway, Packaging::Native] {
+            let yaml = generate(text, "t", packaging, Output::Bootstrap).unwrap();
+            let expected = match packaging {
+                Packaging::Native => "# env MODERATION_KEY\n",
+                _ => "host_env_keys: [MODERATION_KEY]",
+            };
+            assert!(yaml.contains(expected), "{packaging:?}:\n{yaml}");
+        }
     }
 
     #[test]
     fn scalars() {
         assert_eq!(yaml_scalar("openai"), "openai");
-        assert_eq!(yaml_scalar("true"), "'true'");
-        assert_eq!(yaml_scalar("12"), "'12'");
-        assert_eq!(yaml_scalar("a b"), "'a b'");
-        assert_eq!(yaml_scalar("it's"), "'it''s'");
+        assert_eq!(yaml_scalar("127.0.0.1"), "127.0.0.1");
+        assert_eq!(
+            yaml_scalar("/etc/envoy/llm/llm_auth.wasm"),
+            "/etc/envoy/llm/llm_auth.wasm"
+        );
+        for odd in [
+            "true", "Yes", "ON", "n", "NULL", "12", "0x1f", ".inf", "::1", "a b", "it's", "a: b",
+            "#x", "",
+        ] {
+            let scalar = yaml_scalar(odd);
+            assert_ne!(scalar, odd, "{odd}");
+            let parsed = yaml_to_json(&format!("k: {scalar}")).unwrap();
+            assert_eq!(parsed["k"], odd, "{odd}");
+        }
     }
 }

@@ -47,7 +47,10 @@ fn run(args: &[String]) -> Result<(), String> {
                     }
                     "--fragments" => output = Output::Fragments,
                     "-o" | "--output" => out_path = Some(rest.next().ok_or("-o needs a file")?),
-                    "-h" | "--help" => return Err(USAGE.into()),
+                    "-h" | "--help" => {
+                        println!("{USAGE}");
+                        return Ok(());
+                    }
                     flag if flag.starts_with('-') => {
                         return Err(format!("unknown option {flag}\n{USAGE}"))
                     }

@@ -17,8 +17,9 @@ pub const GATEWAY_SECTIONS: [(&str, &str); 6] = [
     ("usage", "llm_usage"),
 ];
 
+/// Leading spaces (YAML indents with spaces only; counting bytes of ASCII keeps slicing safe).
 fn indent_of(line: &str) -> usize {
-    line.len() - line.trim_start().len()
+    line.len() - line.trim_start_matches(' ').len()
 }
 
 /// Where the `configuration` value of the filter whose `root_id` is `filter` is written: the byte
@@ -136,15 +137,7 @@ pub fn to_native(config: &str) -> Result<String, String> {
                 }
             }
         }
-        for l in block {
-            if let Some(keys) = l
-                .trim()
-                .strip_prefix("environment_variables: { host_env_keys: [")
-            {
-                let keys = keys.trim_end_matches(" }").trim_end_matches(']');
-                host_env.extend(keys.split(',').map(|k| k.trim().to_string()));
-            }
-        }
+        host_env.extend(host_env_keys(block.iter().copied()));
         let pad = " ".repeat(indent);
         out.push_str(&format!(
             "{pad}\"@type\": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter\n\
@@ -172,6 +165,7 @@ pub fn to_native(config: &str) -> Result<String, String> {
     // The merged filters' comment speaks of a Wasm VM and its failure policy.
     let out: String = out
         .split_inclusive('\n')
+        .filter(|line| !line.starts_with(WASM_DIR_COMMENT))
         .map(|line| match line.trim() {
             t if t == GATEWAY_COMMENT[1] => line.replace(t, NATIVE_COMMENT[0]),
             t if t == GATEWAY_COMMENT[2] => line.replace(t, NATIVE_COMMENT[1]),
@@ -196,6 +190,31 @@ pub fn to_native(config: &str) -> Result<String, String> {
         header.push_str(&format!("# env {key}\n"));
     }
     Ok(header + &out)
+}
+
+/// The bootstrap header's line about the Wasm modules' directory (meaningless natively).
+pub const WASM_DIR_COMMENT: &str = "# Wasm modules from ";
+
+/// The names of `host_env_keys: [A, B]` lines (a flow map or a block) among `lines`.
+fn host_env_keys<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut keys = Vec::new();
+    for line in lines {
+        if line.trim_start().starts_with('#') {
+            continue;
+        }
+        if let Some(list) = line
+            .split("host_env_keys: [")
+            .nth(1)
+            .and_then(|l| l.split(']').next())
+        {
+            keys.extend(
+                list.split(',')
+                    .map(|k| k.trim().to_string())
+                    .filter(|k| !k.is_empty()),
+            );
+        }
+    }
+    keys
 }
 
 /// The comment above llm_gateway, and what the native module's says instead of its last two lines.
@@ -241,7 +260,8 @@ pub fn to_single_module(config: &str) -> Result<String, String> {
     let mut sections = serde_json::Map::new();
     let mut first: Option<(usize, usize)> = None;
     let mut after = 0;
-    let mut module_dir = String::new();
+    let mut module_file = String::new();
+    let mut host_env: Vec<String> = Vec::new();
     for (section, filter) in GATEWAY_SECTIONS {
         let Some((at, dash)) = find_item(config, filter) else {
             continue;
@@ -250,11 +270,14 @@ pub fn to_single_module(config: &str) -> Result<String, String> {
         first.get_or_insert((at, dash));
         after = item_end(config, at, dash);
         let item = &config[at..after];
+        host_env.extend(host_env_keys(item.lines()));
         let code = "code: { local: { filename: ";
-        if let Some(path) = item.find(code).map(|i| &item[i + code.len()..]) {
-            if let Some(end) = path.find(&format!("/{filter}.wasm")) {
-                module_dir = path[..end].to_string();
-            }
+        if let Some(file) = item
+            .find(code)
+            .map(|i| &item[i + code.len()..])
+            .and_then(|rest| rest.split(" }").next())
+        {
+            module_file = file.replace(&format!("{filter}.wasm"), "llm_gateway.wasm");
         }
     }
     let (first, dash) = first.ok_or("no llm_auth .. llm_usage filter in the http_filters list")?;
@@ -262,6 +285,17 @@ pub fn to_single_module(config: &str) -> Result<String, String> {
     let start = comment_start(config, first);
     let mut json = String::new();
     readable_json(&Value::Object(sections), 10, dash, &mut json);
+    host_env.sort();
+    host_env.dedup();
+    // The variables any of the merged filters reads (keys of moderation or embeddings services).
+    let env = if host_env.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "        environment_variables: {{ host_env_keys: [{}] }}\n",
+            host_env.join(", ")
+        )
+    };
     let block = format!(
         r#"{}
 {}
@@ -275,8 +309,8 @@ pub fn to_single_module(config: &str) -> Result<String, String> {
       vm_config:
         vm_id: llm_gateway
         runtime: envoy.wasm.runtime.v8
-        code: {{ local: {{ filename: {module_dir}/llm_gateway.wasm }} }}
-      configuration:
+        code: {{ local: {{ filename: {module_file} }} }}
+{env}      configuration:
         "@type": type.googleapis.com/google.protobuf.StringValue
         value: |
           {}

@@ -80,6 +80,9 @@ pub struct EnvoySettings {
     /// Envoy's jwt_authn in front of llm_auth, for JWT identities.
     #[serde(default)]
     pub jwt: Option<JwtSettings>,
+    /// A gateway without llm_auth lets every client spend the provider keys: only on purpose.
+    #[serde(default)]
+    pub unauthenticated: bool,
 }
 
 impl Default for EnvoySettings {
@@ -95,6 +98,7 @@ impl Default for EnvoySettings {
             access_log: true,
             ca_file: default_ca_file(),
             jwt: None,
+            unauthenticated: false,
         }
     }
 }
@@ -214,7 +218,7 @@ pub fn load(text: &str) -> Result<GatewayFile, ConfigError> {
     parse(&bytes)
 }
 
-/// A YAML document as JSON (keys in order). Anchors and aliases resolve; tags are refused.
+/// A YAML document as JSON (keys in order). Anchors and aliases resolve; tags are ignored.
 pub fn yaml_to_json(text: &str) -> Result<Value, ConfigError> {
     use yaml_rust2::{Yaml, YamlLoader};
     let docs = YamlLoader::load_from_str(text)
@@ -300,8 +304,15 @@ impl Url {
                 "scheme, host and port only (a path prefix goes in the provider's `base_path`)",
             ));
         }
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || rest.starts_with('[') => {
+        // `[v6]` or `[v6]:port`; otherwise the last `:` separates the port.
+        let split = if rest.starts_with('[') {
+            rest.rsplit_once("]:")
+                .map(|(h, p)| (h.trim_start_matches('['), p))
+        } else {
+            rest.rsplit_once(':')
+        };
+        let (host, port) = match split {
+            Some((host, port)) => {
                 let port: u16 = port
                     .parse()
                     .ok()
@@ -332,6 +343,53 @@ impl Url {
     /// An IP literal, for which Envoy needs no DNS (a STATIC cluster).
     pub fn is_ip(&self) -> bool {
         self.host.parse::<std::net::IpAddr>().is_ok()
+    }
+}
+
+/// A name Envoy's YAML takes as it is: a cluster, provider, pool or service name.
+pub fn plain_name(text: &str, path: &str) -> Result<(), ConfigError> {
+    let valid = !text.is_empty()
+        && text.len() <= 128
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            path,
+            "use 1-128 letters, digits, `_`, `-` or `.`",
+        ))
+    }
+}
+
+/// An Envoy duration in seconds (`300s`, `0.5s`).
+pub fn duration(text: &str, path: &str) -> Result<(), ConfigError> {
+    let number = text.strip_suffix('s').unwrap_or("");
+    let valid = !number.is_empty()
+        && number.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && number.parse::<f64>().is_ok_and(|v| v > 0.0);
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            path,
+            "a duration in seconds, like `300s` or `0.5s`",
+        ))
+    }
+}
+
+/// An environment variable's name.
+pub fn env_name(text: &str, path: &str) -> Result<(), ConfigError> {
+    let mut chars = text.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::new(path, "not an environment variable name"))
     }
 }
 

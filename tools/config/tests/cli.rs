@@ -64,6 +64,7 @@ fn shipped_demo_configs_are_generated_from_gateway_yaml() {
 fn errors_name_the_file_and_the_field() {
     let dir = tempfile_dir();
     let path = dir.join("gateway.yaml");
+    let consumer = "\nconsumers: [{name: c, keys: [{sha256: 50a734ef22b610c7ad5e602d7a1aa5e39a9a39a6f6cc38aa2415f9d58b52146e}]}]\n";
     let cases = [
         (
             "providers: {openai: {url: 'http://127.0.0.1:1', format: openai}}\nmodels: [{name: m, route: nowhere}]\n",
@@ -87,7 +88,12 @@ fn errors_name_the_file_and_the_field() {
         ),
     ];
     for (text, expected) in cases {
-        std::fs::write(&path, text).unwrap();
+        let text = if text.contains("consumers:") {
+            text.to_string()
+        } else {
+            format!("{text}{consumer}")
+        };
+        std::fs::write(&path, &text).unwrap();
         let (ok, _, stderr) = llm_config(&["check", path.to_str().unwrap()], None);
         assert!(!ok, "{text}");
         assert!(
