@@ -3,7 +3,8 @@
 //! derived from it (crate::packaging), so the three cannot say different things.
 
 use crate::packaging::{
-    indent, readable_json, to_native, to_single_module, GATEWAY_SECTIONS, WASM_DIR_COMMENT,
+    indent, readable_json, to_native, to_single_module, wasm_filter_item, GATEWAY_SECTIONS,
+    WASM_DIR_COMMENT,
 };
 use crate::spec::{
     self, GatewayFile, PoolMember, PoolSpec, ProviderPlacement, ServiceSpec, Url, PLACEMENT_FIELDS,
@@ -676,8 +677,6 @@ pub fn generate(
     packaged.map_err(|message| err("", message))
 }
 
-const WASM_FILTER: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
-
 /// Why each filter fails open or closed.
 fn failure_policy(filter: &str) -> (&'static str, &'static str) {
     match filter {
@@ -701,26 +700,13 @@ impl Plan {
         let (policy, why) = failure_policy(filter);
         let mut json = String::new();
         readable_json(config, 10, 10, &mut json);
-        format!(
-            r#"# {why}
-- name: {filter}
-  typed_config:
-    "@type": {WASM_FILTER}
-    config:
-      name: {filter}
-      root_id: {filter}
-      vm_config:
-        vm_id: {filter}
-        runtime: envoy.wasm.runtime.v8
-        code: {{ local: {{ filename: {file} }} }}
-{vm_extra}      configuration:
-        "@type": type.googleapis.com/google.protobuf.StringValue
-        value: |
-          {json}
-      failure_policy: {policy}
-      allow_on_headers_stop_iteration: true
-"#,
-            file = yaml_scalar(&format!("{}/{filter}.wasm", self.modules_dir())),
+        wasm_filter_item(
+            &format!("# {why}"),
+            filter,
+            &yaml_scalar(&format!("{}/{filter}.wasm", self.modules_dir())),
+            vm_extra,
+            &json,
+            policy,
         )
     }
 

@@ -17,6 +17,39 @@ pub const GATEWAY_SECTIONS: [(&str, &str); 6] = [
     ("usage", "llm_usage"),
 ];
 
+/// A Wasm HTTP filter as an `http_filters` item: `comment` (whole `#` lines) above it, `vm_extra`
+/// (lines at vm_config's indentation) after its code, `json` its configuration (indented 10 after its
+/// first line).
+pub fn wasm_filter_item(
+    comment: &str,
+    name: &str,
+    file: &str,
+    vm_extra: &str,
+    json: &str,
+    policy: &str,
+) -> String {
+    format!(
+        r#"{comment}
+- name: {name}
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+    config:
+      name: {name}
+      root_id: {name}
+      vm_config:
+        vm_id: {name}
+        runtime: envoy.wasm.runtime.v8
+        code: {{ local: {{ filename: {file} }} }}
+{vm_extra}      configuration:
+        "@type": type.googleapis.com/google.protobuf.StringValue
+        value: |
+          {json}
+      failure_policy: {policy}
+      allow_on_headers_stop_iteration: true
+"#
+    )
+}
+
 /// Leading spaces (YAML indents with spaces only; counting bytes of ASCII keeps slicing safe).
 fn indent_of(line: &str) -> usize {
     line.len() - line.trim_start_matches(' ').len()
@@ -296,28 +329,13 @@ pub fn to_single_module(config: &str) -> Result<String, String> {
             host_env.join(", ")
         )
     };
-    let block = format!(
-        r#"{}
-{}
-{}
-- name: llm_gateway
-  typed_config:
-    "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-    config:
-      name: llm_gateway
-      root_id: llm_gateway
-      vm_config:
-        vm_id: llm_gateway
-        runtime: envoy.wasm.runtime.v8
-        code: {{ local: {{ filename: {module_file} }} }}
-{env}      configuration:
-        "@type": type.googleapis.com/google.protobuf.StringValue
-        value: |
-          {}
-      failure_policy: FAIL_CLOSED
-      allow_on_headers_stop_iteration: true
-"#,
-        GATEWAY_COMMENT[0], GATEWAY_COMMENT[1], GATEWAY_COMMENT[2], json,
+    let block = wasm_filter_item(
+        &GATEWAY_COMMENT.join("\n"),
+        "llm_gateway",
+        &module_file,
+        &env,
+        &json,
+        "FAIL_CLOSED",
     );
     // The comments of the filter after the merged ones belong to it.
     let cut = comment_start(config, after).max(first);
