@@ -43,7 +43,7 @@ help:
 	@echo "make clean    remove build output (keeps .venv)"
 
 # Idempotent and quick once done: stamp files record the pinned Envoy version and the SDK pins.
-setup: $(VENV)/.envoy-$(ENVOY_VERSION) $(VENV)/.sdk-installed $(VENV)/.chroma-installed $(VENV)/.claude-code-$(CLAUDE_CODE_VERSION)
+setup: $(VENV)/.envoy-$(ENVOY_VERSION) $(VENV)/.sdk-installed $(VENV)/.chroma-installed $(VENV)/.otel-installed $(VENV)/.claude-code-$(CLAUDE_CODE_VERSION)
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	@scripts/system-deps.sh
 
@@ -68,6 +68,12 @@ $(VENV)/.claude-code-$(CLAUDE_CODE_VERSION): $(VENV)/.envoy-$(ENVOY_VERSION)
 # The Chroma vector database, which llm_cache's tests share between two Envoys.
 $(VENV)/.chroma-installed: tests/chroma/requirements.txt $(VENV)/.envoy-$(ENVOY_VERSION)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/chroma/requirements.txt
+	touch $@
+
+# The OTLP/gRPC receiver the tracing tests start (tests/otel/collector.py); after Chroma, whose
+# OpenTelemetry packages it shares.
+$(VENV)/.otel-installed: tests/otel/requirements.txt $(VENV)/.chroma-installed
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/otel/requirements.txt
 	touch $@
 
 build: setup
@@ -134,7 +140,7 @@ validate: setup
 # The filters' own test files run three times, side by side: with the five Wasm modules, with
 # llm_gateway in place of the four downstream ones (LLM_SINGLE_MODULE=1 makes the harness merge them),
 # and with the native module libllm_gateway.so in place of every Wasm filter (LLM_NATIVE=1).
-SINGLE_MODULE_TESTS := foundation auth router guard cache pii usage provider surfaces observability global reliability existing_envoy
+SINGLE_MODULE_TESTS := foundation auth router guard cache pii usage provider surfaces observability tracing global reliability existing_envoy
 test-integration:
 	scripts/test-integration.sh $(SINGLE_MODULE_TESTS)
 

@@ -31,6 +31,14 @@ pub mod state {
     pub const ROUTE: &str = "llm_route";
     pub const UPSTREAM_MODEL: &str = "llm_upstream_model";
     pub const STREAM: &str = "llm_stream";
+    /// `gen_ai.operation.name`: chat, text_completion or embeddings.
+    pub const OPERATION: &str = "llm_operation";
+    /// The span name GenAI's conventions ask for: `{operation} {model}` (`chat gpt-4o`).
+    pub const SPAN_NAME: &str = "llm_span_name";
+    /// The request's output limit and sampling settings, as sent.
+    pub const REQUEST_MAX_TOKENS: &str = "llm_request_max_tokens";
+    pub const REQUEST_TEMPERATURE: &str = "llm_request_temperature";
+    pub const REQUEST_TOP_P: &str = "llm_request_top_p";
     // llm_guard: pass, `flagged <guard:category>,...` or `blocked <guard:category>`
     pub const GUARD: &str = "llm_guard";
     // llm_cache: hit, miss or bypass
@@ -47,4 +55,7 @@ pub mod state {
     pub const RESPONSE_MODEL: &str = "llm_response_model";
     pub const STREAMED: &str = "llm_streamed";
     pub const USAGE_ESTIMATED: &str = "llm_usage_estimated";
+    /// The answer's id and finish reasons (comma-separated), for traces.
+    pub const RESPONSE_ID: &str = "llm_response_id";
+    pub const FINISH_REASONS: &str = "llm_finish_reasons";
 }

@@ -71,12 +71,13 @@ pub mod guarding {
 /// Usage, cost, token limits, budgets and metrics.
 pub mod metering {
     pub mod accounting;
+    pub mod genai;
     pub mod metrics;
     pub mod usage;
 }
 
 pub use caching::cache;
-pub use metering::{accounting, metrics, usage};
+pub use metering::{accounting, genai, metrics, usage};
 pub use policy::{auth, global, ratelimit, router};
 #[cfg(any(feature = "regex", feature = "regex-lite"))]
 pub use privacy::{pii, pii_detect};

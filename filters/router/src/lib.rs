@@ -5,6 +5,7 @@
 use llm_core::api::{ApiFlavor, LocalReply};
 use llm_core::config::ConfigError;
 use llm_core::contract::{self, state};
+use llm_core::genai;
 use llm_core::metrics::labeled_name;
 use llm_core::router::{HeadersDecision, RequestHead, Router, RouterConfig};
 use llm_host::{
@@ -130,6 +131,18 @@ impl RouterRequest {
         set_filter_state(state::ROUTE, &resolution.route);
         set_filter_state(state::UPSTREAM_MODEL, &resolution.upstream_model);
         set_filter_state(state::STREAM, if routed.stream { "true" } else { "false" });
+        if let Some(operation) = self.headers.get(":path").and_then(genai::operation_name) {
+            set_filter_state(state::SPAN_NAME, &format!("{operation} {}", routed.model));
+        }
+        if let Some(max) = routed.max_output_tokens {
+            set_filter_state(state::REQUEST_MAX_TOKENS, &max.to_string());
+        }
+        if let Some(temperature) = &routed.temperature {
+            set_filter_state(state::REQUEST_TEMPERATURE, temperature);
+        }
+        if let Some(top_p) = &routed.top_p {
+            set_filter_state(state::REQUEST_TOP_P, top_p);
+        }
         if let Some(counter) = filter
             .routed
             .get(&(resolution.entry.clone(), resolution.route.clone()))
@@ -161,6 +174,11 @@ impl HttpFilter for RouterRequest {
             HeadersDecision::PassThrough => Action::Continue,
             HeadersDecision::Reply(reply) => self.reply(&reply),
             HeadersDecision::ReadBody(flavor) => {
+                // Published now so that a request refused for its body is named in traces too.
+                if let Some(operation) = self.headers.get(":path").and_then(genai::operation_name) {
+                    set_filter_state(state::OPERATION, operation);
+                    set_filter_state(state::SPAN_NAME, operation);
+                }
                 // Hold the headers until the body names the model (needs
                 // allow_on_headers_stop_iteration in the plugin config).
                 self.flavor = flavor;
@@ -279,6 +297,29 @@ mod tests {
             1
         );
         assert!(stream.reply().is_none());
+    }
+
+    #[test]
+    fn publishes_the_request_facts_traces_report() {
+        let mut stream = stream(DEMO);
+        let body = br#"{"model":"fast","temperature":0.2,"top_p":1,"max_tokens":64,"messages":[]}"#;
+        assert_eq!(stream.request_headers(&CHAT, false), Action::Pause);
+        assert_eq!(stream.request_body(body, true), Action::Continue);
+        assert_eq!(state("llm_operation").as_deref(), Some("chat"));
+        assert_eq!(state("llm_span_name").as_deref(), Some("chat fast"));
+        assert_eq!(state("llm_request_max_tokens").as_deref(), Some("64"));
+        assert_eq!(state("llm_request_temperature").as_deref(), Some("0.2"));
+        assert_eq!(state("llm_request_top_p").as_deref(), Some("1"));
+
+        // Settings not sent, or not numbers, are not published.
+        let mut stream = super::tests::stream(DEMO);
+        let body = br#"{"model":"fast","temperature":"warm","messages":[]}"#;
+        assert_eq!(stream.request_headers(&CHAT, false), Action::Pause);
+        assert_eq!(stream.request_body(body, true), Action::Continue);
+        assert_eq!(state("llm_operation").as_deref(), Some("chat"));
+        assert_eq!(state("llm_request_temperature"), None);
+        assert_eq!(state("llm_request_top_p"), None);
+        assert_eq!(state("llm_request_max_tokens"), None);
     }
 
     #[test]

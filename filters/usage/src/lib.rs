@@ -9,6 +9,7 @@ use llm_core::accounting::{
 use llm_core::api::{classify, ApiFlavor, Endpoint};
 use llm_core::config::ConfigError;
 use llm_core::contract::{self, state};
+use llm_core::genai::{answer_facts, AnswerFacts};
 use llm_core::global::{self, Descriptor};
 use llm_core::metrics::labeled_name;
 use llm_core::ratelimit::{limit_headers, DebtState, LimitUnit, Outcome, Spend};
@@ -208,6 +209,7 @@ impl Filter for UsageFilter {
             first_byte_ns: None,
             token_outcome: None,
             status: 0,
+            settled: false,
             reservations: Vec::new(),
             global_reserved: Vec::new(),
         })
@@ -272,6 +274,8 @@ struct UsageRequest {
     /// The tightest token limit's state at admission, for the `x-ratelimit-*-tokens` headers.
     token_outcome: Option<Outcome>,
     status: u16,
+    /// The answer was counted (at its end, so that traces see the facts; on_log counts the rest).
+    settled: bool,
     /// What admission reserved against local limits, settled when the request ends.
     reservations: Vec<Reserved>,
     /// What admission reserved against global limits, when the service takes refunds: settled, or
@@ -802,7 +806,7 @@ impl HttpFilter for UsageRequest {
         request_trailers(self)
     }
 
-    fn on_response_headers(&mut self, _end_of_stream: bool) -> Action {
+    fn on_response_headers(&mut self, end_of_stream: bool) -> Action {
         if !self.inference {
             return Action::Continue;
         }
@@ -822,6 +826,9 @@ impl HttpFilter for UsageRequest {
             for (name, value) in limit_headers(LimitUnit::Tokens, outcome) {
                 llm_host::set_response_header(&name, Some(&value));
             }
+        }
+        if end_of_stream {
+            self.count_answer();
         }
         Action::Continue
     }
@@ -850,6 +857,9 @@ impl HttpFilter for UsageRequest {
             if let Some(out) = rewritten {
                 llm_host::replace_response_body(body_size, &out);
             }
+            if end_of_stream {
+                self.count_answer();
+            }
             return Action::Continue;
         }
         if !chunk.is_empty() && self.first_byte_ns.is_none() {
@@ -860,10 +870,16 @@ impl HttpFilter for UsageRequest {
         } else {
             self.json_overflow = true;
         }
+        if end_of_stream {
+            self.count_answer();
+        }
         Action::Continue
     }
 
     fn on_log(&mut self) {
+        if self.settled {
+            return;
+        }
         if !self.inference || self.status == 0 {
             if self.inference && llm_host::reached_upstream() {
                 // Sent to a provider, no answer seen (the client left first): the provider may have
@@ -876,14 +892,28 @@ impl HttpFilter for UsageRequest {
             self.release_reservations(now_unix_nanos());
             return;
         }
+        self.count_answer();
+    }
+}
+
+impl UsageRequest {
+    /// Counts the answer: usage, cost, metrics and the facts for access logs and traces. Once, at
+    /// the answer's end (Envoy finishes the request's span before on_log), or from on_log for an
+    /// answer that never ended (the client left, the upstream reset).
+    fn count_answer(&mut self) {
+        if self.settled || !self.inference || self.status == 0 {
+            return;
+        }
+        self.settled = true;
         let now_ns = now_unix_nanos();
-        let (reported, model_reported, output_chars) = match &self.stream {
+        let (reported, model_reported, output_chars, facts) = match &self.stream {
             Some(stream) => (
                 stream.charged(self.request_bytes.max(self.observed_bytes)),
                 stream.model().map(str::to_string),
                 stream.output_chars(),
+                stream.facts().clone(),
             ),
-            None if self.json_overflow => (None, None, 0),
+            None if self.json_overflow => (None, None, 0, AnswerFacts::default()),
             None => {
                 let (usage, model) = from_json(self.format, &self.json);
                 // The answer's text is only needed to estimate usage the provider did not send.
@@ -891,7 +921,7 @@ impl HttpFilter for UsageRequest {
                     Some(_) => 0,
                     None => output_text_len(self.format, &self.json),
                 };
-                (usage, model, chars)
+                (usage, model, chars, answer_facts(self.format, &self.json))
             }
         };
         let success = (200..300).contains(&self.status);
@@ -1000,6 +1030,12 @@ impl HttpFilter for UsageRequest {
             state::USAGE_ESTIMATED,
             if usage.estimated { "true" } else { "false" },
         );
+        if let Some(id) = &facts.id {
+            set_filter_state(state::RESPONSE_ID, id);
+        }
+        if let Some(reasons) = facts.finish_reasons_text() {
+            set_filter_state(state::FINISH_REASONS, &reasons);
+        }
     }
 }
 
@@ -1273,6 +1309,55 @@ mod tests {
         assert_eq!(
             fake::counter(&series("llm_output_tokens_total", "team-a", "gpt-4o-mini")),
             4
+        );
+    }
+
+    #[test]
+    fn the_answers_facts_are_published_when_it_ends_before_the_log() {
+        // Envoy finishes the request's span before the access-log callbacks: the facts traces
+        // read must be in place when the answer's last byte passes.
+        let loaded = configure();
+        let mut stream = Stream::new(loaded.new_stream());
+        let headers = chat("team-a", "gpt-4o-mini", "false");
+        assert_eq!(
+            stream.request(&headers, &[br#"{"model":"gpt-4o-mini"}"#]),
+            Action::Continue
+        );
+        let answer = openai_answer("gpt-4o-mini-2024-07-18", 10, 5);
+        assert_eq!(stream.response(&JSON_ANSWER, &[&answer]), Action::Continue);
+        assert_eq!(state("llm_output_tokens").as_deref(), Some("5"));
+        assert_eq!(state("llm_response_id").as_deref(), Some("chatcmpl-1"));
+        assert_eq!(state("llm_finish_reasons").as_deref(), Some("stop"));
+        assert_eq!(
+            state("llm_response_model").as_deref(),
+            Some("gpt-4o-mini-2024-07-18")
+        );
+        // The log does not count the answer twice.
+        stream.log();
+        assert_eq!(
+            fake::counter(&series("llm_output_tokens_total", "team-a", "gpt-4o-mini")),
+            5
+        );
+
+        let mut stream = Stream::new(loaded.new_stream());
+        let headers = chat("team-a", "gpt-4o-mini", "true");
+        let body =
+            br#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true}}"#;
+        assert_eq!(stream.request(&headers, &[body]), Action::Continue);
+        let provider = concat!(
+            "data: {\"id\":\"chatcmpl-9\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n",
+            "data: {\"id\":\"chatcmpl-9\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}]}\n\n",
+            "data: {\"id\":\"chatcmpl-9\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n",
+            "data: [DONE]\n\n"
+        );
+        stream.response(&SSE_ANSWER, &[provider.as_bytes()]);
+        assert_eq!(state("llm_response_id").as_deref(), Some("chatcmpl-9"));
+        assert_eq!(state("llm_finish_reasons").as_deref(), Some("length"));
+        assert_eq!(state("llm_output_tokens").as_deref(), Some("4"));
+        stream.log();
+        assert_eq!(
+            fake::counter(&series("llm_output_tokens_total", "team-a", "gpt-4o-mini")),
+            9
         );
     }
 

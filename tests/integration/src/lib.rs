@@ -764,6 +764,16 @@ impl Demo {
         Demo::launch(edit, &EnvoyOptions::default(), &["llm_guard"])
     }
 
+    /// The demo with every filter, llm_guard and llm_cache included, as `make run` serves it. Never
+    /// reused (its cache holds the answers of the test before).
+    pub fn start_as_served(edit: impl FnOnce(String) -> String) -> Demo {
+        let options = EnvoyOptions {
+            fresh: true,
+            ..EnvoyOptions::default()
+        };
+        Demo::launch(edit, &options, &["llm_guard", "llm_cache"])
+    }
+
     fn launch(edit: impl FnOnce(String) -> String, options: &EnvoyOptions, keep: &[&str]) -> Demo {
         let mut config = demo_config();
         for optional in ["llm_guard", "llm_cache"] {
@@ -1170,4 +1180,88 @@ fn add_cluster(
 "#
     );
     config.replacen(anchor, &format!("{anchor}{cluster}"), 1)
+}
+
+/// The test OTLP/gRPC receiver (tests/otel/collector.py, on the `opentelemetry-proto` package's
+/// generated services): what Envoy's OpenTelemetry tracer and access logger export, read back as
+/// JSON records.
+pub struct OtlpCollector {
+    pub port: u16,
+    out: PathBuf,
+    _process: Process,
+    _dir: tempfile::TempDir,
+}
+
+impl OtlpCollector {
+    /// A collector for this test binary, started on first use.
+    pub fn shared() -> &'static OtlpCollector {
+        static SHARED: std::sync::OnceLock<OtlpCollector> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| OtlpCollector::start(&[]))
+    }
+
+    /// Starts one; `extra` are collector.py options (`--delay-ms N`, `--fail`).
+    pub fn start(extra: &[&str]) -> OtlpCollector {
+        let python = built_artifact(".venv/bin/python");
+        let dir = tempfile::tempdir().expect("collector dir");
+        let out = dir.path().join("records.jsonl");
+        let mut child = spawn(
+            Command::new(python)
+                .arg(repo_root().join("tests/otel/collector.py"))
+                .arg("--out")
+                .arg(&out)
+                .args(extra)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        );
+        let line = first_line(&mut child, "collector.py");
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("unexpected collector banner: {line:?}"));
+        OtlpCollector {
+            port,
+            out,
+            _process: Process { child },
+            _dir: dir,
+        }
+    }
+
+    /// Every record received so far.
+    pub fn records(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// The records of one trace (`signal` "span" or "log"), waiting up to 10 s until `done` says
+    /// they are all there.
+    pub fn trace(&self, trace_id: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found: Vec<Value> = self
+                .records()
+                .into_iter()
+                .filter(|r| r["trace_id"] == trace_id)
+                .collect();
+            if done(&found) || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A fresh W3C trace context: (traceparent header, trace id). Sampled, so Envoy traces it.
+pub fn new_trace() -> (String, String) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let trace_id = format!("{:016x}{:08x}{:08x}", now as u64, std::process::id(), n);
+    let parent = format!("{:016x}", (now as u64) ^ n.rotate_left(17) | 1);
+    (format!("00-{trace_id}-{parent}-01"), trace_id)
 }

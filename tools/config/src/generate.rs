@@ -9,6 +9,7 @@ use crate::packaging::{
 use crate::spec::{
     self, GatewayFile, PoolMember, PoolSpec, ProviderPlacement, ServiceSpec, Url, PLACEMENT_FIELDS,
 };
+use crate::tracing;
 use llm_core::config::{parse, ConfigError};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
@@ -115,6 +116,8 @@ struct Provider {
     http2: Option<bool>,
     api_key: Option<(String, String)>,
     api_key_env: Option<String>,
+    /// `gen_ai.provider.name` of its endpoints, in their metadata for traces.
+    gen_ai_provider: String,
     entry: Map<String, Value>,
 }
 
@@ -207,7 +210,18 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
             }
             (None, _) => None,
         };
+        let gen_ai_provider = match placement.gen_ai_provider {
+            Some(named) => {
+                spec::plain_name(&named, &format!("{path}.gen_ai_provider"))?;
+                named
+            }
+            None => {
+                spec::gen_ai_provider(entry.get("format").and_then(Value::as_str).unwrap_or(""))
+                    .to_string()
+            }
+        };
         providers.push(Provider {
+            gen_ai_provider,
             name: name.clone(),
             cluster: placement.cluster.unwrap_or_else(|| name.clone()),
             url,
@@ -365,6 +379,32 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
             connect_timeout: service
                 .connect_timeout
                 .unwrap_or_else(|| connect_timeout.clone()),
+            llm_provider: false,
+        });
+    }
+    if let Some(tracing) = &file.envoy.tracing {
+        let path = "envoy.tracing";
+        let url = Url::parse(&tracing.collector, &format!("{path}.collector"))?;
+        spec::plain_name(&tracing.cluster, &format!("{path}.cluster"))?;
+        if !(0.0..=100.0).contains(&tracing.sampling_percent) {
+            return Err(err(
+                format!("{path}.sampling_percent"),
+                "must be between 0 and 100",
+            ));
+        }
+        if tracing.service_name.is_empty() || tracing.service_name.chars().any(char::is_control) {
+            return Err(err(format!("{path}.service_name"), "must be a plain name"));
+        }
+        clusters.push(Cluster {
+            name: tracing.cluster.clone(),
+            origin: format!("{path}.cluster"),
+            comment: Some(
+                "The OpenTelemetry collector (OTLP/gRPC) that receives spans and log records."
+                    .into(),
+            ),
+            endpoints: vec![(None, url)],
+            http2: Some(true),
+            connect_timeout: connect_timeout.clone(),
             llm_provider: false,
         });
     }
@@ -776,12 +816,28 @@ impl Plan {
         LOCAL_REPLY.to_string()
     }
 
-    fn access_log(&self) -> String {
-        let mut out = String::from(ACCESS_LOG_HEAD);
-        for (field, value) in ACCESS_LOG_FIELDS {
-            let _ = writeln!(out, "        {field}: \"{value}\"");
+    /// The `access_log` list: the JSON lines on stdout, and OpenTelemetry records when asked.
+    fn access_log(&self, stdout: bool) -> String {
+        let mut out = String::from("access_log:\n");
+        if stdout {
+            out.push_str(ACCESS_LOG_HEAD);
+            for (field, value) in ACCESS_LOG_FIELDS {
+                let _ = writeln!(out, "        {field}: \"{value}\"");
+            }
+        }
+        if let Some(tracing) = self.tracing().filter(|t| t.access_log) {
+            out.push_str(&tracing::otel_access_log(&tracing));
         }
         out
+    }
+
+    fn tracing(&self) -> Option<tracing::Tracing> {
+        self.file.envoy.tracing.as_ref().map(|t| tracing::Tracing {
+            cluster: t.cluster.clone(),
+            service_name: t.service_name.clone(),
+            sampling_percent: t.sampling_percent,
+            access_log: t.access_log,
+        })
     }
 
     fn stats_tags(&self) -> String {
@@ -965,7 +1021,16 @@ impl Plan {
             );
             let mut metadata = Vec::new();
             if let Some(provider) = provider {
-                metadata.push(format!("llm: {{ provider: {} }}", yaml_scalar(provider)));
+                let gen_ai = self
+                    .providers
+                    .iter()
+                    .find(|p| &p.name == provider)
+                    .map_or("openai", |p| p.gen_ai_provider.as_str());
+                metadata.push(format!(
+                    "llm: {{ provider: {}, gen_ai_provider: {} }}",
+                    yaml_scalar(provider),
+                    yaml_scalar(gen_ai)
+                ));
             }
             if tls && pooled {
                 metadata.push(format!(
@@ -1148,8 +1213,11 @@ impl Plan {
             spec::socket(&envoy.admin, "").unwrap_or(("127.0.0.1".into(), 9901));
         let mut hcm = String::new();
         hcm.push_str(&self.local_reply_config());
-        if envoy.access_log {
-            hcm.push_str(&self.access_log());
+        if let Some(tracing) = self.tracing() {
+            hcm.push_str(&tracing::hcm_tracing(&tracing));
+        }
+        if envoy.access_log || self.tracing().is_some_and(|t| t.access_log) {
+            hcm.push_str(&self.access_log(envoy.access_log));
         }
         hcm.push_str("http_filters:\n");
         hcm.push_str(&self.http_filters(false));
@@ -1228,9 +1296,9 @@ per_route_opt_out:
 # caller's API shape. Merge with your mappers if you have some.
 {local_reply}
 # In the HttpConnectionManager's access_log list (optional): one JSON line per request with the
-# filters' facts.
+# filters' facts{otel_log}.
 {access_log}
-# In the bootstrap's stats_config.stats_tags: the filters' metric labels for Prometheus.
+{tracing}# In the bootstrap's stats_config.stats_tags: the filters' metric labels for Prometheus.
 stats_tags:
 {stats_tags}
 # In static_resources.clusters (or your cluster source).
@@ -1242,7 +1310,16 @@ clusters:
             routes = self.routes(true),
             opt_out = indent(&self.opt_out(packaging), 4),
             local_reply = self.local_reply_config().trim_end(),
-            access_log = self.access_log().trim_end(),
+            access_log = self.access_log(true).trim_end(),
+            otel_log = if self.tracing().is_some_and(|t| t.access_log) {
+                ", and an OpenTelemetry record"
+            } else {
+                ""
+            },
+            tracing = self.tracing().map_or(String::new(), |t| format!(
+                "# In the HttpConnectionManager (top level): spans with the filters' facts. Where the\n# filters' facts are absent (your other routes) the tags and the span name are Envoy's own.\n{}",
+                tracing::hcm_tracing(&t)
+            )),
             stats_tags = self.stats_tags(),
             clusters = self.clusters(true),
         );
@@ -1353,8 +1430,7 @@ local_reply_config:
         error: { type: server_error, code: "%RESPONSE_CODE_DETAILS%", message: "The gateway could not get an answer from the provider: %LOCAL_REPLY_BODY%" }
 "#;
 
-const ACCESS_LOG_HEAD: &str = r#"access_log:
-- name: envoy.access_loggers.stdout
+const ACCESS_LOG_HEAD: &str = r#"- name: envoy.access_loggers.stdout
   typed_config:
     "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
     log_format:

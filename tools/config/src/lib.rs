@@ -7,6 +7,7 @@
 pub mod generate;
 pub mod packaging;
 pub mod spec;
+pub mod tracing;
 
 pub use generate::{generate, Output, Packaging};
 

@@ -83,6 +83,39 @@ pub struct EnvoySettings {
     /// A gateway without llm_auth lets every client spend the provider keys: only on purpose.
     #[serde(default)]
     pub unauthenticated: bool,
+    /// OpenTelemetry traces (and access-log records) to an OTLP/gRPC collector.
+    #[serde(default)]
+    pub tracing: Option<TracingSettings>,
+}
+
+/// Where OpenTelemetry spans go; the generator writes the tracer, its custom tags and a cluster.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSettings {
+    /// `http(s)://host:port` of the collector's OTLP/gRPC endpoint (4317 by convention).
+    pub collector: String,
+    /// The collector's Envoy cluster name.
+    #[serde(default = "default_collector_cluster")]
+    pub cluster: String,
+    /// `service.name` of the spans and records.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Percent of requests traced when the client's trace context has not decided (0-100).
+    #[serde(default = "default_sampling_percent")]
+    pub sampling_percent: f64,
+    /// Also an OpenTelemetry access-log record per request, linked to its span.
+    #[serde(default)]
+    pub access_log: bool,
+}
+
+fn default_collector_cluster() -> String {
+    "otel_collector".into()
+}
+fn default_service_name() -> String {
+    "llm-gateway".into()
+}
+fn default_sampling_percent() -> f64 {
+    100.0
 }
 
 impl Default for EnvoySettings {
@@ -99,6 +132,7 @@ impl Default for EnvoySettings {
             ca_file: default_ca_file(),
             jwt: None,
             unauthenticated: false,
+            tracing: None,
         }
     }
 }
@@ -160,10 +194,23 @@ pub struct ProviderPlacement {
     /// HTTP/2 to the provider; default: negotiated by ALPN over TLS, HTTP/1.1 without TLS.
     #[serde(default)]
     pub http2: Option<bool>,
+    /// `gen_ai.provider.name` in traces (default from `format`: openai, azure.ai.openai,
+    /// anthropic); name the real provider behind an OpenAI-compatible server (e.g. `groq`).
+    #[serde(default)]
+    pub gen_ai_provider: Option<String>,
 }
 
 /// Generator fields taken out of a provider entry before the rest goes to llm_provider.
-pub const PLACEMENT_FIELDS: [&str; 4] = ["url", "cluster", "api_key", "http2"];
+pub const PLACEMENT_FIELDS: [&str; 5] = ["url", "cluster", "api_key", "http2", "gen_ai_provider"];
+
+/// `gen_ai.provider.name` (OpenTelemetry's well-known values) for an llm_provider wire format.
+pub fn gen_ai_provider(format: &str) -> &'static str {
+    match format {
+        "azure_openai" => "azure.ai.openai",
+        "anthropic" => "anthropic",
+        _ => "openai",
+    }
+}
 
 /// A failover pool.
 #[derive(Debug, Deserialize)]

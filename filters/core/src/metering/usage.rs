@@ -342,6 +342,8 @@ pub struct StreamUsage {
     model: Option<String>,
     output_chars: usize,
     saw_content: bool,
+    /// The answer's id and finish reasons, for traces.
+    facts: crate::metering::genai::AnswerFacts,
 }
 
 impl StreamUsage {
@@ -355,6 +357,7 @@ impl StreamUsage {
             model: None,
             output_chars: 0,
             saw_content: false,
+            facts: Default::default(),
         }
     }
 
@@ -431,12 +434,14 @@ impl StreamUsage {
                         .and_then(Value::as_str)
                         .map(str::to_string);
                 }
+                self.facts.set_id(value.get("id"));
                 for choice in value
                     .get("choices")
                     .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
                 {
+                    self.facts.add_reason(choice.get("finish_reason"));
                     let delta = choice.get("delta");
                     let content = delta
                         .and_then(|d| d.get("content"))
@@ -493,6 +498,7 @@ impl StreamUsage {
                 match kind {
                     "message_start" => {
                         let message = value.get("message");
+                        self.facts.set_id(message.and_then(|m| m.get("id")));
                         self.model = message
                             .and_then(|m| m.get("model"))
                             .and_then(Value::as_str)
@@ -515,6 +521,7 @@ impl StreamUsage {
                         }
                     }
                     "message_delta" => {
+                        self.facts.add_reason(value.pointer("/delta/stop_reason"));
                         if let Some(usage) = value.get("usage") {
                             self.usage
                                 .get_or_insert_with(Usage::default)
@@ -544,6 +551,7 @@ impl StreamUsage {
                         }
                     }
                     "response.created" | "response.in_progress" => {
+                        self.facts.set_id(value.pointer("/response/id"));
                         if let Some(model) =
                             value.pointer("/response/model").and_then(Value::as_str)
                         {
@@ -551,6 +559,7 @@ impl StreamUsage {
                         }
                     }
                     "response.completed" | "response.incomplete" | "response.failed" => {
+                        self.facts.absorb_response_object(value.get("response"));
                         if let Some(model) =
                             value.pointer("/response/model").and_then(Value::as_str)
                         {
@@ -582,6 +591,11 @@ impl StreamUsage {
 
     pub fn output_chars(&self) -> usize {
         self.output_chars
+    }
+
+    /// The answer's id and finish reasons as far as the stream has told them.
+    pub fn facts(&self) -> &crate::metering::genai::AnswerFacts {
+        &self.facts
     }
 }
 

@@ -476,6 +476,9 @@ pub struct Routed {
     pub stream: bool,
     /// The request's output limit (`x-llm-max-tokens`), for llm_usage's reservations.
     pub max_output_tokens: Option<u64>,
+    /// `temperature` and `top_p` as sent (for traces).
+    pub temperature: Option<String>,
+    pub top_p: Option<String>,
     /// The body to send instead, when the provider's model name differs from the asked one.
     pub new_body: Option<Vec<u8>>,
 }
@@ -559,6 +562,8 @@ impl Router {
             resolution,
             stream: fields.stream,
             max_output_tokens: fields.max_output_tokens,
+            temperature: fields.temperature,
+            top_p: fields.top_p,
             new_body,
         })
     }

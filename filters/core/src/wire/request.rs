@@ -21,6 +21,9 @@ pub struct RequestFields {
     /// The most output tokens the request allows (`max_tokens`, `max_completion_tokens` or
     /// `max_output_tokens`, the smallest when several are sent); `None` when it sets no number.
     pub max_output_tokens: Option<u64>,
+    /// `temperature` and `top_p` as written, when finite numbers (for traces).
+    pub temperature: Option<String>,
+    pub top_p: Option<String>,
 }
 
 /// Why a body could not be read.
@@ -55,6 +58,10 @@ struct Probe<'a> {
     max_completion_tokens: Option<&'a RawValue>,
     #[serde(borrow, default)]
     max_output_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    temperature: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    top_p: Option<&'a RawValue>,
 }
 
 pub fn read_fields(body: &[u8]) -> Result<RequestFields, BodyError> {
@@ -118,6 +125,12 @@ pub fn read_fields(body: &[u8]) -> Result<RequestFields, BodyError> {
         model_span,
         stream: probe.stream.is_some_and(|raw| raw.get() == "true"),
         max_output_tokens,
+        temperature: probe
+            .temperature
+            .and_then(|raw| crate::genai::sampling_number(raw.get())),
+        top_p: probe
+            .top_p
+            .and_then(|raw| crate::genai::sampling_number(raw.get())),
     })
 }
 
