@@ -163,6 +163,7 @@ demo-configs:
 	target/debug/llm-config generate envoy/demo.gateway.yaml -o envoy/demo.yaml
 	target/debug/llm-config generate envoy/demo.gateway.yaml --packaging gateway -o envoy/demo-single-module.yaml
 	target/debug/llm-config generate envoy/demo.gateway.yaml --packaging native -o envoy/demo-native.yaml
+	target/debug/llm-config generate examples/observability/gateway.yaml -o examples/observability/envoy.yaml
 
 # Fuzzing is not part of `make test`: it needs nightly and cargo-fuzz, and it runs for minutes.
 FUZZ_SECONDS ?= 60

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs `envoy --mode validate` on every Envoy YAML under envoy/, two at a time (each load compiles the
+# Runs `envoy --mode validate` on every Envoy YAML under envoy/ (and the observability example's), two at a time (each load compiles the
 # Wasm modules, which takes seconds of one core; the native module's config needs `make build-native`). Validation loads the Wasm filters and runs their
 # configuration checks, so credentials read from the environment (host_env_keys) get a placeholder
 # value when they are not set: the check is about the config, not about the secret.
@@ -30,7 +30,7 @@ validate() {
 }
 
 # (*.gateway.yaml are llm-config's input, not Envoy's.)
-mapfile -t configs < <(find envoy -name '*.yaml' ! -name '*.gateway.yaml' | sort)
+mapfile -t configs < <({ find envoy -name '*.yaml' ! -name '*.gateway.yaml'; echo examples/observability/envoy.yaml; } | sort)
 for i in "${!configs[@]}"; do
   while (($(jobs -rp | wc -l) >= JOBS)); do wait -n || true; done
   validate "${configs[$i]}" "$work/$i" &

@@ -3,8 +3,8 @@
 //! client's trace continued to the provider, and requests unaffected by a collector that is down.
 
 use integration::http::{self, post_json, sse_data};
-use integration::{new_trace, require_envoy, Demo, OtlpCollector};
-use llm_config::tracing::{add_tracing, Tracing};
+use integration::{new_trace, replace_port, repo_root, require_envoy, Demo, OtlpCollector};
+use llm_config::tracing::{add_tracing, flush_every, Tracing};
 use serde_json::{json, Value};
 
 const TEAM_A: (&str, &str) = ("authorization", "Bearer sk-demo-team-a");
@@ -12,6 +12,7 @@ const TINY: (&str, &str) = ("authorization", "Bearer sk-demo-tiny");
 const SERVER: u64 = 2;
 const CLIENT: u64 = 3;
 
+/// The demo with tracing added to it, to a collector on `port`.
 fn traced(port: u16) -> impl FnOnce(String) -> String {
     move |config: String| {
         let tracing = Tracing {
@@ -20,7 +21,21 @@ fn traced(port: u16) -> impl FnOnce(String) -> String {
             sampling_percent: 100.0,
             access_log: true,
         };
-        add_tracing(&config, &tracing, port, 100).expect("tracing added")
+        let config = add_tracing(&config, &tracing, port).expect("tracing added");
+        flush_every(&config, 100).expect("fast flush")
+    }
+}
+
+/// examples/observability/envoy.yaml (llm-config's output for the demo with `envoy.tracing`),
+/// on the test's ports.
+fn observability_example(port: u16) -> impl FnOnce(String) -> String {
+    move |_demo: String| {
+        let path = repo_root().join("examples/observability/envoy.yaml");
+        let mut config = std::fs::read_to_string(path).expect("the example's envoy.yaml");
+        for (from, to) in [(10000, 0), (9901, 0), (4317, port)] {
+            config = replace_port(&config, from, to);
+        }
+        flush_every(&config, 100).expect("fast flush")
     }
 }
 
@@ -88,7 +103,8 @@ fn assert_no_secrets(records: &[Value], prompt: &str) {
 fn requests_become_spans_and_records_with_genai_attributes() {
     require_envoy!();
     let collector = OtlpCollector::start(&[]);
-    let demo = Demo::start_as_served(traced(collector.port));
+    // The example's config: what llm-config generates for `envoy.tracing`.
+    let demo = Demo::start_as_served(observability_example(collector.port));
 
     json_chat(&demo, &collector);
     streamed_chat(&demo, &collector);
@@ -119,7 +135,7 @@ fn json_chat(demo: &Demo, collector: &OtlpCollector) {
         server["parent_span_id"], client_span,
         "the client's trace goes on"
     );
-    assert_eq!(server["resource"]["service.name"], "llm-gateway-test");
+    assert_eq!(server["resource"]["service.name"], "llm-gateway");
     for (key, expected) in [
         ("gen_ai.operation.name", "chat"),
         ("gen_ai.provider.name", "openai"),

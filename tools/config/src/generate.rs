@@ -1502,6 +1502,65 @@ usage: { limits: [{ consumer: b, tokens_per_minute: 100 }] }
     }
 
     #[test]
+    fn tracing_writes_the_tracer_its_tags_the_logger_and_the_collector() {
+        let text = format!(
+            "envoy:\n  tracing: {{ collector: \"http://otel.observability:4317\", sampling_percent: 5, access_log: true }}\n{REAL}"
+        );
+        let config = bootstrap(&text);
+        let hcm = &config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"];
+        let tracing = &hcm["tracing"];
+        assert_eq!(tracing["provider"]["name"], "envoy.tracers.opentelemetry");
+        let otel = &tracing["provider"]["typed_config"];
+        assert_eq!(
+            otel["grpc_service"]["envoy_grpc"]["cluster_name"],
+            "otel_collector"
+        );
+        assert_eq!(otel["service_name"], "llm-gateway");
+        assert_eq!(tracing["random_sampling"]["value"], 5);
+        assert_eq!(tracing["spawn_upstream_span"], true);
+        assert_eq!(tracing["operation"], tracing::SPAN_NAME);
+        let tags = tracing["custom_tags"].as_array().unwrap();
+        assert_eq!(tags.len(), tracing::SPAN_ATTRIBUTES.len());
+        assert!(tags.iter().any(|t| t["tag"] == "gen_ai.usage.output_tokens"
+            && t["value"] == "%FILTER_STATE(wasm.llm_output_tokens:PLAIN)%"));
+        let loggers: Vec<&Value> = hcm["access_log"].as_array().unwrap().iter().collect();
+        assert_eq!(loggers.len(), 2);
+        assert_eq!(loggers[1]["name"], "envoy.access_loggers.open_telemetry");
+        let collector = cluster(&config, "otel_collector");
+        assert_eq!(collector["type"], "LOGICAL_DNS");
+        assert!(collector["typed_extension_protocol_options"]
+            .to_string()
+            .contains("http2_protocol_options"));
+        // Each provider's endpoints name their GenAI provider for the attempt spans.
+        let openai = cluster(&config, "openai");
+        let metadata = &openai["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["metadata"];
+        assert_eq!(
+            metadata["filter_metadata"]["llm"]["gen_ai_provider"],
+            "openai"
+        );
+        let anthropic = cluster(&config, "anthropic");
+        let metadata = &anthropic["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["metadata"];
+        assert_eq!(
+            metadata["filter_metadata"]["llm"]["gen_ai_provider"],
+            "anthropic"
+        );
+
+        // Without the section: no tracer, no collector.
+        let config = bootstrap(REAL);
+        assert!(!config.to_string().contains("\"tracing\""));
+        for (field, text) in [
+            ("envoy.tracing.sampling_percent", "envoy:\n  tracing: { collector: \"http://127.0.0.1:4317\", sampling_percent: 150 }\n"),
+            ("envoy.tracing.collector", "envoy:\n  tracing: { collector: \"grpc://x:4317\" }\n"),
+            ("envoy.tracing.cluster", "envoy:\n  tracing: { collector: \"http://127.0.0.1:4317\", cluster: \"a b\" }\n"),
+        ] {
+            let err = generate(&format!("{text}{REAL}"), "t.yaml", Packaging::Modules, Output::Bootstrap)
+                .unwrap_err();
+            assert_eq!(err.path, field, "{err}");
+        }
+    }
+
+    #[test]
     fn upstreams_get_the_transport_and_protocol_they_speak() {
         let config = bootstrap(REAL);
         let openai = cluster(&config, "openai");

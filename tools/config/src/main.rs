@@ -13,6 +13,8 @@ usage:
       (modules, the default), llm_gateway.wasm (gateway), libllm_gateway.so (native).
   llm-config check GATEWAY_FILE
       Checks the gateway file (the filters' own configuration checks included).
+  A gateway file may start with `extends: OTHER_FILE` (relative to it): this file's keys then
+  override the other's (maps merge, lists replace, null removes).
   llm-config hash-key
       The SHA-256 digest llm_auth stores for the API key read from stdin:
         printf '%s' \"$KEY\" | llm-config hash-key";
@@ -59,7 +61,7 @@ fn run(args: &[String]) -> Result<(), String> {
                 }
             }
             let file = file.ok_or(USAGE)?;
-            let text = std::fs::read_to_string(&file).map_err(|err| format!("{file}: {err}"))?;
+            let text = llm_config::read_gateway_file(std::path::Path::new(&file))?;
             let source = std::path::Path::new(&file)
                 .file_name()
                 .map_or(file.clone(), |n| n.to_string_lossy().into_owned());

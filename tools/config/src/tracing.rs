@@ -165,14 +165,9 @@ pub fn otel_access_log(tracing: &Tracing) -> String {
     out
 }
 
-/// Test and bench helper: `config` (a generated bootstrap) with tracing to an OTLP/gRPC collector
-/// on 127.0.0.1:`port`, exporting every `flush_ms` rather than Envoy's default 5 s.
-pub fn add_tracing(
-    config: &str,
-    tracing: &Tracing,
-    port: u16,
-    flush_ms: u32,
-) -> Result<String, String> {
+/// Test and bench helper: `config` (a generated bootstrap without tracing) with tracing to an
+/// OTLP/gRPC collector on 127.0.0.1:`port`.
+pub fn add_tracing(config: &str, tracing: &Tracing, port: u16) -> Result<String, String> {
     let hcm_anchor = "\n          stat_prefix: llm\n";
     if !config.contains(hcm_anchor) {
         return Err("no `stat_prefix: llm` HttpConnectionManager in the config".into());
@@ -190,17 +185,12 @@ pub fn add_tracing(
         if !out.contains(log_anchor) {
             return Err("no access_log list in the HttpConnectionManager".into());
         }
-        let mut logger = otel_access_log(tracing);
-        logger = logger.replace(
-            "    log_name: llm_gateway\n",
-            &format!(
-                "    log_name: llm_gateway\n    buffer_flush_interval: 0.{:03}s\n",
-                flush_ms.min(999)
-            ),
-        );
         out = out.replacen(
             log_anchor,
-            &format!("{log_anchor}{}", crate::packaging::indent(&logger, 10)),
+            &format!(
+                "{log_anchor}{}",
+                crate::packaging::indent(&otel_access_log(tracing), 10)
+            ),
             1,
         );
     }
@@ -224,9 +214,24 @@ pub fn add_tracing(
 "#,
         name = tracing.cluster
     );
-    out = out.replacen(clusters_anchor, &format!("{clusters_anchor}{cluster}"), 1);
-    if out.contains("\nlayered_runtime:") {
+    Ok(out.replacen(clusters_anchor, &format!("{clusters_anchor}{cluster}"), 1))
+}
+
+/// Test and bench helper: a traced `config` that exports every `flush_ms` (under a second)
+/// rather than Envoy's defaults (spans every 5 s or 5 spans, log records every second).
+pub fn flush_every(config: &str, flush_ms: u32) -> Result<String, String> {
+    let flush_ms = flush_ms.clamp(1, 999);
+    if config.contains("\nlayered_runtime:") {
         return Err("the config already has a layered_runtime".into());
+    }
+    let mut out = String::with_capacity(config.len() + 256);
+    for line in config.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.trim() == "log_name: llm_gateway" {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            let _ = writeln!(out, "{indent}buffer_flush_interval: 0.{flush_ms:03}s");
+        }
     }
     let _ = write!(
         out,

@@ -36,25 +36,31 @@ fn llm_config(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
 
 #[test]
 fn shipped_demo_configs_are_generated_from_gateway_yaml() {
-    for (packaging, file) in [
-        ("modules", "envoy/demo.yaml"),
-        ("gateway", "envoy/demo-single-module.yaml"),
-        ("native", "envoy/demo-native.yaml"),
+    for (source, packaging, file) in [
+        ("envoy/demo.gateway.yaml", "modules", "envoy/demo.yaml"),
+        (
+            "envoy/demo.gateway.yaml",
+            "gateway",
+            "envoy/demo-single-module.yaml",
+        ),
+        (
+            "envoy/demo.gateway.yaml",
+            "native",
+            "envoy/demo-native.yaml",
+        ),
+        // The demo with tracing: a gateway file that `extends` the demo's.
+        (
+            "examples/observability/gateway.yaml",
+            "modules",
+            "examples/observability/envoy.yaml",
+        ),
     ] {
-        let (ok, yaml, stderr) = llm_config(
-            &[
-                "generate",
-                "envoy/demo.gateway.yaml",
-                "--packaging",
-                packaging,
-            ],
-            None,
-        );
+        let (ok, yaml, stderr) = llm_config(&["generate", source, "--packaging", packaging], None);
         assert!(ok, "{stderr}");
         let shipped = std::fs::read_to_string(repo().join(file)).unwrap();
         assert!(
             shipped == yaml,
-            "{file} is not `llm-config generate envoy/demo.gateway.yaml --packaging {packaging}`: \
+            "{file} is not `llm-config generate {source} --packaging {packaging}`: \
              run `make demo-configs`"
         );
     }
