@@ -45,6 +45,10 @@ pub mod state {
     pub const CACHE: &str = "llm_cache";
     // llm_pii
     pub const PII: &str = "llm_pii";
+    /// With `capture_content`: the prompt as it left and the answer as it came (masked), as
+    /// OpenTelemetry's `gen_ai.input.messages` / `gen_ai.output.messages` JSON.
+    pub const INPUT_MESSAGES: &str = "llm_input_messages";
+    pub const OUTPUT_MESSAGES: &str = "llm_output_messages";
     // llm_usage
     pub const PROVIDER: &str = "llm_provider";
     pub const INPUT_TOKENS: &str = "llm_input_tokens";

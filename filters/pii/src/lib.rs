@@ -6,6 +6,7 @@ use llm_core::api::{classify, ApiFlavor, Endpoint};
 use llm_core::config::ConfigError;
 use llm_core::contract;
 use llm_core::contract::state;
+use llm_core::genai::{self, StreamCapture};
 use llm_core::metrics::labeled_name;
 use llm_core::pii::{
     AnswerAction, AnswerFindings, Masked, Pii, PiiConfig, StreamFormat, StreamRestorer, Vault,
@@ -49,6 +50,7 @@ impl Filter for PiiFilter {
             vault: Vault::default(),
             answers: AnswerAction::Off,
             response: Response::Untouched,
+            capturing: false,
         })
     }
 }
@@ -110,7 +112,9 @@ enum Response {
     Untouched,
     /// Buffered to the end, then restored (JSON).
     Buffered,
-    Stream(Box<StreamRestorer>),
+    Stream(Box<StreamRestorer>, Option<Box<StreamCapture>>),
+    /// Nothing to restore, only the text to capture for traces.
+    Observed(Box<StreamCapture>),
 }
 
 struct PiiRequest {
@@ -123,6 +127,8 @@ struct PiiRequest {
     /// What is done with PII in this consumer's answers.
     answers: AnswerAction,
     response: Response,
+    /// The prompt was captured for traces: the answer is too.
+    capturing: bool,
 }
 
 impl PiiRequest {
@@ -146,6 +152,19 @@ impl PiiRequest {
         }
         if !findings.counts.is_empty() {
             set_filter_state(state::PII, &findings.summary());
+        }
+        if let (Some(capture), false) = (filter.pii.capture(), matches!(masked, Masked::Refused(_)))
+        {
+            let leaving = match &masked {
+                Masked::Rewritten(new_body) => new_body.as_slice(),
+                _ => body.as_slice(),
+            };
+            if let Some(messages) = genai::input_messages(&self.path, leaving, capture.max_bytes) {
+                set_filter_state(state::INPUT_MESSAGES, &messages);
+            }
+            self.capturing = true;
+            // The answer is read: it must arrive uncompressed.
+            llm_host::set_request_header("accept-encoding", None);
         }
         match masked {
             Masked::Unchanged => {
@@ -199,12 +218,25 @@ impl HttpFilter for PiiRequest {
     }
 
     fn on_response_headers(&mut self, _end_of_stream: bool) -> Action {
+        let capture = self
+            .filter
+            .pii
+            .capture()
+            .filter(|_| self.capturing)
+            .map(|c| Box::new(StreamCapture::new(c.max_bytes)));
+        let content_type = response_header("content-type").unwrap_or_default();
+        let stream = content_type.starts_with("text/event-stream");
         if self.vault.is_empty() && self.answers == AnswerAction::Off {
+            self.response = match capture {
+                // Watched as it passes, never held or rewritten.
+                Some(capture) if stream => Response::Observed(capture),
+                Some(_) => Response::Buffered,
+                None => Response::Untouched,
+            };
             return Action::Continue;
         }
-        let content_type = response_header("content-type").unwrap_or_default();
         llm_host::set_response_header("content-length", None);
-        self.response = if content_type.starts_with("text/event-stream") {
+        self.response = if stream {
             let path = self.path.split('?').next().unwrap_or("");
             let format = if path.starts_with("/v1/messages") {
                 StreamFormat::Anthropic
@@ -214,9 +246,10 @@ impl HttpFilter for PiiRequest {
                 StreamFormat::OpenAi
             };
             let window = self.filter.pii.answer_stream_window();
-            Response::Stream(Box::new(
-                StreamRestorer::new(format).scanning_answers(self.answers, window),
-            ))
+            Response::Stream(
+                Box::new(StreamRestorer::new(format).scanning_answers(self.answers, window)),
+                capture,
+            )
         } else {
             Response::Buffered
         };
@@ -231,6 +264,14 @@ impl HttpFilter for PiiRequest {
                 let body = llm_host::read_response_body(body_size);
                 let mut found = AnswerFindings::default();
                 let filter = Rc::clone(&self.filter);
+                if let (Some(capture), true) = (filter.pii.capture(), self.capturing) {
+                    // As it came: placeholders, not the values they stand for.
+                    if let Some(messages) =
+                        genai::output_messages(&self.path, &body, capture.max_bytes)
+                    {
+                        set_filter_state(state::OUTPUT_MESSAGES, &messages);
+                    }
+                }
                 let rewritten =
                     filter
                         .pii
@@ -241,10 +282,23 @@ impl HttpFilter for PiiRequest {
                 filter.count_answer(&found, self.answers);
                 Action::Continue
             }
-            Response::Stream(_) => {
+            Response::Observed(_) => {
+                let chunk = llm_host::read_response_body(body_size);
+                if let Response::Observed(capture) = &mut self.response {
+                    capture.push(&chunk);
+                }
+                if end_of_stream {
+                    self.publish_captured_stream();
+                }
+                Action::Continue
+            }
+            Response::Stream(..) => {
                 let chunk = llm_host::read_response_body(body_size);
                 let filter = Rc::clone(&self.filter);
-                if let Response::Stream(restorer) = &mut self.response {
+                if let Response::Stream(restorer, capture) = &mut self.response {
+                    if let Some(capture) = capture {
+                        capture.push(&chunk);
+                    }
                     let mut out = restorer.push_scanned(&chunk, &self.vault, &filter.pii);
                     if end_of_stream {
                         out.extend(restorer.finish_scanned(&self.vault, &filter.pii));
@@ -252,8 +306,31 @@ impl HttpFilter for PiiRequest {
                     llm_host::replace_response_body(body_size, &out);
                     filter.count_answer(&restorer.take_answer_findings(), self.answers);
                 }
+                if end_of_stream {
+                    self.publish_captured_stream();
+                }
                 Action::Continue
             }
+        }
+    }
+}
+
+impl PiiRequest {
+    /// The streamed answer's captured text, published when the stream ends.
+    fn publish_captured_stream(&mut self) {
+        let capture = match std::mem::replace(&mut self.response, Response::Untouched) {
+            Response::Observed(capture) => Some(capture),
+            Response::Stream(restorer, capture) => {
+                self.response = Response::Stream(restorer, None);
+                capture
+            }
+            other => {
+                self.response = other;
+                None
+            }
+        };
+        if let Some(messages) = capture.and_then(|c| (*c).finish()) {
+            set_filter_state(state::OUTPUT_MESSAGES, &messages);
         }
     }
 }
@@ -357,6 +434,61 @@ mod tests {
             fake::counter("llm_pii_detections_total_entity=.=project;.;_action=.=redact;.;"),
             1
         );
+    }
+
+    #[test]
+    fn captured_content_is_only_what_was_masked() {
+        let config = DEMO.replace(
+            r#""terms""#,
+            r#""capture_content": {"max_bytes": 1024}, "terms""#,
+        );
+        let state = |key: &str| fake::with(|s| s.filter_state.get(key).cloned());
+        fake::reset();
+        let loaded = llm_host::configure::<PiiFilter>(config.as_bytes()).expect("config");
+        let mut stream = Stream::new(loaded.new_stream());
+        let body = prompt("Mail jane.doe@example.com about Project Falcon");
+        assert_eq!(stream.request(&CHAT, &[&body]), Action::Continue);
+        let input = state("llm_input_messages").expect("the prompt is captured");
+        assert!(input.contains("Mail <EMAIL_1> about [PROJECT]"), "{input}");
+        assert!(
+            !input.contains("jane.doe") && !input.contains("Falcon"),
+            "{input}"
+        );
+
+        let answer = br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Mailed <EMAIL_1>."},"finish_reason":"stop"}]}"#;
+        let headers = [(":status", "200"), ("content-type", "application/json")];
+        assert_eq!(stream.response(&headers, &[answer]), Action::Continue);
+        let output = state("llm_output_messages").expect("the answer is captured");
+        assert!(output.contains("Mailed <EMAIL_1>."), "{output}");
+        let got: Value = serde_json::from_slice(stream.client_body()).unwrap();
+        assert_eq!(
+            got["choices"][0]["message"]["content"],
+            "Mailed jane.doe@example.com."
+        );
+
+        // A clean prompt and a streamed answer: watched as they pass, the stream untouched.
+        let mut stream = Stream::new(loaded.new_stream());
+        assert_eq!(stream.request(&CHAT, &[&prompt("hello")]), Action::Continue);
+        let sse = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi there\"}}]}\n\ndata: [DONE]\n\n";
+        let headers = [(":status", "200"), ("content-type", "text/event-stream")];
+        assert_eq!(
+            stream.response(&headers, &[sse.as_bytes()]),
+            Action::Continue
+        );
+        assert_eq!(stream.client_body(), sse.as_bytes());
+        let output = state("llm_output_messages").expect("the stream is captured");
+        assert!(output.contains("Hi there"), "{output}");
+
+        // Off by default.
+        let mut stream = super::tests::stream();
+        assert_eq!(stream.request(&CHAT, &[&prompt("hello")]), Action::Continue);
+        assert_eq!(state("llm_input_messages"), None);
+        // And refused when the cap makes no sense.
+        let bad = DEMO.replace(
+            r#""terms""#,
+            r#""capture_content": {"max_bytes": 0}, "terms""#,
+        );
+        assert!(llm_host::configure::<PiiFilter>(bad.as_bytes()).is_err());
     }
 
     #[test]

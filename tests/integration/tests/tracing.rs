@@ -3,7 +3,10 @@
 //! client's trace continued to the provider, and requests unaffected by a collector that is down.
 
 use integration::http::{self, post_json, sse_data};
-use integration::{new_trace, replace_port, repo_root, require_envoy, Demo, OtlpCollector};
+use integration::{
+    filter_config, new_trace, replace_port, repo_root, require_envoy, set_filter_config, Demo,
+    OtlpCollector,
+};
 use llm_config::tracing::{add_tracing, flush_every, Tracing};
 use serde_json::{json, Value};
 
@@ -35,6 +38,10 @@ fn observability_example(port: u16) -> impl FnOnce(String) -> String {
         for (from, to) in [(10000, 0), (9901, 0), (4317, port)] {
             config = replace_port(&config, from, to);
         }
+        // Content capture on: the prompt and answer as llm_pii masked them.
+        let mut pii = filter_config(&config, "llm_pii");
+        pii["capture_content"] = json!({"max_bytes": 2048});
+        let config = set_filter_config(&config, "llm_pii", &pii.to_string());
         flush_every(&config, 100).expect("fast flush")
     }
 }
@@ -117,13 +124,14 @@ fn requests_become_spans_and_records_with_genai_attributes() {
 fn json_chat(demo: &Demo, collector: &OtlpCollector) {
     let (traceparent, trace_id) = new_trace();
     let client_span = &traceparent[36..52];
-    let prompt = "trace me: what is the tallest mountain?";
+    let email = "jane.roe@example.com";
+    let prompt = format!("trace me: mail {email} about the tallest mountain");
     let response = chat(
         demo,
         TEAM_A,
         &traceparent,
         &json!({"model": "gpt-4o-mini", "temperature": 0.3, "top_p": 0.9, "max_tokens": 50,
-                "messages": [{"role": "user", "content": prompt}]}),
+                "messages": [{"role": "user", "content": &prompt}]}),
     );
     assert_eq!(response.status, 200, "{}", response.body);
     let answer = response.json();
@@ -185,7 +193,7 @@ fn json_chat(demo: &Demo, collector: &OtlpCollector) {
         .into_iter()
         .find(|r| {
             r["path"] == "/v1/chat/completions"
-                && r["body"].as_str().unwrap_or_default().contains(prompt)
+                && r["body"].as_str().unwrap_or_default().contains("trace me")
         })
         .expect("the provider got the request");
     let sent = received["headers"]["traceparent"]
@@ -210,7 +218,19 @@ fn json_chat(demo: &Demo, collector: &OtlpCollector) {
         log["attributes"]["gen_ai.usage.output_tokens"],
         attr(server, "gen_ai.usage.output_tokens")
     );
-    assert_no_secrets(&records, prompt);
+    // Content capture: only what llm_pii masked (the mock echoes the prompt it got).
+    let input = attr(server, "gen_ai.input.messages");
+    assert!(
+        input.contains("trace me: mail <EMAIL_1> about the tallest mountain"),
+        "{input}"
+    );
+    let output = attr(server, "gen_ai.output.messages");
+    assert!(output.contains("<EMAIL_1>"), "{output}");
+    assert!(answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .contains(email));
+    assert_no_secrets(&records, email);
 }
 
 fn streamed_chat(demo: &Demo, collector: &OtlpCollector) {

@@ -1262,7 +1262,9 @@ static_resources:
             buffer = envoy.buffer_bytes,
             hcm = indent(&hcm, 10),
             clusters = indent(&self.clusters(false), 2),
-        )
+        ) + &self
+            .tracing()
+            .map_or(String::new(), |_| format!("\n{}", tracing::RUNTIME))
     }
 
     /// The pieces to merge into an existing Envoy, each under a key that says where it goes.
@@ -1317,7 +1319,7 @@ clusters:
                 ""
             },
             tracing = self.tracing().map_or(String::new(), |t| format!(
-                "# In the HttpConnectionManager (top level): spans with the filters' facts. Where the\n# filters' facts are absent (your other routes) the tags and the span name are Envoy's own.\n{}",
+                "# In the HttpConnectionManager (top level): spans with the filters' facts. Where the\n# filters' facts are absent (your other routes) the tags and the span name are Envoy's own.\n# In your runtime: tracing.opentelemetry.min_flush_spans: 100 (batches of 100 spans).\n{}",
                 tracing::hcm_tracing(&t)
             )),
             stats_tags = self.stats_tags(),

@@ -11,7 +11,7 @@ use std::fmt::Write;
 
 /// Span attributes: (attribute, access-log format). GenAI's conventions first, ours under `llm.`.
 /// Envoy's custom tags are strings, so counts and numbers arrive as their decimal text.
-pub const SPAN_ATTRIBUTES: [(&str, &str); 24] = [
+pub const SPAN_ATTRIBUTES: [(&str, &str); 26] = [
     (
         "gen_ai.operation.name",
         "%FILTER_STATE(wasm.llm_operation:PLAIN)%",
@@ -55,6 +55,15 @@ pub const SPAN_ATTRIBUTES: [(&str, &str); 24] = [
     (
         "gen_ai.usage.output_tokens",
         "%FILTER_STATE(wasm.llm_output_tokens:PLAIN)%",
+    ),
+    // Only with llm_pii's `capture_content`: the prompt and answer as llm_pii masked them.
+    (
+        "gen_ai.input.messages",
+        "%FILTER_STATE(wasm.llm_input_messages:PLAIN)%",
+    ),
+    (
+        "gen_ai.output.messages",
+        "%FILTER_STATE(wasm.llm_output_messages:PLAIN)%",
     ),
     ("llm.consumer", "%FILTER_STATE(wasm.llm_consumer:PLAIN)%"),
     (
@@ -132,6 +141,18 @@ tracing:
     }
     out
 }
+
+/// Envoy's OpenTelemetry tracer exports a batch every 5 spans (or 5 s) unless told otherwise; a
+/// batch of 100 costs a traced request about half the CPU (bench/tracing.md). A bootstrap's
+/// `layered_runtime` (for an existing Envoy: its runtime, the same key).
+pub const RUNTIME: &str = r#"# Envoy's OpenTelemetry tracer sends a batch every 5 spans by default; batches of 100 (or every
+# 5 s) halve what tracing adds to a request's CPU (bench/tracing.md).
+layered_runtime:
+  layers:
+  - name: tracing
+    static_layer:
+      tracing.opentelemetry.min_flush_spans: 100
+"#;
 
 /// An `access_log` list item: Envoy's OpenTelemetry access logger with the same attributes. Envoy
 /// links each record to the request's span (trace and span ids) when the request is traced.
@@ -221,6 +242,19 @@ pub fn add_tracing(config: &str, tracing: &Tracing, port: u16) -> Result<String,
 /// rather than Envoy's defaults (spans every 5 s or 5 spans, log records every second).
 pub fn flush_every(config: &str, flush_ms: u32) -> Result<String, String> {
     let flush_ms = flush_ms.clamp(1, 999);
+    let generated = "      tracing.opentelemetry.min_flush_spans: 100\n";
+    let config = if config.contains(generated) {
+        // The generator's runtime layer: replaced by the one below.
+        let start = config
+            .find("# Envoy's OpenTelemetry tracer sends a batch")
+            .unwrap_or(config.len());
+        let end = config
+            .find(generated)
+            .map_or(config.len(), |i| i + generated.len());
+        format!("{}{}", &config[..start], &config[end..])
+    } else {
+        config.to_string()
+    };
     if config.contains("\nlayered_runtime:") {
         return Err("the config already has a layered_runtime".into());
     }

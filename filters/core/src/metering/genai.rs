@@ -165,6 +165,404 @@ pub fn answer_facts(format: ResponseFormat, body: &[u8]) -> AnswerFacts {
     facts
 }
 
+/// Content capture: the prompt and the answer as OpenTelemetry's GenAI conventions write them
+/// (`gen_ai.input.messages`, `gen_ai.output.messages`: `[{"role", "parts": [{"type", "content"}]}]`).
+/// llm_pii captures them, and only as they leave and arrive (masked, before restoring), so nothing it
+/// masked reaches a trace. Text is kept up to a byte budget (the latest messages first); media
+/// are named (`{"type":"image"}`) and never copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Bytes of text kept per direction (the JSON around it is not counted).
+    #[serde(default = "default_capture_bytes")]
+    pub max_bytes: usize,
+}
+
+/// The largest `max_bytes`: span attributes travel in every export batch.
+pub const MAX_CAPTURE_BYTES: usize = 65_536;
+
+fn default_capture_bytes() -> usize {
+    4096
+}
+
+impl CaptureConfig {
+    pub fn check(&self) -> Result<(), crate::config::ConfigError> {
+        if self.max_bytes == 0 || self.max_bytes > MAX_CAPTURE_BYTES {
+            return Err(crate::config::ConfigError::new(
+                "capture_content.max_bytes",
+                format!("must be between 1 and {MAX_CAPTURE_BYTES}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One message as captured: a role and its parts.
+struct Captured {
+    role: String,
+    parts: Vec<Value>,
+    finish_reason: Option<String>,
+}
+
+fn part_text(text: &str) -> Value {
+    serde_json::json!({"type": "text", "content": text})
+}
+
+fn part_kind(kind: &str) -> Value {
+    serde_json::json!({ "type": kind })
+}
+
+/// The parts of a message's `content`, in any of the APIs' spellings.
+fn content_parts(content: Option<&Value>, parts: &mut Vec<Value>) {
+    match content {
+        Some(Value::String(text)) => parts.push(part_text(text)),
+        Some(Value::Array(items)) => {
+            for item in items {
+                content_item(item, parts);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn content_item(item: &Value, parts: &mut Vec<Value>) {
+    if let Value::String(text) = item {
+        parts.push(part_text(text));
+        return;
+    }
+    let kind = item.get("type").and_then(Value::as_str).unwrap_or("");
+    match kind {
+        "text" | "input_text" | "output_text" | "refusal" => {
+            let text = item
+                .get("text")
+                .or_else(|| item.get("refusal"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            parts.push(part_text(text));
+        }
+        "tool_use" | "function_call" => parts.push(serde_json::json!({
+            "type": "tool_call",
+            "name": item.get("name").and_then(Value::as_str).unwrap_or(""),
+            "arguments": item.get("input").or_else(|| item.get("arguments")).cloned().unwrap_or(Value::Null),
+        })),
+        "tool_result" | "function_call_output" => {
+            let mut inner = Vec::new();
+            content_parts(item.get("content").or_else(|| item.get("output")), &mut inner);
+            let text: Vec<&str> = inner
+                .iter()
+                .filter_map(|p| p.get("content").and_then(Value::as_str))
+                .collect();
+            parts.push(serde_json::json!({"type": "tool_call_response", "response": text.join("\n")}));
+        }
+        "image" | "image_url" | "input_image" => parts.push(part_kind("image")),
+        "document" | "file" | "input_file" => parts.push(part_kind("file")),
+        "input_audio" | "audio" => parts.push(part_kind("audio")),
+        _ => {}
+    }
+}
+
+/// A chat-style message (Chat Completions, Messages, a Responses input item).
+fn message(value: &Value) -> Option<Captured> {
+    let kind = value.get("type").and_then(Value::as_str);
+    if matches!(kind, Some("function_call" | "function_call_output")) {
+        let mut parts = Vec::new();
+        content_item(value, &mut parts);
+        let role = if kind == Some("function_call") {
+            "assistant"
+        } else {
+            "tool"
+        };
+        return Some(Captured {
+            role: role.into(),
+            parts,
+            finish_reason: None,
+        });
+    }
+    let role = value.get("role").and_then(Value::as_str)?;
+    let mut parts = Vec::new();
+    content_parts(value.get("content"), &mut parts);
+    for call in value
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        parts.push(serde_json::json!({
+            "type": "tool_call",
+            "name": call.pointer("/function/name").and_then(Value::as_str).unwrap_or(""),
+            "arguments": call.pointer("/function/arguments").cloned().unwrap_or(Value::Null),
+        }));
+    }
+    Some(Captured {
+        role: role.into(),
+        parts,
+        finish_reason: None,
+    })
+}
+
+/// Plain prompts (Completions' `prompt`, Embeddings' `input`): strings, or arrays of them.
+fn plain_prompts(value: Option<&Value>, out: &mut Vec<Captured>) {
+    let mut parts = Vec::new();
+    match value {
+        Some(Value::String(text)) => parts.push(part_text(text)),
+        Some(Value::Array(items)) => {
+            for item in items {
+                if let Some(text) = item.as_str() {
+                    parts.push(part_text(text));
+                }
+            }
+        }
+        _ => {}
+    }
+    if !parts.is_empty() {
+        out.push(Captured {
+            role: "user".into(),
+            parts,
+            finish_reason: None,
+        });
+    }
+}
+
+/// `gen_ai.input.messages` of a request body (as it leaves the gateway), for its API path.
+pub fn input_messages(path: &str, body: &[u8], max_bytes: usize) -> Option<String> {
+    let request: Value = serde_json::from_slice(body).ok()?;
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let mut messages = Vec::new();
+    match path {
+        "/v1/completions" => plain_prompts(request.get("prompt"), &mut messages),
+        "/v1/embeddings" => plain_prompts(request.get("input"), &mut messages),
+        "/v1/responses" => {
+            if let Some(Value::String(text)) = request.get("instructions") {
+                messages.push(Captured {
+                    role: "system".into(),
+                    parts: vec![part_text(text)],
+                    finish_reason: None,
+                });
+            }
+            match request.get("input") {
+                Some(Value::String(text)) => messages.push(Captured {
+                    role: "user".into(),
+                    parts: vec![part_text(text)],
+                    finish_reason: None,
+                }),
+                Some(Value::Array(items)) => messages.extend(items.iter().filter_map(message)),
+                _ => {}
+            }
+        }
+        _ => {
+            // Chat Completions, and Messages with its top-level `system`.
+            let mut system = Vec::new();
+            content_parts(request.get("system"), &mut system);
+            if !system.is_empty() {
+                messages.push(Captured {
+                    role: "system".into(),
+                    parts: system,
+                    finish_reason: None,
+                });
+            }
+            for item in request
+                .get("messages")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                messages.extend(message(item));
+            }
+        }
+    }
+    render(messages, max_bytes)
+}
+
+/// `gen_ai.output.messages` of a complete JSON answer (as it arrives, before llm_pii restores it).
+pub fn output_messages(path: &str, body: &[u8], max_bytes: usize) -> Option<String> {
+    let answer: Value = serde_json::from_slice(body).ok()?;
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let mut messages = Vec::new();
+    if path == "/v1/responses" {
+        let mut parts = Vec::new();
+        for item in answer
+            .get("output")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if item.get("type").and_then(Value::as_str) == Some("message") {
+                content_parts(item.get("content"), &mut parts);
+            } else {
+                content_item(item, &mut parts);
+            }
+        }
+        let reason = answer
+            .get("status")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        messages.push(Captured {
+            role: "assistant".into(),
+            parts,
+            finish_reason: reason,
+        });
+    } else if let Some(choices) = answer.get("choices").and_then(Value::as_array) {
+        for choice in choices {
+            let mut captured = match choice.get("message") {
+                Some(m) => message(m).unwrap_or(Captured {
+                    role: "assistant".into(),
+                    parts: Vec::new(),
+                    finish_reason: None,
+                }),
+                None => {
+                    let mut parts = Vec::new();
+                    if let Some(text) = choice.get("text").and_then(Value::as_str) {
+                        parts.push(part_text(text));
+                    }
+                    Captured {
+                        role: "assistant".into(),
+                        parts,
+                        finish_reason: None,
+                    }
+                }
+            };
+            captured.finish_reason = choice
+                .get("finish_reason")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            messages.push(captured);
+        }
+    } else if answer.get("type").and_then(Value::as_str) == Some("message") {
+        let mut parts = Vec::new();
+        content_parts(answer.get("content"), &mut parts);
+        let reason = answer
+            .get("stop_reason")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        messages.push(Captured {
+            role: "assistant".into(),
+            parts,
+            finish_reason: reason,
+        });
+    }
+    render(messages, max_bytes)
+}
+
+/// The text of a streamed answer, gathered event by event up to the byte budget.
+#[derive(Debug)]
+pub struct StreamCapture {
+    parser: crate::sse::SseParser,
+    text: String,
+    max_bytes: usize,
+    cut: bool,
+    facts: AnswerFacts,
+}
+
+impl StreamCapture {
+    pub fn new(max_bytes: usize) -> Self {
+        StreamCapture {
+            parser: crate::sse::SseParser::new(),
+            text: String::new(),
+            max_bytes,
+            cut: false,
+            facts: AnswerFacts::default(),
+        }
+    }
+
+    /// Feeds a chunk of the stream as it arrived.
+    pub fn push(&mut self, chunk: &[u8]) {
+        for event in self.parser.push(chunk) {
+            self.observe(&event.data);
+        }
+    }
+
+    fn observe(&mut self, data: &str) {
+        let Ok(event) = serde_json::from_str::<Value>(data) else {
+            return;
+        };
+        let delta = event
+            .pointer("/choices/0/delta/content")
+            .or_else(|| event.pointer("/choices/0/text"))
+            .or_else(|| event.pointer("/delta/text"))
+            .or_else(|| match event.get("type").and_then(Value::as_str) {
+                Some("response.output_text.delta") => event.get("delta"),
+                _ => None,
+            })
+            .and_then(Value::as_str);
+        self.facts
+            .add_reason(event.pointer("/choices/0/finish_reason"));
+        self.facts.add_reason(event.pointer("/delta/stop_reason"));
+        if let Some(delta) = delta {
+            let room = self.max_bytes.saturating_sub(self.text.len());
+            if delta.len() <= room {
+                self.text.push_str(delta);
+            } else {
+                let mut end = room;
+                while !delta.is_char_boundary(end) {
+                    end -= 1;
+                }
+                self.text.push_str(&delta[..end]);
+                self.cut = true;
+            }
+        }
+    }
+
+    /// `gen_ai.output.messages` of what streamed.
+    pub fn finish(mut self) -> Option<String> {
+        if let Some(event) = self.parser.finish() {
+            self.observe(&event.data);
+        }
+        let mut text = self.text;
+        if self.cut {
+            text.push('…');
+        }
+        let parts = if text.is_empty() {
+            Vec::new()
+        } else {
+            vec![part_text(&text)]
+        };
+        let captured = Captured {
+            role: "assistant".into(),
+            parts,
+            finish_reason: self.facts.finish_reasons.first().cloned(),
+        };
+        render(vec![captured], usize::MAX)
+    }
+}
+
+/// The messages as JSON, text cut to `max_bytes` in all: the latest messages are kept first (the
+/// turn being answered matters most); a cut text ends with `…`, and earlier messages are dropped.
+fn render(messages: Vec<Captured>, max_bytes: usize) -> Option<String> {
+    if messages.is_empty() {
+        return None;
+    }
+    let mut budget = max_bytes;
+    let mut kept = Vec::new();
+    for mut captured in messages.into_iter().rev() {
+        if budget == 0 {
+            break;
+        }
+        for part in &mut captured.parts {
+            let Some(Value::String(text)) = part.get_mut("content") else {
+                continue;
+            };
+            if text.len() <= budget {
+                budget -= text.len();
+            } else {
+                let mut end = budget;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+                text.push('…');
+                budget = 0;
+            }
+        }
+        let mut message = serde_json::json!({"role": captured.role, "parts": captured.parts});
+        if let Some(reason) = captured.finish_reason {
+            message["finish_reason"] = Value::String(reason);
+        }
+        kept.push(message);
+    }
+    kept.reverse();
+    Some(Value::Array(kept).to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,5 +637,85 @@ mod tests {
         assert_eq!(facts.id.map(|i| i.len()), Some(MAX_ID_CHARS));
         assert_eq!(facts.finish_reasons.len(), MAX_FINISH_REASONS);
         assert!(facts.finish_reasons.iter().all(|r| r == "stopnow"));
+    }
+
+    #[test]
+    fn chat_and_messages_prompts_are_captured_as_roles_and_parts() {
+        let body = br#"{"model":"m","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"Mail <EMAIL_1>"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]},{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"lookup","arguments":"{}"}}]}]}"#;
+        let captured: Value =
+            serde_json::from_str(&input_messages("/v1/chat/completions", body, 4096).unwrap())
+                .unwrap();
+        assert_eq!(
+            captured,
+            serde_json::json!([
+                {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]},
+                {"role": "user", "parts": [{"type": "text", "content": "Mail <EMAIL_1>"}, {"type": "image"}]},
+                {"role": "assistant", "parts": [{"type": "tool_call", "name": "lookup", "arguments": "{}"}]}
+            ])
+        );
+        let body = br#"{"model":"m","system":"S","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#;
+        let captured: Value =
+            serde_json::from_str(&input_messages("/v1/messages", body, 4096).unwrap()).unwrap();
+        assert_eq!(captured[0]["role"], "system");
+        assert_eq!(captured[1]["parts"][0]["content"], "hi");
+        let body = br#"{"model":"m","instructions":"I","input":"question"}"#;
+        let captured: Value =
+            serde_json::from_str(&input_messages("/v1/responses", body, 4096).unwrap()).unwrap();
+        assert_eq!(captured[1]["parts"][0]["content"], "question");
+        assert!(input_messages("/v1/chat/completions", b"not json", 4096).is_none());
+    }
+
+    #[test]
+    fn captured_text_is_capped_keeping_the_latest_messages() {
+        let long = "a".repeat(3000);
+        let body = serde_json::json!({"messages": [
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": long},
+            {"role": "user", "content": "é".repeat(1000)}
+        ]})
+        .to_string();
+        let captured: Value = serde_json::from_str(
+            &input_messages("/v1/chat/completions", body.as_bytes(), 2500).unwrap(),
+        )
+        .unwrap();
+        let messages = captured.as_array().unwrap();
+        assert_eq!(messages.len(), 2, "the first message is dropped");
+        assert_eq!(
+            messages[1]["parts"][0]["content"].as_str().unwrap().len(),
+            2000
+        );
+        let cut = messages[0]["parts"][0]["content"].as_str().unwrap();
+        assert!(
+            cut.ends_with('…') && cut.len() == 500 + '…'.len_utf8(),
+            "{}",
+            cut.len()
+        );
+    }
+
+    #[test]
+    fn answers_are_captured_from_json_and_streams() {
+        let body = br#"{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"Hello <EMAIL_1>"},"finish_reason":"stop"}]}"#;
+        let captured: Value =
+            serde_json::from_str(&output_messages("/v1/chat/completions", body, 4096).unwrap())
+                .unwrap();
+        assert_eq!(
+            captured,
+            serde_json::json!([{"role": "assistant", "parts": [{"type": "text", "content": "Hello <EMAIL_1>"}], "finish_reason": "stop"}])
+        );
+        let body = br#"{"type":"message","role":"assistant","content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn"}"#;
+        let captured: Value =
+            serde_json::from_str(&output_messages("/v1/messages", body, 4096).unwrap()).unwrap();
+        assert_eq!(captured[0]["finish_reason"], "end_turn");
+
+        let mut stream = StreamCapture::new(8);
+        stream.push(b"data: {\"choices\":[{\"delta\":{\"content\":\"Hello \"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"con");
+        stream.push(b"tent\":\"world!\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n");
+        let captured: Value = serde_json::from_str(&stream.finish().unwrap()).unwrap();
+        assert_eq!(captured[0]["parts"][0]["content"], "Hello wo…");
+        assert_eq!(captured[0]["finish_reason"], "stop");
+        let mut stream = StreamCapture::new(100);
+        stream.push(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n");
+        let captured: Value = serde_json::from_str(&stream.finish().unwrap()).unwrap();
+        assert_eq!(captured[0]["parts"][0]["content"], "Hi");
     }
 }

@@ -52,6 +52,10 @@ pub struct PiiConfig {
     /// PII in answers that the prompt did not contain.
     #[serde(default)]
     pub answers: AnswersConfig,
+    /// Off unless set: the prompt as it leaves (masked) and the answer as it arrives (before
+    /// restoring) published for traces (`gen_ai.input.messages`, `gen_ai.output.messages`).
+    #[serde(default)]
+    pub capture_content: Option<crate::genai::CaptureConfig>,
 }
 
 /// Looking for values in answers that the prompt did not contain (a model recalling a real address
@@ -200,6 +204,7 @@ pub struct Pii {
     extras: Vec<Extra>,
     limits: ScanLimits,
     answers: AnswersConfig,
+    capture: Option<crate::genai::CaptureConfig>,
     /// The config keys looked for in answers (built-in and extra).
     answer_keys: std::collections::HashSet<String>,
 }
@@ -341,12 +346,16 @@ impl Pii {
                 "must be at least 1 (bytes)",
             ));
         }
+        if let Some(capture) = &config.capture_content {
+            capture.check()?;
+        }
         Ok(Pii {
             detectors,
             actions,
             extras,
             limits: config.limits,
             answers: config.answers,
+            capture: config.capture_content,
             answer_keys,
         })
     }
@@ -533,6 +542,11 @@ impl Pii {
     }
 
     /// `answers.stream_window`.
+    /// Content capture for traces, when configured.
+    pub fn capture(&self) -> Option<crate::genai::CaptureConfig> {
+        self.capture
+    }
+
     pub fn answer_stream_window(&self) -> usize {
         self.answers.stream_window
     }
