@@ -194,7 +194,7 @@ bench: build build-native build-ratelimit
 	# The cache's search and the guard again as the native module is built (opt-level 3), for
 	# bench/cache.md and bench/guard.md.
 	CARGO_PROFILE_BENCH_OPT_LEVEL=3 CARGO_TARGET_DIR=target/bench-opt3 CRITERION_HOME=$(CURDIR)/target/criterion-opt3 cargo bench -p llm-bench --bench core -- --noplot 'cache/|guard/'
-	cargo build --release -p llm-bench --bin envoy-cost --bin throughput --bin cache-cost --bin guard-cost
+	cargo build --release -p llm-bench --bin envoy-cost --bin throughput --bin cache-cost --bin guard-cost --bin trace-cost
 	cargo build --profile service -p llm-bench --bin global-check
 	scripts/bench-report.sh
 

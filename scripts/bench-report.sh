@@ -99,3 +99,19 @@ results=bench/results.md
 } > "$results.tmp"
 mv "$results.tmp" "$results"
 cat "$results"
+
+# bench/tracing.md: what OpenTelemetry tracing adds (issue 21).
+tracing=bench/tracing.md
+{
+  echo "# Tracing: what OpenTelemetry spans and records add to a request"
+  echo
+  echo "Measured $(date -u +%Y-%m-%d) by \`make bench\` on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)). The demo gateway"
+  echo "(llm_auth, llm_router, llm_pii, llm_usage, llm_provider; separate Wasm modules), one Envoy worker,"
+  echo "sequential keep-alive 2 KB chat requests, medians of interleaved rounds. Spans and records go to the"
+  echo "test OTLP/gRPC receiver (tests/otel/collector.py), which shares the two cores with Envoy: the wall"
+  echo "column counts its CPU too."
+  echo
+  target/release/trace-cost "${BENCH_ROUNDS:-5}" "${BENCH_REQUESTS:-1000}"
+} > "$tracing.tmp"
+mv "$tracing.tmp" "$tracing"
+cat "$tracing"

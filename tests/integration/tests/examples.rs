@@ -290,3 +290,72 @@ fn istio_and_envoy_gateway_manifests_carry_valid_filter_configs() {
         );
     }
 }
+
+#[test]
+fn the_observability_stack_agrees_with_its_gateway_file() {
+    let dir = repo_root().join("examples/observability");
+    let compose = std::fs::read_to_string(dir.join("docker-compose.yml")).unwrap();
+    let compose = &YamlLoader::load_from_str(&compose).expect("valid YAML")[0];
+    let services = &compose["services"];
+    // Envoy runs the generated config at the tested version.
+    let envoy = &services["envoy"];
+    let makefile = std::fs::read_to_string(repo_root().join("Makefile")).unwrap();
+    let pinned = makefile
+        .lines()
+        .find_map(|l| l.strip_prefix("ENVOY_VERSION := "))
+        .expect("ENVOY_VERSION in the Makefile");
+    assert_eq!(
+        envoy["image"].as_str(),
+        Some(format!("envoyproxy/envoy:v{pinned}").as_str())
+    );
+    let command = strings(&envoy["command"]);
+    let config = &command[command.iter().position(|a| a == "-c").unwrap() + 1];
+    assert_eq!(config, "examples/observability/envoy.yaml");
+    let generated = std::fs::read_to_string(repo_root().join(config)).unwrap();
+    // The collector listens where the gateway file sends spans, and hands them to Jaeger where
+    // Jaeger listens.
+    let gateway = std::fs::read_to_string(dir.join("gateway.yaml")).unwrap();
+    assert!(gateway.contains("collector: http://127.0.0.1:4317"));
+    assert!(generated.contains("port_value: 4317 "));
+    let collector = std::fs::read_to_string(dir.join("otel-collector.yaml")).unwrap();
+    let collector = &YamlLoader::load_from_str(&collector).expect("valid YAML")[0];
+    assert_eq!(
+        collector["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].as_str(),
+        Some("127.0.0.1:4317")
+    );
+    let jaeger = services["jaeger"]["environment"]["COLLECTOR_OTLP_GRPC_HOST_PORT"]
+        .as_str()
+        .expect("Jaeger's OTLP port");
+    assert_eq!(
+        collector["exporters"]["otlp/jaeger"]["endpoint"].as_str(),
+        Some(jaeger)
+    );
+    for pipeline in ["traces", "logs"] {
+        assert!(
+            strings(&collector["service"]["pipelines"][pipeline]["receivers"])
+                .contains(&"otlp".to_string()),
+            "{pipeline}"
+        );
+    }
+    // The mocks are the demo's, as in examples/docker-compose.
+    let demo_compose =
+        std::fs::read_to_string(repo_root().join("examples/docker-compose/docker-compose.yml"))
+            .unwrap();
+    let demo_compose = &YamlLoader::load_from_str(&demo_compose).unwrap()[0];
+    for mock in ["mock-openai", "mock-anthropic", "mock-unavailable"] {
+        assert_eq!(
+            strings(&services[mock]["command"]),
+            strings(&demo_compose["services"][mock]["command"]),
+            "{mock}"
+        );
+    }
+    // Grafana gets the dashboard the metrics test checks, and both data sources.
+    let volumes = strings(&services["grafana"]["volumes"]);
+    assert!(volumes
+        .iter()
+        .any(|v| v.starts_with("./grafana-dashboard.json:")));
+    let datasources =
+        std::fs::read_to_string(dir.join("grafana/provisioning/datasources/datasources.yml"))
+            .unwrap();
+    assert!(datasources.contains("uid: prometheus") && datasources.contains("uid: jaeger"));
+}

@@ -553,11 +553,13 @@ fn render(messages: Vec<Captured>, max_bytes: usize) -> Option<String> {
                 budget = 0;
             }
         }
-        let mut message = serde_json::json!({"role": captured.role, "parts": captured.parts});
+        let mut message = serde_json::Map::new();
+        message.insert("role".into(), Value::String(captured.role));
+        message.insert("parts".into(), Value::Array(captured.parts));
         if let Some(reason) = captured.finish_reason {
-            message["finish_reason"] = Value::String(reason);
+            message.insert("finish_reason".into(), Value::String(reason));
         }
-        kept.push(message);
+        kept.push(Value::Object(message));
     }
     kept.reverse();
     Some(Value::Array(kept).to_string())
