@@ -13,7 +13,7 @@ for needed in "$ENVOY_BIN" "$MOCK" "$DEMO_CONFIG" target/wasm32-wasip1/release/l
 done
 
 port_in_use() { { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null && exec 3>&-; }
-for port in 10000 9901 18080 18081 18082; do
+for port in 10000 9901 18080 18081 18082 18083; do
   if port_in_use "$port"; then
     echo "port 127.0.0.1:$port is already in use (another 'make run'?); stop that first" >&2
     exit 1
@@ -33,6 +33,7 @@ trap stop_all EXIT
 "$MOCK" --listen 127.0.0.1:18080 --name openai --api openai --require-key sk-mock-openai-key & pids+=($!)
 "$MOCK" --listen 127.0.0.1:18081 --name anthropic --api anthropic --require-key sk-mock-anthropic-key & pids+=($!)
 "$MOCK" --listen 127.0.0.1:18082 --name unavailable --always-status 503 & pids+=($!)
+"$MOCK" --listen 127.0.0.1:18083 --name gemini --api gemini --require-key sk-mock-gemini-key & pids+=($!)
 # The native module (envoy/demo-native.yaml) is found in target/native and reads the provider keys
 # from Envoy's environment: its config lists them in `# env NAME=value` lines (demo keys only).
 mapfile -t native_env < <(scripts/native-env.sh "$DEMO_CONFIG")
@@ -65,13 +66,15 @@ cat <<'BANNER'
                                            /v1/messages/count_tokens; every model on every API)
     Envoy admin  http://127.0.0.1:9901    (metrics: /stats/prometheus)
     Upstreams    mock providers on 127.0.0.1:18080 (OpenAI format), :18081 (Anthropic format),
-                 :18082 (always 503); what they received: curl 127.0.0.1:18080/mock/requests
+                 :18082 (always 503), :18083 (Gemini API); what they received:
+                 curl 127.0.0.1:18080/mock/requests
 
   Demo API keys
     sk-demo-team-a   every model, generous limits
     sk-demo-team-b   only gpt-4o-mini and fast
     sk-demo-tiny     5 requests a minute, 2,000 tokens a minute
-  Demo models: gpt-4o-mini, fast, claude-sonnet-4-5, gpt-4o (failover pool), text-embedding-3-small
+  Demo models: gpt-4o-mini, fast, claude-sonnet-4-5, gpt-4o (failover pool), text-embedding-3-small,
+               gemini-2.5-flash
   JWT: scripts/demo-jwt.py alice team=research   (prints a token for the demo jwt_authn)
   Guardrails: prompt injections get 400 for everyone; text marked [flag:violence] is blocked for
     team-b and only flagged (x-llm-guard: flagged) for team-a (filters/guard/README.md)

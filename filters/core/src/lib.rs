@@ -23,6 +23,7 @@ pub mod wire {
     pub mod api;
     pub(crate) mod chat_stream;
     pub mod count_tokens;
+    pub mod gemini;
     pub mod messages_via_chat;
     pub mod provider;
     pub mod request;
@@ -82,7 +83,8 @@ pub use policy::{auth, global, ratelimit, router};
 #[cfg(any(feature = "regex", feature = "regex-lite"))]
 pub use privacy::{pii, pii_detect};
 pub use wire::{
-    anthropic, api, count_tokens, messages_via_chat, provider, request, responses, sse, translate,
+    anthropic, api, count_tokens, gemini, messages_via_chat, provider, request, responses, sse,
+    translate,
 };
 
 /// OpenAI's tokenizer, built on first use.

@@ -130,8 +130,8 @@ impl ProviderAttempt {
         }
     }
 
-    fn apply_headers(&self, attempt: &Attempt, model: Option<&str>) {
-        let plan = self.filter.providers.headers(attempt, model);
+    fn apply_headers(&self, attempt: &Attempt, model: Option<&str>, stream: bool) {
+        let plan = self.filter.providers.headers(attempt, model, stream);
         // Only allow-listed client headers reach the provider (organization, project and beta
         // headers only when configured for it).
         for name in self.headers.names() {
@@ -183,7 +183,11 @@ impl ProviderAttempt {
             send_local_reply(answer);
             return Action::Pause;
         }
-        self.apply_headers(&attempt, plan.model.as_deref());
+        let stream = plan
+            .translate_response
+            .as_ref()
+            .is_some_and(AnswerTranslation::stream);
+        self.apply_headers(&attempt, plan.model.as_deref(), stream);
         if let Some(new_body) = &plan.new_body {
             self.record_origin();
             llm_host::replace_request_body(body_size, new_body);
@@ -234,7 +238,7 @@ impl HttpFilter for ProviderAttempt {
         }
         let needs_body = self.filter.providers.needs_body(&attempt) && !end_of_stream;
         if !needs_body {
-            self.apply_headers(&attempt, None);
+            self.apply_headers(&attempt, None, false);
             self.attempt = Some(attempt);
             return Action::Continue;
         }
@@ -339,7 +343,10 @@ mod tests {
                 "anthropic": {"format": "anthropic",
                               "api_key_env": format!("LLM_PROVIDER_TEST_{test}_ANTHROPIC"),
                               "model_map": {"gpt-4o": "claude-sonnet-4-5"},
-                              "forward_headers": ["x-mock-*"]}
+                              "forward_headers": ["x-mock-*"]},
+                "gemini": {"format": "gemini", "api_key_env": format!("LLM_PROVIDER_TEST_{test}_ANTHROPIC"),
+                           "host": "generativelanguage.googleapis.com",
+                           "model_map": {"gpt-4o": "gemini-2.5-flash"}}
             }
         })
         .to_string()
@@ -458,6 +465,74 @@ mod tests {
             fake::counter("llm_filter_requests_total_filter=.=provider;.;"),
             1
         );
+    }
+
+    #[test]
+    fn a_gemini_attempt_is_translated_both_ways() {
+        let mut stream = attempt("gemini", Some("gemini"));
+        assert_eq!(stream.request_headers(&CHAT, false), Action::Pause);
+        assert_eq!(
+            stream.request_body(&request_body(false), true),
+            Action::Continue
+        );
+        assert_eq!(
+            fake::request_header(":path").as_deref(),
+            Some("/v1beta/models/gemini-2.5-flash:generateContent")
+        );
+        assert_eq!(
+            fake::request_header("x-goog-api-key").as_deref(),
+            Some("sk-ant-gemini")
+        );
+        assert_eq!(
+            fake::request_header("authorization"),
+            None,
+            "the client's key never leaves"
+        );
+        assert_eq!(
+            fake::request_header(":authority").as_deref(),
+            Some("generativelanguage.googleapis.com")
+        );
+        let sent: Value = serde_json::from_slice(stream.upstream_body()).unwrap();
+        assert_eq!(sent["systemInstruction"]["parts"][0]["text"], "Be brief.");
+        assert_eq!(sent["contents"][0]["parts"][0]["text"], "Hi");
+        assert_eq!(sent["generationConfig"]["maxOutputTokens"], 50);
+
+        let answer = br#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Hello"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":6,"candidatesTokenCount":1,"totalTokenCount":7},"modelVersion":"gemini-2.5-flash","responseId":"r9"}"#;
+        let headers = [(":status", "200"), ("content-type", "application/json")];
+        assert_eq!(stream.response(&headers, &[answer]), Action::Continue);
+        let chat: Value = serde_json::from_slice(stream.client_body()).unwrap();
+        assert_eq!(chat["choices"][0]["message"]["content"], "Hello");
+        assert_eq!(chat["usage"]["completion_tokens"], 1);
+        assert_eq!(chat["model"], "gemini-2.5-flash");
+
+        // A stream asks for the SSE path.
+        let mut stream = attempt("gemini_stream", Some("gemini"));
+        assert_eq!(stream.request_headers(&CHAT, false), Action::Pause);
+        assert_eq!(
+            stream.request_body(&request_body(true), true),
+            Action::Continue
+        );
+        assert_eq!(
+            fake::request_header(":path").as_deref(),
+            Some("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse")
+        );
+        let sse = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":2,\"candidatesTokenCount\":1}}\r\n\r\n";
+        let headers = [(":status", "200"), ("content-type", "text/event-stream")];
+        assert_eq!(
+            stream.response(&headers, &[sse.as_bytes()]),
+            Action::Continue
+        );
+        let got = events(&String::from_utf8_lossy(stream.client_body()));
+        assert_eq!(got[0]["choices"][0]["delta"]["content"], "Hi");
+        assert_eq!(got.last().unwrap(), &json!("[DONE]"));
+
+        // Embeddings are not Gemini's to serve here: 400 without reaching it.
+        let mut stream = attempt("gemini_embeddings", Some("gemini"));
+        let mut headers = CHAT.to_vec();
+        headers[1] = (":path", "/v1/embeddings");
+        stream.request_headers(&headers, false);
+        let reply = stream.reply().expect("a local reply");
+        assert_eq!(reply.status, 400);
     }
 
     #[test]

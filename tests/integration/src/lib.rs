@@ -543,6 +543,8 @@ pub struct DemoParts {
     pub openai: MockProvider,
     pub anthropic: MockProvider,
     pub unavailable: MockProvider,
+    /// Google's Gemini API (`gemini-2.5-flash`).
+    pub gemini: MockProvider,
 }
 
 impl std::ops::Deref for Demo {
@@ -599,10 +601,12 @@ pub const DEMO_ADMIN_PORT: u16 = 9901;
 pub const DEMO_OPENAI_PORT: u16 = 18080;
 pub const DEMO_ANTHROPIC_PORT: u16 = 18081;
 pub const DEMO_UNAVAILABLE_PORT: u16 = 18082;
+pub const DEMO_GEMINI_PORT: u16 = 18083;
 
 /// The provider keys envoy/demo.yaml gives llm_provider (demo only).
 pub const DEMO_OPENAI_KEY: &str = "sk-mock-openai-key";
 pub const DEMO_ANTHROPIC_KEY: &str = "sk-mock-anthropic-key";
+pub const DEMO_GEMINI_KEY: &str = "sk-mock-gemini-key";
 
 /// `envoy/demo.yaml` as shipped.
 pub fn demo_config() -> String {
@@ -802,7 +806,12 @@ impl Demo {
             };
             if let Some(mut parts) = pooled {
                 if parts.envoy.begin_next_test() {
-                    for mock in [&parts.openai, &parts.anthropic, &parts.unavailable] {
+                    for mock in [
+                        &parts.openai,
+                        &parts.anthropic,
+                        &parts.unavailable,
+                        &parts.gemini,
+                    ] {
                         mock.clear();
                     }
                     return Demo {
@@ -822,9 +831,14 @@ impl Demo {
             &["--api", "anthropic", "--require-key", DEMO_ANTHROPIC_KEY],
         );
         let unavailable = MockProvider::start("unavailable", &["--always-status", "503"]);
+        let gemini = MockProvider::start(
+            "gemini",
+            &["--api", "gemini", "--require-key", DEMO_GEMINI_KEY],
+        );
         config = replace_port(&config, DEMO_OPENAI_PORT, openai.port());
         config = replace_port(&config, DEMO_ANTHROPIC_PORT, anthropic.port());
         config = replace_port(&config, DEMO_UNAVAILABLE_PORT, unavailable.port());
+        config = replace_port(&config, DEMO_GEMINI_PORT, gemini.port());
         let envoy = Envoy::start(&config, options);
         Demo {
             parts: Some(DemoParts {
@@ -833,6 +847,7 @@ impl Demo {
                 openai,
                 anthropic,
                 unavailable,
+                gemini,
             }),
             pool_key: (!options.fresh).then_some(key),
         }

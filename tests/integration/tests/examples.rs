@@ -47,6 +47,7 @@ fn docker_compose_matches_the_demo() {
         ("mock-openai", "18080", Some(DEMO_OPENAI_KEY)),
         ("mock-anthropic", "18081", Some(DEMO_ANTHROPIC_KEY)),
         ("mock-unavailable", "18082", None),
+        ("mock-gemini", "18083", Some(integration::DEMO_GEMINI_KEY)),
     ] {
         let args = strings(&services[service]["command"]);
         let listen = &args[args.iter().position(|a| a == "--listen").unwrap() + 1];
@@ -342,7 +343,12 @@ fn the_observability_stack_agrees_with_its_gateway_file() {
         std::fs::read_to_string(repo_root().join("examples/docker-compose/docker-compose.yml"))
             .unwrap();
     let demo_compose = &YamlLoader::load_from_str(&demo_compose).unwrap()[0];
-    for mock in ["mock-openai", "mock-anthropic", "mock-unavailable"] {
+    for mock in [
+        "mock-openai",
+        "mock-anthropic",
+        "mock-unavailable",
+        "mock-gemini",
+    ] {
         assert_eq!(
             strings(&services[mock]["command"]),
             strings(&demo_compose["services"][mock]["command"]),

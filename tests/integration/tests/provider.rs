@@ -274,8 +274,8 @@ fn azure_openai_path_and_key_mapping() {
     let demo = Demo::start_with(|config| {
         // The OpenAI-format mock's endpoint becomes an Azure OpenAI deployment.
         let config = config.replacen(
-            "metadata: { filter_metadata: { llm: { provider: openai } } }",
-            "metadata: { filter_metadata: { llm: { provider: azure } } }",
+            "metadata: { filter_metadata: { llm: { provider: openai, gen_ai_provider: openai } } }",
+            "metadata: { filter_metadata: { llm: { provider: azure, gen_ai_provider: azure.ai.openai } } }",
             1,
         );
         set_filter_config(
@@ -397,8 +397,8 @@ fn failover_from_an_anthropic_format_endpoint_to_an_openai_format_one() {
         // Priority 0 (the always-503 mock) now claims Anthropic's format; priority 1 is the
         // OpenAI-format mock.
         let tail = tail.replacen(
-            "metadata: { filter_metadata: { llm: { provider: openai } } }",
-            "metadata: { filter_metadata: { llm: { provider: anthropic } } }",
+            "metadata: { filter_metadata: { llm: { provider: openai, gen_ai_provider: openai } } }",
+            "metadata: { filter_metadata: { llm: { provider: anthropic, gen_ai_provider: anthropic } } }",
             1,
         );
         let second = tail.find("priority: 1").unwrap();
@@ -412,8 +412,8 @@ fn failover_from_an_anthropic_format_endpoint_to_an_openai_format_one() {
                 1,
             )
             .replacen(
-                "metadata: { filter_metadata: { llm: { provider: anthropic } } }",
-                "metadata: { filter_metadata: { llm: { provider: openai } } }",
+                "metadata: { filter_metadata: { llm: { provider: anthropic, gen_ai_provider: anthropic } } }",
+                "metadata: { filter_metadata: { llm: { provider: openai, gen_ai_provider: openai } } }",
                 1,
             );
         format!("{head}{first_part}{second_part}")
@@ -438,4 +438,144 @@ fn failover_from_an_anthropic_format_endpoint_to_an_openai_format_one() {
     assert!(!headers.contains("anthropic-version"), "{headers}");
     assert!(!headers.contains(DEMO_ANTHROPIC_KEY), "{headers}");
     assert!(headers.contains(DEMO_OPENAI_KEY), "{headers}");
+}
+
+/// Google's Gemini API behind every client API: what reached the Gemini mock, and what each client
+/// got back in its own shape.
+#[test]
+fn gemini_through_every_client_api() {
+    require_envoy!();
+    let demo = Demo::start();
+    let response = demo.chat(
+        &[],
+        &json!({
+            "model": "gemini-2.5-flash", "max_tokens": 50, "temperature": 0.2,
+            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello gemini"}]
+        }),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    let body = response.json();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "gemini-2.5-flash");
+    assert_eq!(body["choices"][0]["message"]["content"], "hello gemini");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert!(body["usage"]["completion_tokens"].as_u64().unwrap_or(0) > 0);
+
+    let sent = &demo.gemini.requests()[0];
+    assert_eq!(
+        sent["path"],
+        "/v1beta/models/gemini-2.5-flash:generateContent"
+    );
+    assert_eq!(
+        sent["headers"]["x-goog-api-key"],
+        integration::DEMO_GEMINI_KEY
+    );
+    assert!(
+        sent["headers"].get("authorization").is_none(),
+        "the client's key stays"
+    );
+    assert_eq!(
+        sent["json"],
+        json!({
+            "contents": [{"role": "user", "parts": [{"text": "hello gemini"}]}],
+            "systemInstruction": {"parts": [{"text": "be brief"}]},
+            "generationConfig": {"temperature": 0.2, "maxOutputTokens": 50}
+        })
+    );
+
+    // A stream, with usage asked for.
+    let response = demo.chat(
+        &[],
+        &json!({"model": "gemini-2.5-flash", "stream": true, "stream_options": {"include_usage": true},
+                "messages": [{"role": "user", "content": "stream these few words please"}]}),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(sse_text(&response.body), "stream these few words please");
+    let events = chunks(&response.body);
+    assert_eq!(events.last(), Some(&json!("[DONE]")));
+    let usage = &events[events.len() - 2]["usage"];
+    assert!(
+        usage["completion_tokens"].as_u64().unwrap_or(0) > 0,
+        "{usage}"
+    );
+    assert!(demo.gemini.requests()[1]["path"]
+        .as_str()
+        .unwrap_or_default()
+        .ends_with(":streamGenerateContent?alt=sse"));
+
+    // Tools: the call comes back as a tool call, and its result goes back as a function response.
+    let tools = json!([{"type": "function", "function": {"name": "weather",
+        "parameters": {"type": "object", "properties": {"text": {"type": "string"}}}}}]);
+    let response = demo.chat(
+        &[],
+        &json!({"model": "gemini-2.5-flash", "tools": tools,
+                "messages": [{"role": "user", "content": "!tool weather in Paris"}]}),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    let call = response.json()["choices"][0]["message"]["tool_calls"][0].clone();
+    assert_eq!(call["function"]["name"], "weather");
+    assert_eq!(response.json()["choices"][0]["finish_reason"], "tool_calls");
+    let response = demo.chat(
+        &[],
+        &json!({"model": "gemini-2.5-flash", "tools": tools, "messages": [
+            {"role": "user", "content": "!tool weather in Paris"},
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": "{\"temp\":21}"}
+        ]}),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+
+    // The Anthropic and Responses APIs on the same model.
+    let response = post_json(
+        &demo.envoy.url("/v1/messages"),
+        &[
+            ("x-api-key", "sk-demo-team-a"),
+            ("anthropic-version", "2023-06-01"),
+        ],
+        &json!({"model": "gemini-2.5-flash", "max_tokens": 50,
+                "messages": [{"role": "user", "content": "hello from claude code"}]})
+        .to_string(),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.json()["type"], "message");
+    assert_eq!(
+        response.json()["content"][0]["text"],
+        "hello from claude code"
+    );
+    let response = post_json(
+        &demo.envoy.url("/v1/responses"),
+        &[KEY],
+        &json!({"model": "gemini-2.5-flash", "input": "hello responses"}).to_string(),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.json()["object"], "response");
+    assert_eq!(
+        response.json()["output"][0]["content"][0]["text"],
+        "hello responses"
+    );
+
+    // Gemini's errors in the caller's shape, with the status it sent.
+    let response = demo.chat(
+        &[("x-mock-status", "429")],
+        &json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "too fast"}]}),
+    );
+    assert_eq!(response.status, 429, "{}", response.body);
+    assert!(response.json()["error"]["message"].is_string());
+    // Embeddings are not translated to Gemini: 400, and nothing reaches it.
+    let before = demo.gemini.requests().len();
+    let response = post_json(
+        &demo.envoy.url("/v1/embeddings"),
+        &[KEY],
+        &json!({"model": "gemini-2.5-flash", "input": "x"}).to_string(),
+    );
+    assert_eq!(response.status, 400, "{}", response.body);
+    assert_eq!(demo.gemini.requests().len(), before);
+    // Usage is counted under the Gemini provider.
+    let output = demo
+        .envoy
+        .prometheus_value(
+            r#"llm_output_tokens_total{consumer="team-a",model="gemini-2.5-flash",provider="gemini"}"#,
+        )
+        .unwrap_or(0.0);
+    assert!(output > 0.0, "no output tokens counted for Gemini");
 }

@@ -6,6 +6,7 @@
 #![allow(clippy::indexing_slicing, clippy::result_large_err)]
 
 mod anthropic;
+mod gemini;
 mod guard;
 mod openai;
 mod record;
@@ -28,10 +29,12 @@ const USAGE: &str = "\
 usage: mock-provider [options]
   --listen ADDR          address to bind (default 127.0.0.1:0; the bound address is printed)
   --name NAME            instance name, sent back in the x-mock-instance header (default: mock)
-  --api openai|anthropic|both
-                         which API this instance serves (default: both)
+  --api openai|anthropic|gemini|both|all
+                         which API this instance serves: both is OpenAI and Anthropic (default:
+                         all three)
   --always-status CODE   answer every API request with this status (an always-failing provider)
   --require-key KEY      answer 401 unless Authorization: Bearer KEY, x-api-key or api-key carries KEY
+                         (Gemini paths: x-goog-api-key or ?key=, else 403 when absent, 400 when wrong)
   --models a,b,c         model ids listed by GET /v1/models
   --max-recorded N       requests kept for GET /mock/requests (default 1000)";
 
@@ -41,6 +44,7 @@ struct Options {
     name: String,
     openai: bool,
     anthropic: bool,
+    gemini: bool,
     always_status: Option<u16>,
     require_key: Option<String>,
     models: Vec<String>,
@@ -53,6 +57,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         name: "mock".to_string(),
         openai: true,
         anthropic: true,
+        gemini: true,
         always_status: None,
         require_key: None,
         models: [
@@ -79,13 +84,15 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             }
             "--name" => options.name = value.clone(),
             "--api" => {
-                (options.openai, options.anthropic) = match value.as_str() {
-                    "openai" => (true, false),
-                    "anthropic" => (false, true),
-                    "both" => (true, true),
+                (options.openai, options.anthropic, options.gemini) = match value.as_str() {
+                    "openai" => (true, false, false),
+                    "anthropic" => (false, true, false),
+                    "gemini" => (false, false, true),
+                    "both" => (true, true, false),
+                    "all" => (true, true, true),
                     _ => {
                         return Err(format!(
-                            "--api: expected openai, anthropic or both, got {value}"
+                            "--api: expected openai, anthropic, gemini, both or all, got {value}"
                         ))
                     }
                 }
@@ -217,6 +224,8 @@ fn presented_key(request: &Request<Incoming>) -> Option<&str> {
 fn api_of(path: &str) -> Api {
     if path == "/v1/messages" {
         Api::Anthropic
+    } else if path.starts_with("/v1beta/") {
+        Api::Gemini
     } else {
         Api::OpenAi
     }
@@ -283,8 +292,19 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
         .and_then(|s| u16::try_from(s).ok())
         .filter(|s| (100..=999).contains(s));
     let delay = header_number(&request, "x-mock-delay-ms").map(Duration::from_millis);
+    // Gemini takes its key in x-goog-api-key (or ?key=), never as a bearer token.
+    let gemini_key = header(&request, "x-goog-api-key")
+        .map(str::to_string)
+        .or_else(|| {
+            request.uri().query().and_then(|q| {
+                q.split('&')
+                    .find_map(|pair| pair.strip_prefix("key="))
+                    .map(str::to_string)
+            })
+        });
     let key_ok = match &state.options.require_key {
         None => true,
+        Some(expected) if api == Api::Gemini => gemini_key.as_deref() == Some(expected.as_str()),
         Some(expected) => presented_key(&request) == Some(expected.as_str()),
     };
     let anthropic_version = header(&request, "anthropic-version").map(str::to_string);
@@ -315,6 +335,12 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
             status,
             &format!("mock instance always answers {status}"),
         );
+    }
+    if !key_ok && api == Api::Gemini {
+        return match gemini_key {
+            None => reply::error(api, 403, "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API."),
+            Some(_) => reply::error(api, 400, "API key not valid. Please pass a valid API key."),
+        };
     }
     if !key_ok {
         return reply::error(
@@ -406,6 +432,21 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
                 return reply::error(Api::Anthropic, 400, "The request body is not valid JSON.");
             };
             anthropic::messages(&json, anthropic_version.as_deref(), &call)
+        }
+        (&Method::POST, gemini_path) if options.gemini && gemini::route(gemini_path).is_some() => {
+            let (model, method) = gemini::route(gemini_path).unwrap_or_default();
+            let stream = match method {
+                "generateContent" => false,
+                "streamGenerateContent" if path_and_query.contains("alt=sse") => true,
+                "streamGenerateContent" => {
+                    return gemini::error(400, "this mock streams with alt=sse only")
+                }
+                _ => return gemini::error(404, &format!("method {method} is not served")),
+            };
+            let Some(json) = parse_json(&body) else {
+                return gemini::error(400, "Invalid JSON payload received.");
+            };
+            gemini::generate_content(model, &json, stream, &call)
         }
         (&Method::POST, "/v1/messages/count_tokens") if options.anthropic && !azure => {
             let Some(json) = parse_json(&body) else {

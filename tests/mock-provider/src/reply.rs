@@ -16,6 +16,7 @@ pub type Body = http_body_util::combinators::BoxBody<Bytes, io::Error>;
 pub enum Api {
     OpenAi,
     Anthropic,
+    Gemini,
 }
 
 pub fn full(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -57,6 +58,7 @@ pub fn rate_limited(api: Api, message: &str) -> Response<Body> {
             ("anthropic-ratelimit-requests-remaining", "0"),
             ("anthropic-ratelimit-requests-reset", "2030-01-01T00:00:01Z"),
         ],
+        Api::Gemini => &[],
     };
     for (name, value) in headers {
         set_header(&mut response, name, value);
@@ -64,7 +66,8 @@ pub fn rate_limited(api: Api, message: &str) -> Response<Body> {
     response
 }
 
-/// An error in the provider's own format: OpenAI `{"error":{...}}`, Anthropic `{"type":"error",...}`.
+/// An error in the provider's own format: OpenAI `{"error":{...}}`, Anthropic `{"type":"error",...}`,
+/// Gemini `{"error":{"code","message","status"}}`.
 pub fn error(api: Api, status: u16, message: &str) -> Response<Body> {
     let body = match api {
         Api::OpenAi => {
@@ -89,6 +92,20 @@ pub fn error(api: Api, status: u16, message: &str) -> Response<Body> {
                 _ => "api_error",
             };
             json!({"type": "error", "error": {"type": kind, "message": message}})
+        }
+        // Google's: the HTTP status, a message and the gRPC code's name.
+        Api::Gemini => {
+            let name = match status {
+                400 => "INVALID_ARGUMENT",
+                401 => "UNAUTHENTICATED",
+                403 => "PERMISSION_DENIED",
+                404 => "NOT_FOUND",
+                429 => "RESOURCE_EXHAUSTED",
+                503 => "UNAVAILABLE",
+                504 => "DEADLINE_EXCEEDED",
+                _ => "INTERNAL",
+            };
+            json!({"error": {"code": status, "message": message, "status": name}})
         }
     };
     let mut response = json(status, &body);

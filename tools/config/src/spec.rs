@@ -208,6 +208,7 @@ pub fn gen_ai_provider(format: &str) -> &'static str {
     match format {
         "azure_openai" => "azure.ai.openai",
         "anthropic" => "anthropic",
+        "gemini" => "gcp.gemini",
         _ => "openai",
     }
 }

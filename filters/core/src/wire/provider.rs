@@ -5,6 +5,7 @@ use crate::anthropic::{chat_request_to_messages, RequestOptions};
 use crate::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind, LocalReply};
 use crate::config::ConfigError;
 use crate::count_tokens::count_tokens_reply;
+use crate::gemini::chat_request_to_gemini;
 use crate::messages_via_chat::messages_request_to_chat;
 use crate::pattern::Pattern;
 use crate::request::{read_fields, replace_model};
@@ -36,6 +37,8 @@ pub enum WireFormat {
     Openai,
     AzureOpenai,
     Anthropic,
+    /// Google's Gemini API (`generateContent`), every client API translated through Chat.
+    Gemini,
 }
 
 /// How `/v1/responses` reaches an OpenAI-format provider.
@@ -246,10 +249,12 @@ pub struct BodyPlan {
 enum Target {
     Chat,
     Messages,
+    Gemini,
 }
 
 /// Credential headers: all removed on every attempt before the provider's own is set.
-pub const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
+pub const CREDENTIAL_HEADERS: [&str; 4] =
+    ["authorization", "x-api-key", "api-key", "x-goog-api-key"];
 
 fn plain_name(name: &str) -> bool {
     !name.is_empty()
@@ -330,10 +335,10 @@ impl Providers {
                     "only valid for azure_openai",
                 ));
             }
-            if anthropic && entry.responses_api.is_some() {
+            if (anthropic || entry.format == WireFormat::Gemini) && entry.responses_api.is_some() {
                 return Err(ConfigError::new(
                     at("responses_api"),
-                    "only valid for openai and azure_openai (Anthropic-format providers always get /v1/responses translated)",
+                    "only valid for openai and azure_openai (Anthropic and Gemini providers always get /v1/responses translated)",
                 ));
             }
             if !anthropic
@@ -467,11 +472,18 @@ impl Providers {
                 ErrorDetail::default(),
             ))
         };
-        if let (Some(WireFormat::Anthropic), ClientApi::Completions | ClientApi::Embeddings) =
-            (format, api)
+        if let (
+            Some(format @ (WireFormat::Anthropic | WireFormat::Gemini)),
+            ClientApi::Completions | ClientApi::Embeddings,
+        ) = (format, api)
         {
+            let kind = if format == WireFormat::Gemini {
+                "Gemini"
+            } else {
+                "Anthropic-format"
+            };
             return unsupported(&format!(
-                "`{}` is not supported by Anthropic-format providers; use /v1/chat/completions, /v1/responses or /v1/messages",
+                "`{}` is not supported by {kind} providers; use /v1/chat/completions, /v1/responses or /v1/messages",
                 path.split('?').next().unwrap_or(path)
             ));
         }
@@ -491,6 +503,13 @@ impl Providers {
     fn target(&self, attempt: &Attempt) -> Option<Target> {
         let provider = self.provider(attempt)?;
         let anthropic = provider.format == WireFormat::Anthropic;
+        if provider.format == WireFormat::Gemini {
+            return matches!(
+                attempt.api,
+                ClientApi::Chat | ClientApi::Messages | ClientApi::Responses
+            )
+            .then_some(Target::Gemini);
+        }
         match attempt.api {
             ClientApi::Chat if anthropic => Some(Target::Messages),
             ClientApi::Responses if anthropic => Some(Target::Messages),
@@ -594,6 +613,42 @@ impl Providers {
                     ..BodyPlan::default()
                 });
             }
+            (api, Some(Target::Gemini)) => {
+                let asked = model.clone().unwrap_or_default();
+                // Every client API reaches Gemini through Chat Completions.
+                let (chat, context) = match api {
+                    ClientApi::Messages => (
+                        messages_request_to_chat(body, model.as_deref(), max_output)
+                            .map_err(unsupported)?
+                            .body,
+                        None,
+                    ),
+                    ClientApi::Responses => {
+                        let request = responses_request_to_chat(body, model.as_deref(), max_output)
+                            .map_err(unsupported)?;
+                        (request.chat, Some(request.context))
+                    }
+                    _ => (body.to_vec(), None),
+                };
+                let gemini = chat_request_to_gemini(&chat).map_err(unsupported)?;
+                let translation = match (api, context) {
+                    (ClientApi::Messages, _) => AnswerTranslation::GeminiToAnthropic {
+                        stream: gemini.stream,
+                        request_bytes: body.len(),
+                        model: asked,
+                    },
+                    (_, Some(context)) => AnswerTranslation::GeminiToResponses {
+                        context,
+                        model: asked,
+                    },
+                    _ => AnswerTranslation::GeminiToChat {
+                        stream: gemini.stream,
+                        include_usage: gemini.include_usage,
+                        model: asked,
+                    },
+                };
+                (gemini.body, translation)
+            }
             (ClientApi::Messages, Some(_)) => {
                 let chat = messages_request_to_chat(body, model.as_deref(), max_output)
                     .map_err(unsupported)?;
@@ -639,7 +694,8 @@ impl Providers {
     }
 
     /// Header changes for this attempt; `model` is the body's model after mapping (for Azure).
-    pub fn headers(&self, attempt: &Attempt, model: Option<&str>) -> HeaderPlan {
+    /// `stream`: the translated request streams (Gemini's path says so).
+    pub fn headers(&self, attempt: &Attempt, model: Option<&str>, stream: bool) -> HeaderPlan {
         let Some(provider) = self.provider(attempt) else {
             return HeaderPlan::default();
         };
@@ -698,6 +754,18 @@ impl Providers {
                         mapped.push_str(query);
                     }
                     plan.path = Some(mapped);
+                }
+                plan.remove.push("anthropic-version");
+            }
+            WireFormat::Gemini => {
+                if let Some(key) = &provider.api_key {
+                    plan.set.push(("x-goog-api-key", key.0.clone()));
+                }
+                if let (Some(Target::Gemini), Some(model)) = (target, model) {
+                    let base = provider.base_path.as_deref().unwrap_or("/v1beta");
+                    plan.path = Some(crate::gemini::path(base, model, stream));
+                    plan.set
+                        .push(("content-type", "application/json".to_string()));
                 }
                 plan.remove.push("anthropic-version");
             }
@@ -885,7 +953,7 @@ mod tests {
         let p = demo();
         let attempt = p.attempt(Some("openai"), "/v1/chat/completions").unwrap();
         assert!(!p.needs_body(&attempt));
-        let plan = p.headers(&attempt, None);
+        let plan = p.headers(&attempt, None, false);
         assert_eq!(
             header(&plan, "authorization"),
             Some("Bearer sk-openai-secret")
@@ -922,7 +990,7 @@ mod tests {
         let sent: Value = serde_json::from_slice(&plan.new_body.unwrap()).unwrap();
         assert_eq!(sent["model"], "claude-sonnet-4-5");
         assert_eq!(sent["max_tokens"], 1000);
-        let headers = p.headers(&attempt, plan.model.as_deref());
+        let headers = p.headers(&attempt, plan.model.as_deref(), false);
         assert_eq!(headers.path.as_deref(), Some("/v1/messages"));
         assert_eq!(header(&headers, "x-api-key"), Some("sk-ant-secret"));
         assert_eq!(header(&headers, "anthropic-version"), Some("2023-06-01"));
@@ -941,7 +1009,7 @@ mod tests {
             .unwrap();
         assert_eq!(plan.new_body, None);
         assert_eq!(plan.translate_response, None);
-        let native_headers = p.headers(&native, None);
+        let native_headers = p.headers(&native, None, false);
         assert_eq!(native_headers.path, None);
         assert_eq!(
             native_headers.set_if_absent,
@@ -955,7 +1023,7 @@ mod tests {
         let p = demo();
         let attempt = p.attempt(Some("azure"), "/v1/chat/completions").unwrap();
         assert!(p.needs_body(&attempt));
-        let plan = p.headers(&attempt, Some("gpt-4o-mini"));
+        let plan = p.headers(&attempt, Some("gpt-4o-mini"), false);
         assert_eq!(
             plan.path.as_deref(),
             Some("/openai/deployments/mini-deploy/chat/completions?api-version=2024-10-21")
@@ -964,6 +1032,7 @@ mod tests {
         let other = p.headers(
             &p.attempt(Some("azure"), "/v1/embeddings?x=1").unwrap(),
             Some("text-embedding-3-small"),
+            false,
         );
         assert_eq!(
             other.path.as_deref(),
@@ -977,7 +1046,7 @@ mod tests {
     fn openai_compatible_base_path_and_no_credential() {
         let p = demo();
         let attempt = p.attempt(Some("vllm"), "/v1/chat/completions").unwrap();
-        let plan = p.headers(&attempt, None);
+        let plan = p.headers(&attempt, None, false);
         assert_eq!(plan.path.as_deref(), Some("/api/v1/chat/completions"));
         assert!(plan.set.is_empty());
         assert!(
@@ -1080,7 +1149,7 @@ mod tests {
             let sent: Value = serde_json::from_slice(&plan.new_body.unwrap()).unwrap();
             assert_eq!(sent["max_completion_tokens"], expected, "{model}");
         }
-        let headers = p.headers(&attempt, plan.model.as_deref());
+        let headers = p.headers(&attempt, plan.model.as_deref(), false);
         assert_eq!(headers.path.as_deref(), Some("/api/v1/chat/completions"));
         assert!(headers.remove.contains(&"anthropic-version"));
 
@@ -1089,21 +1158,25 @@ mod tests {
         let plan = p.body(&attempt, messages).unwrap();
         assert!(plan.translate_response.is_some());
         assert_eq!(
-            p.headers(&attempt, plan.model.as_deref()).path.as_deref(),
+            p.headers(&attempt, plan.model.as_deref(), false)
+                .path
+                .as_deref(),
             Some("/openai/deployments/mini-deploy/chat/completions?api-version=2024-10-21")
         );
 
         // Responses: native on OpenAI (untouched) and Azure (v1 surface, deployment as model).
         let attempt = p.attempt(Some("openai"), "/v1/responses").unwrap();
         assert!(!p.needs_body(&attempt));
-        assert_eq!(p.headers(&attempt, None).path, None);
+        assert_eq!(p.headers(&attempt, None, false).path, None);
         let attempt = p.attempt(Some("azure"), "/v1/responses").unwrap();
         let plan = p.body(&attempt, responses).unwrap();
         assert_eq!(plan.translate_response, None);
         let sent: Value = serde_json::from_slice(&plan.new_body.unwrap()).unwrap();
         assert_eq!(sent["model"], "mini-deploy");
         assert_eq!(
-            p.headers(&attempt, plan.model.as_deref()).path.as_deref(),
+            p.headers(&attempt, plan.model.as_deref(), false)
+                .path
+                .as_deref(),
             Some("/openai/v1/responses")
         );
         // The deployment of the mapped model.
@@ -1120,7 +1193,9 @@ mod tests {
             Some(AnswerTranslation::ChatToResponses(_))
         ));
         assert_eq!(
-            p.headers(&attempt, plan.model.as_deref()).path.as_deref(),
+            p.headers(&attempt, plan.model.as_deref(), false)
+                .path
+                .as_deref(),
             Some("/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21")
         );
         let attempt = p.attempt(Some("anthropic"), "/v1/responses").unwrap();
@@ -1132,7 +1207,7 @@ mod tests {
         let sent: Value = serde_json::from_slice(&plan.new_body.unwrap()).unwrap();
         assert_eq!(sent["messages"][0]["content"][0]["text"], "hi");
         assert!(sent["max_tokens"].as_u64().is_some());
-        let headers = p.headers(&attempt, plan.model.as_deref());
+        let headers = p.headers(&attempt, plan.model.as_deref(), false);
         assert_eq!(headers.path.as_deref(), Some("/v1/messages"));
         // Stateful requests: a 400 naming the field and the provider; native providers take them.
         let stateful = br#"{"model":"gpt-4o-mini","input":"hi","previous_response_id":"resp_1"}"#;
@@ -1237,8 +1312,7 @@ mod tests {
             .unwrap_err();
             assert_eq!(err.path, path, "{config}: {err}");
         }
-        let err =
-            parse::<ProviderConfig>(br#"{"providers":{"a":{"format":"gemini"}}}"#).unwrap_err();
+        let err = parse::<ProviderConfig>(br#"{"providers":{"a":{"format":"palm"}}}"#).unwrap_err();
         assert_eq!(err.path, "providers.a.format");
     }
 

@@ -3,6 +3,7 @@
 
 use crate::anthropic::{error_to_openai, messages_response_to_chat, StreamTranslator};
 use crate::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind};
+use crate::gemini::{gemini_response_to_chat, GeminiToChatStream};
 use crate::messages_via_chat::{
     chat_response_to_messages, error_to_anthropic, ChatToMessagesStream,
 };
@@ -21,6 +22,23 @@ pub enum AnswerTranslation {
     ChatToResponses(ResponsesContext),
     /// Anthropic Messages → Chat Completions → Responses (a Responses client on Anthropic).
     AnthropicToResponses(ResponsesContext),
+    /// Gemini → Chat Completions (a Chat client on a Gemini provider); `model` as asked.
+    GeminiToChat {
+        stream: bool,
+        include_usage: bool,
+        model: String,
+    },
+    /// Gemini → Chat Completions → Anthropic Messages (a Messages client on Gemini).
+    GeminiToAnthropic {
+        stream: bool,
+        request_bytes: usize,
+        model: String,
+    },
+    /// Gemini → Chat Completions → Responses (a Responses client on Gemini).
+    GeminiToResponses {
+        context: ResponsesContext,
+        model: String,
+    },
 }
 
 impl AnswerTranslation {
@@ -28,15 +46,19 @@ impl AnswerTranslation {
     pub fn stream(&self) -> bool {
         match self {
             AnswerTranslation::AnthropicToChat { stream, .. }
-            | AnswerTranslation::ChatToAnthropic { stream, .. } => *stream,
+            | AnswerTranslation::ChatToAnthropic { stream, .. }
+            | AnswerTranslation::GeminiToChat { stream, .. }
+            | AnswerTranslation::GeminiToAnthropic { stream, .. } => *stream,
             AnswerTranslation::ChatToResponses(context)
-            | AnswerTranslation::AnthropicToResponses(context) => context.stream,
+            | AnswerTranslation::AnthropicToResponses(context)
+            | AnswerTranslation::GeminiToResponses { context, .. } => context.stream,
         }
     }
 
     fn client(&self) -> ApiFlavor {
         match self {
-            AnswerTranslation::ChatToAnthropic { .. } => ApiFlavor::Anthropic,
+            AnswerTranslation::ChatToAnthropic { .. }
+            | AnswerTranslation::GeminiToAnthropic { .. } => ApiFlavor::Anthropic,
             _ => ApiFlavor::OpenAi,
         }
     }
@@ -66,13 +88,29 @@ impl AnswerTranslation {
                     messages_response_to_chat(body, created)
                         .and_then(|chat| chat_response_to_responses(&chat, context, created))
                 }
+                AnswerTranslation::GeminiToChat { model, .. } => {
+                    gemini_response_to_chat(body, model, created)
+                }
+                AnswerTranslation::GeminiToAnthropic {
+                    model,
+                    request_bytes,
+                    ..
+                } => gemini_response_to_chat(body, model, created)
+                    .and_then(|chat| chat_response_to_messages(&chat, *request_bytes)),
+                AnswerTranslation::GeminiToResponses { context, model } => {
+                    gemini_response_to_chat(body, model, created)
+                        .and_then(|chat| chat_response_to_responses(&chat, context, created))
+                }
             }
         } else {
             return match self {
-                AnswerTranslation::AnthropicToChat { .. } => error_to_openai(status, body).1,
-                AnswerTranslation::ChatToAnthropic { .. } => error_to_anthropic(status, body).1,
+                AnswerTranslation::AnthropicToChat { .. }
+                | AnswerTranslation::GeminiToChat { .. } => error_to_openai(status, body).1,
+                AnswerTranslation::ChatToAnthropic { .. }
+                | AnswerTranslation::GeminiToAnthropic { .. } => error_to_anthropic(status, body).1,
                 AnswerTranslation::ChatToResponses(_)
-                | AnswerTranslation::AnthropicToResponses(_) => error_to_responses(status, body).1,
+                | AnswerTranslation::AnthropicToResponses(_)
+                | AnswerTranslation::GeminiToResponses { .. } => error_to_responses(status, body).1,
             };
         };
         translated.unwrap_or_else(|message| {
@@ -105,6 +143,29 @@ impl AnswerTranslation {
                     ChatToResponsesStream::new(context.clone(), created),
                 )
             }
+            AnswerTranslation::GeminiToChat {
+                include_usage,
+                model,
+                ..
+            } => StreamTranslation::GeminiToChat(GeminiToChatStream::new(
+                model,
+                *include_usage,
+                created,
+            )),
+            AnswerTranslation::GeminiToAnthropic {
+                request_bytes,
+                model,
+                ..
+            } => StreamTranslation::GeminiToAnthropic(
+                GeminiToChatStream::new(model, true, created),
+                ChatToMessagesStream::new(*request_bytes),
+            ),
+            AnswerTranslation::GeminiToResponses { context, model } => {
+                StreamTranslation::GeminiToResponses(
+                    GeminiToChatStream::new(model, true, created),
+                    ChatToResponsesStream::new(context.clone(), created),
+                )
+            }
         }
     }
 }
@@ -118,6 +179,10 @@ pub enum StreamTranslation {
     ChatToResponses(ChatToResponsesStream),
     /// Two steps: Anthropic events become Chat chunks, which become Responses events.
     AnthropicToResponses(StreamTranslator, ChatToResponsesStream),
+    GeminiToChat(GeminiToChatStream),
+    /// Two steps through Chat chunks, as above.
+    GeminiToAnthropic(GeminiToChatStream, ChatToMessagesStream),
+    GeminiToResponses(GeminiToChatStream, ChatToResponsesStream),
 }
 
 impl StreamTranslation {
@@ -130,6 +195,15 @@ impl StreamTranslation {
                 let chat = first.push(chunk);
                 second.push(&chat)
             }
+            StreamTranslation::GeminiToChat(t) => t.push(chunk),
+            StreamTranslation::GeminiToAnthropic(first, second) => {
+                let chat = first.push(chunk);
+                second.push(&chat)
+            }
+            StreamTranslation::GeminiToResponses(first, second) => {
+                let chat = first.push(chunk);
+                second.push(&chat)
+            }
         }
     }
 
@@ -139,6 +213,19 @@ impl StreamTranslation {
             StreamTranslation::ChatToAnthropic(t) => t.finish(),
             StreamTranslation::ChatToResponses(t) => t.finish(),
             StreamTranslation::AnthropicToResponses(first, second) => {
+                let chat = first.finish();
+                let mut out = second.push(&chat);
+                out.extend(second.finish());
+                out
+            }
+            StreamTranslation::GeminiToChat(t) => t.finish(),
+            StreamTranslation::GeminiToAnthropic(first, second) => {
+                let chat = first.finish();
+                let mut out = second.push(&chat);
+                out.extend(second.finish());
+                out
+            }
+            StreamTranslation::GeminiToResponses(first, second) => {
                 let chat = first.finish();
                 let mut out = second.push(&chat);
                 out.extend(second.finish());
