@@ -578,4 +578,89 @@ fn gemini_through_every_client_api() {
         )
         .unwrap_or(0.0);
     assert!(output > 0.0, "no output tokens counted for Gemini");
+
+    // Every body Gemini received is one Google's own SDK types accept (they refuse unknown fields).
+    let bodies: Vec<Value> = demo
+        .gemini
+        .requests()
+        .into_iter()
+        .map(|r| r["json"].clone())
+        .collect();
+    assert!(bodies.len() >= 6, "{bodies:?}");
+    let checked = check_with_python("tests/sdk/gemini_request_schema.py", &Value::Array(bodies));
+    assert!(checked.starts_with("ok "), "{checked}");
+}
+
+/// Runs a script of tests/sdk with `.venv/bin/python`, `input` as JSON on stdin; its stdout.
+fn check_with_python(script: &str, input: &Value) -> String {
+    use std::io::Write;
+    let root = integration::repo_root();
+    let mut child = std::process::Command::new(root.join(".venv/bin/python"))
+        .arg(root.join(script))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect(".venv/bin/python (make setup)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.to_string().as_bytes())
+        .expect("write the bodies");
+    let out = child.wait_with_output().expect("the script ran");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A failover pool whose second priority is Gemini: the first (OpenAI format) answers 503, Envoy
+/// retries on the next priority, and the client still gets a chat completion.
+#[test]
+fn gpt_4o_fails_over_from_openai_format_to_gemini() {
+    require_envoy!();
+    let demo = Demo::start_with(|config| {
+        let pool = config
+            .find("cluster_name: pool_gpt_4o")
+            .expect("the demo's pool");
+        let (head, tail) = config.split_at(pool);
+        let tail = tail
+            .replacen(
+                "port_value: 18081 } } }\n          metadata: { filter_metadata: { llm: { provider: anthropic, gen_ai_provider: anthropic } } }",
+                "port_value: 18083 } } }\n          metadata: { filter_metadata: { llm: { provider: gemini, gen_ai_provider: gcp.gemini } } }",
+                1,
+            );
+        assert!(
+            tail.contains("provider: gemini"),
+            "the pool's second priority"
+        );
+        let config = format!("{head}{tail}");
+        let mut provider = integration::filter_config(&config, "llm_provider");
+        provider["providers"]["gemini"]["model_map"] = json!({"gpt-4o": "gemini-2.5-flash"});
+        set_filter_config(&config, "llm_provider", &provider.to_string())
+    });
+    let response = demo.chat(
+        &[],
+        &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "fail over to gemini"}]}),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.json()["object"], "chat.completion");
+    assert_eq!(
+        response.json()["choices"][0]["message"]["content"],
+        "fail over to gemini"
+    );
+    assert_eq!(
+        demo.unavailable.requests().len(),
+        1,
+        "the first priority was tried"
+    );
+    let sent = demo.gemini.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0]["path"],
+        "/v1beta/models/gemini-2.5-flash:generateContent"
+    );
+    assert!(sent[0]["headers"].get("authorization").is_none());
 }
