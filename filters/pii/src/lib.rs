@@ -56,6 +56,23 @@ impl Filter for PiiFilter {
 }
 
 impl PiiFilter {
+    /// Publishes captured content for traces with every value the detectors find in it replaced by
+    /// `[TYPE]` (placeholders stay): values the model wrote itself, or types the config lets pass to
+    /// the provider, reach no trace either. A capture that would not stay valid JSON is dropped.
+    fn publish_capture(&self, key: &str, messages: &str) {
+        let mut found = AnswerFindings::default();
+        let redacted = self.pii.scan_answer_text(
+            messages,
+            &Vault::default(),
+            AnswerAction::Redact,
+            &mut found,
+        );
+        let text = redacted.as_deref().unwrap_or(messages);
+        if genai::is_json(text) {
+            set_filter_state(key, text);
+        }
+    }
+
     fn count(&self, entity: &str, action: &str, by: u32) {
         self.count_series(
             labeled_name(
@@ -153,14 +170,20 @@ impl PiiRequest {
         if !findings.counts.is_empty() {
             set_filter_state(state::PII, &findings.summary());
         }
-        if let (Some(capture), false) = (filter.pii.capture(), matches!(masked, Masked::Refused(_)))
-        {
+        // Only prompts scanned whole, of the APIs that generate text (an embeddings answer is
+        // vectors, a count is a number).
+        let generates = matches!(
+            genai::operation_name(&self.path),
+            Some("chat" | "text_completion")
+        );
+        let scanned_whole = findings.limited.is_none() && !matches!(masked, Masked::Refused(_));
+        if let (Some(capture), true, true) = (filter.pii.capture(), generates, scanned_whole) {
             let leaving = match &masked {
                 Masked::Rewritten(new_body) => new_body.as_slice(),
                 _ => body.as_slice(),
             };
             if let Some(messages) = genai::input_messages(&self.path, leaving, capture.max_bytes) {
-                set_filter_state(state::INPUT_MESSAGES, &messages);
+                filter.publish_capture(state::INPUT_MESSAGES, &messages);
             }
             self.capturing = true;
             // The answer is read: it must arrive uncompressed.
@@ -269,7 +292,7 @@ impl HttpFilter for PiiRequest {
                     if let Some(messages) =
                         genai::output_messages(&self.path, &body, capture.max_bytes)
                     {
-                        set_filter_state(state::OUTPUT_MESSAGES, &messages);
+                        filter.publish_capture(state::OUTPUT_MESSAGES, &messages);
                     }
                 }
                 let rewritten =
@@ -330,7 +353,8 @@ impl PiiRequest {
             }
         };
         if let Some(messages) = capture.and_then(|c| (*c).finish()) {
-            set_filter_state(state::OUTPUT_MESSAGES, &messages);
+            self.filter
+                .publish_capture(state::OUTPUT_MESSAGES, &messages);
         }
     }
 }
@@ -478,6 +502,33 @@ mod tests {
         assert_eq!(stream.client_body(), sse.as_bytes());
         let output = state("llm_output_messages").expect("the stream is captured");
         assert!(output.contains("Hi there"), "{output}");
+
+        // A value the model wrote itself (not the prompt's) is redacted in the capture too; the
+        // client, with answers off, still gets it.
+        let mut stream = Stream::new(loaded.new_stream());
+        assert_eq!(
+            stream.request(&CHAT, &[&prompt("who to call?")]),
+            Action::Continue
+        );
+        let answer = br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Call bob@corp.example"}}]}"#;
+        let headers = [(":status", "200"), ("content-type", "application/json")];
+        assert_eq!(stream.response(&headers, &[answer]), Action::Continue);
+        let output = state("llm_output_messages").expect("captured");
+        assert!(!output.contains("bob@corp.example"), "{output}");
+        assert!(output.contains("[EMAIL]"), "{output}");
+        assert_eq!(stream.client_body(), answer);
+
+        // A prompt past the scan cap, passed on with `on_limit: pass`, is not captured.
+        let limited = config.replace(
+            r#""terms""#,
+            r#""limits": {"max_scan_bytes": 64, "on_limit": "pass"}, "terms""#,
+        );
+        fake::reset();
+        let loaded = llm_host::configure::<PiiFilter>(limited.as_bytes()).expect("config");
+        let mut stream = Stream::new(loaded.new_stream());
+        let long = prompt(&format!("{} jane.doe@example.com", "words ".repeat(40)));
+        assert_eq!(stream.request(&CHAT, &[&long]), Action::Continue);
+        assert_eq!(state("llm_input_messages"), None);
 
         // Off by default.
         let mut stream = super::tests::stream();

@@ -132,7 +132,10 @@ impl RouterRequest {
         set_filter_state(state::UPSTREAM_MODEL, &resolution.upstream_model);
         set_filter_state(state::STREAM, if routed.stream { "true" } else { "false" });
         if let Some(operation) = self.headers.get(":path").and_then(genai::operation_name) {
-            set_filter_state(state::SPAN_NAME, &format!("{operation} {}", routed.model));
+            set_filter_state(
+                state::SPAN_NAME,
+                &genai::span_name(operation, &routed.model),
+            );
         }
         if let Some(max) = routed.max_output_tokens {
             set_filter_state(state::REQUEST_MAX_TOKENS, &max.to_string());

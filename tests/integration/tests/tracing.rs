@@ -100,6 +100,7 @@ fn assert_no_secrets(records: &[Value], prompt: &str) {
         "sk-demo-tiny",
         "sk-mock-openai-key",
         "sk-mock-anthropic-key",
+        "sk-mock-gemini-key",
         prompt,
     ] {
         assert!(!text.contains(secret), "{secret:?} reached the collector");

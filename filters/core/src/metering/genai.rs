@@ -3,8 +3,9 @@
 //! `gen_ai.response.finish_reasons`, ...). The filters publish them as filter state; Envoy's tracer
 //! and access loggers read them from there (custom tags with a `value` format string).
 //!
-//! Everything here comes from fields a provider or client sets for exactly this purpose: no prompt
-//! or answer text is read, and each value is capped so that a hostile answer cannot make a span huge.
+//! The facts come from fields a provider or client sets for exactly this purpose, each value capped
+//! so that a hostile answer cannot make a span huge. Prompt and answer text is read only for content
+//! capture (below), which llm_pii runs when configured, on text it has masked.
 
 use crate::usage::ResponseFormat;
 use serde::Deserialize;
@@ -29,6 +30,17 @@ pub fn operation_name(path: &str) -> Option<&'static str> {
         "/v1/embeddings" => Some("embeddings"),
         _ => None,
     }
+}
+
+/// The span name GenAI's conventions ask for, `{operation} {model}`: the model as the client wrote
+/// it (a glob route takes any), so capped and without control characters.
+pub fn span_name(operation: &str, model: &str) -> String {
+    let model: String = model
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(128)
+        .collect();
+    format!("{operation} {model}")
 }
 
 /// A sampling setting (`temperature`, `top_p`) as the JSON number the request wrote (`0.2`, `1`);
@@ -496,7 +508,7 @@ impl StreamCapture {
                 while !delta.is_char_boundary(end) {
                     end -= 1;
                 }
-                self.text.push_str(&delta[..end]);
+                self.text.push_str(delta.get(..end).unwrap_or_default());
                 self.cut = true;
             }
         }
@@ -525,34 +537,72 @@ impl StreamCapture {
     }
 }
 
-/// The messages as JSON, text cut to `max_bytes` in all: the latest messages are kept first (the
-/// turn being answered matters most); a cut text ends with `…`, and earlier messages are dropped.
+/// Whether `text` is one JSON value (a capture rewritten by redaction must still be).
+pub fn is_json(text: &str) -> bool {
+    serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+}
+
+/// Messages and parts kept in a capture, and the longest role or tool name.
+const MAX_CAPTURED_MESSAGES: usize = 64;
+const MAX_CAPTURED_PARTS: usize = 64;
+const MAX_CAPTURED_NAME: usize = 64;
+
+/// `text` cut to what is left of `budget` (at a character boundary, marked with `…`).
+fn spend(text: &mut String, budget: &mut usize) {
+    if text.len() <= *budget {
+        *budget -= text.len();
+        return;
+    }
+    let mut end = *budget;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    *budget = 0;
+}
+
+fn cap_chars(text: &mut String, max: usize) {
+    if let Some((end, _)) = text.char_indices().nth(max) {
+        text.truncate(end);
+    }
+}
+
+/// The messages as JSON, every text (content, tool arguments, tool results) cut to `max_bytes` in
+/// all: the latest messages are kept first (the turn being answered matters most); a cut text ends
+/// with `…`, and earlier messages are dropped. Roles and names are capped, and so are the numbers
+/// of messages and parts.
 fn render(messages: Vec<Captured>, max_bytes: usize) -> Option<String> {
     if messages.is_empty() {
         return None;
     }
     let mut budget = max_bytes;
     let mut kept = Vec::new();
-    for mut captured in messages.into_iter().rev() {
+    for mut captured in messages.into_iter().rev().take(MAX_CAPTURED_MESSAGES) {
         if budget == 0 {
             break;
         }
+        captured.parts.truncate(MAX_CAPTURED_PARTS);
         for part in &mut captured.parts {
-            let Some(Value::String(text)) = part.get_mut("content") else {
+            let Some(object) = part.as_object_mut() else {
                 continue;
             };
-            if text.len() <= budget {
-                budget -= text.len();
-            } else {
-                let mut end = budget;
-                while !text.is_char_boundary(end) {
-                    end -= 1;
+            // Tool arguments as text, so that their size counts like any other.
+            if let Some(arguments) = object.get_mut("arguments") {
+                if !arguments.is_string() {
+                    *arguments = Value::String(arguments.to_string());
                 }
-                text.truncate(end);
-                text.push('…');
-                budget = 0;
+            }
+            if let Some(Value::String(name)) = object.get_mut("name") {
+                cap_chars(name, MAX_CAPTURED_NAME);
+            }
+            for key in ["content", "arguments", "response"] {
+                if let Some(Value::String(text)) = object.get_mut(key) {
+                    spend(text, &mut budget);
+                }
             }
         }
+        cap_chars(&mut captured.role, MAX_CAPTURED_NAME);
         let mut message = serde_json::Map::new();
         message.insert("role".into(), Value::String(captured.role));
         message.insert("parts".into(), Value::Array(captured.parts));
@@ -562,7 +612,9 @@ fn render(messages: Vec<Captured>, max_bytes: usize) -> Option<String> {
         kept.push(Value::Object(message));
     }
     kept.reverse();
-    Some(Value::Array(kept).to_string())
+    let out = Value::Array(kept).to_string();
+    // JSON escaping at most sextuples a text; past that bound something is wrong: nothing.
+    (out.len() <= max_bytes.saturating_mul(6).saturating_add(64 * 1024)).then_some(out)
 }
 
 #[cfg(test)]
@@ -579,6 +631,14 @@ mod tests {
         assert_eq!(operation_name("/v1/embeddings"), Some("embeddings"));
         assert_eq!(operation_name("/v1/messages/count_tokens"), None);
         assert_eq!(operation_name("/v1/models"), None);
+    }
+
+    #[test]
+    fn span_names_are_capped() {
+        assert_eq!(span_name("chat", "gpt-4o"), "chat gpt-4o");
+        let name = span_name("chat", &format!("{}\n{}", "m".repeat(300), "x"));
+        assert_eq!(name.len(), "chat ".len() + 128);
+        assert!(!name.contains('\n'));
     }
 
     #[test]
@@ -691,6 +751,30 @@ mod tests {
             cut.ends_with('…') && cut.len() == 500 + '…'.len_utf8(),
             "{}",
             cut.len()
+        );
+    }
+
+    #[test]
+    fn tool_arguments_results_and_names_count_against_the_cap() {
+        let huge = "x".repeat(100_000);
+        let body = serde_json::json!({"messages": [
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function",
+                "function": {"name": "n".repeat(500), "arguments": huge}}]},
+            {"role": "tool", "tool_call_id": "c", "content": huge},
+            {"role": "r".repeat(500), "content": "hi"}
+        ]})
+        .to_string();
+        let captured = input_messages("/v1/chat/completions", body.as_bytes(), 1000).unwrap();
+        assert!(captured.len() < 2_000, "{}", captured.len());
+        let many = serde_json::json!({"messages": vec![serde_json::json!({"role": "user", "content": ""}); 1000]})
+            .to_string();
+        let captured: Value = serde_json::from_str(
+            &input_messages("/v1/chat/completions", many.as_bytes(), 1000).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            captured.as_array().map(Vec::len),
+            Some(MAX_CAPTURED_MESSAGES)
         );
     }
 

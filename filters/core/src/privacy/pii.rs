@@ -541,12 +541,12 @@ impl Pii {
                 .any(|a| *a != AnswerAction::Off)
     }
 
-    /// `answers.stream_window`.
     /// Content capture for traces, when configured.
     pub fn capture(&self) -> Option<crate::genai::CaptureConfig> {
         self.capture
     }
 
+    /// `answers.stream_window`.
     pub fn answer_stream_window(&self) -> usize {
         self.answers.stream_window
     }

@@ -87,7 +87,12 @@ pub fn chat_request_to_gemini(body: &[u8]) -> Result<GeminiRequest, String> {
                         .pointer("/function/arguments")
                         .and_then(Value::as_str)
                         .unwrap_or("{}");
-                    let args: Value = serde_json::from_str(arguments).unwrap_or(json!({}));
+                    // Gemini's `args` is an object; anything else a model wrote goes inside one.
+                    let args = match serde_json::from_str::<Value>(arguments) {
+                        Ok(Value::Object(object)) => Value::Object(object),
+                        _ if arguments.trim().is_empty() => json!({}),
+                        _ => json!({ "arguments": arguments }),
+                    };
                     if let Some(id) = call.get("id").and_then(Value::as_str) {
                         call_names.insert(id.to_string(), Value::String(name.to_string()));
                     }
@@ -242,11 +247,14 @@ pub fn chat_request_to_gemini(body: &[u8]) -> Result<GeminiRequest, String> {
         }
     }
     if let Some(effort) = request.get("reasoning_effort").and_then(Value::as_str) {
+        // `minimal` keeps the smallest budget every thinking model accepts (2.5 Pro refuses 0).
         let budget = match effort {
-            "minimal" | "none" => 0,
+            "none" => 0,
+            "minimal" => 128,
             "low" => 1024,
             "medium" => 8192,
-            _ => 24576,
+            "high" => 24576,
+            other => return Err(format!("`reasoning_effort` `{other}` is not supported")),
         };
         generation.insert("thinkingConfig".into(), json!({ "thinkingBudget": budget }));
     }
@@ -275,6 +283,7 @@ fn text_parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, String> {
         Some(Value::Array(parts)) => parts
             .iter()
             .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .filter(|text| !text.is_empty())
             .map(|text| json!({ "text": text }))
             .collect(),
         Some(_) => return Err(format!("`messages[{i}].content` must be a string or parts")),
@@ -290,8 +299,11 @@ fn user_parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, String> {
     for item in items {
         match item.get("type").and_then(Value::as_str) {
             Some("text") => {
+                // Gemini refuses empty text parts.
                 let text = item.get("text").and_then(Value::as_str).unwrap_or("");
-                parts.push(json!({ "text": text }));
+                if !text.is_empty() {
+                    parts.push(json!({ "text": text }));
+                }
             }
             Some("image_url") => {
                 let url = item
@@ -334,20 +346,24 @@ fn finish_reason(reason: Option<&str>, called_a_tool: bool) -> Option<&'static s
 /// OpenAI's `usage` for Gemini's `usageMetadata`: thinking tokens are output tokens.
 fn usage(metadata: &Value) -> Value {
     let get = |key: &str| metadata.get(key).and_then(Value::as_u64).unwrap_or(0);
-    let prompt = get("promptTokenCount") + get("toolUsePromptTokenCount");
+    let prompt = get("promptTokenCount").saturating_add(get("toolUsePromptTokenCount"));
     let thoughts = get("thoughtsTokenCount");
-    let completion = get("candidatesTokenCount") + thoughts;
+    let completion = get("candidatesTokenCount").saturating_add(thoughts);
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": prompt + completion,
+        "total_tokens": prompt.saturating_add(completion),
         "prompt_tokens_details": {"cached_tokens": get("cachedContentTokenCount")},
         "completion_tokens_details": {"reasoning_tokens": thoughts},
     })
 }
 
 /// A candidate's text (thought summaries left out) and tool calls.
-fn candidate_content(candidate: &Value, calls_so_far: usize) -> (String, Vec<Value>) {
+fn candidate_content(
+    candidate: &Value,
+    calls_so_far: usize,
+    response_id: &str,
+) -> (String, Vec<Value>) {
     let mut text = String::new();
     let mut calls = Vec::new();
     for part in candidate
@@ -364,10 +380,12 @@ fn candidate_content(candidate: &Value, calls_so_far: usize) -> (String, Vec<Val
         }
         if let Some(call) = part.get("functionCall") {
             let index = calls_so_far + calls.len();
-            let id = call
-                .get("id")
-                .and_then(Value::as_str)
-                .map_or_else(|| format!("call_{index}"), str::to_string);
+            // Distinct across turns: clients answer a call by its id.
+            let id = crate::wire::chat_stream::call_id(
+                call.get("id").and_then(Value::as_str),
+                response_id,
+                index,
+            );
             let arguments = call.get("args").cloned().unwrap_or(json!({})).to_string();
             calls.push(json!({
                 "id": id,
@@ -382,12 +400,21 @@ fn candidate_content(candidate: &Value, calls_so_far: usize) -> (String, Vec<Val
     (text, calls)
 }
 
-fn chat_id(response: &Value) -> String {
-    let id = response
-        .get("responseId")
-        .and_then(Value::as_str)
-        .unwrap_or("gemini");
-    format!("chatcmpl-{id}")
+/// `chatcmpl-{responseId}`; without one, made unique enough by the time (tool-call ids derive
+/// from it).
+fn chat_id(response: &Value, created: u64) -> String {
+    match response.get("responseId").and_then(Value::as_str) {
+        Some(id) if !id.is_empty() => format!("chatcmpl-{}", capped_id(id)),
+        _ => format!("chatcmpl-gemini-{created}"),
+    }
+}
+
+/// A provider id as it may appear in ids and paths of our own: plain characters, capped.
+fn capped_id(id: &str) -> String {
+    id.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        .take(96)
+        .collect()
 }
 
 fn model_of(response: &Value, model: &str) -> String {
@@ -405,6 +432,7 @@ pub fn gemini_response_to_chat(body: &[u8], model: &str, created: u64) -> Result
     if !response.is_object() {
         return Err("the provider's response is not a JSON object".into());
     }
+    let id = chat_id(&response, created);
     let mut choices = Vec::new();
     for (index, candidate) in response
         .get("candidates")
@@ -413,7 +441,7 @@ pub fn gemini_response_to_chat(body: &[u8], model: &str, created: u64) -> Result
         .flatten()
         .enumerate()
     {
-        let (text, calls) = candidate_content(candidate, 0);
+        let (text, calls) = candidate_content(candidate, 0, &id);
         let reason = finish_reason(
             candidate.get("finishReason").and_then(Value::as_str),
             !calls.is_empty(),
@@ -440,7 +468,7 @@ pub fn gemini_response_to_chat(body: &[u8], model: &str, created: u64) -> Result
         }));
     }
     let mut chat = json!({
-        "id": chat_id(&response),
+        "id": id,
         "object": "chat.completion",
         "created": created,
         "model": model_of(&response, model),
@@ -546,7 +574,7 @@ impl GeminiToChatStream {
             return;
         }
         if self.id.is_none() {
-            self.id = Some(chat_id(&response));
+            self.id = Some(chat_id(&response, self.created));
             self.model = model_of(&response, &self.model);
         }
         if let Some(error) = response.get("error") {
@@ -572,7 +600,8 @@ impl GeminiToChatStream {
             }
             return;
         };
-        let (text, calls) = candidate_content(candidate, self.calls);
+        let response_id = self.id.clone().unwrap_or_default();
+        let (text, calls) = candidate_content(candidate, self.calls, &response_id);
         if !text.is_empty() {
             self.emit(json!({ "content": text }), None, out);
         }
