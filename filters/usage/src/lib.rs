@@ -9,13 +9,13 @@ use llm_core::accounting::{
 use llm_core::api::{classify, ApiFlavor, Endpoint};
 use llm_core::config::ConfigError;
 use llm_core::contract::{self, state};
-use llm_core::genai::{answer_facts, AnswerFacts};
+use llm_core::genai::AnswerFacts;
 use llm_core::global::{self, Descriptor};
 use llm_core::metrics::labeled_name;
 use llm_core::ratelimit::{limit_headers, DebtState, LimitUnit, Outcome, Spend};
 use llm_core::usage::{
-    estimate_tokens, from_json, inject_include_usage, output_text_len, ResponseFormat, StreamUsage,
-    Usage,
+    estimate_tokens, from_json_with_facts, inject_include_usage, output_text_len, ResponseFormat,
+    StreamUsage, Usage,
 };
 use llm_host::{
     call_rate_limit_service, ensure_shared, now_unix_nanos, read_shared, request_body,
@@ -915,13 +915,13 @@ impl UsageRequest {
             ),
             None if self.json_overflow => (None, None, 0, AnswerFacts::default()),
             None => {
-                let (usage, model) = from_json(self.format, &self.json);
+                let (usage, model, facts) = from_json_with_facts(self.format, &self.json);
                 // The answer's text is only needed to estimate usage the provider did not send.
                 let chars = match usage {
                     Some(_) => 0,
                     None => output_text_len(self.format, &self.json),
                 };
-                (usage, model, chars, answer_facts(self.format, &self.json))
+                (usage, model, chars, facts)
             }
         };
         let success = (200..300).contains(&self.status);

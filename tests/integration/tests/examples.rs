@@ -17,6 +17,16 @@ fn strings(value: &Yaml) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The official Envoy image at the version the Makefile pins (the tested one).
+fn pinned_envoy_image() -> String {
+    let makefile = std::fs::read_to_string(repo_root().join("Makefile")).unwrap();
+    let pinned = makefile
+        .lines()
+        .find_map(|l| l.strip_prefix("ENVOY_VERSION := "))
+        .expect("ENVOY_VERSION in the Makefile");
+    format!("envoyproxy/envoy:v{pinned}")
+}
+
 #[test]
 fn docker_compose_matches_the_demo() {
     let text =
@@ -26,15 +36,7 @@ fn docker_compose_matches_the_demo() {
     let services = &docs[0]["services"];
     // Envoy: the tested version, the demo config, the repository mounted.
     let envoy = &services["envoy"];
-    let makefile = std::fs::read_to_string(repo_root().join("Makefile")).unwrap();
-    let pinned = makefile
-        .lines()
-        .find_map(|l| l.strip_prefix("ENVOY_VERSION := "))
-        .expect("ENVOY_VERSION in the Makefile");
-    assert_eq!(
-        envoy["image"].as_str(),
-        Some(format!("envoyproxy/envoy:v{pinned}").as_str())
-    );
+    assert_eq!(envoy["image"].as_str(), Some(pinned_envoy_image().as_str()));
     let command = strings(&envoy["command"]);
     let config = &command[command.iter().position(|a| a == "-c").unwrap() + 1];
     assert!(repo_root().join(config).exists(), "{config}");
@@ -300,15 +302,7 @@ fn the_observability_stack_agrees_with_its_gateway_file() {
     let services = &compose["services"];
     // Envoy runs the generated config at the tested version.
     let envoy = &services["envoy"];
-    let makefile = std::fs::read_to_string(repo_root().join("Makefile")).unwrap();
-    let pinned = makefile
-        .lines()
-        .find_map(|l| l.strip_prefix("ENVOY_VERSION := "))
-        .expect("ENVOY_VERSION in the Makefile");
-    assert_eq!(
-        envoy["image"].as_str(),
-        Some(format!("envoyproxy/envoy:v{pinned}").as_str())
-    );
+    assert_eq!(envoy["image"].as_str(), Some(pinned_envoy_image().as_str()));
     let command = strings(&envoy["command"]);
     let config = &command[command.iter().position(|a| a == "-c").unwrap() + 1];
     assert_eq!(config, "examples/observability/envoy.yaml");

@@ -121,60 +121,68 @@ fn capped_id(id: &str) -> Option<String> {
 /// The facts of a complete JSON answer in the client's format. Fields other than these are skipped
 /// without being built; an answer that is not a JSON object gives none.
 pub fn answer_facts(format: ResponseFormat, body: &[u8]) -> AnswerFacts {
-    #[derive(Deserialize)]
-    struct Probe<'a> {
-        #[serde(borrow, default)]
-        id: Option<&'a RawValue>,
-        #[serde(borrow, default)]
-        choices: Option<&'a RawValue>,
-        #[serde(borrow, default)]
-        stop_reason: Option<&'a RawValue>,
-        #[serde(borrow, default)]
-        status: Option<&'a RawValue>,
-        #[serde(borrow, default)]
-        incomplete_details: Option<&'a RawValue>,
-    }
-    #[derive(Deserialize)]
-    struct Choice {
-        #[serde(default)]
-        finish_reason: Option<Value>,
-    }
-    let mut facts = AnswerFacts::default();
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return facts;
+        return AnswerFacts::default();
     }
-    let Ok(probe) = serde_json::from_slice::<Probe<'_>>(body) else {
-        return facts;
-    };
-    let value =
-        |raw: Option<&RawValue>| raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok());
-    facts.set_id(value(probe.id).as_ref());
-    match format {
-        ResponseFormat::OpenAi => {
-            if let Some(choices) = probe
-                .choices
-                .and_then(|raw| serde_json::from_str::<Vec<Choice>>(raw.get()).ok())
-            {
-                for choice in choices {
-                    facts.add_reason(choice.finish_reason.as_ref());
+    serde_json::from_slice::<FactFields<'_>>(body)
+        .map(|fields| fields.facts(format))
+        .unwrap_or_default()
+}
+
+/// The fields of an answer its facts come from, borrowed unparsed: a probe that reads an answer
+/// for other reasons (llm_usage's) reads these too, so the answer is parsed once.
+#[derive(Debug, Default, Deserialize)]
+pub struct FactFields<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub choices: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub stop_reason: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub status: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub incomplete_details: Option<&'a RawValue>,
+}
+
+impl FactFields<'_> {
+    pub fn facts(&self, format: ResponseFormat) -> AnswerFacts {
+        #[derive(Deserialize)]
+        struct Choice {
+            #[serde(default)]
+            finish_reason: Option<Value>,
+        }
+        let value =
+            |raw: Option<&RawValue>| raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok());
+        let mut facts = AnswerFacts::default();
+        facts.set_id(value(self.id).as_ref());
+        match format {
+            ResponseFormat::OpenAi => {
+                if let Some(choices) = self
+                    .choices
+                    .and_then(|raw| serde_json::from_str::<Vec<Choice>>(raw.get()).ok())
+                {
+                    for choice in choices {
+                        facts.add_reason(choice.finish_reason.as_ref());
+                    }
                 }
             }
-        }
-        ResponseFormat::Anthropic => facts.add_reason(value(probe.stop_reason).as_ref()),
-        ResponseFormat::Responses => {
-            let mut response = serde_json::Map::new();
-            for (key, raw) in [
-                ("status", probe.status),
-                ("incomplete_details", probe.incomplete_details),
-            ] {
-                if let Some(v) = value(raw) {
-                    response.insert(key.into(), v);
+            ResponseFormat::Anthropic => facts.add_reason(value(self.stop_reason).as_ref()),
+            ResponseFormat::Responses => {
+                let mut response = serde_json::Map::new();
+                for (key, raw) in [
+                    ("status", self.status),
+                    ("incomplete_details", self.incomplete_details),
+                ] {
+                    if let Some(v) = value(raw) {
+                        response.insert(key.into(), v);
+                    }
                 }
+                facts.absorb_response_object(Some(&Value::Object(response)));
             }
-            facts.absorb_response_object(Some(&Value::Object(response)));
         }
+        facts
     }
-    facts
 }
 
 /// Content capture: the prompt and the answer as OpenTelemetry's GenAI conventions write them

@@ -1,6 +1,7 @@
 //! Token usage from provider responses: OpenAI and Anthropic, JSON and SSE, extracted as the bytes pass.
 
 use crate::sse::SseParser;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// Tokens one request used. OpenAI counts cached tokens inside `input`; Anthropic reports them apart
@@ -93,22 +94,50 @@ impl ResponseFormat {
 
 /// Usage (and the model the provider reports) from a complete JSON response.
 pub fn from_json(format: ResponseFormat, body: &[u8]) -> (Option<Usage>, Option<String>) {
-    /// Only `model` and `usage` are read: serde skips the rest (the answer's text) without building
-    /// it, and reads `usage` into typed fields rather than a map (measured: 7.8 µs for a 1.5 KB
-    /// answer through a `Value`, most of it building the usage maps).
+    let (usage, model, _) = from_json_with_facts(format, body);
+    (usage, model)
+}
+
+/// [`from_json`] and the answer's facts for traces (id, finish reasons), in one parse.
+pub fn from_json_with_facts(
+    format: ResponseFormat,
+    body: &[u8],
+) -> (Option<Usage>, Option<String>, crate::genai::AnswerFacts) {
+    /// Only `model`, `usage` and the facts' fields are read: serde skips the rest (the answer's
+    /// text) without building it, and reads `usage` into typed fields rather than a map (measured:
+    /// 7.8 µs for a 1.5 KB answer through a `Value`, most of it building the usage maps).
+    /// (Not `#[serde(flatten)]`: it would buffer every other field, the answer's text included.)
     #[derive(serde::Deserialize)]
-    struct Probe {
+    struct Probe<'a> {
         #[serde(default)]
         model: Option<Value>,
         #[serde(default)]
         usage: Option<IfObject<UsageFields>>,
+        #[serde(borrow, default)]
+        id: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        choices: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        stop_reason: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        status: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        incomplete_details: Option<&'a RawValue>,
     }
+    let nothing = (None, None, crate::genai::AnswerFacts::default());
     // serde's derived visitor would also accept an array (positional fields): only objects count.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return (None, None);
+        return nothing;
     }
-    let Ok(probe) = serde_json::from_slice::<Probe>(body) else {
-        return (None, None);
+    let Ok(probe) = serde_json::from_slice::<Probe<'_>>(body) else {
+        // A fact's field given twice fails this probe: usage alone, as before the facts.
+        return match serde_json::from_slice::<UsageProbe>(body) {
+            Ok(probe) => {
+                let model = probe.model();
+                (probe.usage(format), model, nothing.2)
+            }
+            Err(_) => nothing,
+        };
     };
     let model = probe
         .model
@@ -119,7 +148,39 @@ pub fn from_json(format: ResponseFormat, body: &[u8]) -> (Option<Usage>, Option<
         ResponseFormat::OpenAi | ResponseFormat::Responses => fields.openai(),
         ResponseFormat::Anthropic => fields.anthropic(),
     });
-    (usage, model)
+    let facts = crate::genai::FactFields {
+        id: probe.id,
+        choices: probe.choices,
+        stop_reason: probe.stop_reason,
+        status: probe.status,
+        incomplete_details: probe.incomplete_details,
+    };
+    (usage, model, facts.facts(format))
+}
+
+/// `model` and `usage` only.
+#[derive(serde::Deserialize)]
+struct UsageProbe {
+    #[serde(default)]
+    model: Option<Value>,
+    #[serde(default)]
+    usage: Option<IfObject<UsageFields>>,
+}
+
+impl UsageProbe {
+    fn model(&self) -> Option<String> {
+        self.model
+            .as_ref()
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+
+    fn usage(self, format: ResponseFormat) -> Option<Usage> {
+        self.usage.and_then(|u| u.0).map(|fields| match format {
+            ResponseFormat::OpenAi | ResponseFormat::Responses => fields.openai(),
+            ResponseFormat::Anthropic => fields.anthropic(),
+        })
+    }
 }
 
 /// The counts a `usage` object may carry, under OpenAI's and Anthropic's names. Each count is read as
@@ -897,6 +958,13 @@ mod tests {
             None
         );
         assert_eq!(from_json(ResponseFormat::OpenAi, b"not json"), (None, None));
+        // A fact's field twice costs the facts, not the usage.
+        let (usage, _, facts) = from_json_with_facts(
+            ResponseFormat::OpenAi,
+            br#"{"id":"a","id":"b","usage":{"prompt_tokens":2,"completion_tokens":3}}"#,
+        );
+        assert_eq!(usage.map(|u| u.output), Some(3));
+        assert_eq!(facts.id, None);
         assert_eq!(
             from_json(ResponseFormat::OpenAi, br#"[{"prompt_tokens":1}]"#),
             (None, None)
