@@ -43,7 +43,7 @@ help:
 	@echo "make clean    remove build output (keeps .venv)"
 
 # Idempotent and quick once done: stamp files record the pinned Envoy version and the SDK pins.
-setup: $(VENV)/.envoy-$(ENVOY_VERSION) $(VENV)/.sdk-installed $(VENV)/.chroma-installed $(VENV)/.otel-installed $(VENV)/.claude-code-$(CLAUDE_CODE_VERSION)
+setup: $(VENV)/.envoy-$(ENVOY_VERSION) $(VENV)/.sdk-installed $(VENV)/.chroma-installed $(VENV)/.otel-installed $(VENV)/.aws-installed $(VENV)/.claude-code-$(CLAUDE_CODE_VERSION)
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	@scripts/system-deps.sh
 
@@ -68,6 +68,11 @@ $(VENV)/.claude-code-$(CLAUDE_CODE_VERSION): $(VENV)/.envoy-$(ENVOY_VERSION)
 # The Chroma vector database, which llm_cache's tests share between two Envoys.
 $(VENV)/.chroma-installed: tests/chroma/requirements.txt $(VENV)/.envoy-$(ENVOY_VERSION)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/chroma/requirements.txt
+	touch $@
+
+# botocore for the Bedrock conformance test, without its python-dateutil<3 pin (tests/sdk/aws-requirements.txt).
+$(VENV)/.aws-installed: tests/sdk/aws-requirements.txt $(VENV)/.chroma-installed $(VENV)/.sdk-installed
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r tests/sdk/aws-requirements.txt
 	touch $@
 
 # The OTLP/gRPC receiver the tracing tests start (tests/otel/collector.py); after Chroma, whose

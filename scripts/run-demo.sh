@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts the demo gateway in the foreground: three mock providers and Envoy with envoy/demo.yaml (or
+# Starts the demo gateway in the foreground: five mock providers and Envoy with envoy/demo.yaml (or
 # DEMO_CONFIG, e.g. envoy/demo-single-module.yaml or envoy/demo-native.yaml).
 # Ctrl-C (or any of them exiting) stops all of them. Run through `make run`, which builds first.
 set -euo pipefail
@@ -13,7 +13,7 @@ for needed in "$ENVOY_BIN" "$MOCK" "$DEMO_CONFIG" target/wasm32-wasip1/release/l
 done
 
 port_in_use() { { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null && exec 3>&-; }
-for port in 10000 9901 18080 18081 18082 18083; do
+for port in 10000 9901 18080 18081 18082 18083 18084; do
   if port_in_use "$port"; then
     echo "port 127.0.0.1:$port is already in use (another 'make run'?); stop that first" >&2
     exit 1
@@ -34,6 +34,9 @@ trap stop_all EXIT
 "$MOCK" --listen 127.0.0.1:18081 --name anthropic --api anthropic --require-key sk-mock-anthropic-key & pids+=($!)
 "$MOCK" --listen 127.0.0.1:18082 --name unavailable --always-status 503 & pids+=($!)
 "$MOCK" --listen 127.0.0.1:18083 --name gemini --api gemini --require-key sk-mock-gemini-key & pids+=($!)
+# Bedrock checks each request's SigV4 signature against the demo AWS key pair, as AWS does.
+"$MOCK" --listen 127.0.0.1:18084 --name bedrock --api bedrock --aws-region us-east-1 \
+  --aws-credentials AKIAMOCKDEMOKEY00000:mock-demo-aws-secret-access-key & pids+=($!)
 # The native module (envoy/demo-native.yaml) is found in target/native and reads the provider keys
 # from Envoy's environment: its config lists them in `# env NAME=value` lines (demo keys only).
 mapfile -t native_env < <(scripts/native-env.sh "$DEMO_CONFIG")
@@ -66,7 +69,8 @@ cat <<'BANNER'
                                            /v1/messages/count_tokens; every model on every API)
     Envoy admin  http://127.0.0.1:9901    (metrics: /stats/prometheus)
     Upstreams    mock providers on 127.0.0.1:18080 (OpenAI format), :18081 (Anthropic format),
-                 :18082 (always 503), :18083 (Gemini API); what they received:
+                 :18082 (always 503), :18083 (Gemini API), :18084 (Bedrock Converse, SigV4);
+                 what they received:
                  curl 127.0.0.1:18080/mock/requests
 
   Demo API keys
@@ -74,7 +78,7 @@ cat <<'BANNER'
     sk-demo-team-b   only gpt-4o-mini and fast
     sk-demo-tiny     5 requests a minute, 2,000 tokens a minute
   Demo models: gpt-4o-mini, fast, claude-sonnet-4-5, gpt-4o (failover pool), text-embedding-3-small,
-               gemini-2.5-flash
+               gemini-2.5-flash, bedrock-claude-sonnet-4-5
   JWT: scripts/demo-jwt.py alice team=research   (prints a token for the demo jwt_authn)
   Guardrails: prompt injections get 400 for everyone; text marked [flag:violence] is blocked for
     team-b and only flagged (x-llm-guard: flagged) for team-a (filters/guard/README.md)

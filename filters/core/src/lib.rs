@@ -21,6 +21,7 @@ pub mod pattern;
 pub mod wire {
     pub mod anthropic;
     pub mod api;
+    pub mod bedrock;
     pub(crate) mod chat_stream;
     pub mod count_tokens;
     pub mod gemini;
@@ -83,8 +84,8 @@ pub use policy::{auth, global, ratelimit, router};
 #[cfg(any(feature = "regex", feature = "regex-lite"))]
 pub use privacy::{pii, pii_detect};
 pub use wire::{
-    anthropic, api, count_tokens, gemini, messages_via_chat, provider, request, responses, sse,
-    translate,
+    anthropic, api, bedrock, count_tokens, gemini, messages_via_chat, provider, request, responses,
+    sse, translate,
 };
 
 /// OpenAI's tokenizer, built on first use.

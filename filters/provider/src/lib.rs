@@ -130,7 +130,8 @@ impl ProviderAttempt {
         }
     }
 
-    fn apply_headers(&self, attempt: &Attempt, model: Option<&str>, stream: bool) {
+    /// Applies the attempt's header changes; returns the path the attempt is sent to.
+    fn apply_headers(&self, attempt: &Attempt, model: Option<&str>, stream: bool) -> String {
         let plan = self.filter.providers.headers(attempt, model, stream);
         // Only allow-listed client headers reach the provider (organization, project and beta
         // headers only when configured for it).
@@ -165,6 +166,8 @@ impl ProviderAttempt {
         if let Some(authority) = &plan.authority {
             llm_host::set_request_header(":authority", Some(authority));
         }
+        plan.path
+            .unwrap_or_else(|| self.headers.get(":path").unwrap_or_default().to_string())
     }
 
     fn finish_request(&mut self, body_size: usize) -> Action {
@@ -187,11 +190,25 @@ impl ProviderAttempt {
             .translate_response
             .as_ref()
             .is_some_and(AnswerTranslation::stream);
-        self.apply_headers(&attempt, plan.model.as_deref(), stream);
+        let path = self.apply_headers(&attempt, plan.model.as_deref(), stream);
         if let Some(new_body) = &plan.new_body {
             self.record_origin();
             llm_host::replace_request_body(body_size, new_body);
             llm_host::set_request_header("content-length", Some(&new_body.len().to_string()));
+        }
+        // Bedrock's SigV4 signs the request as it leaves: this attempt's path and body.
+        let sent = plan.new_body.as_deref().unwrap_or(&body);
+        let now = now_unix_nanos() / 1_000_000_000;
+        match self.filter.providers.sign(&attempt, &path, sent, now) {
+            Ok(headers) => {
+                for (name, value) in headers {
+                    llm_host::set_request_header(name, Some(&value));
+                }
+            }
+            Err(reply) => {
+                send_local_reply(&reply);
+                return Action::Pause;
+            }
         }
         if plan.translate_response.is_some() {
             if let Some(counter) = self
@@ -257,10 +274,11 @@ impl HttpFilter for ProviderAttempt {
     }
 
     fn on_response_headers(&mut self, _end_of_stream: bool) -> Action {
-        let Some(translation) = &self.translate else {
+        let Some(translation) = &mut self.translate else {
             return Action::Continue;
         };
         let headers = Headers::response();
+        translation.note_answer_headers(&|name| headers.get(name).map(str::to_string));
         let status: u16 = headers
             .get(":status")
             .and_then(|s| s.parse().ok())
@@ -268,7 +286,9 @@ impl HttpFilter for ProviderAttempt {
         let content_type = headers.get("content-type").unwrap_or_default();
         // The body changes size: let Envoy frame it.
         llm_host::set_response_header("content-length", None);
-        if status == 200 && translation.stream() && content_type.starts_with("text/event-stream") {
+        if status == 200 && translation.streams_as(content_type) {
+            // Bedrock streams AWS's binary event stream; the client gets SSE.
+            llm_host::set_response_header("content-type", Some("text/event-stream"));
             let created = now_unix_nanos() / 1_000_000_000;
             self.response = ResponseMode::Stream(Box::new(translation.streamer(created)));
         } else {
@@ -346,7 +366,11 @@ mod tests {
                               "forward_headers": ["x-mock-*"]},
                 "gemini": {"format": "gemini", "api_key_env": format!("LLM_PROVIDER_TEST_{test}_ANTHROPIC"),
                            "host": "generativelanguage.googleapis.com",
-                           "model_map": {"gpt-4o": "gemini-2.5-flash"}}
+                           "model_map": {"gpt-4o": "gemini-2.5-flash"}},
+                "bedrock": {"format": "bedrock", "region": "us-east-1",
+                            "aws_credentials_env": {"access_key_id": format!("LLM_PROVIDER_TEST_{test}_OPENAI"),
+                                                    "secret_access_key": format!("LLM_PROVIDER_TEST_{test}_ANTHROPIC")},
+                            "model_map": {"gpt-4o": "us.anthropic.claude-sonnet-4-5-20250929-v1:0"}}
             }
         })
         .to_string()
@@ -533,6 +557,118 @@ mod tests {
         stream.request_headers(&headers, false);
         let reply = stream.reply().expect("a local reply");
         assert_eq!(reply.status, 400);
+    }
+
+    fn event_frame(event: &str, payload: Value) -> Vec<u8> {
+        use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+        let message = Message::new(payload.to_string().into_bytes())
+            .add_header(Header::new(
+                ":message-type",
+                HeaderValue::String("event".into()),
+            ))
+            .add_header(Header::new(
+                ":event-type",
+                HeaderValue::String(event.to_string().into()),
+            ));
+        let mut out = Vec::new();
+        aws_smithy_eventstream::frame::write_message_to(&message, &mut out).expect("a frame");
+        out
+    }
+
+    #[test]
+    fn a_bedrock_attempt_is_signed_and_translated_both_ways() {
+        let mut stream = attempt("bedrock", Some("bedrock"));
+        assert_eq!(stream.request_headers(&CHAT, false), Action::Pause);
+        assert_eq!(
+            stream.request_body(&request_body(true), true),
+            Action::Continue
+        );
+        assert_eq!(
+            fake::request_header(":path").as_deref(),
+            Some("/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse-stream")
+        );
+        assert_eq!(
+            fake::request_header(":authority").as_deref(),
+            Some("bedrock-runtime.us-east-1.amazonaws.com")
+        );
+        let authorization = fake::request_header("authorization").expect("signed");
+        assert!(
+            authorization.starts_with("AWS4-HMAC-SHA256 Credential=sk-openai-bedrock/"),
+            "{authorization}"
+        );
+        assert!(authorization.contains("/us-east-1/bedrock/aws4_request"));
+        assert!(
+            !authorization.contains("sk-ant-bedrock"),
+            "the secret only signs"
+        );
+        assert!(fake::request_header("x-amz-date").is_some());
+        let sent: Value = serde_json::from_slice(stream.upstream_body()).unwrap();
+        assert_eq!(sent["system"][0]["text"], "Be brief.");
+        assert_eq!(sent["inferenceConfig"]["maxTokens"], 50);
+        assert_eq!(
+            fake::request_header("content-length"),
+            Some(stream.upstream_body().len().to_string())
+        );
+
+        // The binary event stream reaches the client as SSE, split anywhere.
+        let body = [
+            event_frame("messageStart", json!({"role": "assistant"})),
+            event_frame(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 0, "delta": {"text": "Hello"}}),
+            ),
+            event_frame("messageStop", json!({"stopReason": "end_turn"})),
+            event_frame(
+                "metadata",
+                json!({"usage": {"inputTokens": 6, "outputTokens": 1, "totalTokens": 7}}),
+            ),
+        ]
+        .concat();
+        let headers = [
+            (":status", "200"),
+            ("content-type", "application/vnd.amazon.eventstream"),
+            ("x-amzn-requestid", "abc-123"),
+        ];
+        let pieces: Vec<&[u8]> = body.chunks(10).collect();
+        assert_eq!(stream.response(&headers, &pieces), Action::Continue);
+        assert_eq!(
+            fake::response_header("content-type").as_deref(),
+            Some("text/event-stream")
+        );
+        let got = events(&String::from_utf8_lossy(stream.client_body()));
+        assert_eq!(got[0]["id"], "chatcmpl-abc-123");
+        assert_eq!(got[0]["choices"][0]["delta"]["content"], "Hello");
+        assert_eq!(got[1]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(got[2]["usage"]["prompt_tokens"], 6);
+        assert_eq!(got.last().unwrap(), &json!("[DONE]"));
+
+        // Bedrock's errors name their type in a header.
+        let mut stream = attempt("bedrock_error", Some("bedrock"));
+        stream.request_headers(&CHAT, false);
+        stream.request_body(&request_body(false), true);
+        assert_eq!(
+            fake::request_header(":path").as_deref(),
+            Some("/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse")
+        );
+        let headers = [
+            (":status", "429"),
+            ("content-type", "application/json"),
+            (
+                "x-amzn-errortype",
+                "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/",
+            ),
+        ];
+        stream.response(
+            &headers,
+            &[br#"{"message":"Too many requests, please wait before trying again."}"#],
+        );
+        let error: Value = serde_json::from_slice(stream.client_body()).unwrap();
+        assert_eq!(error["error"]["code"], "ThrottlingException");
+        assert_eq!(error["error"]["type"], "rate_limit_error");
+        assert!(error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Too many requests"));
     }
 
     #[test]

@@ -545,6 +545,8 @@ pub struct DemoParts {
     pub unavailable: MockProvider,
     /// Google's Gemini API (`gemini-2.5-flash`).
     pub gemini: MockProvider,
+    /// AWS Bedrock's Converse API (`bedrock-claude-sonnet-4-5`), checking SigV4.
+    pub bedrock: MockProvider,
 }
 
 impl std::ops::Deref for Demo {
@@ -602,11 +604,16 @@ pub const DEMO_OPENAI_PORT: u16 = 18080;
 pub const DEMO_ANTHROPIC_PORT: u16 = 18081;
 pub const DEMO_UNAVAILABLE_PORT: u16 = 18082;
 pub const DEMO_GEMINI_PORT: u16 = 18083;
+pub const DEMO_BEDROCK_PORT: u16 = 18084;
 
 /// The provider keys envoy/demo.yaml gives llm_provider (demo only).
 pub const DEMO_OPENAI_KEY: &str = "sk-mock-openai-key";
 pub const DEMO_ANTHROPIC_KEY: &str = "sk-mock-anthropic-key";
 pub const DEMO_GEMINI_KEY: &str = "sk-mock-gemini-key";
+/// The AWS key pair envoy/demo.yaml signs Bedrock requests with (demo only), and its region.
+pub const DEMO_AWS_ACCESS_KEY_ID: &str = "AKIAMOCKDEMOKEY00000";
+pub const DEMO_AWS_SECRET_ACCESS_KEY: &str = "mock-demo-aws-secret-access-key";
+pub const DEMO_AWS_REGION: &str = "us-east-1";
 
 /// `envoy/demo.yaml` as shipped.
 pub fn demo_config() -> String {
@@ -811,6 +818,7 @@ impl Demo {
                         &parts.anthropic,
                         &parts.unavailable,
                         &parts.gemini,
+                        &parts.bedrock,
                     ] {
                         mock.clear();
                     }
@@ -838,7 +846,19 @@ impl Demo {
         config = replace_port(&config, DEMO_OPENAI_PORT, openai.port());
         config = replace_port(&config, DEMO_ANTHROPIC_PORT, anthropic.port());
         config = replace_port(&config, DEMO_UNAVAILABLE_PORT, unavailable.port());
+        let bedrock = MockProvider::start(
+            "bedrock",
+            &[
+                "--api",
+                "bedrock",
+                "--aws-credentials",
+                &format!("{DEMO_AWS_ACCESS_KEY_ID}:{DEMO_AWS_SECRET_ACCESS_KEY}"),
+                "--aws-region",
+                DEMO_AWS_REGION,
+            ],
+        );
         config = replace_port(&config, DEMO_GEMINI_PORT, gemini.port());
+        config = replace_port(&config, DEMO_BEDROCK_PORT, bedrock.port());
         let envoy = Envoy::start(&config, options);
         Demo {
             parts: Some(DemoParts {
@@ -848,6 +868,7 @@ impl Demo {
                 anthropic,
                 unavailable,
                 gemini,
+                bedrock,
             }),
             pool_key: (!options.fresh).then_some(key),
         }

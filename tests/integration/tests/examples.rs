@@ -50,6 +50,7 @@ fn docker_compose_matches_the_demo() {
         ("mock-anthropic", "18081", Some(DEMO_ANTHROPIC_KEY)),
         ("mock-unavailable", "18082", None),
         ("mock-gemini", "18083", Some(integration::DEMO_GEMINI_KEY)),
+        ("mock-bedrock", "18084", None),
     ] {
         let args = strings(&services[service]["command"]);
         let listen = &args[args.iter().position(|a| a == "--listen").unwrap() + 1];
@@ -71,6 +72,19 @@ fn docker_compose_matches_the_demo() {
         }
         assert_eq!(services[service]["network_mode"].as_str(), Some("host"));
     }
+    // Bedrock's mock checks SigV4 with the key pair demo.yaml signs with.
+    let args = strings(&services["mock-bedrock"]["command"]);
+    let pair = format!(
+        "{}:{}",
+        integration::DEMO_AWS_ACCESS_KEY_ID,
+        integration::DEMO_AWS_SECRET_ACCESS_KEY
+    );
+    assert!(
+        args.windows(2)
+            .any(|w| w[0] == "--aws-credentials" && w[1] == pair),
+        "{args:?}"
+    );
+    assert!(demo.contains(integration::DEMO_AWS_SECRET_ACCESS_KEY));
     // The mock image is built from the Dockerfile this repository ships.
     let build = &services["mock-openai"]["build"];
     let dockerfile = repo_root()

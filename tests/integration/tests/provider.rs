@@ -591,6 +591,250 @@ fn gemini_through_every_client_api() {
     assert!(checked.starts_with("ok "), "{checked}");
 }
 
+/// AWS Bedrock behind every client API: what reached the Bedrock mock (translated to Converse,
+/// signed with SigV4, which the mock verifies as AWS does), and what each client got back.
+#[test]
+fn bedrock_through_every_client_api() {
+    require_envoy!();
+    let demo = Demo::start();
+    const MODEL: &str = "bedrock-claude-sonnet-4-5";
+    const PATH: &str = "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0";
+    let response = demo.chat(
+        &[],
+        &json!({
+            "model": MODEL, "max_tokens": 50, "temperature": 0.2,
+            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello bedrock"}]
+        }),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    let body = response.json();
+    assert_eq!(body["object"], "chat.completion");
+    // Converse answers name no model: the one the attempt asked Bedrock for.
+    assert_eq!(
+        body["model"],
+        "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    );
+    assert_eq!(body["choices"][0]["message"]["content"], "hello bedrock");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert!(body["usage"]["completion_tokens"].as_u64().unwrap_or(0) > 0);
+
+    let sent = &demo.bedrock.requests()[0];
+    assert_eq!(sent["path"], format!("{PATH}/converse"));
+    let authorization = sent["headers"]["authorization"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        authorization.starts_with(&format!(
+            "AWS4-HMAC-SHA256 Credential={}/",
+            integration::DEMO_AWS_ACCESS_KEY_ID
+        )),
+        "{authorization}"
+    );
+    assert!(authorization.contains("/us-east-1/bedrock/aws4_request"));
+    assert!(!authorization.contains(integration::DEMO_AWS_SECRET_ACCESS_KEY));
+    assert_eq!(
+        sent["headers"]["host"],
+        "bedrock-runtime.us-east-1.amazonaws.com"
+    );
+    assert_eq!(
+        sent["json"],
+        json!({
+            "messages": [{"role": "user", "content": [{"text": "hello bedrock"}]}],
+            "system": [{"text": "be brief"}],
+            "inferenceConfig": {"maxTokens": 50, "temperature": 0.2}
+        })
+    );
+
+    // A stream, with usage asked for: AWS's binary event stream reaches the client as SSE.
+    let response = demo.chat(
+        &[],
+        &json!({"model": MODEL, "stream": true, "stream_options": {"include_usage": true},
+                "messages": [{"role": "user", "content": "stream these few words please"}]}),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(sse_text(&response.body), "stream these few words please");
+    let events = chunks(&response.body);
+    assert_eq!(events.last(), Some(&json!("[DONE]")));
+    let usage = &events[events.len() - 2]["usage"];
+    assert!(
+        usage["completion_tokens"].as_u64().unwrap_or(0) > 0,
+        "{usage}"
+    );
+    assert_eq!(
+        demo.bedrock.requests()[1]["path"],
+        format!("{PATH}/converse-stream")
+    );
+
+    // Tools: the call comes back as a tool call, and its result goes back as a toolResult.
+    let tools = json!([{"type": "function", "function": {"name": "weather",
+        "parameters": {"type": "object", "properties": {"text": {"type": "string"}}}}}]);
+    let response = demo.chat(
+        &[],
+        &json!({"model": MODEL, "tools": tools,
+                "messages": [{"role": "user", "content": "!tool weather in Paris"}]}),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    let call = response.json()["choices"][0]["message"]["tool_calls"][0].clone();
+    assert_eq!(call["function"]["name"], "weather");
+    assert_eq!(response.json()["choices"][0]["finish_reason"], "tool_calls");
+    let response = demo.chat(
+        &[],
+        &json!({"model": MODEL, "tools": tools, "messages": [
+            {"role": "user", "content": "!tool weather in Paris"},
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": "{\"temp\":21}"}
+        ]}),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    // The tool call streamed: its start and argument pieces as Chat tool-call deltas.
+    let response = demo.chat(
+        &[],
+        &json!({"model": MODEL, "tools": tools, "stream": true,
+                "messages": [{"role": "user", "content": "!tool weather in Paris"}]}),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    let arguments: String = chunks(&response.body)
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&arguments).ok(),
+        Some(json!({"text": "weather in Paris"})),
+        "{arguments}"
+    );
+
+    // The Anthropic and Responses APIs on the same model, a Messages stream among them.
+    let response = post_json(
+        &demo.envoy.url("/v1/messages"),
+        &[
+            ("x-api-key", "sk-demo-team-a"),
+            ("anthropic-version", "2023-06-01"),
+        ],
+        &json!({"model": MODEL, "max_tokens": 50,
+                "messages": [{"role": "user", "content": "hello from claude code"}]})
+        .to_string(),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.json()["type"], "message");
+    assert_eq!(
+        response.json()["content"][0]["text"],
+        "hello from claude code"
+    );
+    let response = post_json(
+        &demo.envoy.url("/v1/messages"),
+        &[
+            ("x-api-key", "sk-demo-team-a"),
+            ("anthropic-version", "2023-06-01"),
+        ],
+        &json!({"model": MODEL, "max_tokens": 50, "stream": true,
+                "messages": [{"role": "user", "content": "streamed to claude code"}]})
+        .to_string(),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert!(
+        response.body.contains("event: message_stop"),
+        "{}",
+        response.body
+    );
+    let response = post_json(
+        &demo.envoy.url("/v1/responses"),
+        &[KEY],
+        &json!({"model": MODEL, "input": "hello responses"}).to_string(),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.json()["object"], "response");
+    assert_eq!(
+        response.json()["output"][0]["content"][0]["text"],
+        "hello responses"
+    );
+
+    // PII is masked on the way to Bedrock and restored in the answer.
+    let response = demo.chat(
+        &[],
+        &json!({"model": MODEL, "messages": [{"role": "user", "content": "mail jane.doe@example.com"}]}),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(
+        response.json()["choices"][0]["message"]["content"],
+        "mail jane.doe@example.com"
+    );
+    let last = demo.bedrock.requests().pop().unwrap_or_default();
+    assert!(
+        !last["body"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("jane.doe"),
+        "{last}"
+    );
+
+    // Bedrock's errors in the caller's shape, with its status and exception name.
+    let response = demo.chat(
+        &[("x-mock-status", "429")],
+        &json!({"model": MODEL, "messages": [{"role": "user", "content": "too fast"}]}),
+    );
+    assert_eq!(response.status, 429, "{}", response.body);
+    assert_eq!(response.json()["error"]["code"], "ThrottlingException");
+    // An exception inside the event stream ends the client's stream with an error event.
+    let response = demo.chat(
+        &[("x-mock-stream-error-after", "2")],
+        &json!({"model": MODEL, "stream": true,
+                "messages": [{"role": "user", "content": "one two three four five six seven eight"}]}),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert!(
+        chunks(&response.body)
+            .iter()
+            .any(|c| c.get("error").is_some()),
+        "{}",
+        response.body
+    );
+    // Embeddings are not Bedrock's to serve here: 400, and nothing reaches it.
+    let before = demo.bedrock.requests().len();
+    let response = post_json(
+        &demo.envoy.url("/v1/embeddings"),
+        &[KEY],
+        &json!({"model": MODEL, "input": "x"}).to_string(),
+    );
+    assert_eq!(response.status, 400, "{}", response.body);
+    assert_eq!(demo.bedrock.requests().len(), before);
+    // Usage is counted under the Bedrock provider.
+    let output = demo
+        .envoy
+        .prometheus_value(&format!(
+            r#"llm_output_tokens_total{{consumer="team-a",model="{MODEL}",provider="bedrock"}}"#
+        ))
+        .unwrap_or(0.0);
+    assert!(output > 0.0, "no output tokens counted for Bedrock");
+
+    // AWS's own SDK: every body and signature the gateway sent is one botocore accepts (its
+    // service model refuses unknown fields; its SigV4 signer recomputes each signature), and
+    // botocore's client, talking to the mock directly, gets its JSON and event stream parsed by
+    // botocore's own parsers.
+    let requests: Vec<Value> = demo
+        .bedrock
+        .requests()
+        .into_iter()
+        .map(|r| {
+            json!({"method": r["method"], "path": r["path"], "headers": r["headers"], "body": r["body"]})
+        })
+        .collect();
+    assert!(requests.len() >= 9, "{requests:?}");
+    let checked = check_with_python(
+        "tests/sdk/bedrock_conformance.py",
+        &json!({
+            "mock_url": demo.bedrock.url(""),
+            "region": integration::DEMO_AWS_REGION,
+            "credentials": {
+                "access_key_id": integration::DEMO_AWS_ACCESS_KEY_ID,
+                "secret_access_key": integration::DEMO_AWS_SECRET_ACCESS_KEY,
+                "session_token": null,
+            },
+            "requests": requests,
+        }),
+    );
+    assert!(checked.starts_with("ok "), "{checked}");
+}
+
 /// Runs a script of tests/sdk with `.venv/bin/python`, `input` as JSON on stdin; its stdout.
 fn check_with_python(script: &str, input: &Value) -> String {
     use std::io::Write;
@@ -616,12 +860,11 @@ fn check_with_python(script: &str, input: &Value) -> String {
     )
 }
 
-/// A failover pool whose second priority is Gemini: the first (OpenAI format) answers 503, Envoy
-/// retries on the next priority, and the client still gets a chat completion.
-#[test]
-fn gpt_4o_fails_over_from_openai_format_to_gemini() {
-    require_envoy!();
-    let demo = Demo::start_with(|config| {
+/// The demo with the gpt-4o pool's second priority on `provider`'s mock (at its demo `port`),
+/// gpt-4o mapped to `model` there.
+fn gpt_4o_pool_failing_over_to(provider: &str, port: u16, gen_ai: &str, model: &str) -> Demo {
+    let (provider, gen_ai, model) = (provider.to_string(), gen_ai.to_string(), model.to_string());
+    Demo::start_with(move |config| {
         let pool = config
             .find("cluster_name: pool_gpt_4o")
             .expect("the demo's pool");
@@ -629,18 +872,26 @@ fn gpt_4o_fails_over_from_openai_format_to_gemini() {
         let tail = tail
             .replacen(
                 "port_value: 18081 } } }\n          metadata: { filter_metadata: { llm: { provider: anthropic, gen_ai_provider: anthropic } } }",
-                "port_value: 18083 } } }\n          metadata: { filter_metadata: { llm: { provider: gemini, gen_ai_provider: gcp.gemini } } }",
+                &format!("port_value: {port} }} }} }}\n          metadata: {{ filter_metadata: {{ llm: {{ provider: {provider}, gen_ai_provider: {gen_ai} }} }} }}"),
                 1,
             );
         assert!(
-            tail.contains("provider: gemini"),
+            tail.contains(&format!("provider: {provider}")),
             "the pool's second priority"
         );
         let config = format!("{head}{tail}");
-        let mut provider = integration::filter_config(&config, "llm_provider");
-        provider["providers"]["gemini"]["model_map"] = json!({"gpt-4o": "gemini-2.5-flash"});
-        set_filter_config(&config, "llm_provider", &provider.to_string())
-    });
+        let mut filter = integration::filter_config(&config, "llm_provider");
+        filter["providers"][provider.as_str()]["model_map"] = json!({ "gpt-4o": model });
+        set_filter_config(&config, "llm_provider", &filter.to_string())
+    })
+}
+
+/// A failover pool whose second priority is Gemini: the first (OpenAI format) answers 503, Envoy
+/// retries on the next priority, and the client still gets a chat completion.
+#[test]
+fn gpt_4o_fails_over_from_openai_format_to_gemini() {
+    require_envoy!();
+    let demo = gpt_4o_pool_failing_over_to("gemini", 18083, "gcp.gemini", "gemini-2.5-flash");
     let response = demo.chat(
         &[],
         &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "fail over to gemini"}]}),
@@ -663,4 +914,35 @@ fn gpt_4o_fails_over_from_openai_format_to_gemini() {
         "/v1beta/models/gemini-2.5-flash:generateContent"
     );
     assert!(sent[0]["headers"].get("authorization").is_none());
+}
+
+/// The same pool failing over to Bedrock: the retry is translated to Converse and signed, the
+/// stream comes back as SSE.
+#[test]
+fn gpt_4o_fails_over_from_openai_format_to_bedrock() {
+    require_envoy!();
+    let demo = gpt_4o_pool_failing_over_to(
+        "bedrock",
+        integration::DEMO_BEDROCK_PORT,
+        "aws.bedrock",
+        "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+    );
+    let response = demo.chat(
+        &[],
+        &json!({"model": "gpt-4o", "stream": true,
+                "messages": [{"role": "user", "content": "fail over to bedrock"}]}),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(sse_text(&response.body), "fail over to bedrock");
+    assert_eq!(demo.unavailable.requests().len(), 1);
+    let sent = demo.bedrock.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0]["path"],
+        "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse-stream"
+    );
+    assert!(sent[0]["headers"]["authorization"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("AWS4-HMAC-SHA256 "));
 }

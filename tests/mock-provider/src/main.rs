@@ -1,11 +1,12 @@
-//! mock-provider: a deterministic OpenAI- and Anthropic-compatible server for tests, the demo and
-//! benchmarks. See README.md for endpoints, rules and fault headers.
+//! mock-provider: a deterministic OpenAI-, Anthropic-, Gemini- and Bedrock-compatible server for
+//! tests, the demo and benchmarks. See README.md for endpoints, rules and fault headers.
 
 // `value["key"] = ...` only ever targets objects this crate just built with `json!({...})`, where
 // IndexMut cannot panic; and handlers return a ready error response as their `Err`.
 #![allow(clippy::indexing_slicing, clippy::result_large_err)]
 
 mod anthropic;
+mod bedrock;
 mod gemini;
 mod guard;
 mod openai;
@@ -19,7 +20,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use reply::{Api, Body, StreamFaults};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,12 +30,17 @@ const USAGE: &str = "\
 usage: mock-provider [options]
   --listen ADDR          address to bind (default 127.0.0.1:0; the bound address is printed)
   --name NAME            instance name, sent back in the x-mock-instance header (default: mock)
-  --api openai|anthropic|gemini|both|all
+  --api openai|anthropic|gemini|bedrock|both|all
                          which API this instance serves: both is OpenAI and Anthropic (default:
-                         all three)
+                         all four)
   --always-status CODE   answer every API request with this status (an always-failing provider)
   --require-key KEY      answer 401 unless Authorization: Bearer KEY, x-api-key or api-key carries KEY
-                         (Gemini paths: x-goog-api-key or ?key=, else 403 when absent, 400 when wrong)
+                         (Gemini paths: x-goog-api-key or ?key=, else 403 when absent, 400 when wrong;
+                         Bedrock paths: Authorization: Bearer KEY, a Bedrock API key)
+  --aws-credentials ACCESS_KEY_ID:SECRET[:SESSION_TOKEN]
+                         Bedrock paths require a SigV4 signature with these credentials (or the
+                         --require-key bearer key), checked as AWS checks it
+  --aws-region REGION    the region Bedrock signatures must be scoped to (default us-east-1)
   --models a,b,c         model ids listed by GET /v1/models
   --max-recorded N       requests kept for GET /mock/requests (default 1000)";
 
@@ -45,8 +51,11 @@ struct Options {
     openai: bool,
     anthropic: bool,
     gemini: bool,
+    bedrock: bool,
     always_status: Option<u16>,
     require_key: Option<String>,
+    aws_credentials: Option<bedrock::AwsCredentials>,
+    aws_region: String,
     models: Vec<String>,
     max_recorded: usize,
 }
@@ -58,8 +67,11 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         openai: true,
         anthropic: true,
         gemini: true,
+        bedrock: true,
         always_status: None,
         require_key: None,
+        aws_credentials: None,
+        aws_region: "us-east-1".to_string(),
         models: [
             "gpt-4o-mini",
             "gpt-4o",
@@ -84,16 +96,22 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             }
             "--name" => options.name = value.clone(),
             "--api" => {
-                (options.openai, options.anthropic, options.gemini) = match value.as_str() {
-                    "openai" => (true, false, false),
-                    "anthropic" => (false, true, false),
-                    "gemini" => (false, false, true),
-                    "both" => (true, true, false),
-                    "all" => (true, true, true),
+                (
+                    options.openai,
+                    options.anthropic,
+                    options.gemini,
+                    options.bedrock,
+                ) = match value.as_str() {
+                    "openai" => (true, false, false, false),
+                    "anthropic" => (false, true, false, false),
+                    "gemini" => (false, false, true, false),
+                    "bedrock" => (false, false, false, true),
+                    "both" => (true, true, false, false),
+                    "all" => (true, true, true, true),
                     _ => {
                         return Err(format!(
-                            "--api: expected openai, anthropic, gemini, both or all, got {value}"
-                        ))
+                    "--api: expected openai, anthropic, gemini, bedrock, both or all, got {value}"
+                ))
                     }
                 }
             }
@@ -107,6 +125,15 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
                 )
             }
             "--require-key" => options.require_key = Some(value.clone()),
+            "--aws-credentials" => {
+                options.aws_credentials =
+                    Some(bedrock::AwsCredentials::parse(value).ok_or_else(|| {
+                        "--aws-credentials: expected ACCESS_KEY_ID:SECRET[:SESSION_TOKEN]"
+                            .to_string()
+                    })?)
+            }
+            "--aws-region" if value.is_empty() => return Err("--aws-region: empty".to_string()),
+            "--aws-region" => options.aws_region = value.clone(),
             "--models" => {
                 options.models = value
                     .split(',')
@@ -226,6 +253,8 @@ fn api_of(path: &str) -> Api {
         Api::Anthropic
     } else if path.starts_with("/v1beta/") {
         Api::Gemini
+    } else if path.starts_with("/model/") {
+        Api::Bedrock
     } else {
         Api::OpenAi
     }
@@ -255,6 +284,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
 }
 
 async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
+    let received = std::time::Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let path_and_query = request
@@ -304,6 +334,8 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
         });
     let key_ok = match &state.options.require_key {
         None => true,
+        // Bedrock checks its own credentials (SigV4 or a bearer API key) once the body is read.
+        Some(_) if api == Api::Bedrock => true,
         Some(expected) if api == Api::Gemini => gemini_key.as_deref() == Some(expected.as_str()),
         Some(expected) => presented_key(&request) == Some(expected.as_str()),
     };
@@ -321,6 +353,23 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return reply::error(api, 400, "could not read the request body"),
     };
+    let bedrock_auth = if api == Api::Bedrock {
+        let config = bedrock::AuthConfig {
+            credentials: state.options.aws_credentials.as_ref(),
+            region: &state.options.aws_region,
+            api_key: state.options.require_key.as_deref(),
+        };
+        let received = bedrock::Received {
+            method: parts.method.as_str(),
+            path_and_query: &path_and_query,
+            authority: parts.uri.authority().map(|a| a.as_str()),
+            headers: &parts.headers,
+            body: &body,
+        };
+        bedrock::authenticate(&config, &received, SystemTime::now())
+    } else {
+        Ok(())
+    };
     state.log.push(record::Recorded {
         method: parts.method.to_string(),
         version: format!("{:?}", parts.version),
@@ -335,6 +384,9 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
             status,
             &format!("mock instance always answers {status}"),
         );
+    }
+    if let Err(refused) = bedrock_auth {
+        return refused;
     }
     if !key_ok && api == Api::Gemini {
         return match gemini_key {
@@ -351,6 +403,13 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
     }
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
+    }
+    if forced_status == Some(429) && api == Api::Bedrock {
+        return reply::error(
+            api,
+            429,
+            "Too many requests, please wait before trying again.",
+        );
     }
     if forced_status == Some(429) {
         return reply::rate_limited(api, "mock error: rate limited (x-mock-status: 429)");
@@ -447,6 +506,32 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
                 return gemini::error(400, "Invalid JSON payload received.");
             };
             gemini::generate_content(model, &json, stream, &call)
+        }
+        (&Method::POST, bedrock_path)
+            if options.bedrock && bedrock::route(bedrock_path).is_some() =>
+        {
+            let (model, operation) = bedrock::route(bedrock_path).unwrap_or_default();
+            let stream = match operation {
+                "converse" => false,
+                "converse-stream" => true,
+                _ => {
+                    return reply::error(
+                        Api::Bedrock,
+                        404,
+                        &format!("mock instance {} does not serve {operation}", options.name),
+                    )
+                }
+            };
+            let Some(json) = parse_json(&body) else {
+                return reply::aws_error(
+                    400,
+                    "SerializationException",
+                    reply::CORAL_NAMESPACE,
+                    &json!({"Message": "Could not parse the request body as a JSON object."}),
+                );
+            };
+            let latency = u64::try_from(received.elapsed().as_millis()).unwrap_or(u64::MAX);
+            bedrock::converse(&model, &json, stream, &call, latency)
         }
         (&Method::POST, "/v1/messages/count_tokens") if options.anthropic && !azure => {
             let Some(json) = parse_json(&body) else {
@@ -585,6 +670,50 @@ mod tests {
         assert_eq!(body["content"][0]["text"], scripted.1);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bedrock_route_keys_and_faults() {
+        let mock = start(&[
+            "--api",
+            "bedrock",
+            "--aws-credentials",
+            "AKID:secret",
+            "--require-key",
+            "bk",
+        ])
+        .await;
+        let path = "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse";
+        let body = r#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#;
+        let key = ("authorization", "Bearer bk");
+        let (status, answer) = send(mock, "POST", path, &[key], body).await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["output"]["message"]["content"][0]["text"], "hi");
+        let (status, answer) = send(mock, "POST", path, &[], body).await;
+        assert_eq!(
+            (status, &answer["Message"]),
+            (403, &json!("Authorization header is missing"))
+        );
+        let (status, answer) =
+            send(mock, "POST", path, &[key, ("x-mock-status", "429")], body).await;
+        assert_eq!(
+            (status, &answer["message"]),
+            (
+                429,
+                &json!("Too many requests, please wait before trying again.")
+            )
+        );
+        let (status, _) = send(mock, "POST", path, &[key], "not json").await;
+        assert_eq!(status, 400);
+        let (status, _) = send(mock, "POST", "/v1/messages", &[key], body).await;
+        assert_eq!(status, 404);
+        let (status, answer) = send(mock, "POST", "/model/m/invoke", &[key], body).await;
+        assert_eq!(status, 404);
+        assert!(answer["message"].is_string());
+        // Without credentials or a key configured, every request passes.
+        let open = start(&["--api", "all"]).await;
+        let (status, _) = send(open, "POST", path, &[], body).await;
+        assert_eq!(status, 200);
+    }
+
     #[test]
     fn options() {
         let o = parse_options(&args(&[
@@ -603,5 +732,21 @@ mod tests {
         assert!(parse_options(&args(&["--always-status", "abc"])).is_err());
         assert!(parse_options(&args(&["--listen"])).is_err());
         assert!(parse_options(&args(&["--bogus", "1"])).is_err());
+        let o = parse_options(&args(&[
+            "--api",
+            "bedrock",
+            "--aws-credentials",
+            "A:S:T",
+            "--aws-region",
+            "eu-west-1",
+        ]))
+        .unwrap();
+        assert!(o.bedrock && !o.openai && !o.gemini);
+        assert_eq!(o.aws_region, "eu-west-1");
+        assert_eq!(
+            o.aws_credentials.unwrap().session_token.as_deref(),
+            Some("T")
+        );
+        assert!(parse_options(&args(&["--aws-credentials", "justakey"])).is_err());
     }
 }

@@ -17,7 +17,14 @@ pub enum Api {
     OpenAi,
     Anthropic,
     Gemini,
+    Bedrock,
 }
+
+/// The `x-amzn-errortype` namespace of Bedrock's own exceptions.
+pub const BEDROCK_NAMESPACE: &str = "http://internal.amazon.com/coral/com.amazon.bedrock/";
+/// The namespace of the exceptions AWS's request framework raises before the service sees a request
+/// (signature and credential checks).
+pub const CORAL_NAMESPACE: &str = "http://internal.amazon.com/coral/com.amazon.coral.service/";
 
 pub fn full(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(
@@ -58,7 +65,7 @@ pub fn rate_limited(api: Api, message: &str) -> Response<Body> {
             ("anthropic-ratelimit-requests-remaining", "0"),
             ("anthropic-ratelimit-requests-reset", "2030-01-01T00:00:01Z"),
         ],
-        Api::Gemini => &[],
+        Api::Gemini | Api::Bedrock => &[],
     };
     for (name, value) in headers {
         set_header(&mut response, name, value);
@@ -66,10 +73,79 @@ pub fn rate_limited(api: Api, message: &str) -> Response<Body> {
     response
 }
 
+/// The Bedrock exception AWS answers with `status`.
+pub fn bedrock_exception(status: u16) -> &'static str {
+    match status {
+        400 => "ValidationException",
+        403 => "AccessDeniedException",
+        404 => "ResourceNotFoundException",
+        408 => "ModelTimeoutException",
+        424 => "ModelErrorException",
+        429 => "ThrottlingException",
+        503 => "ServiceUnavailableException",
+        _ => "InternalServerException",
+    }
+}
+
+/// A request id shaped like AWS's (a version 4 UUID), distinct per call.
+pub fn aws_request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut state = nanos
+        ^ NEXT
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let high = splitmix64(&mut state);
+    let low = splitmix64(&mut state);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        high >> 32,
+        (high >> 16) & 0xffff,
+        high & 0xfff,
+        0x8000 | (low >> 48) & 0x3fff,
+        low & 0xffff_ffff_ffff
+    )
+}
+
+/// A small deterministic generator for the mock's random-looking ids and padding.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// An AWS REST-JSON error: the status, `x-amzn-errortype: NAME:NAMESPACE`, `x-amzn-requestid`, and
+/// `body` (`{"message": ...}` for the service's exceptions).
+pub fn aws_error(status: u16, exception: &str, namespace: &str, body: &Value) -> Response<Body> {
+    let mut response = json(status, body);
+    set_header(
+        &mut response,
+        "x-amzn-errortype",
+        &format!("{exception}:{namespace}"),
+    );
+    set_header(&mut response, "x-amzn-requestid", &aws_request_id());
+    response
+}
+
 /// An error in the provider's own format: OpenAI `{"error":{...}}`, Anthropic `{"type":"error",...}`,
-/// Gemini `{"error":{"code","message","status"}}`.
+/// Gemini `{"error":{"code","message","status"}}`, Bedrock `{"message"}` with `x-amzn-errortype`.
 pub fn error(api: Api, status: u16, message: &str) -> Response<Body> {
     let body = match api {
+        // AWS sends no retry-after, even with a 429.
+        Api::Bedrock => {
+            return aws_error(
+                status,
+                bedrock_exception(status),
+                BEDROCK_NAMESPACE,
+                &json!({ "message": message }),
+            )
+        }
         Api::OpenAi => {
             let kind = match status {
                 400 | 404 | 413 | 422 => "invalid_request_error",
@@ -141,12 +217,32 @@ pub fn sse(events: Vec<String>, error_event: String, faults: StreamFaults) -> Re
     } else {
         events
     };
+    let events = events.into_iter().map(String::into_bytes).collect();
+    let mut response = stream(
+        events,
+        error_event.into_bytes(),
+        faults,
+        "text/event-stream",
+    );
+    set_header(&mut response, "cache-control", "no-cache");
+    response
+}
+
+/// A streamed response of `content_type` sending each event (text or binary) as its own body frame,
+/// with the stream faults applied (all but `comments`, which only SSE has). `error_event` is what
+/// `error_after` sends.
+pub fn stream(
+    events: Vec<Vec<u8>>,
+    error_event: Vec<u8>,
+    faults: StreamFaults,
+    content_type: &str,
+) -> Response<Body> {
     let events: Vec<Vec<u8>> = match faults.chunk_bytes.filter(|n| *n > 0) {
         Some(size) => {
-            let all: Vec<u8> = events.concat().into_bytes();
+            let all: Vec<u8> = events.concat();
             all.chunks(size).map(|c| c.to_vec()).collect()
         }
-        None => events.into_iter().map(String::into_bytes).collect(),
+        None => events,
     };
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, io::Error>>(8);
     tokio::spawn(async move {
@@ -186,8 +282,7 @@ pub fn sse(events: Vec<String>, error_event: String, faults: StreamFaults) -> Re
     let mut response = Response::new(BodyExt::boxed(StreamBody::new(ReceiverStream::new(
         receiver,
     ))));
-    set_header(&mut response, "content-type", "text/event-stream");
-    set_header(&mut response, "cache-control", "no-cache");
+    set_header(&mut response, "content-type", content_type);
     response
 }
 
@@ -307,6 +402,11 @@ pub async fn compressed(response: Response<Body>, encoding: &str) -> Response<Bo
 /// A whole response body as text (an SSE stream to its end), for the handlers' unit tests.
 #[cfg(test)]
 pub async fn body_text(response: Response<Body>) -> String {
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8(bytes.to_vec()).unwrap()
+    String::from_utf8(body_bytes(response).await.to_vec()).unwrap()
+}
+
+/// A whole response body (a stream to its end), for the handlers' unit tests.
+#[cfg(test)]
+pub async fn body_bytes(response: Response<Body>) -> Bytes {
+    response.into_body().collect().await.unwrap().to_bytes()
 }

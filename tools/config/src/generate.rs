@@ -116,6 +116,8 @@ struct Provider {
     http2: Option<bool>,
     api_key: Option<(String, String)>,
     api_key_env: Option<String>,
+    /// Bedrock's SigV4 credential variables, with their values in a demo file.
+    aws_env: Vec<(String, Option<String>)>,
     /// `gen_ai.provider.name` of its endpoints, in their metadata for traces.
     gen_ai_provider: String,
     entry: Map<String, Value>,
@@ -210,6 +212,48 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
             }
             (None, _) => None,
         };
+        let bedrock = entry.get("format").and_then(Value::as_str) == Some("bedrock");
+        let aws_env = if bedrock && api_key_env.is_none() {
+            let names = llm_core::provider::AwsCredentialsEnv::default();
+            // A variable named, or null (not read), or the default.
+            let named = |field: &str, default: Option<String>| match entry
+                .get("aws_credentials_env")
+                .and_then(|e| e.get(field))
+            {
+                Some(Value::String(var)) => Some(var.clone()),
+                Some(_) => None,
+                None => default,
+            };
+            let demo = placement.aws_credentials.as_ref();
+            let mut vars = Vec::new();
+            for (field, default, value) in [
+                (
+                    "access_key_id",
+                    Some(names.access_key_id),
+                    demo.map(|d| d.access_key_id.clone()),
+                ),
+                (
+                    "secret_access_key",
+                    Some(names.secret_access_key),
+                    demo.map(|d| d.secret_access_key.clone()),
+                ),
+                ("session_token", names.session_token, None),
+            ] {
+                if let Some(var) = named(field, default) {
+                    spec::env_name(&var, &format!("{path}.aws_credentials_env.{field}"))?;
+                    vars.push((var, value));
+                }
+            }
+            vars
+        } else {
+            if placement.aws_credentials.is_some() {
+                return Err(err(
+                    format!("{path}.aws_credentials"),
+                    "only for a bedrock provider signing with SigV4 (no api_key_env)",
+                ));
+            }
+            Vec::new()
+        };
         let gen_ai_provider = match placement.gen_ai_provider {
             Some(named) => {
                 spec::plain_name(&named, &format!("{path}.gen_ai_provider"))?;
@@ -228,6 +272,7 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
             http2: placement.http2,
             api_key,
             api_key_env,
+            aws_env,
             entry,
         });
     }
@@ -1115,6 +1160,16 @@ impl Plan {
                 (Some(_), _) => {}
                 (None, Some(env)) => host_env.push(env.clone()),
                 (None, None) => {}
+            }
+            for (env, value) in &p.aws_env {
+                match value {
+                    Some(value) if !written.contains(&env.as_str()) => {
+                        written.push(env);
+                        let _ = writeln!(key_values, "          {env}: {}", yaml_scalar(value));
+                    }
+                    Some(_) => {}
+                    None => host_env.push(env.clone()),
+                }
             }
         }
         host_env.sort();

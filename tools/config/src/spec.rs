@@ -198,10 +198,28 @@ pub struct ProviderPlacement {
     /// anthropic); name the real provider behind an OpenAI-compatible server (e.g. `groq`).
     #[serde(default)]
     pub gen_ai_provider: Option<String>,
+    /// DEMO ONLY (bedrock): the AWS key pair itself, given to the filter as
+    /// `aws_credentials_env`'s variables.
+    #[serde(default)]
+    pub aws_credentials: Option<DemoAwsCredentials>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoAwsCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
 }
 
 /// Generator fields taken out of a provider entry before the rest goes to llm_provider.
-pub const PLACEMENT_FIELDS: [&str; 5] = ["url", "cluster", "api_key", "http2", "gen_ai_provider"];
+pub const PLACEMENT_FIELDS: [&str; 6] = [
+    "url",
+    "cluster",
+    "api_key",
+    "http2",
+    "gen_ai_provider",
+    "aws_credentials",
+];
 
 /// `gen_ai.provider.name` (OpenTelemetry's well-known values) for an llm_provider wire format.
 pub fn gen_ai_provider(format: &str) -> &'static str {
@@ -209,6 +227,7 @@ pub fn gen_ai_provider(format: &str) -> &'static str {
         "azure_openai" => "azure.ai.openai",
         "anthropic" => "anthropic",
         "gemini" => "gcp.gemini",
+        "bedrock" => "aws.bedrock",
         _ => "openai",
     }
 }

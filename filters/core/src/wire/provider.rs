@@ -3,6 +3,7 @@
 
 use crate::anthropic::{chat_request_to_messages, RequestOptions};
 use crate::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind, LocalReply};
+use crate::bedrock::{chat_request_to_converse, AwsCredentials};
 use crate::config::ConfigError;
 use crate::count_tokens::count_tokens_reply;
 use crate::gemini::chat_request_to_gemini;
@@ -10,7 +11,7 @@ use crate::messages_via_chat::messages_request_to_chat;
 use crate::pattern::Pattern;
 use crate::request::{read_fields, replace_model};
 use crate::responses::{responses_request_to_chat, responses_request_to_messages};
-pub use crate::translate::{AnswerTranslation, StreamTranslation};
+pub use crate::translate::{AnswerTranslation, ChatSource, StreamTranslation};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -39,6 +40,29 @@ pub enum WireFormat {
     Anthropic,
     /// Google's Gemini API (`generateContent`), every client API translated through Chat.
     Gemini,
+    /// AWS Bedrock's Converse API, SigV4-signed (or a Bedrock API key), every client API
+    /// translated through Chat.
+    Bedrock,
+}
+
+/// Bedrock: the environment variables holding the AWS credentials SigV4 signs with.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsCredentialsEnv {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Temporary credentials' session token; used when the variable is set.
+    pub session_token: Option<String>,
+}
+
+impl Default for AwsCredentialsEnv {
+    fn default() -> Self {
+        AwsCredentialsEnv {
+            access_key_id: "AWS_ACCESS_KEY_ID".into(),
+            secret_access_key: "AWS_SECRET_ACCESS_KEY".into(),
+            session_token: Some("AWS_SESSION_TOKEN".into()),
+        }
+    }
 }
 
 /// How `/v1/responses` reaches an OpenAI-format provider.
@@ -95,6 +119,15 @@ pub struct ProviderEntry {
     /// 16,384). Beside these, OpenAI's published limits for GPT-4o, GPT-4.1 and GPT-3.5 apply.
     #[serde(default)]
     pub max_output_tokens: BTreeMap<String, u64>,
+    /// Bedrock: the AWS region (required), e.g. `us-east-1`; the host defaults to
+    /// `bedrock-runtime.{region}.amazonaws.com`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Bedrock: where the SigV4 credentials are (default: `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, and `AWS_SESSION_TOKEN` when set). With `api_key_env` instead, a
+    /// Bedrock API key is sent as a bearer token and nothing is signed.
+    #[serde(default)]
+    pub aws_credentials_env: Option<AwsCredentialsEnv>,
 }
 
 /// Client headers every provider receives: content negotiation, the SDKs' own telemetry, request
@@ -132,6 +165,17 @@ fn header_matches(pattern: &str, name: &str) -> bool {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The credential itself, for the header or signature that carries it.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
@@ -153,6 +197,10 @@ struct Provider {
     forward_headers: Vec<String>,
     responses_api: ResponsesApi,
     max_output_tokens: Vec<(Pattern, u64)>,
+    /// Bedrock: the region requests are signed for.
+    region: String,
+    /// Bedrock: SigV4 credentials (None with a Bedrock API key).
+    aws: Option<AwsCredentials>,
 }
 
 /// OpenAI's published output limits, for models whose requests may arrive from clients written for
@@ -250,11 +298,37 @@ enum Target {
     Chat,
     Messages,
     Gemini,
+    Converse,
 }
 
 /// Credential headers: all removed on every attempt before the provider's own is set.
-pub const CREDENTIAL_HEADERS: [&str; 4] =
-    ["authorization", "x-api-key", "api-key", "x-goog-api-key"];
+pub const CREDENTIAL_HEADERS: [&str; 5] = [
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "x-amz-security-token",
+];
+
+/// Reads a credential from the environment; a variable that is not set names `field`.
+fn credential(
+    env: &dyn Fn(&str) -> Option<String>,
+    var: &str,
+    field: String,
+) -> Result<Secret, ConfigError> {
+    if var.is_empty() {
+        return Err(ConfigError::new(field, "must name an environment variable"));
+    }
+    match env(var).filter(|v| !v.trim().is_empty()) {
+        Some(value) => Ok(Secret(value.trim().to_string())),
+        None => Err(ConfigError::new(
+            field,
+            format!(
+                "environment variable `{var}` is not set in the Wasm VM: export it and list it in vm_config.environment_variables.host_env_keys"
+            ),
+        )),
+    }
+}
 
 fn plain_name(name: &str) -> bool {
     !name.is_empty()
@@ -287,25 +361,64 @@ impl Providers {
             }
             let api_key = match &entry.api_key_env {
                 None => None,
-                Some(var) => {
-                    if var.is_empty() {
-                        return Err(ConfigError::new(
-                            at("api_key_env"),
-                            "must name an environment variable",
-                        ));
-                    }
-                    match env(var).filter(|v| !v.trim().is_empty()) {
-                        Some(value) => Some(Secret(value.trim().to_string())),
-                        None => {
-                            return Err(ConfigError::new(
-                                at("api_key_env"),
-                                format!(
-                                    "environment variable `{var}` is not set in the Wasm VM: export it and list it in vm_config.environment_variables.host_env_keys"
-                                ),
-                            ))
-                        }
-                    }
+                Some(var) => Some(credential(env, var, at("api_key_env"))?),
+            };
+            let bedrock = entry.format == WireFormat::Bedrock;
+            let (region, aws) = if bedrock {
+                let region = entry.region.clone().unwrap_or_default();
+                if region.is_empty()
+                    || !region
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                {
+                    return Err(ConfigError::new(
+                        at("region"),
+                        "required for bedrock: an AWS region such as \"us-east-1\"",
+                    ));
                 }
+                let aws = match (&entry.api_key_env, &entry.aws_credentials_env) {
+                    (Some(_), Some(_)) => {
+                        return Err(ConfigError::new(
+                            at("aws_credentials_env"),
+                            "give api_key_env (a Bedrock API key) or aws_credentials_env (SigV4), not both",
+                        ))
+                    }
+                    (Some(_), None) => None,
+                    (None, vars) => {
+                        let vars = vars.clone().unwrap_or_default();
+                        let field = |f: &str| at(&format!("aws_credentials_env.{f}"));
+                        Some(AwsCredentials {
+                            access_key_id: credential(
+                                env,
+                                &vars.access_key_id,
+                                field("access_key_id"),
+                            )?,
+                            secret_access_key: credential(
+                                env,
+                                &vars.secret_access_key,
+                                field("secret_access_key"),
+                            )?,
+                            session_token: vars
+                                .session_token
+                                .as_deref()
+                                .and_then(env)
+                                .map(|t| t.trim().to_string())
+                                .filter(|t| !t.is_empty())
+                                .map(Secret),
+                        })
+                    }
+                };
+                (region, aws)
+            } else {
+                if entry.region.is_some() || entry.aws_credentials_env.is_some() {
+                    let field = if entry.region.is_some() {
+                        "region"
+                    } else {
+                        "aws_credentials_env"
+                    };
+                    return Err(ConfigError::new(at(field), "only valid for bedrock"));
+                }
+                (String::new(), None)
             };
             if let Some(base) = &entry.base_path {
                 if !base.starts_with('/') || base.ends_with('/') {
@@ -335,10 +448,12 @@ impl Providers {
                     "only valid for azure_openai",
                 ));
             }
-            if (anthropic || entry.format == WireFormat::Gemini) && entry.responses_api.is_some() {
+            if (anthropic || entry.format == WireFormat::Gemini || bedrock)
+                && entry.responses_api.is_some()
+            {
                 return Err(ConfigError::new(
                     at("responses_api"),
-                    "only valid for openai and azure_openai (Anthropic and Gemini providers always get /v1/responses translated)",
+                    "only valid for openai and azure_openai (Anthropic, Gemini and Bedrock providers always get /v1/responses translated)",
                 ));
             }
             if !anthropic
@@ -395,7 +510,10 @@ impl Providers {
                 name,
                 format: entry.format,
                 api_key,
-                host: entry.host,
+                host: match entry.host {
+                    None if bedrock => Some(format!("bedrock-runtime.{region}.amazonaws.com")),
+                    host => host,
+                },
                 base_path: entry.base_path,
                 model_map: entry.model_map.into_iter().collect(),
                 api_version: entry.api_version.unwrap_or_default(),
@@ -407,6 +525,8 @@ impl Providers {
                 forward_headers,
                 responses_api: entry.responses_api.unwrap_or_default(),
                 max_output_tokens,
+                region,
+                aws,
             });
         }
         let default = match &config.default_provider {
@@ -472,15 +592,23 @@ impl Providers {
                 ErrorDetail::default(),
             ))
         };
-        if let (
-            Some(format @ (WireFormat::Anthropic | WireFormat::Gemini)),
-            ClientApi::Completions | ClientApi::Embeddings,
-        ) = (format, api)
-        {
-            let kind = if format == WireFormat::Gemini {
-                "Gemini"
-            } else {
-                "Anthropic-format"
+        let refused = match (format, api) {
+            (
+                Some(WireFormat::Anthropic | WireFormat::Gemini),
+                ClientApi::Completions | ClientApi::Embeddings,
+            ) => true,
+            // Bedrock's runtime serves Converse, nothing else a client of ours asks for.
+            (Some(WireFormat::Bedrock), api) => matches!(
+                api,
+                ClientApi::Completions | ClientApi::Embeddings | ClientApi::Other
+            ),
+            _ => false,
+        };
+        if let (true, Some(format)) = (refused, format) {
+            let kind = match format {
+                WireFormat::Gemini => "Gemini",
+                WireFormat::Bedrock => "Bedrock",
+                _ => "Anthropic-format",
             };
             return unsupported(&format!(
                 "`{}` is not supported by {kind} providers; use /v1/chat/completions, /v1/responses or /v1/messages",
@@ -503,12 +631,17 @@ impl Providers {
     fn target(&self, attempt: &Attempt) -> Option<Target> {
         let provider = self.provider(attempt)?;
         let anthropic = provider.format == WireFormat::Anthropic;
-        if provider.format == WireFormat::Gemini {
+        let via_chat = match provider.format {
+            WireFormat::Gemini => Some(Target::Gemini),
+            WireFormat::Bedrock => Some(Target::Converse),
+            _ => None,
+        };
+        if let Some(target) = via_chat {
             return matches!(
                 attempt.api,
                 ClientApi::Chat | ClientApi::Messages | ClientApi::Responses
             )
-            .then_some(Target::Gemini);
+            .then_some(target);
         }
         match attempt.api {
             ClientApi::Chat if anthropic => Some(Target::Messages),
@@ -613,9 +746,9 @@ impl Providers {
                     ..BodyPlan::default()
                 });
             }
-            (api, Some(Target::Gemini)) => {
+            (api, Some(target @ (Target::Gemini | Target::Converse))) => {
                 let asked = model.clone().unwrap_or_default();
-                // Every client API reaches Gemini through Chat Completions.
+                // Every client API reaches Gemini and Bedrock through Chat Completions.
                 let (chat, context) = match api {
                     ClientApi::Messages => (
                         messages_request_to_chat(body, model.as_deref(), max_output)
@@ -630,24 +763,47 @@ impl Providers {
                     }
                     _ => (body.to_vec(), None),
                 };
-                let gemini = chat_request_to_gemini(&chat).map_err(unsupported)?;
+                let (body_out, stream, include_usage, source) = if target == Target::Gemini {
+                    let gemini = chat_request_to_gemini(&chat).map_err(unsupported)?;
+                    (
+                        gemini.body,
+                        gemini.stream,
+                        gemini.include_usage,
+                        ChatSource::Gemini,
+                    )
+                } else {
+                    let converse = chat_request_to_converse(&chat, &asked).map_err(unsupported)?;
+                    let source = ChatSource::Bedrock {
+                        request_id: None,
+                        error_type: None,
+                    };
+                    (
+                        converse.body,
+                        converse.stream,
+                        converse.include_usage,
+                        source,
+                    )
+                };
                 let translation = match (api, context) {
-                    (ClientApi::Messages, _) => AnswerTranslation::GeminiToAnthropic {
-                        stream: gemini.stream,
+                    (ClientApi::Messages, _) => AnswerTranslation::SourceToAnthropic {
+                        source,
+                        stream,
                         request_bytes: body.len(),
                         model: asked,
                     },
-                    (_, Some(context)) => AnswerTranslation::GeminiToResponses {
+                    (_, Some(context)) => AnswerTranslation::SourceToResponses {
+                        source,
                         context,
                         model: asked,
                     },
-                    _ => AnswerTranslation::GeminiToChat {
-                        stream: gemini.stream,
-                        include_usage: gemini.include_usage,
+                    _ => AnswerTranslation::SourceToChat {
+                        source,
+                        stream,
+                        include_usage,
                         model: asked,
                     },
                 };
-                (gemini.body, translation)
+                (body_out, translation)
             }
             (ClientApi::Messages, Some(_)) => {
                 let chat = messages_request_to_chat(body, model.as_deref(), max_output)
@@ -769,6 +925,26 @@ impl Providers {
                 }
                 plan.remove.push("anthropic-version");
             }
+            WireFormat::Bedrock => {
+                if let Some(key) = &provider.api_key {
+                    // A Bedrock API key; without one the attempt is SigV4-signed (`sign`).
+                    plan.set
+                        .push(("authorization", format!("Bearer {}", key.0)));
+                }
+                if let (Some(Target::Converse), Some(model)) = (target, model) {
+                    let base = provider.base_path.as_deref().unwrap_or("");
+                    plan.path = Some(crate::bedrock::path(base, model, stream));
+                    plan.set
+                        .push(("content-type", "application/json".to_string()));
+                    let accept = if stream {
+                        "application/vnd.amazon.eventstream"
+                    } else {
+                        "application/json"
+                    };
+                    plan.set.push(("accept", accept.to_string()));
+                }
+                plan.remove.push("anthropic-version");
+            }
             WireFormat::Anthropic => {
                 if let Some(key) = &provider.api_key {
                     plan.set.push(("x-api-key", key.0.clone()));
@@ -794,6 +970,39 @@ impl Providers {
         plan.remove.push("accept-encoding");
         plan.authority = provider.host.clone();
         plan
+    }
+}
+
+impl Providers {
+    /// SigV4 headers for an attempt on a Bedrock provider with AWS credentials, over the request
+    /// as it leaves (`path` and `body` after translation; `now` in Unix seconds). Empty for every
+    /// other provider.
+    pub fn sign(
+        &self,
+        attempt: &Attempt,
+        path: &str,
+        body: &[u8],
+        now: u64,
+    ) -> Result<Vec<(&'static str, String)>, LocalReply> {
+        let Some(provider) = self.provider(attempt) else {
+            return Ok(Vec::new());
+        };
+        let (Some(credentials), Some(host)) = (&provider.aws, &provider.host) else {
+            return Ok(Vec::new());
+        };
+        crate::bedrock::sign(credentials, &provider.region, host, path, body, now).map_err(
+            |problem| {
+                error_reply(
+                    attempt.api.flavor(),
+                    ErrorKind::BadGateway,
+                    &format!(
+                        "The gateway could not sign the request for provider `{}`: {problem}.",
+                        provider.name
+                    ),
+                    ErrorDetail::default(),
+                )
+            },
+        )
     }
 }
 
@@ -859,6 +1068,9 @@ mod tests {
             "OPENAI_API_KEY" => Some("sk-openai-secret".into()),
             "ANTHROPIC_API_KEY" => Some("sk-ant-secret".into()),
             "AZURE_KEY" => Some("azure-secret".into()),
+            "AWS_ACCESS_KEY_ID" => Some("AKIDEXAMPLE".into()),
+            "AWS_SECRET_ACCESS_KEY" => Some("aws-secret-value".into()),
+            "BEDROCK_KEY" => Some("bedrock-api-key".into()),
             _ => None,
         }
     }
@@ -1314,6 +1526,163 @@ mod tests {
         }
         let err = parse::<ProviderConfig>(br#"{"providers":{"a":{"format":"palm"}}}"#).unwrap_err();
         assert_eq!(err.path, "providers.a.format");
+    }
+
+    #[test]
+    fn bedrock_attempts_are_translated_and_signed() {
+        let p = providers(
+            r#"{"providers": {
+                "bedrock": {"format": "bedrock", "region": "eu-west-1",
+                            "model_map": {"claude": "eu.anthropic.claude-sonnet-4-5-20250929-v1:0"}},
+                "keyed": {"format": "bedrock", "region": "us-east-1", "api_key_env": "BEDROCK_KEY",
+                          "host": "bedrock.internal"}
+            }}"#,
+        );
+        let attempt = p.attempt(Some("bedrock"), "/v1/chat/completions").unwrap();
+        assert!(p.needs_body(&attempt));
+        let plan = p
+            .body(
+                &attempt,
+                br#"{"model":"claude","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+            )
+            .unwrap();
+        let model = plan.model.as_deref();
+        assert_eq!(model, Some("eu.anthropic.claude-sonnet-4-5-20250929-v1:0"));
+        let body: Value = serde_json::from_slice(plan.new_body.as_ref().unwrap()).unwrap();
+        assert_eq!(body["messages"][0]["content"][0]["text"], "hi");
+        assert!(matches!(
+            plan.translate_response,
+            Some(AnswerTranslation::SourceToChat {
+                source: ChatSource::Bedrock { .. },
+                stream: true,
+                ..
+            })
+        ));
+        let headers = p.headers(&attempt, model, true);
+        let path = headers.path.clone().unwrap();
+        assert_eq!(
+            path,
+            "/model/eu.anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse-stream"
+        );
+        assert_eq!(
+            headers.authority.as_deref(),
+            Some("bedrock-runtime.eu-west-1.amazonaws.com")
+        );
+        assert_eq!(
+            header(&headers, "accept"),
+            Some("application/vnd.amazon.eventstream")
+        );
+        assert!(headers.remove.contains(&"authorization"));
+        assert_eq!(header(&headers, "authorization"), None);
+        let signed = p
+            .sign(
+                &attempt,
+                &path,
+                plan.new_body.as_ref().unwrap(),
+                1_764_870_000,
+            )
+            .unwrap();
+        let authorization = &signed
+            .iter()
+            .find(|(n, _)| *n == "authorization")
+            .unwrap()
+            .1;
+        assert!(authorization
+            .starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20251204/eu-west-1/bedrock/"));
+        assert!(!format!("{p:?}").contains("aws-secret-value"));
+
+        // A Bedrock API key: a bearer token, nothing signed.
+        let keyed = p.attempt(Some("keyed"), "/v1/messages").unwrap();
+        let plan = p
+            .body(
+                &keyed,
+                br#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#,
+            )
+            .unwrap();
+        assert!(matches!(
+            plan.translate_response,
+            Some(AnswerTranslation::SourceToAnthropic { .. })
+        ));
+        let headers = p.headers(&keyed, Some("m"), false);
+        assert_eq!(
+            header(&headers, "authorization"),
+            Some("Bearer bedrock-api-key")
+        );
+        assert_eq!(headers.path.as_deref(), Some("/model/m/converse"));
+        assert_eq!(headers.authority.as_deref(), Some("bedrock.internal"));
+        assert!(p
+            .sign(&keyed, "/model/m/converse", b"{}", 1)
+            .unwrap()
+            .is_empty());
+
+        // What Converse does not serve is refused before it leaves.
+        for path in ["/v1/embeddings", "/v1/completions", "/v1/models"] {
+            let reply = p.attempt(Some("bedrock"), path).unwrap_err();
+            assert_eq!(reply.status, 400);
+            assert!(reply.body.contains("Bedrock"), "{}", reply.body);
+        }
+        let reply = p
+            .body(
+                &attempt,
+                br#"{"model":"claude","messages":[{"role":"user","content":"x"}],"n":3}"#,
+            )
+            .unwrap_err();
+        assert!(reply.body.contains("provider `bedrock`"), "{}", reply.body);
+    }
+
+    #[test]
+    fn bedrock_config_errors_name_the_field() {
+        let no_env = |_: &str| None;
+        type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+        let cases: [(Value, &str, Env); 6] = [
+            (json!({"format": "bedrock"}), "providers.b.region", &env),
+            (
+                json!({"format": "bedrock", "region": "US East"}),
+                "providers.b.region",
+                &env,
+            ),
+            (
+                json!({"format": "bedrock", "region": "us-east-1"}),
+                "providers.b.aws_credentials_env.access_key_id",
+                &no_env,
+            ),
+            (
+                json!({"format": "bedrock", "region": "us-east-1", "api_key_env": "BEDROCK_KEY", "aws_credentials_env": {}}),
+                "providers.b.aws_credentials_env",
+                &env,
+            ),
+            (
+                json!({"format": "openai", "region": "us-east-1"}),
+                "providers.b.region",
+                &env,
+            ),
+            (
+                json!({"format": "bedrock", "region": "us-east-1", "responses_api": "native"}),
+                "providers.b.responses_api",
+                &env,
+            ),
+        ];
+        for (entry, path, env) in cases {
+            let config = json!({"providers": {"b": entry}});
+            let err = Providers::compile(
+                parse::<ProviderConfig>(config.to_string().as_bytes()).unwrap(),
+                env,
+            )
+            .unwrap_err();
+            assert_eq!(err.path, path, "{config}: {err}");
+            assert!(!err.to_string().contains("aws-secret-value"));
+        }
+        let custom = |name: &str| match name {
+            "MY_ID" => Some("AKID2".into()),
+            "MY_SECRET" => Some("s".into()),
+            _ => None,
+        };
+        let config = r#"{"providers": {"b": {"format": "bedrock", "region": "us-east-1",
+            "aws_credentials_env": {"access_key_id": "MY_ID", "secret_access_key": "MY_SECRET"}}}}"#;
+        assert!(
+            Providers::compile(parse::<ProviderConfig>(config.as_bytes()).unwrap(), &custom)
+                .is_ok()
+        );
     }
 
     #[test]

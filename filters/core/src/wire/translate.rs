@@ -3,6 +3,7 @@
 
 use crate::anthropic::{error_to_openai, messages_response_to_chat, StreamTranslator};
 use crate::api::{error_reply, ApiFlavor, ErrorDetail, ErrorKind};
+use crate::bedrock::{converse_response_to_chat, error_as_openai_shape, ConverseToChatStream};
 use crate::gemini::{gemini_response_to_chat, GeminiToChatStream};
 use crate::messages_via_chat::{
     chat_response_to_messages, error_to_anthropic, ChatToMessagesStream,
@@ -22,23 +23,94 @@ pub enum AnswerTranslation {
     ChatToResponses(ResponsesContext),
     /// Anthropic Messages → Chat Completions → Responses (a Responses client on Anthropic).
     AnthropicToResponses(ResponsesContext),
-    /// Gemini → Chat Completions (a Chat client on a Gemini provider); `model` as asked.
-    GeminiToChat {
+    /// A provider API answering in Chat Completions' terms (a Chat client on Gemini or Bedrock);
+    /// `model` as asked.
+    SourceToChat {
+        source: ChatSource,
         stream: bool,
         include_usage: bool,
         model: String,
     },
-    /// Gemini → Chat Completions → Anthropic Messages (a Messages client on Gemini).
-    GeminiToAnthropic {
+    /// The provider's answer → Chat Completions → Anthropic Messages (a Messages client).
+    SourceToAnthropic {
+        source: ChatSource,
         stream: bool,
         request_bytes: usize,
         model: String,
     },
-    /// Gemini → Chat Completions → Responses (a Responses client on Gemini).
-    GeminiToResponses {
+    /// The provider's answer → Chat Completions → Responses (a Responses client).
+    SourceToResponses {
+        source: ChatSource,
         context: ResponsesContext,
         model: String,
     },
+}
+
+/// A provider API every client API reaches through Chat Completions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatSource {
+    Gemini,
+    /// Bedrock's Converse API. Its answers carry their id and error type in headers
+    /// (`x-amzn-requestid`, `x-amzn-errortype`), read when the answer's headers arrive.
+    Bedrock {
+        request_id: Option<String>,
+        error_type: Option<String>,
+    },
+}
+
+impl ChatSource {
+    fn to_chat(&self, body: &[u8], model: &str, created: u64) -> Result<Vec<u8>, String> {
+        match self {
+            ChatSource::Gemini => gemini_response_to_chat(body, model, created),
+            ChatSource::Bedrock { request_id, .. } => {
+                converse_response_to_chat(body, model, request_id.as_deref(), created)
+            }
+        }
+    }
+
+    /// An error answer in the `{"error": {"type", "message"}}` shape the translations read.
+    fn error_body(&self, body: &[u8]) -> Vec<u8> {
+        match self {
+            ChatSource::Gemini => body.to_vec(),
+            ChatSource::Bedrock { error_type, .. } => {
+                error_as_openai_shape(body, error_type.as_deref())
+            }
+        }
+    }
+
+    fn streamer(&self, model: &str, include_usage: bool, created: u64) -> SourceStream {
+        match self {
+            ChatSource::Gemini => {
+                SourceStream::Gemini(GeminiToChatStream::new(model, include_usage, created))
+            }
+            ChatSource::Bedrock { request_id, .. } => SourceStream::Bedrock(
+                ConverseToChatStream::new(model, request_id.as_deref(), include_usage, created),
+            ),
+        }
+    }
+}
+
+/// A provider's stream becoming Chat chunks.
+#[derive(Debug)]
+pub enum SourceStream {
+    Gemini(GeminiToChatStream),
+    Bedrock(ConverseToChatStream),
+}
+
+impl SourceStream {
+    fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        match self {
+            SourceStream::Gemini(t) => t.push(chunk),
+            SourceStream::Bedrock(t) => t.push(chunk),
+        }
+    }
+
+    fn finish(&mut self) -> Vec<u8> {
+        match self {
+            SourceStream::Gemini(t) => t.finish(),
+            SourceStream::Bedrock(t) => t.finish(),
+        }
+    }
 }
 
 impl AnswerTranslation {
@@ -47,18 +119,55 @@ impl AnswerTranslation {
         match self {
             AnswerTranslation::AnthropicToChat { stream, .. }
             | AnswerTranslation::ChatToAnthropic { stream, .. }
-            | AnswerTranslation::GeminiToChat { stream, .. }
-            | AnswerTranslation::GeminiToAnthropic { stream, .. } => *stream,
+            | AnswerTranslation::SourceToChat { stream, .. }
+            | AnswerTranslation::SourceToAnthropic { stream, .. } => *stream,
             AnswerTranslation::ChatToResponses(context)
             | AnswerTranslation::AnthropicToResponses(context)
-            | AnswerTranslation::GeminiToResponses { context, .. } => context.stream,
+            | AnswerTranslation::SourceToResponses { context, .. } => context.stream,
+        }
+    }
+
+    fn source(&self) -> Option<&ChatSource> {
+        match self {
+            AnswerTranslation::SourceToChat { source, .. }
+            | AnswerTranslation::SourceToAnthropic { source, .. }
+            | AnswerTranslation::SourceToResponses { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// Whether a successful answer of `content_type` is the stream the client asked for (Bedrock
+    /// streams AWS's binary event stream, the others SSE).
+    pub fn streams_as(&self, content_type: &str) -> bool {
+        let expected = match self.source() {
+            Some(ChatSource::Bedrock { .. }) => "application/vnd.amazon.eventstream",
+            _ => "text/event-stream",
+        };
+        self.stream() && content_type.starts_with(expected)
+    }
+
+    /// Reads what a provider says in its answer's headers rather than its body (`header` looks
+    /// one up by its lowercase name).
+    pub fn note_answer_headers(&mut self, header: &dyn Fn(&str) -> Option<String>) {
+        if let AnswerTranslation::SourceToChat { source, .. }
+        | AnswerTranslation::SourceToAnthropic { source, .. }
+        | AnswerTranslation::SourceToResponses { source, .. } = self
+        {
+            if let ChatSource::Bedrock {
+                request_id,
+                error_type,
+            } = source
+            {
+                *request_id = header("x-amzn-requestid");
+                *error_type = header("x-amzn-errortype");
+            }
         }
     }
 
     fn client(&self) -> ApiFlavor {
         match self {
             AnswerTranslation::ChatToAnthropic { .. }
-            | AnswerTranslation::GeminiToAnthropic { .. } => ApiFlavor::Anthropic,
+            | AnswerTranslation::SourceToAnthropic { .. } => ApiFlavor::Anthropic,
             _ => ApiFlavor::OpenAi,
         }
     }
@@ -88,29 +197,41 @@ impl AnswerTranslation {
                     messages_response_to_chat(body, created)
                         .and_then(|chat| chat_response_to_responses(&chat, context, created))
                 }
-                AnswerTranslation::GeminiToChat { model, .. } => {
-                    gemini_response_to_chat(body, model, created)
+                AnswerTranslation::SourceToChat { source, model, .. } => {
+                    source.to_chat(body, model, created)
                 }
-                AnswerTranslation::GeminiToAnthropic {
+                AnswerTranslation::SourceToAnthropic {
+                    source,
                     model,
                     request_bytes,
                     ..
-                } => gemini_response_to_chat(body, model, created)
+                } => source
+                    .to_chat(body, model, created)
                     .and_then(|chat| chat_response_to_messages(&chat, *request_bytes)),
-                AnswerTranslation::GeminiToResponses { context, model } => {
-                    gemini_response_to_chat(body, model, created)
-                        .and_then(|chat| chat_response_to_responses(&chat, context, created))
-                }
+                AnswerTranslation::SourceToResponses {
+                    source,
+                    context,
+                    model,
+                } => source
+                    .to_chat(body, model, created)
+                    .and_then(|chat| chat_response_to_responses(&chat, context, created)),
             }
         } else {
+            let error = self
+                .source()
+                .map_or_else(|| body.to_vec(), |source| source.error_body(body));
             return match self {
                 AnswerTranslation::AnthropicToChat { .. }
-                | AnswerTranslation::GeminiToChat { .. } => error_to_openai(status, body).1,
+                | AnswerTranslation::SourceToChat { .. } => error_to_openai(status, &error).1,
                 AnswerTranslation::ChatToAnthropic { .. }
-                | AnswerTranslation::GeminiToAnthropic { .. } => error_to_anthropic(status, body).1,
+                | AnswerTranslation::SourceToAnthropic { .. } => {
+                    error_to_anthropic(status, &error).1
+                }
                 AnswerTranslation::ChatToResponses(_)
                 | AnswerTranslation::AnthropicToResponses(_)
-                | AnswerTranslation::GeminiToResponses { .. } => error_to_responses(status, body).1,
+                | AnswerTranslation::SourceToResponses { .. } => {
+                    error_to_responses(status, &error).1
+                }
             };
         };
         translated.unwrap_or_else(|message| {
@@ -143,29 +264,29 @@ impl AnswerTranslation {
                     ChatToResponsesStream::new(context.clone(), created),
                 )
             }
-            AnswerTranslation::GeminiToChat {
+            AnswerTranslation::SourceToChat {
+                source,
                 include_usage,
                 model,
                 ..
-            } => StreamTranslation::GeminiToChat(GeminiToChatStream::new(
-                model,
-                *include_usage,
-                created,
-            )),
-            AnswerTranslation::GeminiToAnthropic {
+            } => StreamTranslation::SourceToChat(source.streamer(model, *include_usage, created)),
+            AnswerTranslation::SourceToAnthropic {
+                source,
                 request_bytes,
                 model,
                 ..
-            } => StreamTranslation::GeminiToAnthropic(
-                GeminiToChatStream::new(model, true, created),
+            } => StreamTranslation::SourceToAnthropic(
+                source.streamer(model, true, created),
                 ChatToMessagesStream::new(*request_bytes),
             ),
-            AnswerTranslation::GeminiToResponses { context, model } => {
-                StreamTranslation::GeminiToResponses(
-                    GeminiToChatStream::new(model, true, created),
-                    ChatToResponsesStream::new(context.clone(), created),
-                )
-            }
+            AnswerTranslation::SourceToResponses {
+                source,
+                context,
+                model,
+            } => StreamTranslation::SourceToResponses(
+                source.streamer(model, true, created),
+                ChatToResponsesStream::new(context.clone(), created),
+            ),
         }
     }
 }
@@ -179,10 +300,10 @@ pub enum StreamTranslation {
     ChatToResponses(ChatToResponsesStream),
     /// Two steps: Anthropic events become Chat chunks, which become Responses events.
     AnthropicToResponses(StreamTranslator, ChatToResponsesStream),
-    GeminiToChat(GeminiToChatStream),
+    SourceToChat(SourceStream),
     /// Two steps through Chat chunks, as above.
-    GeminiToAnthropic(GeminiToChatStream, ChatToMessagesStream),
-    GeminiToResponses(GeminiToChatStream, ChatToResponsesStream),
+    SourceToAnthropic(SourceStream, ChatToMessagesStream),
+    SourceToResponses(SourceStream, ChatToResponsesStream),
 }
 
 impl StreamTranslation {
@@ -195,12 +316,12 @@ impl StreamTranslation {
                 let chat = first.push(chunk);
                 second.push(&chat)
             }
-            StreamTranslation::GeminiToChat(t) => t.push(chunk),
-            StreamTranslation::GeminiToAnthropic(first, second) => {
+            StreamTranslation::SourceToChat(t) => t.push(chunk),
+            StreamTranslation::SourceToAnthropic(first, second) => {
                 let chat = first.push(chunk);
                 second.push(&chat)
             }
-            StreamTranslation::GeminiToResponses(first, second) => {
+            StreamTranslation::SourceToResponses(first, second) => {
                 let chat = first.push(chunk);
                 second.push(&chat)
             }
@@ -218,14 +339,14 @@ impl StreamTranslation {
                 out.extend(second.finish());
                 out
             }
-            StreamTranslation::GeminiToChat(t) => t.finish(),
-            StreamTranslation::GeminiToAnthropic(first, second) => {
+            StreamTranslation::SourceToChat(t) => t.finish(),
+            StreamTranslation::SourceToAnthropic(first, second) => {
                 let chat = first.finish();
                 let mut out = second.push(&chat);
                 out.extend(second.finish());
                 out
             }
-            StreamTranslation::GeminiToResponses(first, second) => {
+            StreamTranslation::SourceToResponses(first, second) => {
                 let chat = first.finish();
                 let mut out = second.push(&chat);
                 out.extend(second.finish());
