@@ -31,6 +31,7 @@ pub mod wire {
     pub mod responses;
     pub mod sse;
     pub mod translate;
+    pub(crate) mod via_chat;
 }
 
 /// Identity, access, routing and limits.

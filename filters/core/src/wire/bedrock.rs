@@ -12,6 +12,10 @@
 
 use crate::anthropic::json_object;
 use crate::provider::Secret;
+use crate::wire::via_chat::{
+    assistant_calls, data_url, function_tools, max_tokens, push_turn, refuse_unexpressible, set,
+    stop_sequences, stream_flags, ChunkWriter,
+};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
 
@@ -97,19 +101,7 @@ fn thinking_budget(effort: &str) -> Result<Option<u64>, String> {
 pub fn chat_request_to_converse(body: &[u8], model: &str) -> Result<ConverseRequest, String> {
     let request = json_object(body)?;
     let unsupported = |what: &str| Err(format!("{what} is not supported on Bedrock providers"));
-    if request
-        .get("n")
-        .and_then(Value::as_u64)
-        .is_some_and(|n| n > 1)
-    {
-        return unsupported("`n` above 1");
-    }
-    if request.get("logprobs").and_then(Value::as_bool) == Some(true) {
-        return unsupported("`logprobs`");
-    }
-    if request.get("audio").is_some_and(|a| !a.is_null()) {
-        return unsupported("audio output");
-    }
+    refuse_unexpressible(&request, "Bedrock")?;
     if let Some(kind) = request
         .get("response_format")
         .and_then(|f| f.get("type"))
@@ -139,33 +131,12 @@ pub fn chat_request_to_converse(body: &[u8], model: &str) -> Result<ConverseRequ
             "user" => ("user", user_blocks(content, i)?),
             "assistant" => {
                 let mut blocks = text_blocks(content, i)?;
-                for call in message
-                    .get("tool_calls")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let name = call
-                        .pointer("/function/name")
-                        .and_then(Value::as_str)
-                        .ok_or(format!("`messages[{i}].tool_calls` need a function name"))?;
-                    let id = call.get("id").and_then(Value::as_str).unwrap_or("");
-                    let arguments = call
-                        .pointer("/function/arguments")
-                        .and_then(Value::as_str)
-                        .unwrap_or("{}");
-                    // Converse's `input` is a JSON value; text a model wrote that is not JSON
-                    // goes inside an object.
-                    let input = match serde_json::from_str::<Value>(arguments) {
-                        Ok(value) => value,
-                        _ if arguments.trim().is_empty() => json!({}),
-                        _ => json!({ "arguments": arguments }),
-                    };
-                    called.insert(name.to_string());
+                for call in assistant_calls(message, i)? {
+                    called.insert(call.name.to_string());
                     blocks.push(json!({"toolUse": {
-                        "toolUseId": tool_use_id(id),
-                        "name": name,
-                        "input": input,
+                        "toolUseId": tool_use_id(call.id.unwrap_or("")),
+                        "name": call.name,
+                        "input": call.arguments,
                     }}));
                 }
                 ("assistant", blocks)
@@ -191,19 +162,9 @@ pub fn chat_request_to_converse(body: &[u8], model: &str) -> Result<ConverseRequ
             }
             other => return Err(format!("`messages[{i}].role` `{other}` is not supported")),
         };
-        if blocks.is_empty() {
-            continue;
-        }
-        // Converse wants turns to alternate: consecutive messages of one role are one turn (tool
-        // results and the user's next words among them).
-        match turns.last_mut() {
-            Some(last) if last.get("role").and_then(Value::as_str) == Some(converse_role) => {
-                if let Some(existing) = last.get_mut("content").and_then(Value::as_array_mut) {
-                    existing.extend(blocks);
-                }
-            }
-            _ => turns.push(json!({"role": converse_role, "content": blocks})),
-        }
+        // Consecutive messages of one role are one turn (tool results and the user's next words
+        // among them).
+        push_turn(&mut turns, converse_role, "content", blocks);
     }
     if turns.is_empty() {
         return Err("`messages` needs a user or assistant message".into());
@@ -217,41 +178,18 @@ pub fn chat_request_to_converse(body: &[u8], model: &str) -> Result<ConverseRequ
 
     let mut tools = Vec::new();
     let mut declared = BTreeSet::new();
-    for (i, tool) in request
-        .get("tools")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        if tool.get("type").and_then(Value::as_str) != Some("function") {
-            return Err(format!(
-                "`tools[{i}]`: only function tools are supported on Bedrock providers"
-            ));
-        }
-        let function = tool
-            .get("function")
-            .ok_or(format!("`tools[{i}].function` is missing"))?;
-        let name = function
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or(format!("`tools[{i}].function.name` is missing"))?;
+    for tool in function_tools(&request, "Bedrock")? {
         let mut spec = Map::new();
-        spec.insert("name".into(), json!(name));
-        if let Some(description) = function
-            .get("description")
-            .and_then(Value::as_str)
-            .filter(|d| !d.is_empty())
-        {
+        spec.insert("name".into(), json!(tool.name));
+        if let Some(description) = tool.description {
             spec.insert("description".into(), json!(description));
         }
-        let schema = function
-            .get("parameters")
-            .filter(|p| p.is_object())
+        let schema = tool
+            .parameters
             .cloned()
             .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
         spec.insert("inputSchema".into(), json!({ "json": schema }));
-        declared.insert(name.to_string());
+        declared.insert(tool.name.to_string());
         tools.push(json!({ "toolSpec": spec }));
     }
     let choice = match request.get("tool_choice") {
@@ -296,28 +234,19 @@ pub fn chat_request_to_converse(body: &[u8], model: &str) -> Result<ConverseRequ
     }
 
     let mut inference = Map::new();
-    let max_tokens = ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|f| request.get(*f).and_then(Value::as_u64));
+    let mut max_tokens = max_tokens(&request);
     for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
         if let Some(value) = request.get(from).filter(|v| v.is_number()) {
             inference.insert(to.into(), value.clone());
         }
     }
-    match request.get("stop") {
-        Some(Value::String(stop)) if !stop.is_empty() => {
-            inference.insert("stopSequences".into(), json!([stop]));
-        }
-        Some(Value::Array(stops)) if !stops.is_empty() => {
-            inference.insert("stopSequences".into(), Value::Array(stops.clone()));
-        }
-        _ => {}
+    if let Some(stops) = stop_sequences(&request) {
+        inference.insert("stopSequences".into(), stops);
     }
     let budget = match request.get("reasoning_effort").and_then(Value::as_str) {
         Some(effort) => thinking_budget(effort)?,
         None => None,
     };
-    let mut max_tokens = max_tokens;
     if let Some(budget) = budget {
         if !model.contains("anthropic.claude") {
             return unsupported("`reasoning_effort` on models other than Claude");
@@ -338,12 +267,7 @@ pub fn chat_request_to_converse(body: &[u8], model: &str) -> Result<ConverseRequ
     if !inference.is_empty() {
         out.insert("inferenceConfig".into(), Value::Object(inference));
     }
-    let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
-    let include_usage = request
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        == Some(true);
+    let (stream, include_usage) = stream_flags(&request);
     Ok(ConverseRequest {
         body: Value::Object(out).to_string().into_bytes(),
         stream,
@@ -387,10 +311,7 @@ fn user_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, String> 
                     .pointer("/image_url/url")
                     .and_then(Value::as_str)
                     .unwrap_or("");
-                let inline = url
-                    .strip_prefix("data:")
-                    .and_then(|rest| rest.split_once(";base64,"));
-                let Some((mime, data)) = inline else {
+                let Some((mime, data)) = data_url(url) else {
                     return Err(format!(
                         "`messages[{i}]`: Bedrock providers take images as data: URLs (base64), not links"
                     ));
@@ -555,32 +476,20 @@ pub fn error_as_openai_shape(body: &[u8], error_type: Option<&str>) -> Vec<u8> {
 pub struct ConverseToChatStream {
     /// Bytes of a frame not complete yet.
     pending: Vec<u8>,
-    id: String,
-    model: String,
-    created: u64,
-    include_usage: bool,
-    started: bool,
+    writer: ChunkWriter,
     /// Tool calls sent so far, by Converse content block index.
     calls: Vec<u64>,
-    finished: bool,
     /// The stream broke (a frame failed its checks): nothing more is read.
     broken: bool,
-    usage: Option<Value>,
 }
 
 impl ConverseToChatStream {
     pub fn new(model: &str, request_id: Option<&str>, include_usage: bool, created: u64) -> Self {
         ConverseToChatStream {
             pending: Vec::new(),
-            id: chat_id(request_id, created),
-            model: model.to_string(),
-            created,
-            include_usage,
-            started: false,
+            writer: ChunkWriter::new(chat_id(request_id, created), model, include_usage, created),
             calls: Vec::new(),
-            finished: false,
             broken: false,
-            usage: None,
         }
     }
 
@@ -631,55 +540,15 @@ impl ConverseToChatStream {
         if !self.broken && !self.pending.is_empty() {
             self.fail("the provider's event stream ended inside a frame", &mut out);
         }
-        if !self.finished {
-            // The stream ended without a stop reason: close the answer anyway.
-            self.emit(json!({}), Some("stop"), &mut out);
-        }
-        if self.include_usage {
-            if let Some(usage) = self.usage.take() {
-                let mut chunk = self.chunk(Vec::new());
-                set(&mut chunk, "usage", usage);
-                push_event(&chunk, &mut out);
-            }
-        }
-        out.extend_from_slice(b"data: [DONE]\n\n");
+        self.writer.finish(&mut out);
         out
     }
 
-    /// An error event of its own, as OpenAI streams carry errors; nothing more is read.
+    /// Nothing more is read; the client gets an error event unless its answer already ended.
     fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
         self.broken = true;
         self.pending.clear();
-        if !self.finished {
-            push_event(
-                &json!({"error": {"message": message, "type": "server_error"}}),
-                out,
-            );
-            self.finished = true;
-        }
-    }
-
-    fn chunk(&self, choices: Vec<Value>) -> Value {
-        json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        })
-    }
-
-    fn emit(&mut self, mut delta: Value, reason: Option<&str>, out: &mut Vec<u8>) {
-        if !self.started {
-            set(&mut delta, "role", json!("assistant"));
-            self.started = true;
-        }
-        let choice = json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": reason});
-        let chunk = self.chunk(vec![choice]);
-        push_event(&chunk, out);
-        if reason.is_some() {
-            self.finished = true;
-        }
+        self.writer.error(message, None, out);
     }
 
     fn message(&mut self, message: &aws_smithy_types::event_stream::Message, out: &mut Vec<u8>) {
@@ -705,13 +574,7 @@ impl ConverseToChatStream {
                     .map(str::to_string)
                     .or_else(|| header(":error-message"))
                     .unwrap_or_else(|| "The provider's stream failed.".into());
-                if !self.finished {
-                    push_event(
-                        &json!({"error": {"message": text, "type": "server_error", "code": kind}}),
-                        out,
-                    );
-                    self.finished = true;
-                }
+                self.writer.error(&text, Some(&kind), out);
                 return;
             }
             _ => return,
@@ -720,11 +583,11 @@ impl ConverseToChatStream {
         if event == "metadata" {
             // Usage comes after messageStop, in an event of its own.
             if let Some(counts) = payload.get("usage") {
-                self.usage = Some(usage(counts));
+                self.writer.usage = Some(usage(counts));
             }
             return;
         }
-        if self.finished {
+        if self.writer.finished {
             return;
         }
         let block = payload
@@ -745,13 +608,13 @@ impl ConverseToChatStream {
                             "arguments": "",
                         },
                     });
-                    self.emit(json!({ "tool_calls": [call] }), None, out);
+                    self.writer.emit(json!({ "tool_calls": [call] }), None, out);
                 }
             }
             "contentBlockDelta" => {
                 if let Some(text) = payload.pointer("/delta/text").and_then(Value::as_str) {
                     if !text.is_empty() {
-                        self.emit(json!({ "content": text }), None, out);
+                        self.writer.emit(json!({ "content": text }), None, out);
                     }
                 } else if let Some(input) = payload
                     .pointer("/delta/toolUse/input")
@@ -759,7 +622,7 @@ impl ConverseToChatStream {
                 {
                     if let Some(index) = self.calls.iter().position(|b| *b == block) {
                         let call = json!({"index": index, "function": {"arguments": input}});
-                        self.emit(json!({ "tool_calls": [call] }), None, out);
+                        self.writer.emit(json!({ "tool_calls": [call] }), None, out);
                     }
                 }
                 // reasoningContent deltas: thinking is not part of a Chat answer.
@@ -772,7 +635,7 @@ impl ConverseToChatStream {
                         .unwrap_or("end_turn"),
                     !self.calls.is_empty(),
                 );
-                self.emit(json!({}), Some(reason), out);
+                self.writer.emit(json!({}), Some(reason), out);
             }
             _ => {} // messageStart, contentBlockStop
         }
@@ -843,19 +706,6 @@ pub fn sign(
         out.push((name, value.to_string()));
     }
     Ok(out)
-}
-
-/// `value[key] = new` for an object this module built (indexing could panic on anything else).
-fn set(value: &mut Value, key: &str, new: Value) {
-    if let Some(object) = value.as_object_mut() {
-        object.insert(key.to_string(), new);
-    }
-}
-
-fn push_event(value: &Value, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(value.to_string().as_bytes());
-    out.extend_from_slice(b"\n\n");
 }
 
 #[cfg(test)]

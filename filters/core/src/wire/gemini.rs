@@ -11,6 +11,10 @@
 
 use crate::anthropic::json_object;
 use crate::sse::SseParser;
+use crate::wire::via_chat::{
+    assistant_calls, data_url, function_tools, max_tokens, push_turn, refuse_unexpressible, set,
+    stop_sequences, stream_flags, ChunkWriter,
+};
 use serde_json::{json, Map, Value};
 
 /// The translated request, and what the answer's translation needs.
@@ -38,21 +42,8 @@ pub fn path(base: &str, model: &str, stream: bool) -> String {
 /// A Chat Completions request body as a Gemini `GenerateContentRequest`.
 pub fn chat_request_to_gemini(body: &[u8]) -> Result<GeminiRequest, String> {
     let request = json_object(body)?;
-    let unsupported = |what: &str| Err(format!("{what} is not supported on Gemini providers"));
-    if request
-        .get("n")
-        .and_then(Value::as_u64)
-        .is_some_and(|n| n > 1)
-    {
-        // candidateCount > 1 is refused by most Gemini models with tools; kept simple: one.
-        return unsupported("`n` above 1");
-    }
-    if request.get("logprobs").and_then(Value::as_bool) == Some(true) {
-        return unsupported("`logprobs`");
-    }
-    if request.get("audio").is_some_and(|a| !a.is_null()) {
-        return unsupported("audio output");
-    }
+    // candidateCount > 1 is refused by most Gemini models with tools; kept simple: one.
+    refuse_unexpressible(&request, "Gemini")?;
     let messages = request
         .get("messages")
         .and_then(Value::as_array)
@@ -73,30 +64,12 @@ pub fn chat_request_to_gemini(body: &[u8]) -> Result<GeminiRequest, String> {
             "user" => ("user", user_parts(content, i)?),
             "assistant" => {
                 let mut parts = text_parts(content, i)?;
-                for call in message
-                    .get("tool_calls")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let name = call
-                        .pointer("/function/name")
-                        .and_then(Value::as_str)
-                        .ok_or(format!("`messages[{i}].tool_calls` need a function name"))?;
-                    let arguments = call
-                        .pointer("/function/arguments")
-                        .and_then(Value::as_str)
-                        .unwrap_or("{}");
-                    // Gemini's `args` is an object; anything else a model wrote goes inside one.
-                    let args = match serde_json::from_str::<Value>(arguments) {
-                        Ok(Value::Object(object)) => Value::Object(object),
-                        _ if arguments.trim().is_empty() => json!({}),
-                        _ => json!({ "arguments": arguments }),
-                    };
-                    if let Some(id) = call.get("id").and_then(Value::as_str) {
-                        call_names.insert(id.to_string(), Value::String(name.to_string()));
+                for call in assistant_calls(message, i)? {
+                    if let Some(id) = call.id {
+                        call_names.insert(id.to_string(), Value::String(call.name.to_string()));
                     }
-                    parts.push(json!({"functionCall": {"name": name, "args": args}}));
+                    parts
+                        .push(json!({"functionCall": {"name": call.name, "args": call.arguments}}));
                 }
                 ("model", parts)
             }
@@ -125,18 +98,8 @@ pub fn chat_request_to_gemini(body: &[u8]) -> Result<GeminiRequest, String> {
             }
             other => return Err(format!("`messages[{i}].role` `{other}` is not supported")),
         };
-        if parts.is_empty() {
-            continue;
-        }
         // Gemini wants turns to alternate: consecutive messages of one role are one turn.
-        match contents.last_mut() {
-            Some(last) if last.get("role").and_then(Value::as_str) == Some(gemini_role) => {
-                if let Some(existing) = last.get_mut("parts").and_then(Value::as_array_mut) {
-                    existing.extend(parts);
-                }
-            }
-            _ => contents.push(json!({"role": gemini_role, "parts": parts})),
-        }
+        push_turn(&mut contents, gemini_role, "parts", parts);
     }
     if contents.is_empty() {
         return Err("`messages` needs a user or assistant message".into());
@@ -147,39 +110,23 @@ pub fn chat_request_to_gemini(body: &[u8]) -> Result<GeminiRequest, String> {
     if !system.is_empty() {
         out.insert("systemInstruction".into(), json!({ "parts": system }));
     }
-    if let Some(tools) = request.get("tools").and_then(Value::as_array) {
-        let mut declarations = Vec::new();
-        for (i, tool) in tools.iter().enumerate() {
-            if tool.get("type").and_then(Value::as_str) != Some("function") {
-                return Err(format!(
-                    "`tools[{i}]`: only function tools are supported on Gemini providers"
-                ));
-            }
-            let function = tool
-                .get("function")
-                .ok_or(format!("`tools[{i}].function` is missing"))?;
-            let mut declaration = Map::new();
-            declaration.insert(
-                "name".into(),
-                function
-                    .get("name")
-                    .cloned()
-                    .ok_or(format!("`tools[{i}].function.name` is missing"))?,
-            );
-            if let Some(description) = function.get("description") {
-                declaration.insert("description".into(), description.clone());
-            }
-            if let Some(parameters) = function.get("parameters") {
-                declaration.insert("parametersJsonSchema".into(), parameters.clone());
-            }
-            declarations.push(Value::Object(declaration));
+    let mut declarations = Vec::new();
+    for tool in function_tools(&request, "Gemini")? {
+        let mut declaration = Map::new();
+        declaration.insert("name".into(), json!(tool.name));
+        if let Some(description) = tool.description {
+            declaration.insert("description".into(), json!(description));
         }
-        if !declarations.is_empty() {
-            out.insert(
-                "tools".into(),
-                json!([{ "functionDeclarations": declarations }]),
-            );
+        if let Some(parameters) = tool.parameters {
+            declaration.insert("parametersJsonSchema".into(), parameters.clone());
         }
+        declarations.push(Value::Object(declaration));
+    }
+    if !declarations.is_empty() {
+        out.insert(
+            "tools".into(),
+            json!([{ "functionDeclarations": declarations }]),
+        );
     }
     if let Some(choice) = request.get("tool_choice") {
         let config = match choice {
@@ -216,20 +163,11 @@ pub fn chat_request_to_gemini(body: &[u8]) -> Result<GeminiRequest, String> {
             generation.insert(to.into(), value.clone());
         }
     }
-    let max_tokens = ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|f| request.get(*f).and_then(Value::as_u64));
-    if let Some(max) = max_tokens {
+    if let Some(max) = max_tokens(&request) {
         generation.insert("maxOutputTokens".into(), json!(max));
     }
-    match request.get("stop") {
-        Some(Value::String(stop)) => {
-            generation.insert("stopSequences".into(), json!([stop]));
-        }
-        Some(Value::Array(stops)) if !stops.is_empty() => {
-            generation.insert("stopSequences".into(), Value::Array(stops.clone()));
-        }
-        _ => {}
+    if let Some(stops) = stop_sequences(&request) {
+        generation.insert("stopSequences".into(), stops);
     }
     if let Some(format) = request.get("response_format") {
         match format.get("type").and_then(Value::as_str) {
@@ -261,12 +199,7 @@ pub fn chat_request_to_gemini(body: &[u8]) -> Result<GeminiRequest, String> {
     if !generation.is_empty() {
         out.insert("generationConfig".into(), Value::Object(generation));
     }
-    let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
-    let include_usage = request
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        == Some(true);
+    let (stream, include_usage) = stream_flags(&request);
     Ok(GeminiRequest {
         body: Value::Object(out).to_string().into_bytes(),
         stream,
@@ -310,10 +243,7 @@ fn user_parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, String> {
                     .pointer("/image_url/url")
                     .and_then(Value::as_str)
                     .unwrap_or("");
-                let inline = url
-                    .strip_prefix("data:")
-                    .and_then(|rest| rest.split_once(";base64,"));
-                let Some((mime, data)) = inline else {
+                let Some((mime, data)) = data_url(url) else {
                     return Err(format!(
                         "`messages[{i}]`: Gemini providers take images as data: URLs (base64), not links"
                     ));
@@ -485,29 +415,20 @@ pub fn gemini_response_to_chat(body: &[u8], model: &str, created: u64) -> Result
 #[derive(Debug)]
 pub struct GeminiToChatStream {
     parser: SseParser,
-    model: String,
-    created: u64,
-    include_usage: bool,
-    id: Option<String>,
-    started: bool,
+    writer: ChunkWriter,
+    /// The answer's id and model were read from its first event.
+    identified: bool,
     /// Tool calls sent so far (their chunk indexes).
     calls: usize,
-    finished: bool,
-    usage: Option<Value>,
 }
 
 impl GeminiToChatStream {
     pub fn new(model: &str, include_usage: bool, created: u64) -> Self {
         GeminiToChatStream {
             parser: SseParser::new(),
-            model: model.to_string(),
-            created,
-            include_usage,
-            id: None,
-            started: false,
+            writer: ChunkWriter::new("chatcmpl-gemini".into(), model, include_usage, created),
+            identified: false,
             calls: 0,
-            finished: false,
-            usage: None,
         }
     }
 
@@ -524,114 +445,64 @@ impl GeminiToChatStream {
         if let Some(event) = self.parser.finish() {
             self.event(&event.data, &mut out);
         }
-        if !self.finished {
-            // The stream ended without a finish reason: close the answer anyway.
-            self.emit(json!({}), Some("stop"), &mut out);
-        }
-        if self.include_usage {
-            if let Some(usage) = self.usage.take() {
-                let mut chunk = self.chunk(Vec::new());
-                set(&mut chunk, "usage", usage);
-                push_event(&chunk, &mut out);
-            }
-        }
-        out.extend_from_slice(b"data: [DONE]\n\n");
+        self.writer.finish(&mut out);
         out
-    }
-
-    fn chunk(&self, choices: Vec<Value>) -> Value {
-        json!({
-            "id": self.id.clone().unwrap_or_else(|| "chatcmpl-gemini".into()),
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        })
-    }
-
-    fn emit(&mut self, mut delta: Value, reason: Option<&str>, out: &mut Vec<u8>) {
-        if !self.started {
-            set(&mut delta, "role", json!("assistant"));
-            self.started = true;
-        }
-        let choice = json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": reason});
-        let chunk = self.chunk(vec![choice]);
-        push_event(&chunk, out);
-        if reason.is_some() {
-            self.finished = true;
-        }
     }
 
     fn event(&mut self, data: &str, out: &mut Vec<u8>) {
         let Ok(response) = serde_json::from_str::<Value>(data) else {
             return;
         };
-        if self.finished {
+        if self.writer.finished {
             // Usage may come after the finish reason, in a last event of its own.
             if let Some(metadata) = response.get("usageMetadata") {
-                self.usage = Some(usage(metadata));
+                self.writer.usage = Some(usage(metadata));
             }
             return;
         }
-        if self.id.is_none() {
-            self.id = Some(chat_id(&response, self.created));
-            self.model = model_of(&response, &self.model);
+        if !self.identified {
+            self.identified = true;
+            self.writer.id = chat_id(&response, self.writer.created);
+            self.writer.model = model_of(&response, &self.writer.model);
         }
         if let Some(error) = response.get("error") {
-            // An error in the stream: OpenAI streams carry it as an event of its own.
             let message = error
                 .get("message")
                 .and_then(Value::as_str)
                 .unwrap_or("The provider's stream failed.");
-            push_event(
-                &json!({"error": {"message": message, "type": "server_error"}}),
-                out,
-            );
-            self.finished = true;
+            self.writer.error(message, None, out);
             return;
         }
         if let Some(metadata) = response.get("usageMetadata") {
-            self.usage = Some(usage(metadata));
+            self.writer.usage = Some(usage(metadata));
         }
         let candidate = response.pointer("/candidates/0");
         let Some(candidate) = candidate else {
             if response.pointer("/promptFeedback/blockReason").is_some() {
-                self.emit(json!({"content": ""}), Some("content_filter"), out);
+                self.writer
+                    .emit(json!({"content": ""}), Some("content_filter"), out);
             }
             return;
         };
-        let response_id = self.id.clone().unwrap_or_default();
+        let response_id = self.writer.id.clone();
         let (text, calls) = candidate_content(candidate, self.calls, &response_id);
         if !text.is_empty() {
-            self.emit(json!({ "content": text }), None, out);
+            self.writer.emit(json!({ "content": text }), None, out);
         }
         for call in &calls {
             let mut call = call.clone();
             set(&mut call, "index", json!(self.calls));
             self.calls += 1;
-            self.emit(json!({ "tool_calls": [call] }), None, out);
+            self.writer.emit(json!({ "tool_calls": [call] }), None, out);
         }
         let reason = finish_reason(
             candidate.get("finishReason").and_then(Value::as_str),
             self.calls > 0,
         );
         if let Some(reason) = reason {
-            self.emit(json!({}), Some(reason), out);
+            self.writer.emit(json!({}), Some(reason), out);
         }
     }
-}
-
-/// `value[key] = new` for an object this module built (indexing could panic on anything else).
-fn set(value: &mut Value, key: &str, new: Value) {
-    if let Some(object) = value.as_object_mut() {
-        object.insert(key.to_string(), new);
-    }
-}
-
-fn push_event(value: &Value, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(value.to_string().as_bytes());
-    out.extend_from_slice(b"\n\n");
 }
 
 #[cfg(test)]
