@@ -104,6 +104,7 @@ impl ProviderAttempt {
             path: self.headers.get(":path").unwrap_or_default().to_string(),
             authority: self.headers.get(":authority").map(str::to_string),
             content_length: self.headers.get("content-length").map(str::to_string),
+            accept: self.headers.get("accept").map(str::to_string),
         };
         let previous = self.filter.origins.borrow().previous(&request_id).cloned();
         self.origin = Some((request_id, previous.clone().unwrap_or(current.clone())));
@@ -115,6 +116,7 @@ impl ProviderAttempt {
             llm_host::set_request_header(":authority", Some(authority));
         }
         llm_host::set_request_header("content-length", origin.content_length.as_deref());
+        llm_host::set_request_header("accept", origin.accept.as_deref());
         self.headers = Headers::request();
     }
 
@@ -252,6 +254,12 @@ impl HttpFilter for ProviderAttempt {
             .get(self.filter.providers.name(&attempt))
         {
             counter.increment(1);
+        }
+        if end_of_stream {
+            if let Some(reply) = self.filter.providers.body_missing(&attempt) {
+                send_local_reply(&reply);
+                return Action::Pause;
+            }
         }
         let needs_body = self.filter.providers.needs_body(&attempt) && !end_of_stream;
         if !needs_body {
@@ -642,6 +650,12 @@ mod tests {
         assert_eq!(got[2]["usage"]["prompt_tokens"], 6);
         assert_eq!(got.last().unwrap(), &json!("[DONE]"));
 
+        // Without a body there is nothing to translate or sign: 400, nothing sent.
+        let mut stream = attempt("bedrock_no_body", Some("bedrock"));
+        stream.request_headers(&CHAT, true);
+        assert_eq!(stream.reply().expect("a local reply").status, 400);
+        assert!(!stream.request_forwarded());
+
         // Bedrock's errors name their type in a header.
         let mut stream = attempt("bedrock_error", Some("bedrock"));
         stream.request_headers(&CHAT, false);
@@ -946,66 +960,84 @@ mod tests {
     /// Envoy hands a retry the header map the previous attempt left (with its rewritten path,
     /// credential and body length) and the client's own body: the retry starts from the client's.
     #[test]
-    fn a_retry_after_an_anthropic_attempt_starts_from_the_clients_request() {
-        let test = "retry";
-        fake::reset();
-        std::env::set_var(
-            format!("LLM_PROVIDER_TEST_{test}_OPENAI"),
-            "sk-openai-retry",
-        );
-        std::env::set_var(
-            format!("LLM_PROVIDER_TEST_{test}_ANTHROPIC"),
-            "sk-ant-retry",
-        );
-        let loaded =
-            llm_host::configure::<ProviderFilter>(config(test).as_bytes()).expect("config");
-        let body = request_body(false);
-        let length = body.len().to_string();
-        let mut headers = CHAT.to_vec();
-        headers.push(("content-length", &length));
+    fn a_retry_after_a_translated_attempt_starts_from_the_clients_request() {
+        for (first, first_path, leftovers) in [
+            (
+                "anthropic",
+                "/v1/messages",
+                &["x-api-key", "anthropic-version"][..],
+            ),
+            (
+                "bedrock",
+                "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse",
+                &["x-amz-date"][..],
+            ),
+        ] {
+            let test = format!("retry_{first}");
+            fake::reset();
+            std::env::set_var(
+                format!("LLM_PROVIDER_TEST_{test}_OPENAI"),
+                "sk-openai-retry",
+            );
+            std::env::set_var(
+                format!("LLM_PROVIDER_TEST_{test}_ANTHROPIC"),
+                "sk-ant-retry",
+            );
+            let loaded =
+                llm_host::configure::<ProviderFilter>(config(&test).as_bytes()).expect("config");
+            let body = request_body(false);
+            let length = body.len().to_string();
+            let mut headers = CHAT.to_vec();
+            headers.push(("content-length", &length));
+            headers.push(("accept", "application/json"));
 
-        let set_provider = |provider: &str| {
-            fake::with(|s| {
-                s.properties
-                    .insert(PROVIDER.into(), provider.as_bytes().to_vec())
-            })
-        };
-        set_provider("anthropic");
-        let mut first = Stream::new(loaded.new_stream());
-        first.request_headers(&headers, false);
-        first.request_body(&body, true);
-        assert_eq!(
-            fake::request_header(":path").as_deref(),
-            Some("/v1/messages")
-        );
-        let translated_length = fake::request_header("content-length").unwrap();
-        assert_ne!(translated_length, length);
+            let set_provider = |provider: &str| {
+                fake::with(|s| {
+                    s.properties
+                        .insert(PROVIDER.into(), provider.as_bytes().to_vec())
+                })
+            };
+            set_provider(first);
+            let mut attempt = Stream::new(loaded.new_stream());
+            attempt.request_headers(&headers, false);
+            attempt.request_body(&body, true);
+            assert_eq!(fake::request_header(":path").as_deref(), Some(first_path));
+            let translated_length = fake::request_header("content-length").unwrap();
+            assert_ne!(translated_length, length);
 
-        // The retry: the same (rewritten) header map, the client's body, an OpenAI-format endpoint.
-        let left: Vec<(String, String)> = fake::with(|s| s.request_headers.clone());
-        let left: Vec<(&str, &str)> = left.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-        fake::with(|s| s.request_body.clear());
-        set_provider("openai");
-        let mut second = Stream::new(loaded.new_stream());
-        second.request_headers(&left, false);
-        second.request_body(&body, true);
-        assert!(second.reply().is_none(), "{:?}", second.reply());
-        assert_eq!(
-            fake::request_header(":path").as_deref(),
-            Some("/v1/chat/completions")
-        );
-        assert_eq!(
-            fake::request_header(":authority").as_deref(),
-            Some("gateway.local")
-        );
-        assert_eq!(fake::request_header("content-length"), Some(length));
-        assert_eq!(
-            fake::request_header("authorization").as_deref(),
-            Some("Bearer sk-openai-retry")
-        );
-        for leftover in ["x-api-key", "anthropic-version"] {
-            assert_eq!(fake::request_header(leftover), None, "{leftover}");
+            // The retry: the same (rewritten) header map, the client's body, an OpenAI-format
+            // endpoint.
+            let left: Vec<(String, String)> = fake::with(|s| s.request_headers.clone());
+            let left: Vec<(&str, &str)> =
+                left.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            fake::with(|s| s.request_body.clear());
+            set_provider("openai");
+            let mut second = Stream::new(loaded.new_stream());
+            second.request_headers(&left, false);
+            second.request_body(&body, true);
+            assert!(second.reply().is_none(), "{:?}", second.reply());
+            assert_eq!(
+                fake::request_header(":path").as_deref(),
+                Some("/v1/chat/completions")
+            );
+            assert_eq!(
+                fake::request_header(":authority").as_deref(),
+                Some("gateway.local")
+            );
+            assert_eq!(fake::request_header("content-length"), Some(length));
+            assert_eq!(
+                fake::request_header("accept").as_deref(),
+                Some("application/json"),
+                "after {first}"
+            );
+            assert_eq!(
+                fake::request_header("authorization").as_deref(),
+                Some("Bearer sk-openai-retry")
+            );
+            for leftover in leftovers {
+                assert_eq!(fake::request_header(leftover), None, "{leftover}");
+            }
+            assert_eq!(second.upstream_body(), body.as_slice());
         }
-        assert_eq!(second.upstream_body(), body.as_slice());
     }
 }

@@ -214,7 +214,12 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
         };
         let bedrock = entry.get("format").and_then(Value::as_str) == Some("bedrock");
         let aws_env = if bedrock && api_key_env.is_none() {
-            let names = llm_core::provider::AwsCredentialsEnv::default();
+            // As llm_provider reads them: AWS's names without the object, and a session token
+            // only when the object names one.
+            let mut names = llm_core::provider::AwsCredentialsEnv::default();
+            if entry.contains_key("aws_credentials_env") {
+                names.session_token = None;
+            }
             // A variable named, or null (not read), or the default.
             let named = |field: &str, default: Option<String>| match entry
                 .get("aws_credentials_env")

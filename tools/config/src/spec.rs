@@ -204,11 +204,17 @@ pub struct ProviderPlacement {
     pub aws_credentials: Option<DemoAwsCredentials>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DemoAwsCredentials {
     pub access_key_id: String,
     pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for DemoAwsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DemoAwsCredentials(<redacted>)")
+    }
 }
 
 /// Generator fields taken out of a provider entry before the rest goes to llm_provider.

@@ -247,13 +247,26 @@ pub fn chat_request_to_converse(body: &[u8], model: &str) -> Result<ConverseRequ
         Some(effort) => thinking_budget(effort)?,
         None => None,
     };
+    if budget.is_some()
+        && !model.contains("anthropic.claude")
+        && !model.contains(":application-inference-profile/")
+    {
+        return unsupported("`reasoning_effort` on models other than Claude");
+    }
+    // Claude wants its thinking blocks back with a tool loop's next turn and refuses thinking with
+    // a forced tool; answers through Chat Completions do not carry thinking, so a conversation
+    // with tool calls, or a forced tool, goes without it.
+    let forced_tool = out
+        .get("toolConfig")
+        .and_then(|c| c.get("toolChoice"))
+        .is_some_and(|c| c.get("any").is_some() || c.get("tool").is_some());
+    let budget = budget.filter(|_| called.is_empty() && !forced_tool);
     if let Some(budget) = budget {
-        if !model.contains("anthropic.claude") {
-            return unsupported("`reasoning_effort` on models other than Claude");
-        }
         // Claude's thinking counts inside max tokens, which must exceed the budget; and it
         // refuses a temperature or top_p with thinking on.
-        max_tokens = Some(max_tokens.unwrap_or(0).max(budget + 1024));
+        if max_tokens.is_none_or(|max| max <= budget) {
+            max_tokens = Some(budget + 1024);
+        }
         inference.remove("temperature");
         inference.remove("topP");
         out.insert(
@@ -462,10 +475,27 @@ pub fn error_as_openai_shape(body: &[u8], error_type: Option<&str>) -> Vec<u8> {
             t.rsplit('#').next().unwrap_or(t).to_string()
         });
     let mut error = Map::new();
+    // AWS explains a refused signature with the canonical request, which lists the signed headers'
+    // values (the session token among them): the client gets the gateway's own words instead.
+    let signature = kind.as_deref().is_some_and(|k| {
+        matches!(
+            k,
+            "InvalidSignatureException"
+                | "SignatureDoesNotMatch"
+                | "IncompleteSignatureException"
+                | "UnrecognizedClientException"
+                | "ExpiredTokenException"
+        )
+    });
     if let Some(kind) = kind.filter(|k| !k.is_empty()) {
         error.insert("type".into(), json!(kind));
     }
-    if let Some(message) = message {
+    if signature {
+        error.insert(
+            "message".into(),
+            json!("Bedrock refused the gateway's credentials or request signature: the gateway's AWS credentials or region need attention."),
+        );
+    } else if let Some(message) = message {
         error.insert("message".into(), json!(message));
     }
     json!({ "error": error }).to_string().into_bytes()
@@ -850,6 +880,26 @@ mod tests {
             1024
         );
         assert_eq!(thinking["inferenceConfig"], json!({"maxTokens": 2048}));
+        // A limit above the budget stays; a tool loop or a forced tool goes without thinking.
+        let roomy = converse(
+            json!({"messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "low", "max_tokens": 1500}),
+            "anthropic.claude-sonnet-4-5",
+        );
+        assert_eq!(roomy["inferenceConfig"], json!({"maxTokens": 1500}));
+        let looping = converse(
+            json!({"reasoning_effort": "high", "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c", "content": "r"}]}),
+            "anthropic.claude-sonnet-4-5",
+        );
+        assert!(looping.get("additionalModelRequestFields").is_none());
+        let forced = converse(
+            json!({"reasoning_effort": "high", "messages": [{"role": "user", "content": "hi"}],
+                   "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}),
+            "anthropic.claude-sonnet-4-5",
+        );
+        assert!(forced.get("additionalModelRequestFields").is_none());
 
         for (request, model, expected) in [
             (
@@ -976,6 +1026,14 @@ mod tests {
         );
         let body: Value = serde_json::from_slice(&error_as_openai_shape(b"oops", None)).unwrap();
         assert_eq!(body, json!({"error": {}}));
+        // A refused signature's explanation lists the signed headers' values: never passed on.
+        let body = error_as_openai_shape(
+            br#"{"message":"The request signature we calculated does not match.\n\nThe Canonical String for this request should have been\nx-amz-security-token:SECRET-TOKEN"}"#,
+            Some("InvalidSignatureException:http://internal.amazon.com/coral/com.amazon.coral.service/"),
+        );
+        let text = String::from_utf8(body).unwrap();
+        assert!(!text.contains("SECRET-TOKEN"), "{text}");
+        assert!(text.contains("InvalidSignatureException"));
     }
 
     fn frame(kind: &str, name: &str, payload: Value) -> Vec<u8> {

@@ -45,21 +45,34 @@ pub enum WireFormat {
     Bedrock,
 }
 
-/// Bedrock: the environment variables holding the AWS credentials SigV4 signs with.
+/// Bedrock: the environment variables holding the AWS credentials SigV4 signs with. Without the
+/// object, AWS's own names (the session token's too); an object names its variables, and a session
+/// token only when it names one.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct AwsCredentialsEnv {
+    #[serde(default = "default_access_key_id_env")]
     pub access_key_id: String,
+    #[serde(default = "default_secret_access_key_env")]
     pub secret_access_key: String,
     /// Temporary credentials' session token; used when the variable is set.
+    #[serde(default)]
     pub session_token: Option<String>,
+}
+
+fn default_access_key_id_env() -> String {
+    "AWS_ACCESS_KEY_ID".into()
+}
+
+fn default_secret_access_key_env() -> String {
+    "AWS_SECRET_ACCESS_KEY".into()
 }
 
 impl Default for AwsCredentialsEnv {
     fn default() -> Self {
         AwsCredentialsEnv {
-            access_key_id: "AWS_ACCESS_KEY_ID".into(),
-            secret_access_key: "AWS_SECRET_ACCESS_KEY".into(),
+            access_key_id: default_access_key_id_env(),
+            secret_access_key: default_secret_access_key_env(),
             session_token: Some("AWS_SESSION_TOKEN".into()),
         }
     }
@@ -408,6 +421,18 @@ impl Providers {
                         })
                     }
                 };
+                if let Some(host) = &entry.host {
+                    let plain = !host.is_empty()
+                        && host
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':'));
+                    if !plain {
+                        return Err(ConfigError::new(
+                            at("host"),
+                            "a host name (and port), without scheme or path: it is signed",
+                        ));
+                    }
+                }
                 (region, aws)
             } else {
                 if entry.region.is_some() || entry.aws_credentials_env.is_some() {
@@ -677,6 +702,22 @@ impl Providers {
             || self.counts_locally(attempt)
             || (has_model && !provider.model_map.is_empty())
             || (has_model && provider.format == WireFormat::AzureOpenai)
+    }
+
+    /// The answer to a request without a body that this attempt would have to translate: a 400,
+    /// rather than sending the provider something in another API (or, to Bedrock, unsigned).
+    pub fn body_missing(&self, attempt: &Attempt) -> Option<LocalReply> {
+        self.translates(attempt).then(|| {
+            error_reply(
+                attempt.api.flavor(),
+                ErrorKind::InvalidRequest,
+                &format!(
+                    "This request needs a JSON body (provider `{}` is reached through a translation).",
+                    self.name(attempt)
+                ),
+                ErrorDetail::default(),
+            )
+        })
     }
 
     /// Reads (and if needed rewrites) the body: the model this provider sees, the translated request.
@@ -1030,6 +1071,8 @@ pub struct Origin {
     pub authority: Option<String>,
     /// The body each attempt starts from is the client's (Envoy replays it); its length too.
     pub content_length: Option<String>,
+    /// The client's `accept` (a Bedrock attempt asks for its event stream).
+    pub accept: Option<String>,
 }
 
 /// Requests remembered per worker: far more than a worker has in retry at once.
@@ -1692,6 +1735,7 @@ mod tests {
             path: "/v1/chat/completions".into(),
             authority: Some("gateway".into()),
             content_length: Some("120".into()),
+            accept: Some("application/json".into()),
         };
         assert_eq!(origins.previous("r1"), None);
         origins.record("r1", client.clone());
@@ -1700,6 +1744,7 @@ mod tests {
             path: "/v1/messages".into(),
             authority: Some("api.anthropic.com".into()),
             content_length: Some("98".into()),
+            accept: Some("application/vnd.amazon.eventstream".into()),
         };
         origins.record("r1", rewritten);
         assert_eq!(origins.previous("r1"), Some(&client));
@@ -1711,6 +1756,7 @@ mod tests {
                     path: "/".into(),
                     authority: None,
                     content_length: None,
+                    accept: None,
                 },
             );
         }
