@@ -9,17 +9,20 @@ ENVOY_BIN=${ENVOY_BIN:-.venv/bin/envoy}
 JOBS=${VALIDATE_JOBS:-2}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# A Vertex AI service account's variable (*SERVICE_ACCOUNT) needs a key file that parses.
+service_account=$(scripts/placeholder-service-account.sh)
+placeholder() { if [[ $1 == *SERVICE_ACCOUNT ]]; then echo "$1=$service_account"; else echo "$1=validate-placeholder"; fi; }
 
 validate() {
   local config=$1 result=$2 placeholders=() name output
   for name in $(grep -v '^ *#' "$config" | grep -o 'host_env_keys: *\[[^]]*\]' | sed 's/.*\[//; s/\]//; s/,/ /g'); do
     [[ $name =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || continue
-    [[ -n ${!name:-} ]] || placeholders+=("$name=validate-placeholder")
+    [[ -n ${!name:-} ]] || placeholders+=("$(placeholder "$name")")
   done
   # The native module's configs name the environment it reads in `# env NAME=value` lines, and
   # the keys it takes from Envoy's environment in `# env NAME` lines.
   for name in $(grep -o '^# env [A-Za-z_][A-Za-z0-9_]*$' "$config" | sed 's/^# env //'); do
-    [[ -n ${!name:-} ]] || placeholders+=("$name=validate-placeholder")
+    [[ -n ${!name:-} ]] || placeholders+=("$(placeholder "$name")")
   done
   mapfile -t -O "${#placeholders[@]}" placeholders < <(scripts/native-env.sh "$config")
   if output=$(env "${placeholders[@]}" "$ENVOY_BIN" --mode validate --use-dynamic-base-id -c "$config" 2>&1); then

@@ -31,6 +31,7 @@ pub mod wire {
     pub mod responses;
     pub mod sse;
     pub mod translate;
+    pub mod vertex;
     pub(crate) mod via_chat;
 }
 
@@ -86,7 +87,7 @@ pub use policy::{auth, global, ratelimit, router};
 pub use privacy::{pii, pii_detect};
 pub use wire::{
     anthropic, api, bedrock, count_tokens, gemini, messages_via_chat, provider, request, responses,
-    sse, translate,
+    sse, translate, vertex,
 };
 
 /// OpenAI's tokenizer, built on first use.

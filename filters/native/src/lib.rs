@@ -703,7 +703,16 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: *const c_v
     }
     // SAFETY: the pointer came from Box::into_raw in filter_new and is released once, here.
     let stream = unsafe { Box::from_raw(stream.cast_mut().cast::<Stream>()) };
-    let _ = catch_unwind(AssertUnwindSafe(move || drop(stream)));
+    let _ = catch_unwind(AssertUnwindSafe(move || {
+        // Envoy does not report an upstream filter's stream complete: the root work of
+        // llm_provider (Vertex AI token refreshes) runs as its attempts end.
+        let tick = stream.config.upstream && stream.factory.has_tick();
+        let (config, factory) = (Arc::clone(&stream.config), Rc::clone(&stream.factory));
+        drop(stream);
+        if tick {
+            with_context(Context::worker_root(&config), || factory.on_tick());
+        }
+    }));
 }
 
 /// Runs one callback of a stream's filter with this backend installed; then, with the filter no

@@ -5,15 +5,18 @@ use llm_core::config::ConfigError;
 use llm_core::metrics::labeled_name;
 use llm_core::provider::{
     AnswerTranslation, Attempt, AttemptOrigins, Origin, ProviderConfig, Providers,
-    StreamTranslation,
+    StreamTranslation, TokenSource,
 };
+use llm_core::vertex::{retry_after, token_answer, AccessToken};
+use llm_host::host::{HttpAnswer, HttpCall, SharedWriteError};
 use llm_host::{
-    now_unix_nanos, request_body, request_trailers, send_local_reply, Action, BodyBuffer, Counter,
-    Filter, Headers, HoldsRequestBody, HttpFilter,
+    now_unix_nanos, read_shared, request_body, request_trailers, send_local_reply, Action,
+    BodyBuffer, Counter, Filter, Headers, HoldsRequestBody, HttpFilter,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::Duration;
 
 llm_host::wasm_module!(ProviderFilter);
 
@@ -25,6 +28,94 @@ pub struct ProviderFilter {
     translated: HashMap<String, Counter>,
     /// The client's path and authority by request id, for the retries of a request.
     origins: RefCell<AttemptOrigins>,
+    /// Vertex AI providers' access tokens, refreshed in the background (root context).
+    tokens: Vec<TokenRefresh>,
+    /// `llm_provider_token_unavailable_total{provider=...}`: attempts answered 503 for want of one.
+    token_unavailable: HashMap<String, Counter>,
+}
+
+/// One provider's token refresh. Its state is in shared data, not here: every worker's root
+/// context ticks, and on the native module a call's answer reaches another instance than the one
+/// that made it. Under the token's key: `{key}` the token, `{key}.claim` the time before which no
+/// refresh starts (one in flight, or a pause after a failure), `{key}.call` the call in flight,
+/// `{key}.failures` failures in a row, `{key}.error` why the last one failed.
+struct TokenRefresh {
+    source: TokenSource,
+    refreshed: Option<Counter>,
+    failed: Option<Counter>,
+}
+
+/// How long a token request may take.
+const TOKEN_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A worker that starts a refresh holds it this long; the others leave it to that one.
+const REFRESH_CLAIM_SECS: u64 = 15;
+
+fn now_secs() -> u64 {
+    now_unix_nanos() / 1_000_000_000
+}
+
+/// The current token of `key`, from shared data.
+fn shared_token(key: &str) -> Option<AccessToken> {
+    read_shared(key).and_then(|bytes| AccessToken::from_shared(&bytes))
+}
+
+/// Why there is no token, as the last failed refresh recorded it.
+fn shared_token_error(key: &str) -> Option<String> {
+    read_shared(&format!("{key}.error")).and_then(|bytes| String::from_utf8(bytes).ok())
+}
+
+/// A number kept as text in shared data (0 when absent).
+fn shared_number(key: &str) -> u64 {
+    read_shared(key)
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(0)
+}
+
+fn set_shared_number(key: &str, value: u64) {
+    llm_host::update_shared(key, |_| value.to_string().into_bytes());
+}
+
+/// Claims the next refresh of `key` for this worker, unless a refresh is in flight or pausing.
+fn claim_refresh(key: &str, now: u64) -> bool {
+    let claim = format!("{key}.claim");
+    let Ok((held, cas)) = llm_host::current().shared_get(&claim) else {
+        return false;
+    };
+    let until = held
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.parse::<u64>().ok())
+        .unwrap_or(0);
+    if until > now {
+        return false;
+    }
+    let next = (now + REFRESH_CLAIM_SECS).to_string();
+    match llm_host::current().shared_set(&claim, next.as_bytes(), cas) {
+        Ok(()) => true,
+        Err(SharedWriteError::CasMismatch) => false,
+        Err(SharedWriteError::Failed(_)) => true,
+    }
+}
+
+impl ProviderFilter {
+    fn token_failed(&self, refresh: &TokenRefresh, why: &str) {
+        let key = &refresh.source.shared_key;
+        let failures = u32::try_from(shared_number(&format!("{key}.failures")))
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        set_shared_number(&format!("{key}.failures"), u64::from(failures));
+        let wait = retry_after(failures);
+        set_shared_number(&format!("{key}.claim"), now_secs() + wait);
+        if let Some(counter) = &refresh.failed {
+            counter.increment(1);
+        }
+        llm_host::update_shared(&format!("{key}.error"), |_| why.as_bytes().to_vec());
+        // One line per failure; the reason names the endpoint's status and OAuth error only.
+        log::warn!(
+            "llm_provider: provider `{}`: access token refresh failed ({why}); next try in {wait} s",
+            refresh.source.provider
+        );
+    }
 }
 
 impl Filter for ProviderFilter {
@@ -49,12 +140,107 @@ impl Filter for ProviderFilter {
                 translated.insert(name, c);
             }
         }
+        let mut token_unavailable = HashMap::new();
+        let tokens = providers
+            .token_sources()
+            .into_iter()
+            .map(|source| {
+                let counter = |result: &str| {
+                    Counter::define(&labeled_name(
+                        "llm_provider_token_refreshes_total",
+                        &[("provider", source.provider.as_str()), ("result", result)],
+                    ))
+                };
+                if let Some(c) = Counter::define(&labeled_name(
+                    "llm_provider_token_unavailable_total",
+                    &[("provider", source.provider.as_str())],
+                )) {
+                    token_unavailable.insert(source.provider.clone(), c);
+                }
+                TokenRefresh {
+                    refreshed: counter("ok"),
+                    failed: counter("error"),
+                    source,
+                }
+            })
+            .collect();
         Ok(ProviderFilter {
             providers,
             attempts,
             translated,
             origins: RefCell::new(AttemptOrigins::default()),
+            tokens,
+            token_unavailable,
         })
+    }
+
+    /// Vertex AI tokens are refreshed in the background: checked every second, fetched only
+    /// when the shared one nears its expiry.
+    fn tick_period(&self) -> Option<Duration> {
+        (!self.tokens.is_empty()).then_some(Duration::from_secs(1))
+    }
+
+    fn on_tick(&self) {
+        let now = now_secs();
+        for refresh in &self.tokens {
+            let source = &refresh.source;
+            if shared_token(&source.shared_key).is_some_and(|t| !t.refresh_due(now)) {
+                continue;
+            }
+            if !claim_refresh(&source.shared_key, now) {
+                continue;
+            }
+            let body = source.account.token_request_body(now);
+            let call = HttpCall {
+                cluster: &source.cluster,
+                authority: &source.endpoint.authority,
+                method: "POST",
+                path: &source.endpoint.path,
+                headers: &[("content-type", "application/x-www-form-urlencoded")],
+                body: body.as_bytes(),
+                timeout: TOKEN_CALL_TIMEOUT,
+            };
+            match llm_host::current().http_call(&call) {
+                Ok(token) => {
+                    set_shared_number(&format!("{}.call", source.shared_key), u64::from(token))
+                }
+                Err(why) => self.token_failed(refresh, &format!("the token request failed: {why}")),
+            }
+        }
+    }
+
+    fn on_root_http_response(&self, token: u32, answer: Option<&HttpAnswer>) {
+        let Some(refresh) = self
+            .tokens
+            .iter()
+            .find(|r| shared_number(&format!("{}.call", r.source.shared_key)) == u64::from(token))
+        else {
+            return;
+        };
+        let key = &refresh.source.shared_key;
+        set_shared_number(&format!("{key}.call"), 0);
+        let now = now_secs();
+        let result = match answer {
+            Some(answer) => token_answer(answer.status, &answer.body, now),
+            None => Err("the token endpoint did not answer".to_string()),
+        };
+        match result {
+            Ok(access) => {
+                llm_host::update_shared(key, |_| access.to_shared());
+                if shared_number(&format!("{key}.failures")) > 0 {
+                    set_shared_number(&format!("{key}.failures"), 0);
+                    log::info!(
+                        "llm_provider: provider `{}`: access token refreshed again",
+                        refresh.source.provider
+                    );
+                }
+                set_shared_number(&format!("{key}.claim"), 0);
+                if let Some(counter) = &refresh.refreshed {
+                    counter.increment(1);
+                }
+            }
+            Err(why) => self.token_failed(refresh, &why),
+        }
     }
 
     fn http_filter(self: &Rc<Self>) -> Box<dyn HttpFilter> {
@@ -188,11 +374,36 @@ impl ProviderAttempt {
             send_local_reply(answer);
             return Action::Pause;
         }
-        let stream = plan
-            .translate_response
-            .as_ref()
-            .is_some_and(AnswerTranslation::stream);
+        let stream = plan.stream
+            || plan
+                .translate_response
+                .as_ref()
+                .is_some_and(AnswerTranslation::stream);
+        // Vertex AI: the token the background refresh keeps in shared data.
+        let mut bearer = None;
+        if let Some(key) = self.filter.providers.token_key(&attempt) {
+            let now = now_secs();
+            match shared_token(&key).filter(|t| t.valid(now)) {
+                Some(token) => bearer = Some(format!("Bearer {}", token.value.expose())),
+                None => {
+                    let why = shared_token_error(&key)
+                        .unwrap_or_else(|| "the first one is still being fetched".to_string());
+                    if let Some(counter) = self
+                        .filter
+                        .token_unavailable
+                        .get(self.filter.providers.name(&attempt))
+                    {
+                        counter.increment(1);
+                    }
+                    send_local_reply(&self.filter.providers.token_missing_reply(&attempt, &why));
+                    return Action::Pause;
+                }
+            }
+        }
         let path = self.apply_headers(&attempt, plan.model.as_deref(), stream);
+        if let Some(bearer) = &bearer {
+            llm_host::set_request_header("authorization", Some(bearer));
+        }
         if let Some(new_body) = &plan.new_body {
             self.record_origin();
             llm_host::replace_request_body(body_size, new_body);
@@ -683,6 +894,145 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("Too many requests"));
+    }
+
+    /// A service-account key file for the glue tests (a small key, made once).
+    fn key_file() -> String {
+        use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+        static FILE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        FILE.get_or_init(|| {
+            let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 1024).unwrap();
+            let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
+            json!({"type": "service_account", "private_key": pem, "private_key_id": "k1",
+                   "client_email": "gw@p.iam.gserviceaccount.com",
+                   "token_uri": "https://oauth2.googleapis.com/token"})
+            .to_string()
+        })
+        .clone()
+    }
+
+    #[test]
+    fn vertex_tokens_are_refreshed_in_the_background_and_sent_per_attempt() {
+        fake::reset();
+        std::env::set_var("LLM_PROVIDER_TEST_VERTEX_SA", key_file());
+        let config = json!({"providers": {"vertex": {
+            "format": "vertex_ai", "project": "my-proj", "location": "us-central1",
+            "service_account_env": "LLM_PROVIDER_TEST_VERTEX_SA", "token_cluster": "google_oauth2"}}})
+        .to_string();
+        let loaded = llm_host::configure::<ProviderFilter>(config.as_bytes()).expect("config");
+        fake::with(|s| {
+            s.properties.insert(PROVIDER.into(), b"vertex".to_vec());
+            s.now_unix_nanos = 1_000 * 1_000_000_000;
+        });
+        let filter = Rc::clone(&loaded.filter);
+        assert_eq!(filter.tick_period(), Some(Duration::from_secs(1)));
+
+        // No token yet: 503 in the client's shape, nothing sent.
+        fake::with(|s| {
+            s.replies.clear();
+            s.request_body.clear();
+        });
+        let mut stream = Stream::new(loaded.new_stream());
+        stream.request_headers(&CHAT, false);
+        let mut body = request_body(false);
+        body = String::from_utf8(body)
+            .unwrap()
+            .replace("gpt-4o", "gemini-2.5-flash")
+            .into_bytes();
+        stream.request_body(&body, true);
+        let reply = stream.reply().expect("503");
+        assert_eq!(reply.status, 503);
+        assert!(reply.body.contains("still being fetched"), "{}", reply.body);
+        assert_eq!(
+            fake::counter(&labeled_name(
+                "llm_provider_token_unavailable_total",
+                &[("provider", "vertex")]
+            )),
+            1
+        );
+
+        // The tick asks the token endpoint, through its cluster, with a signed JWT.
+        filter.on_tick();
+        let call = fake::with(|s| s.http_calls.last().cloned()).expect("a token request");
+        assert_eq!(call.cluster, "google_oauth2");
+        assert_eq!(call.authority, "oauth2.googleapis.com");
+        assert_eq!(call.path, "/token");
+        let form = String::from_utf8(call.body.clone()).unwrap();
+        assert!(form.starts_with(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion="
+        ));
+        // Nothing more while it is in flight.
+        filter.on_tick();
+        assert_eq!(fake::with(|s| s.http_calls.len()), 1);
+
+        // A failure: logged, counted, retried after a pause, and the 503 says why.
+        filter.on_root_http_response(
+            call.token,
+            Some(&HttpAnswer {
+                status: 400,
+                body: br#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#
+                    .to_vec(),
+            }),
+        );
+        assert_eq!(
+            fake::counter(&labeled_name(
+                "llm_provider_token_refreshes_total",
+                &[("provider", "vertex"), ("result", "error")]
+            )),
+            1
+        );
+        fake::with(|s| {
+            s.replies.clear();
+            s.request_body.clear();
+        });
+        let mut stream = Stream::new(loaded.new_stream());
+        stream.request_headers(&CHAT, false);
+        stream.request_body(&body, true);
+        let reply = stream.reply().expect("503");
+        assert!(reply.body.contains("invalid_grant"), "{}", reply.body);
+        filter.on_tick();
+        assert_eq!(fake::with(|s| s.http_calls.len()), 1, "backing off");
+        fake::with(|s| s.now_unix_nanos += 20 * 1_000_000_000);
+        filter.on_tick();
+        let call = fake::with(|s| s.http_calls.last().cloned()).unwrap();
+        assert_eq!(fake::with(|s| s.http_calls.len()), 2);
+        filter.on_root_http_response(
+            call.token,
+            Some(&HttpAnswer {
+                status: 200,
+                body:
+                    br#"{"access_token":"ya29.test-token","expires_in":3599,"token_type":"Bearer"}"#
+                        .to_vec(),
+            }),
+        );
+
+        // Now every attempt carries it, at Vertex's path.
+        fake::with(|s| {
+            s.replies.clear();
+            s.request_body.clear();
+        });
+        let mut stream = Stream::new(loaded.new_stream());
+        stream.request_headers(&CHAT, false);
+        stream.request_body(&body, true);
+        assert!(stream.reply().is_none(), "{:?}", stream.reply());
+        assert_eq!(
+            fake::request_header("authorization").as_deref(),
+            Some("Bearer ya29.test-token")
+        );
+        assert_eq!(
+            fake::request_header(":path").as_deref(),
+            Some("/v1/projects/my-proj/locations/us-central1/publishers/google/models/gemini-2.5-flash:generateContent")
+        );
+        // Fresh: no refresh until it nears expiry (300 s before).
+        filter.on_tick();
+        assert_eq!(fake::with(|s| s.http_calls.len()), 2);
+        fake::with(|s| s.now_unix_nanos += 3_400 * 1_000_000_000);
+        filter.on_tick();
+        assert_eq!(
+            fake::with(|s| s.http_calls.len()),
+            3,
+            "refreshed before expiry"
+        );
     }
 
     #[test]

@@ -923,6 +923,23 @@ pub fn validate_config(config: &Path) -> (bool, String) {
     validate_config_with_env(config, &[])
 }
 
+/// A credential variable's value for a validation: anything for a key, but a key file that parses
+/// for a Vertex AI service account (`*SERVICE_ACCOUNT`), which llm_provider checks at load.
+fn placeholder(name: &str) -> String {
+    static SERVICE_ACCOUNT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if !name.ends_with("SERVICE_ACCOUNT") {
+        return "validate-placeholder".into();
+    }
+    SERVICE_ACCOUNT
+        .get_or_init(|| {
+            let out = Command::new(repo_root().join("scripts/placeholder-service-account.sh"))
+                .output()
+                .expect("scripts/placeholder-service-account.sh");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        })
+        .clone()
+}
+
 /// [`validate_config`] with extra environment variables for Envoy (e.g. placeholders for keys that a
 /// JSON config names, which the YAML scan above does not find).
 pub fn validate_config_with_env(config: &Path, env: &[(&str, &str)]) -> (bool, String) {
@@ -934,7 +951,7 @@ pub fn validate_config_with_env(config: &Path, env: &[(&str, &str)]) -> (bool, S
     // The native module's configs name the keys it reads from Envoy's environment as `# env NAME`.
     for name in text.lines().filter_map(|l| l.strip_prefix("# env ")) {
         if !name.contains('=') && std::env::var_os(name.trim()).is_none() {
-            command.env(name.trim(), "validate-placeholder");
+            command.env(name.trim(), placeholder(name.trim()));
         }
     }
     for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
@@ -949,7 +966,7 @@ pub fn validate_config_with_env(config: &Path, env: &[(&str, &str)]) -> (bool, S
             };
             for name in list.split(',').map(str::trim).filter(is_name) {
                 if std::env::var_os(name).is_none() {
-                    command.env(name, "validate-placeholder");
+                    command.env(name, placeholder(name));
                 }
             }
         }

@@ -3,7 +3,7 @@
 
 use integration::http::{post_json, sse_data, sse_text};
 use integration::{
-    require_envoy, set_filter_config, Demo, Envoy, EnvoyOptions, DEMO_ANTHROPIC_KEY,
+    require_envoy, set_filter_config, Demo, Envoy, EnvoyOptions, MockProvider, DEMO_ANTHROPIC_KEY,
     DEMO_OPENAI_KEY,
 };
 use serde_json::{json, Value};
@@ -526,33 +526,8 @@ fn gemini_through_every_client_api() {
     assert_eq!(response.status, 200, "{}", response.body);
 
     // The Anthropic and Responses APIs on the same model.
-    let response = post_json(
-        &demo.envoy.url("/v1/messages"),
-        &[
-            ("x-api-key", "sk-demo-team-a"),
-            ("anthropic-version", "2023-06-01"),
-        ],
-        &json!({"model": "gemini-2.5-flash", "max_tokens": 50,
-                "messages": [{"role": "user", "content": "hello from claude code"}]})
-        .to_string(),
-    );
-    assert_eq!(response.status, 200, "{}", response.body);
-    assert_eq!(response.json()["type"], "message");
-    assert_eq!(
-        response.json()["content"][0]["text"],
-        "hello from claude code"
-    );
-    let response = post_json(
-        &demo.envoy.url("/v1/responses"),
-        &[KEY],
-        &json!({"model": "gemini-2.5-flash", "input": "hello responses"}).to_string(),
-    );
-    assert_eq!(response.status, 200, "{}", response.body);
-    assert_eq!(response.json()["object"], "response");
-    assert_eq!(
-        response.json()["output"][0]["content"][0]["text"],
-        "hello responses"
-    );
+    assert_messages_client_gets_its_answer(&demo, "gemini-2.5-flash");
+    assert_responses_client_gets_its_answer(&demo, "gemini-2.5-flash");
 
     // Gemini's errors in the caller's shape, with the status it sent.
     let response = demo.chat(
@@ -704,22 +679,7 @@ fn bedrock_through_every_client_api() {
     );
 
     // The Anthropic and Responses APIs on the same model, a Messages stream among them.
-    let response = post_json(
-        &demo.envoy.url("/v1/messages"),
-        &[
-            ("x-api-key", "sk-demo-team-a"),
-            ("anthropic-version", "2023-06-01"),
-        ],
-        &json!({"model": MODEL, "max_tokens": 50,
-                "messages": [{"role": "user", "content": "hello from claude code"}]})
-        .to_string(),
-    );
-    assert_eq!(response.status, 200, "{}", response.body);
-    assert_eq!(response.json()["type"], "message");
-    assert_eq!(
-        response.json()["content"][0]["text"],
-        "hello from claude code"
-    );
+    assert_messages_client_gets_its_answer(&demo, MODEL);
     let response = post_json(
         &demo.envoy.url("/v1/messages"),
         &[
@@ -736,17 +696,7 @@ fn bedrock_through_every_client_api() {
         "{}",
         response.body
     );
-    let response = post_json(
-        &demo.envoy.url("/v1/responses"),
-        &[KEY],
-        &json!({"model": MODEL, "input": "hello responses"}).to_string(),
-    );
-    assert_eq!(response.status, 200, "{}", response.body);
-    assert_eq!(response.json()["object"], "response");
-    assert_eq!(
-        response.json()["output"][0]["content"][0]["text"],
-        "hello responses"
-    );
+    assert_responses_client_gets_its_answer(&demo, MODEL);
 
     // PII is masked on the way to Bedrock and restored in the answer.
     let response = demo.chat(
@@ -833,6 +783,41 @@ fn bedrock_through_every_client_api() {
         }),
     );
     assert!(checked.starts_with("ok "), "{checked}");
+}
+
+/// A Messages client (Claude Code's shape) on `model` gets its echo back as a message.
+fn assert_messages_client_gets_its_answer(demo: &Demo, model: &str) {
+    let response = post_json(
+        &demo.envoy.url("/v1/messages"),
+        &[
+            ("x-api-key", "sk-demo-team-a"),
+            ("anthropic-version", "2023-06-01"),
+        ],
+        &json!({"model": model, "max_tokens": 50,
+                "messages": [{"role": "user", "content": "hello from claude code"}]})
+        .to_string(),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.json()["type"], "message");
+    assert_eq!(
+        response.json()["content"][0]["text"],
+        "hello from claude code"
+    );
+}
+
+/// A Responses client on `model` gets its echo back as a response.
+fn assert_responses_client_gets_its_answer(demo: &Demo, model: &str) {
+    let response = post_json(
+        &demo.envoy.url("/v1/responses"),
+        &[KEY],
+        &json!({"model": model, "input": "hello responses"}).to_string(),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.json()["object"], "response");
+    assert_eq!(
+        response.json()["output"][0]["content"][0]["text"],
+        "hello responses"
+    );
 }
 
 /// Runs a script of tests/sdk with `.venv/bin/python`, `input` as JSON on stdin; its stdout.
@@ -945,4 +930,226 @@ fn gpt_4o_fails_over_from_openai_format_to_bedrock() {
         .as_str()
         .unwrap_or_default()
         .starts_with("AWS4-HMAC-SHA256 "));
+}
+
+/// The demo with a Vertex AI provider on `vertex` (a mock serving Vertex's routes and its token
+/// endpoint, whose service-account key file is `key`): models `vertex-gemini` and `vertex-claude`.
+fn demo_with_vertex(vertex: &MockProvider, key: &str) -> Demo {
+    let port = vertex.port();
+    // One line of JSON, as an environment variable holds it.
+    let key: Value = serde_json::from_str(key).expect("the key file is JSON");
+    let key = key.to_string();
+    Demo::start_with(move |config| {
+        let line = "MOCK_GEMINI_KEY: sk-mock-gemini-key\n";
+        let at = config.find(line).expect("the demo's provider keys");
+        let indent = &config[config[..at].rfind('\n').unwrap() + 1..at];
+        let config = config.replacen(
+            line,
+            &format!("{line}{indent}MOCK_VERTEX_SERVICE_ACCOUNT: '{key}'\n"),
+            1,
+        );
+        // A cluster and a route like the Gemini mock's, for the Vertex mock.
+        let start = config.find("  - name: mock_gemini\n").unwrap();
+        let end = start + config[start..].find("\n\n").unwrap() + 2;
+        let cluster = config[start..end]
+            .replace("mock_gemini", "mock_vertex")
+            .replace("port_value: 18083 ", &format!("port_value: {port} "))
+            .replace(
+                "provider: gemini, gen_ai_provider: gcp.gemini",
+                "provider: vertex, gen_ai_provider: gcp.vertex_ai",
+            );
+        let config = format!("{}{cluster}{}", &config[..end], &config[end..]);
+        let route = "                  headers: [{ name: x-llm-route, string_match: { exact: gemini } }]\n                route: { cluster: mock_gemini, timeout: 300s }\n";
+        let config = config.replacen(
+            route,
+            &format!(
+                "{route}              - match:\n                  prefix: /\n{}",
+                route.replace("gemini", "vertex")
+            ),
+            1,
+        );
+        let config = integration::add_http_cluster(&config, "google_oauth2", port);
+        let mut router = integration::filter_config(&config, "llm_router");
+        let models = router["models"].as_array_mut().unwrap();
+        models.push(json!({"name": "vertex-gemini", "route": "vertex", "owned_by": "google"}));
+        models.push(json!({"name": "vertex-claude", "route": "vertex", "owned_by": "anthropic"}));
+        let config = set_filter_config(&config, "llm_router", &router.to_string());
+        let mut provider = integration::filter_config(&config, "llm_provider");
+        provider["providers"]["vertex"] = json!({
+            "format": "vertex_ai", "project": "mock-project", "location": "us-central1",
+            "service_account_env": "MOCK_VERTEX_SERVICE_ACCOUNT", "token_cluster": "google_oauth2",
+            "model_map": {"vertex-gemini": "gemini-2.5-flash", "vertex-claude": "claude-sonnet-4-5@20250929"},
+            "forward_headers": ["x-mock-*"]
+        });
+        set_filter_config(&config, "llm_provider", &provider.to_string())
+    })
+}
+
+/// A mock serving Vertex AI with a key file of its own making; the file's text.
+fn vertex_mock(name: &str, extra: &[&str]) -> (MockProvider, String) {
+    let path = std::env::temp_dir().join(format!(
+        "llm-vertex-{name}-{}-{}.json",
+        std::process::id(),
+        integration::free_port()
+    ));
+    let path_text = path.to_string_lossy().to_string();
+    let mut args = vec![
+        "--api",
+        "vertex",
+        "--vertex-generate-service-account",
+        &path_text,
+    ];
+    args.extend_from_slice(extra);
+    let mock = MockProvider::start(name, &args);
+    let key = std::fs::read_to_string(&path).expect("the mock wrote its key file");
+    let _ = std::fs::remove_file(&path);
+    (mock, key)
+}
+
+/// Google Vertex AI: Gemini and Claude models behind every client API, with OAuth2 access tokens
+/// the gateway gets from a service-account key (an RS256 JWT the mock's token endpoint verifies)
+/// in the background and sends on every attempt.
+#[test]
+fn vertex_ai_serves_gemini_and_claude_with_background_tokens() {
+    require_envoy!();
+    let (vertex, key) = vertex_mock("vertex", &[]);
+    let demo = demo_with_vertex(&vertex, &key);
+    // The first token is fetched in the background (within a second; natively after the first
+    // request): until then, 503 saying so.
+    let mut response = demo.chat(
+        &[],
+        &json!({"model": "vertex-gemini", "messages": [{"role": "user", "content": "hello vertex"}]}),
+    );
+    for _ in 0..50 {
+        if response.status != 503 {
+            break;
+        }
+        assert!(response.body.contains("access token"), "{}", response.body);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        response = demo.chat(
+            &[],
+            &json!({"model": "vertex-gemini", "messages": [{"role": "user", "content": "hello vertex"}]}),
+        );
+    }
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(
+        response.json()["choices"][0]["message"]["content"],
+        "hello vertex"
+    );
+    let sent = vertex.requests();
+    let tokens: Vec<&Value> = sent.iter().filter(|r| r["path"] == "/token").collect();
+    assert!(!tokens.is_empty() && tokens.len() <= 2, "{tokens:?}");
+    assert!(tokens[0]["body"].as_str().unwrap_or_default().starts_with(
+        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion="
+    ));
+    let call = sent.iter().find(|r| r["path"] != "/token").unwrap();
+    assert_eq!(
+        call["path"],
+        "/v1/projects/mock-project/locations/us-central1/publishers/google/models/gemini-2.5-flash:generateContent"
+    );
+    assert!(call["headers"]["authorization"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("Bearer ya29.mock-"));
+
+    // Claude on Vertex: rawPredict and streamRawPredict, the model in the path only.
+    let response = demo.chat(
+        &[],
+        &json!({"model": "vertex-claude", "stream": true,
+                "messages": [{"role": "user", "content": "claude on vertex"}]}),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(sse_text(&response.body), "claude on vertex");
+    assert_messages_client_gets_its_answer(&demo, "vertex-claude");
+    let response = post_json(
+        &demo.envoy.url("/v1/responses"),
+        &[KEY],
+        &json!({"model": "vertex-gemini", "input": "hello responses"}).to_string(),
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(
+        response.json()["output"][0]["content"][0]["text"],
+        "hello responses"
+    );
+    let sent = vertex.requests();
+    let claude: Vec<&Value> = sent
+        .iter()
+        .filter(|r| {
+            r["path"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("/publishers/anthropic/models/claude-sonnet-4-5@20250929:")
+        })
+        .collect();
+    assert_eq!(claude.len(), 2, "{sent:?}");
+    assert!(claude[0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with(":streamRawPredict"));
+    assert!(claude[1]["path"].as_str().unwrap().ends_with(":rawPredict"));
+    for call in &claude {
+        assert_eq!(call["json"]["anthropic_version"], "vertex-2023-10-16");
+        assert!(call["json"].get("model").is_none());
+    }
+    // Tokens are not fetched per request.
+    let tokens = sent.iter().filter(|r| r["path"] == "/token").count();
+    assert!(tokens <= 2, "{tokens} token requests");
+    let refreshed: f64 = ["ok"]
+        .iter()
+        .filter_map(|result| {
+            demo.envoy.prometheus_value(&format!(
+                r#"llm_provider_token_refreshes_total{{provider="vertex",result="{result}"}}"#
+            ))
+        })
+        .sum();
+    assert!(refreshed >= 1.0, "no token refresh counted");
+    // The key and the tokens stay out of Envoy's log.
+    let log = demo.envoy.log();
+    assert!(!log.contains("BEGIN PRIVATE KEY") && !log.contains("ya29.mock-"));
+}
+
+/// A token endpoint that refuses the gateway's JWT (a key it does not know): every request gets a
+/// 503 saying why, the failures are counted, and nothing reaches Vertex AI.
+#[test]
+fn vertex_ai_token_failures_answer_503_with_the_reason() {
+    require_envoy!();
+    // The gateway holds one mock's key; the endpoint it calls knows another.
+    let (stale, key) = vertex_mock("vertex-old-key", &[]);
+    drop(stale);
+    let (vertex, _) = vertex_mock("vertex", &[]);
+    let demo = demo_with_vertex(&vertex, &key);
+    let mut response = demo.chat(
+        &[],
+        &json!({"model": "vertex-gemini", "messages": [{"role": "user", "content": "x"}]}),
+    );
+    for _ in 0..50 {
+        if response.body.contains("invalid_grant") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        response = demo.chat(
+            &[],
+            &json!({"model": "vertex-gemini", "messages": [{"role": "user", "content": "x"}]}),
+        );
+    }
+    assert_eq!(response.status, 503, "{}", response.body);
+    assert!(
+        response
+            .body
+            .contains("invalid_grant: Invalid JWT Signature."),
+        "{}",
+        response.body
+    );
+    assert!(vertex.requests().iter().all(|r| r["path"] == "/token"));
+    let failed = demo
+        .envoy
+        .prometheus_value(r#"llm_provider_token_refreshes_total{provider="vertex",result="error"}"#)
+        .unwrap_or(0.0);
+    assert!(failed >= 1.0);
+    let unavailable = demo
+        .envoy
+        .prometheus_value(r#"llm_provider_token_unavailable_total{provider="vertex"}"#)
+        .unwrap_or(0.0);
+    assert!(unavailable >= 1.0);
+    assert!(demo.envoy.log().contains("access token refresh failed"));
 }

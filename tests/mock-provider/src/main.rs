@@ -1,5 +1,5 @@
-//! mock-provider: a deterministic OpenAI-, Anthropic-, Gemini- and Bedrock-compatible server for
-//! tests, the demo and benchmarks. See README.md for endpoints, rules and fault headers.
+//! mock-provider: a deterministic OpenAI-, Anthropic-, Gemini-, Bedrock- and Vertex AI-compatible
+//! server for tests, the demo and benchmarks. See README.md for endpoints, rules and fault headers.
 
 // `value["key"] = ...` only ever targets objects this crate just built with `json!({...})`, where
 // IndexMut cannot panic; and handlers return a ready error response as their `Err`.
@@ -13,6 +13,7 @@ mod openai;
 mod record;
 mod reply;
 mod text;
+mod vertex;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -30,9 +31,9 @@ const USAGE: &str = "\
 usage: mock-provider [options]
   --listen ADDR          address to bind (default 127.0.0.1:0; the bound address is printed)
   --name NAME            instance name, sent back in the x-mock-instance header (default: mock)
-  --api openai|anthropic|gemini|bedrock|both|all
+  --api openai|anthropic|gemini|bedrock|vertex|both|all
                          which API this instance serves: both is OpenAI and Anthropic (default:
-                         all four)
+                         all five)
   --always-status CODE   answer every API request with this status (an always-failing provider)
   --require-key KEY      answer 401 unless Authorization: Bearer KEY, x-api-key or api-key carries KEY
                          (Gemini paths: x-goog-api-key or ?key=, else 403 when absent, 400 when wrong;
@@ -41,6 +42,13 @@ usage: mock-provider [options]
                          Bedrock paths require a SigV4 signature with these credentials (or the
                          --require-key bearer key), checked as AWS checks it
   --aws-region REGION    the region Bedrock signatures must be scoped to (default us-east-1)
+  --vertex-generate-service-account FILE
+                         write a fresh Google service-account key (RSA-2048) to FILE at startup; its
+                         token endpoint (POST /token) then issues the access tokens Vertex paths need
+  --vertex-service-account FILE
+                         the same with an existing service-account key file
+  --vertex-token-lifetime SECS
+                         expires_in of the access tokens issued (default 3599)
   --models a,b,c         model ids listed by GET /v1/models
   --max-recorded N       requests kept for GET /mock/requests (default 1000)";
 
@@ -52,12 +60,24 @@ struct Options {
     anthropic: bool,
     gemini: bool,
     bedrock: bool,
+    vertex: bool,
     always_status: Option<u16>,
     require_key: Option<String>,
     aws_credentials: Option<bedrock::AwsCredentials>,
     aws_region: String,
+    vertex_key: Option<VertexKey>,
+    vertex_token_lifetime: u64,
     models: Vec<String>,
     max_recorded: usize,
+}
+
+/// Where the Vertex service account comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum VertexKey {
+    /// `--vertex-generate-service-account FILE`: a fresh key written to FILE.
+    Generate(String),
+    /// `--vertex-service-account FILE`: an existing key file.
+    Load(String),
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
@@ -68,10 +88,13 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         anthropic: true,
         gemini: true,
         bedrock: true,
+        vertex: true,
         always_status: None,
         require_key: None,
         aws_credentials: None,
         aws_region: "us-east-1".to_string(),
+        vertex_key: None,
+        vertex_token_lifetime: 3599,
         models: [
             "gpt-4o-mini",
             "gpt-4o",
@@ -101,18 +124,18 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
                     options.anthropic,
                     options.gemini,
                     options.bedrock,
+                    options.vertex,
                 ) = match value.as_str() {
-                    "openai" => (true, false, false, false),
-                    "anthropic" => (false, true, false, false),
-                    "gemini" => (false, false, true, false),
-                    "bedrock" => (false, false, false, true),
-                    "both" => (true, true, false, false),
-                    "all" => (true, true, true, true),
-                    _ => {
-                        return Err(format!(
-                    "--api: expected openai, anthropic, gemini, bedrock, both or all, got {value}"
-                ))
-                    }
+                    "openai" => (true, false, false, false, false),
+                    "anthropic" => (false, true, false, false, false),
+                    "gemini" => (false, false, true, false, false),
+                    "bedrock" => (false, false, false, true, false),
+                    "vertex" => (false, false, false, false, true),
+                    "both" => (true, true, false, false, false),
+                    "all" => (true, true, true, true, true),
+                    _ => return Err(format!(
+                        "--api: expected openai, anthropic, gemini, bedrock, vertex, both or all, got {value}"
+                    )),
                 }
             }
             "--always-status" => {
@@ -134,6 +157,30 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             }
             "--aws-region" if value.is_empty() => return Err("--aws-region: empty".to_string()),
             "--aws-region" => options.aws_region = value.clone(),
+            "--vertex-generate-service-account" | "--vertex-service-account"
+                if options.vertex_key.is_some() =>
+            {
+                return Err(
+                    "give one of --vertex-generate-service-account and --vertex-service-account"
+                        .to_string(),
+                )
+            }
+            "--vertex-generate-service-account" | "--vertex-service-account"
+                if value.is_empty() =>
+            {
+                return Err(format!("{flag}: empty"))
+            }
+            "--vertex-generate-service-account" => {
+                options.vertex_key = Some(VertexKey::Generate(value.clone()))
+            }
+            "--vertex-service-account" => options.vertex_key = Some(VertexKey::Load(value.clone())),
+            "--vertex-token-lifetime" => {
+                options.vertex_token_lifetime = value
+                    .parse()
+                    .ok()
+                    .filter(|secs| *secs > 0)
+                    .ok_or_else(|| format!("--vertex-token-lifetime: not a number of seconds: {value}"))?
+            }
             "--models" => {
                 options.models = value
                     .split(',')
@@ -157,6 +204,19 @@ struct State {
     options: Options,
     log: record::RequestLog,
     next_id: AtomicU64,
+    /// The service account whose JWTs `/token` accepts; without one, Vertex paths take any request.
+    vertex_account: Option<vertex::ServiceAccount>,
+    vertex_tokens: vertex::Tokens,
+}
+
+/// Makes or reads the Vertex service account the options name (before the mock says it is up, so
+/// a generated key file is there when the harness reads it).
+fn vertex_account(options: &Options) -> Result<Option<vertex::ServiceAccount>, String> {
+    match &options.vertex_key {
+        None => Ok(None),
+        Some(VertexKey::Generate(path)) => vertex::generate_file(path).map(Some),
+        Some(VertexKey::Load(path)) => vertex::load_file(path).map(Some),
+    }
 }
 
 fn main() {
@@ -189,6 +249,7 @@ fn main() {
 }
 
 async fn serve(options: Options) -> std::io::Result<()> {
+    let account = vertex_account(&options).map_err(std::io::Error::other)?;
     let listener = tokio::net::TcpListener::bind(options.listen).await?;
     let address = listener.local_addr()?;
     // The harness reads this line to learn the port; keep its shape.
@@ -196,13 +257,19 @@ async fn serve(options: Options) -> std::io::Result<()> {
         "mock-provider {} listening on http://{address}",
         options.name
     );
-    accept_loop(listener, options).await
+    accept_loop(listener, options, account).await
 }
 
 /// Serves `listener` forever; apart from `serve` so the tests can run it on a port they bound.
-async fn accept_loop(listener: tokio::net::TcpListener, options: Options) -> std::io::Result<()> {
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    options: Options,
+    vertex_account: Option<vertex::ServiceAccount>,
+) -> std::io::Result<()> {
     let state = Arc::new(State {
         log: record::RequestLog::new(options.max_recorded),
+        vertex_tokens: vertex::Tokens::new(Duration::from_secs(options.vertex_token_lifetime)),
+        vertex_account,
         options,
         next_id: AtomicU64::new(1),
     });
@@ -247,11 +314,12 @@ fn presented_key(request: &Request<Incoming>) -> Option<&str> {
         .or_else(|| header(request, "api-key"))
 }
 
-/// Which API a path belongs to; Azure OpenAI deployment paths count as OpenAI.
+/// Which API a path belongs to; Azure OpenAI deployment paths count as OpenAI, Vertex AI's as
+/// Gemini (Google's error shape).
 fn api_of(path: &str) -> Api {
     if path == "/v1/messages" {
         Api::Anthropic
-    } else if path.starts_with("/v1beta/") {
+    } else if path.starts_with("/v1beta/") || vertex::is_vertex_path(path) {
         Api::Gemini
     } else if path.starts_with("/model/") {
         Api::Bedrock
@@ -308,6 +376,14 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
     }
 
     let api = api_of(&path);
+    let vertex_path = vertex::is_vertex_path(&path);
+    let vertex_route = vertex::route(&path);
+    let publisher = vertex_route.as_ref().map(|r| r.publisher.as_str());
+    let token_path = state
+        .vertex_account
+        .as_ref()
+        .filter(|_| state.options.vertex)
+        .is_some_and(|account| path == account.token_path());
     let faults = StreamFaults {
         chunk_delay: header_number(&request, "x-mock-chunk-delay-ms").map(Duration::from_millis),
         error_after: header_number(&request, "x-mock-stream-error-after")
@@ -334,12 +410,14 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
         });
     let key_ok = match &state.options.require_key {
         None => true,
-        // Bedrock checks its own credentials (SigV4 or a bearer API key) once the body is read.
-        Some(_) if api == Api::Bedrock => true,
+        // Bedrock checks its own credentials (SigV4 or a bearer API key) once the body is read;
+        // Vertex takes the service account's access tokens (checked below), never a key.
+        Some(_) if api == Api::Bedrock || vertex_path || token_path => true,
         Some(expected) if api == Api::Gemini => gemini_key.as_deref() == Some(expected.as_str()),
         Some(expected) => presented_key(&request) == Some(expected.as_str()),
     };
     let anthropic_version = header(&request, "anthropic-version").map(str::to_string);
+    let authorization = header(&request, "authorization").map(str::to_string);
     let cached_tokens = header_number(&request, "x-mock-cached-tokens").unwrap_or(0);
     let no_usage = header(&request, "x-mock-no-usage").is_some();
     // Lossy rather than `to_str`, so a UTF-8 value (which HTTP carries as opaque bytes) still works.
@@ -378,12 +456,40 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
         body: body.clone(),
     });
 
+    // The service account's token endpoint (`--always-status` applies to model routes only).
+    if token_path {
+        if method != Method::POST {
+            return vertex::oauth_error(405, "invalid_request", "Method not allowed.");
+        }
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(status) = forced_status {
+            return vertex::forced_oauth_error(status);
+        }
+        if let Some(account) = &state.vertex_account {
+            return vertex::token(account, &state.vertex_tokens, &body, SystemTime::now());
+        }
+    }
     if let Some(status) = state.options.always_status {
-        return reply::error(
-            api,
-            status,
-            &format!("mock instance always answers {status}"),
-        );
+        let message = format!("mock instance always answers {status}");
+        if vertex_path {
+            return vertex::forced_error(publisher, status, &message);
+        }
+        return reply::error(api, status, &message);
+    }
+    if vertex_path && state.options.vertex && state.vertex_account.is_some() {
+        if let Err(refused) = state
+            .vertex_tokens
+            .check(authorization.as_deref(), SystemTime::now())
+        {
+            return refused;
+        }
+        if let (Some(account), Some(route)) = (&state.vertex_account, &vertex_route) {
+            if let Err(refused) = vertex::check_project(account, route) {
+                return refused;
+            }
+        }
     }
     if let Err(refused) = bedrock_auth {
         return refused;
@@ -403,6 +509,13 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
     }
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
+    }
+    if let Some(status) = forced_status.filter(|_| vertex_path) {
+        return vertex::forced_error(
+            publisher,
+            status,
+            &format!("mock error: status {status} requested by x-mock-status"),
+        );
     }
     if forced_status == Some(429) && api == Api::Bedrock {
         return reply::error(
@@ -533,6 +646,30 @@ async fn respond(state: &State, request: Request<Incoming>) -> Response<Body> {
             let latency = u64::try_from(received.elapsed().as_millis()).unwrap_or(u64::MAX);
             bedrock::converse(&model, &json, stream, &call, latency)
         }
+        (&Method::POST, _) if options.vertex && vertex_route.is_some() => {
+            let Some(route) = vertex_route else {
+                return reply::error(api, 404, "not a Vertex AI route");
+            };
+            let Some(json) = parse_json(&body) else {
+                return match route.publisher.as_str() {
+                    "anthropic" => {
+                        reply::error(Api::Anthropic, 400, "The request body is not valid JSON.")
+                    }
+                    _ => gemini::error(400, "Invalid JSON payload received."),
+                };
+            };
+            match route.publisher.as_str() {
+                "google" => vertex::google(&route, path_and_query.contains("alt=sse"), &json, &call),
+                "anthropic" => vertex::anthropic(&route, &json, call),
+                other => gemini::error(
+                    404,
+                    &format!(
+                        "Publisher Model `projects/.../publishers/{other}/models/{}` is not served by mock instance {}.",
+                        route.model, options.name
+                    ),
+                ),
+            }
+        }
         (&Method::POST, "/v1/messages/count_tokens") if options.anthropic && !azure => {
             let Some(json) = parse_json(&body) else {
                 return reply::error(Api::Anthropic, 400, "The request body is not valid JSON.");
@@ -570,7 +707,8 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let options = parse_options(&args(options)).unwrap();
-        tokio::spawn(accept_loop(listener, options));
+        let account = vertex_account(&options).unwrap();
+        tokio::spawn(accept_loop(listener, options, account));
         address
     }
 
@@ -605,6 +743,34 @@ mod tests {
         let status = raw.get(9..12).unwrap().parse().unwrap();
         let (_, body) = raw.split_once("\r\n\r\n").unwrap();
         (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
+    /// A POST whose whole raw answer (status line, headers, body) is returned, for streams.
+    async fn send_raw(
+        address: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> String {
+        use std::io::{Read, Write};
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nhost: mock\r\nconnection: close\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
+        tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(address).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut raw = String::new();
+            stream.read_to_string(&mut raw).unwrap();
+            raw
+        })
+        .await
+        .unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -712,6 +878,124 @@ mod tests {
         let open = start(&["--api", "all"]).await;
         let (status, _) = send(open, "POST", path, &[], body).await;
         assert_eq!(status, 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn vertex_token_exchange_and_routes() {
+        use vertex::tests::{claims, form, jwt, now, private_key};
+        let file = std::env::temp_dir().join(format!("mock-vertex-{}.json", std::process::id()));
+        let file = file.to_str().unwrap().to_string();
+        let mock = start(&[
+            "--api",
+            "vertex",
+            "--vertex-generate-service-account",
+            &file,
+            "--vertex-token-lifetime",
+            "1",
+        ])
+        .await;
+        let text = std::fs::read_to_string(&file).unwrap();
+        let _ = std::fs::remove_file(&file);
+        let account = vertex::parse_key_file(&text).unwrap();
+        let key = private_key(&text);
+        let form_type = ("content-type", "application/x-www-form-urlencoded");
+        let assertion = jwt(&key, &account.private_key_id, &claims(&account, now()));
+        let (status, token) = send(mock, "POST", "/token", &[form_type], &form(&assertion)).await;
+        assert_eq!(status, 200, "{token}");
+        assert_eq!(token["expires_in"], 1);
+        let bearer = format!("Bearer {}", token["access_token"].as_str().unwrap());
+        let auth = ("authorization", bearer.as_str());
+
+        let gemini = "/v1/projects/mock-project/locations/us-central1/publishers/google/models/gemini-2.5-flash:generateContent";
+        let request = r#"{"contents":[{"role":"user","parts":[{"text":"hi vertex"}]}]}"#;
+        let (status, answer) = send(mock, "POST", gemini, &[auth], request).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            answer["candidates"][0]["content"]["parts"][0]["text"],
+            "hi vertex"
+        );
+        let (status, answer) = send(mock, "POST", gemini, &[], request).await;
+        assert_eq!(status, 401);
+        assert_eq!(answer["error"]["status"], "UNAUTHENTICATED");
+        assert_eq!(answer["error"]["message"], vertex::UNAUTHENTICATED);
+        let unknown = ("authorization", "Bearer ya29.unknown");
+        let (status, _) = send(mock, "POST", gemini, &[unknown], request).await;
+        assert_eq!(status, 401);
+        let elsewhere = gemini.replace("mock-project", "other-project");
+        let (status, answer) = send(mock, "POST", &elsewhere, &[auth], request).await;
+        assert_eq!(
+            (status, &answer["error"]["status"]),
+            (403, &json!("PERMISSION_DENIED"))
+        );
+
+        let claude = "/v1/projects/mock-project/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:streamRawPredict";
+        let stream = r#"{"anthropic_version":"vertex-2023-10-16","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        let raw = send_raw(mock, claude, &[auth], stream).await;
+        assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+        assert!(raw.contains("event: message_start") && raw.contains("event: message_stop"));
+        let (status, answer) = send(
+            mock,
+            "POST",
+            claude,
+            &[auth],
+            &stream.replace("vertex-2023-10-16", "2023-06-01"),
+        )
+        .await;
+        assert_eq!((status, &answer["type"]), (400, &json!("error")));
+        let forced = [auth, ("x-mock-status", "529")];
+        let (status, answer) = send(mock, "POST", claude, &forced, stream).await;
+        assert_eq!(
+            (status, &answer["error"]["type"]),
+            (529, &json!("overloaded_error"))
+        );
+
+        // The token endpoint fails on demand, and an expired token is refused.
+        let (status, answer) = send(
+            mock,
+            "POST",
+            "/token",
+            &[form_type, ("x-mock-status", "503")],
+            &form(&assertion),
+        )
+        .await;
+        assert_eq!(
+            (status, &answer["error"]),
+            (503, &json!("temporarily_unavailable"))
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let (status, _) = send(mock, "POST", gemini, &[auth], request).await;
+        assert_eq!(status, 401);
+
+        let (_, log) = send(mock, "GET", "/mock/requests", &[], "").await;
+        let paths: Vec<&str> = log["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(paths.iter().filter(|p| **p == "/token").count(), 2);
+        assert_eq!(paths.iter().filter(|p| **p == gemini).count(), 4);
+        let (status, _) = send(mock, "POST", "/v1/chat/completions", &[], "{}").await;
+        assert_eq!(status, 404);
+
+        // Without a service account, Vertex routes take any request; /token is not served.
+        let open = start(&[]).await;
+        let (status, _) = send(open, "POST", gemini, &[], request).await;
+        assert_eq!(status, 200);
+        let (status, _) = send(open, "POST", "/token", &[form_type], &form(&assertion)).await;
+        assert_eq!(status, 404);
+        let (status, answer) = send(
+            open,
+            "POST",
+            &gemini.replace("google", "meta"),
+            &[],
+            request,
+        )
+        .await;
+        assert_eq!(
+            (status, &answer["error"]["status"]),
+            (404, &json!("NOT_FOUND"))
+        );
     }
 
     #[test]

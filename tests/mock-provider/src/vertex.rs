@@ -30,6 +30,14 @@ pub const ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
 const GENERATED_PROJECT: &str = "mock-project";
 const GENERATED_EMAIL: &str = "llm-gateway@mock-project.iam.gserviceaccount.com";
 const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+/// The audiences Google's token endpoint accepts: its own URLs, whatever the key file's
+/// `token_uri` says (Google's auth libraries always sign `aud: https://oauth2.googleapis.com/token`,
+/// and post to `token_uri`). The key's own `token_uri` is accepted too.
+const GOOGLE_AUDIENCES: [&str; 3] = [
+    GOOGLE_TOKEN_URI,
+    "https://accounts.google.com/o/oauth2/token",
+    "https://www.googleapis.com/oauth2/v4/token",
+];
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// How far `iat` may be from the server's clock.
 const MAX_SKEW: u64 = 5 * 60;
@@ -148,8 +156,7 @@ pub fn generate_file(path: &str) -> Result<ServiceAccount, String> {
 }
 
 pub fn load_file(path: &str) -> Result<ServiceAccount, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|err| format!("cannot read {path}: {err}"))?;
+    let text = std::fs::read_to_string(path).map_err(|err| format!("cannot read {path}: {err}"))?;
     parse_key_file(&text).map_err(|err| format!("{path}: {err}"))
 }
 
@@ -197,7 +204,11 @@ impl Tokens {
     }
 
     /// Checks `Authorization: Bearer TOKEN` as Google's front end does for Vertex AI.
-    pub fn check(&self, authorization: Option<&str>, now: SystemTime) -> Result<(), Response<Body>> {
+    pub fn check(
+        &self,
+        authorization: Option<&str>,
+        now: SystemTime,
+    ) -> Result<(), Response<Body>> {
         let token = authorization.and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
@@ -224,7 +235,11 @@ pub fn oauth_error(status: u16, error: &str, description: &str) -> Response<Body
         status,
         &json!({"error": error, "error_description": description}),
     );
-    reply::set_header(&mut response, "cache-control", "no-cache, no-store, max-age=0, must-revalidate");
+    reply::set_header(
+        &mut response,
+        "cache-control",
+        "no-cache, no-store, max-age=0, must-revalidate",
+    );
     response
 }
 
@@ -249,7 +264,9 @@ pub fn forced_oauth_error(status: u16) -> Response<Body> {
 fn form_value(body: &str, name: &str) -> Option<String> {
     body.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (form_decode(key)? == name).then(|| form_decode(value)).flatten()
+        (form_decode(key)? == name)
+            .then(|| form_decode(value))
+            .flatten()
     })
 }
 
@@ -289,7 +306,12 @@ fn invalid_grant(description: &str) -> Response<Body> {
 }
 
 /// `POST {token_uri path}`: trades a JWT signed with the service account's key for an access token.
-pub fn token(account: &ServiceAccount, tokens: &Tokens, body: &[u8], now: SystemTime) -> Response<Body> {
+pub fn token(
+    account: &ServiceAccount,
+    tokens: &Tokens,
+    body: &[u8],
+    now: SystemTime,
+) -> Response<Body> {
     let body = String::from_utf8_lossy(body);
     let grant_type = form_value(&body, "grant_type");
     match grant_type.as_deref() {
@@ -304,7 +326,11 @@ pub fn token(account: &ServiceAccount, tokens: &Tokens, body: &[u8], now: System
         None => return oauth_error(400, "unsupported_grant_type", "Invalid grant_type: "),
     }
     let Some(assertion) = form_value(&body, "assertion").filter(|a| !a.is_empty()) else {
-        return oauth_error(400, "invalid_request", "Missing required parameter: assertion");
+        return oauth_error(
+            400,
+            "invalid_request",
+            "Missing required parameter: assertion",
+        );
     };
     let mut parts = assertion.split('.');
     let (Some(header), Some(claims), Some(signature), None) =
@@ -318,7 +344,8 @@ pub fn token(account: &ServiceAccount, tokens: &Tokens, body: &[u8], now: System
     else {
         return invalid_grant("Invalid JWT: Malformed JWT.");
     };
-    let text = |value: &Value, name: &str| value.get(name).and_then(Value::as_str).map(str::to_string);
+    let text =
+        |value: &Value, name: &str| value.get(name).and_then(Value::as_str).map(str::to_string);
     if text(&claims_json, "iss").as_deref() != Some(account.client_email.as_str()) {
         return invalid_grant("Invalid grant: account not found");
     }
@@ -337,15 +364,15 @@ pub fn token(account: &ServiceAccount, tokens: &Tokens, body: &[u8], now: System
     if !(kid_ok && alg_ok && signature_ok) {
         return invalid_grant("Invalid JWT Signature.");
     }
+    let right = |aud: &str| aud == account.token_uri || GOOGLE_AUDIENCES.contains(&aud);
     let audience_ok = match claims_json.get("aud") {
-        Some(Value::String(aud)) => *aud == account.token_uri,
-        Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(&account.token_uri)),
+        Some(Value::String(aud)) => right(aud),
+        Some(Value::Array(auds)) => auds.iter().filter_map(Value::as_str).any(right),
         _ => false,
     };
     if !audience_ok {
         return invalid_grant(&format!(
-            "Invalid JWT: Failed audience check. The right audience is {}",
-            account.token_uri
+            "Invalid JWT: Failed audience check. The right audience is {GOOGLE_TOKEN_URI}"
         ));
     }
     let now_secs = now
@@ -382,7 +409,11 @@ pub fn token(account: &ServiceAccount, tokens: &Tokens, body: &[u8], now: System
             "token_type": "Bearer",
         }),
     );
-    reply::set_header(&mut response, "cache-control", "no-cache, no-store, max-age=0, must-revalidate");
+    reply::set_header(
+        &mut response,
+        "cache-control",
+        "no-cache, no-store, max-age=0, must-revalidate",
+    );
     response
 }
 
@@ -393,6 +424,8 @@ pub fn token(account: &ServiceAccount, tokens: &Tokens, body: &[u8], now: System
 /// A publisher model route: `/{v1|v1beta1}/projects/{p}/locations/{l}/publishers/{publisher}/models/{model}:{method}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
+    pub project: String,
+    pub location: String,
     pub publisher: String,
     pub model: String,
     pub method: String,
@@ -403,7 +436,7 @@ pub fn route(path: &str) -> Option<Route> {
         .strip_prefix("/v1/projects/")
         .or_else(|| path.strip_prefix("/v1beta1/projects/"))?;
     let mut segments = rest.split('/');
-    let (Some(_project), Some("locations"), Some(_location), Some("publishers")) = (
+    let (Some(project), Some("locations"), Some(location), Some("publishers")) = (
         segments.next(),
         segments.next(),
         segments.next(),
@@ -424,10 +457,27 @@ pub fn route(path: &str) -> Option<Route> {
         return None;
     }
     Some(Route {
+        project: project.to_string(),
+        location: location.to_string(),
         publisher: publisher.to_string(),
         model: form_decode(&model.replace('+', "%2B"))?,
         method: method.to_string(),
     })
+}
+
+/// A service account works in its own project: another project's model answers 403, as Vertex
+/// answers a caller without the `aiplatform.endpoints.predict` permission there.
+pub fn check_project(account: &ServiceAccount, route: &Route) -> Result<(), Response<Body>> {
+    if route.project == account.project_id {
+        return Ok(());
+    }
+    Err(google_error(
+        403,
+        &format!(
+            "Permission 'aiplatform.endpoints.predict' denied on resource '//aiplatform.googleapis.com/projects/{}/locations/{}/publishers/{}/models/{}' (or it may not exist).",
+            route.project, route.location, route.publisher, route.model
+        ),
+    ))
 }
 
 /// Whether a path is under Vertex's project routes (for the error shape of what it answers).
@@ -474,14 +524,17 @@ pub fn google(route: &Route, stream_sse: bool, body: &Value, call: &Call) -> Res
 }
 
 /// The Anthropic Messages mock behind `publishers/anthropic`, with Vertex's request rules.
-pub fn anthropic(route: &Route, body: &Value, call: &Call) -> Response<Body> {
+pub fn anthropic(route: &Route, body: &Value, mut call: Call) -> Response<Body> {
     let streaming = match route.method.as_str() {
         "rawPredict" => false,
         "streamRawPredict" => true,
         other => {
             return google_error(
                 404,
-                &format!("Method {other} is not found for publisher model {}.", route.model),
+                &format!(
+                    "Method {other} is not found for publisher model {}.",
+                    route.model
+                ),
             )
         }
     };
@@ -510,15 +563,13 @@ pub fn anthropic(route: &Route, body: &Value, call: &Call) -> Response<Body> {
         object.remove("anthropic_version");
         object.insert("model".to_string(), json!(route.model));
     }
-    let call = Call {
-        id: format!("vrtx_{}", call.id),
-        ..call.clone()
-    };
+    // Vertex's message ids read `msg_vrtx_...`.
+    call.id = format!("vrtx_{}", call.id);
     anthropic::messages(&request, Some(ANTHROPIC_VERSION), &call)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rsa::pkcs1v15::SigningKey;
     use rsa::signature::{SignatureEncoding, Signer};
@@ -530,12 +581,12 @@ mod tests {
         KEY.get_or_init(|| generate().unwrap())
     }
 
-    fn private_key(text: &str) -> RsaPrivateKey {
+    pub fn private_key(text: &str) -> RsaPrivateKey {
         let file: Value = serde_json::from_str(text).unwrap();
         RsaPrivateKey::from_pkcs8_pem(file["private_key"].as_str().unwrap()).unwrap()
     }
 
-    fn now() -> u64 {
+    pub fn now() -> u64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -562,7 +613,7 @@ mod tests {
         })
     }
 
-    fn form(assertion: &str) -> String {
+    pub fn form(assertion: &str) -> String {
         format!("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}")
     }
 
@@ -608,7 +659,9 @@ mod tests {
         assert!(access.starts_with("ya29.mock-1-"));
         let bearer = format!("Bearer {access}");
         assert!(tokens.check(Some(&bearer), at).is_ok());
-        assert!(tokens.check(Some(&bearer), at + Duration::from_secs(3600)).is_err());
+        assert!(tokens
+            .check(Some(&bearer), at + Duration::from_secs(3600))
+            .is_err());
         assert!(tokens.check(Some("Bearer ya29.other"), at).is_err());
         assert!(tokens.check(None, at).is_err());
 
@@ -618,7 +671,10 @@ mod tests {
         let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let mut forged_claims = claims(account, now());
         forged_claims["scope"] = json!("https://www.googleapis.com/auth/everything");
-        let tampered = format!("{head}.{}.{signature}", engine.encode(forged_claims.to_string()));
+        let tampered = format!(
+            "{head}.{}.{signature}",
+            engine.encode(forged_claims.to_string())
+        );
         // A smaller key keeps the test fast; its signature fails all the same.
         let foreign = RsaPrivateKey::new(&mut OsRng, 1024).unwrap();
         let refused = [
@@ -637,7 +693,11 @@ mod tests {
         }
 
         // Times: a stale iat, an exp too far from iat, an expired assertion.
-        let stale = jwt(&key, &account.private_key_id, &claims(account, now() - 3000));
+        let stale = jwt(
+            &key,
+            &account.private_key_id,
+            &claims(account, now() - 3000),
+        );
         let mut long = claims(account, now());
         long["exp"] = json!(now() + 7200);
         let long = jwt(&key, &account.private_key_id, &long);
@@ -675,7 +735,10 @@ mod tests {
             at,
         ))
         .await;
-        assert_eq!((status, &body["error"]), (400, &json!("unsupported_grant_type")));
+        assert_eq!(
+            (status, &body["error"]),
+            (400, &json!("unsupported_grant_type"))
+        );
 
         // A token whose scope lacks cloud-platform is issued, but Vertex refuses it (403).
         let mut narrow = claims(account, now());
@@ -693,7 +756,11 @@ mod tests {
         let r = route("/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:streamRawPredict").unwrap();
         assert_eq!(
             (r.publisher.as_str(), r.model.as_str(), r.method.as_str()),
-            ("anthropic", "claude-sonnet-4-5@20250929", "streamRawPredict")
+            (
+                "anthropic",
+                "claude-sonnet-4-5@20250929",
+                "streamRawPredict"
+            )
         );
         let r = route("/v1/projects/p/locations/global/publishers/google/models/gemini-2.5-flash%40001:generateContent").unwrap();
         assert_eq!(r.model, "gemini-2.5-flash@001");
@@ -704,7 +771,7 @@ mod tests {
 
     #[tokio::test]
     async fn raw_predict_follows_vertex_rules() {
-        let call = Call {
+        let call = || Call {
             id: "v1".to_string(),
             ..Call::default()
         };
@@ -713,7 +780,7 @@ mod tests {
             "anthropic_version": ANTHROPIC_VERSION, "max_tokens": 50,
             "messages": [{"role": "user", "content": "hello vertex"}],
         });
-        let (status, answer_body) = answer(anthropic(&r, &body, &call)).await;
+        let (status, answer_body) = answer(anthropic(&r, &body, call())).await;
         assert_eq!(status, 200);
         assert_eq!(answer_body["model"], "claude-haiku-4-5@20251001");
         assert_eq!(answer_body["id"], "msg_vrtx_v1");
@@ -721,30 +788,40 @@ mod tests {
 
         let mut missing = body.clone();
         missing.as_object_mut().unwrap().remove("anthropic_version");
-        let (status, refused) = answer(anthropic(&r, &missing, &call)).await;
+        let (status, refused) = answer(anthropic(&r, &missing, call())).await;
         assert_eq!(status, 400);
         assert_eq!(refused["type"], "error");
         assert_eq!(refused["error"]["type"], "invalid_request_error");
-        assert_eq!(refused["error"]["message"], "anthropic_version: Field required");
+        assert_eq!(
+            refused["error"]["message"],
+            "anthropic_version: Field required"
+        );
         let mut wrong = body.clone();
         wrong["anthropic_version"] = json!("2023-06-01");
-        assert_eq!(anthropic(&r, &wrong, &call).status(), 400);
+        assert_eq!(anthropic(&r, &wrong, call()).status(), 400);
         let mut with_model = body.clone();
         with_model["model"] = json!("claude-haiku-4-5");
-        let (status, refused) = answer(anthropic(&r, &with_model, &call)).await;
+        let (status, refused) = answer(anthropic(&r, &with_model, call())).await;
         assert_eq!(status, 400);
-        assert_eq!(refused["error"]["message"], "model: Extra inputs are not permitted");
+        assert_eq!(
+            refused["error"]["message"],
+            "model: Extra inputs are not permitted"
+        );
 
-        let streaming = route("/v1/projects/p/locations/l/publishers/anthropic/models/c:streamRawPredict").unwrap();
-        assert_eq!(anthropic(&streaming, &body, &call).status(), 400);
+        let streaming =
+            route("/v1/projects/p/locations/l/publishers/anthropic/models/c:streamRawPredict")
+                .unwrap();
+        assert_eq!(anthropic(&streaming, &body, call()).status(), 400);
         let mut stream_body = body.clone();
         stream_body["stream"] = json!(true);
-        let response = anthropic(&streaming, &stream_body, &call);
+        let response = anthropic(&streaming, &stream_body, call());
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         let events = reply::body_text(response).await;
         assert!(events.starts_with("event: message_start\n"));
         assert!(events.contains(r#""model":"c""#));
-        assert!(events.trim_end().ends_with(r#"data: {"type":"message_stop"}"#));
+        assert!(events
+            .trim_end()
+            .ends_with(r#"data: {"type":"message_stop"}"#));
     }
 }

@@ -116,8 +116,9 @@ struct Provider {
     http2: Option<bool>,
     api_key: Option<(String, String)>,
     api_key_env: Option<String>,
-    /// Bedrock's SigV4 credential variables, with their values in a demo file.
-    aws_env: Vec<(String, Option<String>)>,
+    /// Credential variables besides `api_key_env` (Bedrock's AWS keys, Vertex AI's service
+    /// account), with their values in a demo file.
+    credential_env: Vec<(String, Option<String>)>,
     /// `gen_ai.provider.name` of its endpoints, in their metadata for traces.
     gen_ai_provider: String,
     entry: Map<String, Value>,
@@ -213,7 +214,7 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
             (None, _) => None,
         };
         let bedrock = entry.get("format").and_then(Value::as_str) == Some("bedrock");
-        let aws_env = if bedrock && api_key_env.is_none() {
+        let mut credential_env = if bedrock && api_key_env.is_none() {
             // As llm_provider reads them: AWS's names without the object, and a session token
             // only when the object names one.
             let mut names = llm_core::provider::AwsCredentialsEnv::default();
@@ -259,6 +260,10 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
             }
             Vec::new()
         };
+        if let Some(var) = entry.get("service_account_env").and_then(Value::as_str) {
+            spec::env_name(var, &format!("{path}.service_account_env"))?;
+            credential_env.push((var.to_string(), None));
+        }
         let gen_ai_provider = match placement.gen_ai_provider {
             Some(named) => {
                 spec::plain_name(&named, &format!("{path}.gen_ai_provider"))?;
@@ -277,7 +282,7 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
             http2: placement.http2,
             api_key,
             api_key_env,
-            aws_env,
+            credential_env,
             entry,
         });
     }
@@ -596,6 +601,12 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
     provider_config.insert("providers".into(), Value::Object(provider_entries));
     let provider_config = Value::Object(provider_config);
 
+    // Vertex AI's key files are parsed at load: their variables get a throwaway key for the check.
+    let service_accounts: Vec<String> = providers
+        .iter()
+        .filter_map(|p| p.entry.get("service_account_env").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect();
     // The filters' own checks, as Envoy would run them when loading the config. The environment
     // variables each asks for (service keys) go into its VM's host_env_keys.
     let mut filter_env: Vec<(&'static str, Vec<String>)> = Vec::new();
@@ -607,6 +618,9 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
         let asked = std::cell::RefCell::new(Vec::new());
         let placeholder = |name: &str| {
             asked.borrow_mut().push(name.to_string());
+            if service_accounts.iter().any(|var| var == name) {
+                return placeholder_service_account();
+            }
             Some("llm-config-check".to_string())
         };
         let bytes = serde_json::to_vec(config).unwrap_or_default();
@@ -638,6 +652,16 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
 
     // Clusters the filters call must exist.
     let cluster_names: BTreeSet<String> = clusters.iter().map(|c| c.name.clone()).collect();
+    for p in &providers {
+        if let Some(cluster) = p.entry.get("token_cluster").and_then(Value::as_str) {
+            if !cluster_names.contains(cluster) {
+                return Err(err(
+                    format!("providers.{}.token_cluster", p.name),
+                    "names no cluster: declare the token endpoint under `services` (e.g. google_oauth2: { url: https://oauth2.googleapis.com })",
+                ));
+            }
+        }
+    }
     for (filter, config) in &filters {
         let mut missing = Vec::new();
         find_cluster_refs(
@@ -718,6 +742,21 @@ pub fn plan(text: &str, source: &str) -> Result<Plan, ConfigError> {
         provider_config,
         jwt_payload_key,
     })
+}
+
+/// A service-account key file with a fresh key that signs nothing (the check parses it).
+fn placeholder_service_account() -> Option<String> {
+    use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+    let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 1024).ok()?;
+    let pem = key.to_pkcs8_pem(LineEnding::LF).ok()?;
+    Some(
+        serde_json::json!({
+            "type": "service_account",
+            "private_key": pem.as_str(),
+            "client_email": "llm-config-check@placeholder.iam.gserviceaccount.com",
+        })
+        .to_string(),
+    )
 }
 
 fn find_cluster_refs(
@@ -1166,7 +1205,7 @@ impl Plan {
                 (None, Some(env)) => host_env.push(env.clone()),
                 (None, None) => {}
             }
-            for (env, value) in &p.aws_env {
+            for (env, value) in &p.credential_env {
                 match value {
                     Some(value) if !written.contains(&env.as_str()) => {
                         written.push(env);

@@ -166,6 +166,11 @@ pub fn to_native(config: &str) -> Result<String, String> {
                     break;
                 }
                 if let Some((k, v)) = l.trim().split_once(": ") {
+                    // A single-quoted YAML scalar ('' is a quote) is the text inside the quotes.
+                    let v = match v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+                        Some(inner) => inner.replace("''", "'"),
+                        None => v.to_string(),
+                    };
                     env.push(format!("# env {k}={v}"));
                 }
             }

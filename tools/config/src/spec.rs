@@ -234,6 +234,7 @@ pub fn gen_ai_provider(format: &str) -> &'static str {
         "anthropic" => "anthropic",
         "gemini" => "gcp.gemini",
         "bedrock" => "aws.bedrock",
+        "vertex_ai" => "gcp.vertex_ai",
         _ => "openai",
     }
 }

@@ -131,6 +131,16 @@ pub const FAMILIES: &[(&str, Kind, &[&str])] = &[
         &["provider"],
     ),
     (
+        "llm_provider_token_refreshes_total",
+        Kind::Counter,
+        &["provider", "result"],
+    ),
+    (
+        "llm_provider_token_unavailable_total",
+        Kind::Counter,
+        &["provider"],
+    ),
+    (
         "llm_input_tokens_total",
         Kind::Counter,
         &["consumer", "model", "provider"],

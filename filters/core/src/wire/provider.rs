@@ -12,6 +12,7 @@ use crate::pattern::Pattern;
 use crate::request::{read_fields, replace_model};
 use crate::responses::{responses_request_to_chat, responses_request_to_messages};
 pub use crate::translate::{AnswerTranslation, ChatSource, StreamTranslation};
+use crate::vertex::{ServiceAccount, TokenEndpoint};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -43,6 +44,9 @@ pub enum WireFormat {
     /// AWS Bedrock's Converse API, SigV4-signed (or a Bedrock API key), every client API
     /// translated through Chat.
     Bedrock,
+    /// Google Vertex AI: Gemini models (as `gemini`) and Claude models (as `anthropic`, on
+    /// `rawPredict`), with OAuth2 access tokens from a service-account key.
+    VertexAi,
 }
 
 /// Bedrock: the environment variables holding the AWS credentials SigV4 signs with. Without the
@@ -141,6 +145,20 @@ pub struct ProviderEntry {
     /// Bedrock API key is sent as a bearer token and nothing is signed.
     #[serde(default)]
     pub aws_credentials_env: Option<AwsCredentialsEnv>,
+    /// Vertex AI: the Google Cloud project (required).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Vertex AI: the location (required), e.g. `us-central1`, `us-east5` or `global`; the host
+    /// defaults to `{location}-aiplatform.googleapis.com`.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Vertex AI: the environment variable holding the service-account key file's JSON (required).
+    #[serde(default)]
+    pub service_account_env: Option<String>,
+    /// Vertex AI: the Envoy cluster that reaches the key's token endpoint (required), e.g. one
+    /// for `oauth2.googleapis.com:443` with TLS.
+    #[serde(default)]
+    pub token_cluster: Option<String>,
 }
 
 /// Client headers every provider receives: content negotiation, the SDKs' own telemetry, request
@@ -184,7 +202,7 @@ impl Secret {
     }
 
     /// The credential itself, for the header or signature that carries it.
-    pub(crate) fn expose(&self) -> &str {
+    pub fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -214,6 +232,27 @@ struct Provider {
     region: String,
     /// Bedrock: SigV4 credentials (None with a Bedrock API key).
     aws: Option<AwsCredentials>,
+    /// Vertex AI: where requests go and how tokens are got.
+    vertex: Option<VertexSettings>,
+}
+
+#[derive(Debug, Clone)]
+struct VertexSettings {
+    project: String,
+    location: String,
+    account: ServiceAccount,
+    token_cluster: String,
+}
+
+/// Where a Vertex AI provider's access tokens come from, for the filter's background refresh.
+#[derive(Debug, Clone)]
+pub struct TokenSource {
+    pub provider: String,
+    /// The shared-data key its current token is kept under (one for every worker).
+    pub shared_key: String,
+    pub cluster: String,
+    pub endpoint: TokenEndpoint,
+    pub account: ServiceAccount,
 }
 
 /// OpenAI's published output limits, for models whose requests may arrive from clients written for
@@ -303,6 +342,9 @@ pub struct BodyPlan {
     pub translate_response: Option<AnswerTranslation>,
     /// The gateway answers this attempt itself (token counting for providers without the endpoint).
     pub answer: Option<LocalReply>,
+    /// The request streams though nothing is translated (a Messages request to Claude on Vertex
+    /// AI, whose path says so).
+    pub stream: bool,
 }
 
 /// The API a translated attempt sends to its provider.
@@ -312,6 +354,8 @@ enum Target {
     Messages,
     Gemini,
     Converse,
+    /// Vertex AI: Gemini or Messages, by the model's publisher.
+    Vertex,
 }
 
 /// Credential headers: all removed on every attempt before the provider's own is set.
@@ -377,6 +421,71 @@ impl Providers {
                 Some(var) => Some(credential(env, var, at("api_key_env"))?),
             };
             let bedrock = entry.format == WireFormat::Bedrock;
+            let vertex = if entry.format == WireFormat::VertexAi {
+                if entry.api_key_env.is_some() {
+                    return Err(ConfigError::new(
+                        at("api_key_env"),
+                        "not for vertex_ai, which takes a service account (service_account_env)",
+                    ));
+                }
+                let required = |value: &Option<String>, field: &str, example: &str| {
+                    value
+                        .clone()
+                        .filter(|v| crate::vertex::plain_segment(v))
+                        .ok_or_else(|| {
+                            ConfigError::new(
+                                at(field),
+                                format!("required for vertex_ai: {example} (lowercase letters, digits, '-')"),
+                            )
+                        })
+                };
+                let project = required(&entry.project, "project", "the Google Cloud project id")?;
+                let location = required(
+                    &entry.location,
+                    "location",
+                    "e.g. \"us-central1\" or \"global\"",
+                )?;
+                let var = entry.service_account_env.clone().ok_or_else(|| {
+                    ConfigError::new(
+                        at("service_account_env"),
+                        "required for vertex_ai: the environment variable holding the service-account key file's JSON",
+                    )
+                })?;
+                let key = credential(env, &var, at("service_account_env"))?;
+                let account = ServiceAccount::parse(key.expose()).map_err(|problem| {
+                    ConfigError::new(
+                        at("service_account_env"),
+                        format!("environment variable `{var}` {problem}"),
+                    )
+                })?;
+                let token_cluster = entry
+                    .token_cluster
+                    .clone()
+                    .filter(|c| !c.is_empty())
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            at("token_cluster"),
+                            "required for vertex_ai: the Envoy cluster of the token endpoint (oauth2.googleapis.com)",
+                        )
+                    })?;
+                Some(VertexSettings {
+                    project,
+                    location,
+                    account,
+                    token_cluster,
+                })
+            } else {
+                let stray = [
+                    ("project", entry.project.is_some()),
+                    ("location", entry.location.is_some()),
+                    ("service_account_env", entry.service_account_env.is_some()),
+                    ("token_cluster", entry.token_cluster.is_some()),
+                ];
+                if let Some((field, _)) = stray.iter().find(|(_, set)| *set) {
+                    return Err(ConfigError::new(at(field), "only valid for vertex_ai"));
+                }
+                None
+            };
             let (region, aws) = if bedrock {
                 let region = entry.region.clone().unwrap_or_default();
                 if region.is_empty()
@@ -473,12 +582,12 @@ impl Providers {
                     "only valid for azure_openai",
                 ));
             }
-            if (anthropic || entry.format == WireFormat::Gemini || bedrock)
+            if (anthropic || entry.format == WireFormat::Gemini || bedrock || vertex.is_some())
                 && entry.responses_api.is_some()
             {
                 return Err(ConfigError::new(
                     at("responses_api"),
-                    "only valid for openai and azure_openai (Anthropic, Gemini and Bedrock providers always get /v1/responses translated)",
+                    "only valid for openai and azure_openai (Anthropic, Gemini, Bedrock and Vertex AI providers always get /v1/responses translated)",
                 ));
             }
             if !anthropic
@@ -535,9 +644,10 @@ impl Providers {
                 name,
                 format: entry.format,
                 api_key,
-                host: match entry.host {
-                    None if bedrock => Some(format!("bedrock-runtime.{region}.amazonaws.com")),
-                    host => host,
+                host: match (entry.host, &vertex) {
+                    (None, _) if bedrock => Some(format!("bedrock-runtime.{region}.amazonaws.com")),
+                    (None, Some(vertex)) => Some(crate::vertex::host(&vertex.location)),
+                    (host, _) => host,
                 },
                 base_path: entry.base_path,
                 model_map: entry.model_map.into_iter().collect(),
@@ -552,6 +662,7 @@ impl Providers {
                 max_output_tokens,
                 region,
                 aws,
+                vertex,
             });
         }
         let default = match &config.default_provider {
@@ -622,8 +733,9 @@ impl Providers {
                 Some(WireFormat::Anthropic | WireFormat::Gemini),
                 ClientApi::Completions | ClientApi::Embeddings,
             ) => true,
-            // Bedrock's runtime serves Converse, nothing else a client of ours asks for.
-            (Some(WireFormat::Bedrock), api) => matches!(
+            // Bedrock's runtime serves Converse, and Vertex AI's endpoints generateContent and
+            // rawPredict: nothing else a client of ours asks for.
+            (Some(WireFormat::Bedrock | WireFormat::VertexAi), api) => matches!(
                 api,
                 ClientApi::Completions | ClientApi::Embeddings | ClientApi::Other
             ),
@@ -633,6 +745,7 @@ impl Providers {
             let kind = match format {
                 WireFormat::Gemini => "Gemini",
                 WireFormat::Bedrock => "Bedrock",
+                WireFormat::VertexAi => "Vertex AI",
                 _ => "Anthropic-format",
             };
             return unsupported(&format!(
@@ -659,6 +772,7 @@ impl Providers {
         let via_chat = match provider.format {
             WireFormat::Gemini => Some(Target::Gemini),
             WireFormat::Bedrock => Some(Target::Converse),
+            WireFormat::VertexAi => Some(Target::Vertex),
             _ => None,
         };
         if let Some(target) = via_chat {
@@ -766,7 +880,17 @@ impl Providers {
         });
         // A limitation of the translation names the provider: another model may not have it.
         let unsupported = |m: String| invalid(&format!("{m} (provider `{}`)", provider.name));
-        let (new_body, translation) = match (attempt.api, self.target(attempt)) {
+        // Vertex AI serves Gemini models in Gemini's API and Claude models in Anthropic's.
+        let vertex_claude = provider.vertex.is_some()
+            && crate::vertex::publisher(model.as_deref().unwrap_or(""))
+                == crate::vertex::Publisher::Anthropic;
+        let target = match self.target(attempt) {
+            Some(Target::Vertex) if !vertex_claude => Some(Target::Gemini),
+            Some(Target::Vertex) if attempt.api == ClientApi::Messages => None,
+            Some(Target::Vertex) => Some(Target::Messages),
+            other => other,
+        };
+        let (new_body, translation) = match (attempt.api, target) {
             (_, None) => {
                 // Azure's Responses API takes the deployment as the body's model.
                 let to = match (provider.format, attempt.api) {
@@ -781,6 +905,17 @@ impl Providers {
                     (Some(to), Some(span)) => replace_model(body, span, &to),
                     _ => None,
                 };
+                if vertex_claude {
+                    let sent = new_body.as_deref().unwrap_or(body);
+                    return Ok(BodyPlan {
+                        new_body: Some(
+                            crate::vertex::messages_for_vertex(sent).map_err(|m| invalid(&m))?,
+                        ),
+                        model,
+                        stream: crate::vertex::messages_stream(body),
+                        ..BodyPlan::default()
+                    });
+                }
                 return Ok(BodyPlan {
                     new_body,
                     model,
@@ -882,11 +1017,17 @@ impl Providers {
                 (translated.body, translation)
             }
         };
+        let new_body = if vertex_claude {
+            crate::vertex::messages_for_vertex(&new_body).map_err(|m| invalid(&m))?
+        } else {
+            new_body
+        };
         Ok(BodyPlan {
             new_body: Some(new_body),
             model,
             translate_response: Some(translation),
             answer: None,
+            stream: false,
         })
     }
 
@@ -986,6 +1127,21 @@ impl Providers {
                 }
                 plan.remove.push("anthropic-version");
             }
+            WireFormat::VertexAi => {
+                // The access token is the filter's to set: it comes from the background refresh.
+                if let (Some(vertex), Some(model)) = (&provider.vertex, model) {
+                    plan.path = Some(crate::vertex::path(
+                        &vertex.project,
+                        &vertex.location,
+                        model,
+                        stream,
+                    ));
+                    plan.set
+                        .push(("content-type", "application/json".to_string()));
+                }
+                // Claude on Vertex takes its version in the body.
+                plan.remove.push("anthropic-version");
+            }
             WireFormat::Anthropic => {
                 if let Some(key) = &provider.api_key {
                     plan.set.push(("x-api-key", key.0.clone()));
@@ -1015,6 +1171,44 @@ impl Providers {
 }
 
 impl Providers {
+    /// The Vertex AI providers' token sources, for the filter's background refresh.
+    pub fn token_sources(&self) -> Vec<TokenSource> {
+        self.providers
+            .iter()
+            .filter_map(|p| {
+                let vertex = p.vertex.as_ref()?;
+                Some(TokenSource {
+                    provider: p.name.clone(),
+                    shared_key: token_key(&p.name, &vertex.account),
+                    cluster: vertex.token_cluster.clone(),
+                    endpoint: vertex.account.token_endpoint(),
+                    account: vertex.account.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The shared-data key of the access token an attempt needs (Vertex AI providers).
+    pub fn token_key(&self, attempt: &Attempt) -> Option<String> {
+        let provider = self.provider(attempt)?;
+        let vertex = provider.vertex.as_ref()?;
+        Some(token_key(&provider.name, &vertex.account))
+    }
+
+    /// 503 for an attempt whose provider has no access token yet, saying why (`why` names no
+    /// secret: the token endpoint's status and OAuth error at most).
+    pub fn token_missing_reply(&self, attempt: &Attempt, why: &str) -> LocalReply {
+        error_reply(
+            attempt.api.flavor(),
+            ErrorKind::Unavailable,
+            &format!(
+                "The gateway has no access token for provider `{}` yet: {why}.",
+                self.name(attempt)
+            ),
+            ErrorDetail::default(),
+        )
+    }
+
     /// SigV4 headers for an attempt on a Bedrock provider with AWS credentials, over the request
     /// as it leaves (`path` and `body` after translation; `now` in Unix seconds). Empty for every
     /// other provider.
@@ -1045,6 +1239,14 @@ impl Providers {
             },
         )
     }
+}
+
+/// Where a provider's token is shared between workers; another key file gets another entry.
+fn token_key(provider: &str, account: &ServiceAccount) -> String {
+    format!(
+        "llm_provider.access_token.{provider}.{}",
+        account.client_email()
+    )
 }
 
 fn with_query(path: String, query: Option<&str>) -> String {
@@ -1114,6 +1316,10 @@ mod tests {
             "AWS_ACCESS_KEY_ID" => Some("AKIDEXAMPLE".into()),
             "AWS_SECRET_ACCESS_KEY" => Some("aws-secret-value".into()),
             "BEDROCK_KEY" => Some("bedrock-api-key".into()),
+            "VERTEX_SA" => Some(crate::vertex::test_key_file()),
+            "NOT_A_KEY" => {
+                Some("{\"type\": \"service_account\", \"private_key\": \"secret-bytes\"}".into())
+            }
             _ => None,
         }
     }
@@ -1671,6 +1877,142 @@ mod tests {
             )
             .unwrap_err();
         assert!(reply.body.contains("provider `bedrock`"), "{}", reply.body);
+    }
+
+    #[test]
+    fn vertex_attempts_reach_gemini_and_claude_at_vertex_paths() {
+        let p = providers(
+            r#"{"providers": {"vertex": {"format": "vertex_ai", "project": "my-proj",
+                "location": "us-east5", "service_account_env": "VERTEX_SA",
+                "token_cluster": "google_oauth2",
+                "model_map": {"claude": "claude-sonnet-4-5@20250929"}}}}"#,
+        );
+        let sources = p.token_sources();
+        assert_eq!(sources.len(), 1);
+        assert_eq!(sources[0].cluster, "google_oauth2");
+        assert_eq!(sources[0].endpoint.path, "/token");
+        assert!(!format!("{sources:?}").contains("PRIVATE"));
+
+        // Gemini models: the Gemini translation, at Vertex's path.
+        let chat = p.attempt(Some("vertex"), "/v1/chat/completions").unwrap();
+        let plan = p
+            .body(
+                &chat,
+                br#"{"model":"gemini-2.5-flash","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+            )
+            .unwrap();
+        assert!(matches!(
+            plan.translate_response,
+            Some(AnswerTranslation::SourceToChat {
+                source: ChatSource::Gemini,
+                ..
+            })
+        ));
+        let headers = p.headers(&chat, plan.model.as_deref(), true);
+        assert_eq!(
+            headers.path.as_deref(),
+            Some("/v1/projects/my-proj/locations/us-east5/publishers/google/models/gemini-2.5-flash:streamGenerateContent?alt=sse")
+        );
+        assert_eq!(
+            headers.authority.as_deref(),
+            Some("us-east5-aiplatform.googleapis.com")
+        );
+        assert!(headers.remove.contains(&"authorization"));
+        assert!(p
+            .token_key(&chat)
+            .unwrap()
+            .starts_with("llm_provider.access_token.vertex."));
+
+        // Claude models: Anthropic's API on rawPredict, the model in the path only.
+        let plan = p
+            .body(
+                &chat,
+                br#"{"model":"claude","messages":[{"role":"user","content":"hi"}]}"#,
+            )
+            .unwrap();
+        assert!(matches!(
+            plan.translate_response,
+            Some(AnswerTranslation::AnthropicToChat { .. })
+        ));
+        let sent: Value = serde_json::from_slice(plan.new_body.as_ref().unwrap()).unwrap();
+        assert_eq!(sent.get("model"), None);
+        assert_eq!(sent["anthropic_version"], "vertex-2023-10-16");
+        assert_eq!(sent["messages"][0]["content"][0]["text"], "hi");
+        let headers = p.headers(&chat, plan.model.as_deref(), false);
+        assert_eq!(
+            headers.path.as_deref(),
+            Some("/v1/projects/my-proj/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:rawPredict")
+        );
+        // A Messages client goes through untranslated, streaming by its body.
+        let messages = p.attempt(Some("vertex"), "/v1/messages").unwrap();
+        let plan = p
+            .body(
+                &messages,
+                br#"{"model":"claude","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+            )
+            .unwrap();
+        assert!(plan.translate_response.is_none());
+        assert!(plan.stream);
+        let sent: Value = serde_json::from_slice(plan.new_body.as_ref().unwrap()).unwrap();
+        assert_eq!(sent.get("model"), None);
+        assert_eq!(sent["max_tokens"], 9);
+        let headers = p.headers(&messages, plan.model.as_deref(), plan.stream);
+        assert!(headers.path.unwrap().ends_with(":streamRawPredict"));
+        assert!(headers.remove.contains(&"anthropic-version"));
+
+        let reply = p.token_missing_reply(&chat, "the token endpoint answered 400 invalid_grant");
+        assert_eq!(reply.status, 503);
+        assert!(reply.body.contains("provider `vertex`"), "{}", reply.body);
+        assert_eq!(
+            p.attempt(Some("vertex"), "/v1/embeddings")
+                .unwrap_err()
+                .status,
+            400
+        );
+    }
+
+    #[test]
+    fn vertex_config_errors_name_the_field_and_never_the_key() {
+        let base = json!({"format": "vertex_ai", "project": "p", "location": "us-central1",
+                          "service_account_env": "VERTEX_SA", "token_cluster": "oauth"});
+        for (field, value, path) in [
+            ("project", Value::Null, "providers.v.project"),
+            ("location", json!("US Central"), "providers.v.location"),
+            (
+                "service_account_env",
+                json!("UNSET_VAR"),
+                "providers.v.service_account_env",
+            ),
+            (
+                "service_account_env",
+                json!("NOT_A_KEY"),
+                "providers.v.service_account_env",
+            ),
+            ("token_cluster", Value::Null, "providers.v.token_cluster"),
+            (
+                "api_key_env",
+                json!("BEDROCK_KEY"),
+                "providers.v.api_key_env",
+            ),
+        ] {
+            let mut entry = base.clone();
+            entry[field] = value;
+            let config = json!({"providers": {"v": entry}});
+            let err = Providers::compile(
+                parse::<ProviderConfig>(config.to_string().as_bytes()).unwrap(),
+                &env,
+            )
+            .unwrap_err();
+            assert_eq!(err.path, path, "{config}: {err}");
+            assert!(!err.to_string().contains("secret-bytes"), "{err}");
+        }
+        let config = json!({"providers": {"o": {"format": "openai", "token_cluster": "x"}}});
+        let err = Providers::compile(
+            parse::<ProviderConfig>(config.to_string().as_bytes()).unwrap(),
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(err.path, "providers.o.token_cluster");
     }
 
     #[test]
