@@ -11,7 +11,9 @@
 //! - Metrics must be declared while the config loads: every family of `llm_core::metrics::FAMILIES`
 //!   is declared then with its labels; label values come per increment.
 //! - No gRPC callouts: gRPC calls are HTTP/2 callouts with gRPC framing. No timers: calls that must
-//!   outlive their request (usage reports) go to the main thread through the config's scheduler.
+//!   outlive their request (usage reports) go to the main thread through the config's scheduler,
+//!   and llm_provider's timer work (Vertex AI tokens) runs on the main thread when a thread of
+//!   ours commits that scheduler every tick period.
 //! - A local reply is sent after the filter's callback returns (Envoy runs the reply through the
 //!   filters synchronously, re-entering this module).
 //! - A panic never crosses the FFI boundary: it is caught, logged once, and answered with a 500.
@@ -105,6 +107,7 @@ impl log::Log for EnvoyLog {
 trait Factory {
     fn new_stream(&self) -> Box<dyn HttpFilter>;
     fn has_tick(&self) -> bool;
+    fn tick_period(&self) -> Option<Duration>;
     fn on_tick(&self);
     fn on_root_grpc_response(&self, token: u32, status: u32, body: Option<&[u8]>);
     fn on_root_http_response(&self, token: u32, answer: Option<&host::HttpAnswer>);
@@ -116,6 +119,9 @@ impl<F: Filter> Factory for Loaded<F> {
     }
     fn has_tick(&self) -> bool {
         self.filter.tick_period().is_some()
+    }
+    fn tick_period(&self) -> Option<Duration> {
+        self.filter.tick_period()
     }
     fn on_tick(&self) {
         self.filter.on_tick();
@@ -184,6 +190,50 @@ struct Config {
     metrics: Metrics,
     /// Calls that must outlive their request, sent from the main thread.
     outbox: Mutex<Vec<OutgoingCall>>,
+    /// Envoy destroyed the config: its ticker stops.
+    destroyed: AtomicBool,
+}
+
+/// The scheduler event that runs the main thread's instance's timer work.
+const EVENT_TICK: u64 = 1;
+
+/// Timer work for llm_provider (Vertex AI token refreshes), which must not wait for traffic: the
+/// ABI has no timers, so a thread asks the main thread, through the config's scheduler, to run
+/// the main thread's instance's `on_tick` every `period`, until Envoy destroys the config.
+fn start_ticker(config: &Arc<Config>, period: Duration) {
+    if config.scheduler().is_null() {
+        return;
+    }
+    let weak = Arc::downgrade(config);
+    let spawned = std::thread::Builder::new()
+        .name("llm-ticker".into())
+        .spawn(move || loop {
+            std::thread::sleep(period);
+            // Held while committing: the scheduler is deleted only when the config is dropped.
+            let Some(config) = weak.upgrade() else {
+                break;
+            };
+            if config.destroyed.load(Ordering::Acquire) {
+                break;
+            }
+            if let Some(&scheduler) = config.scheduler.get() {
+                if scheduler != 0 {
+                    // SAFETY: the config's scheduler, alive while `config` is; callable from any thread.
+                    unsafe {
+                        envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+                            scheduler as SchedulerPtr,
+                            EVENT_TICK,
+                        )
+                    };
+                }
+            }
+        });
+    if let Err(why) = spawned {
+        log::warn!(
+            "{}: no timer thread ({why}); its background work does not run",
+            config.name
+        );
+    }
 }
 
 /// A root-context call: gRPC (`headers` and `body` already framed as gRPC) or plain HTTP.
@@ -460,6 +510,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             scheduler: OnceLock::new(),
             metrics,
             outbox: Mutex::new(Vec::new()),
+            destroyed: AtomicBool::new(false),
         });
         warn_if_jwt(&config.name, &config.bytes);
         // Built here once to validate (one log line naming the field, and Envoy refuses the
@@ -469,7 +520,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         });
         match factory {
             Ok(factory) => {
+                let ticker = config.upstream.then(|| factory.tick_period()).flatten();
                 keep_instance(&config, factory);
+                if let Some(period) = ticker {
+                    start_ticker(&config, period);
+                }
                 Arc::into_raw(config).cast::<c_void>()
             }
             Err(line) => {
@@ -488,6 +543,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *co
     }
     // SAFETY: the pointer came from Arc::into_raw in config_new and is released once, here.
     let config = unsafe { Arc::from_raw(config.cast::<Config>()) };
+    config.destroyed.store(true, Ordering::Release);
     let _ = catch_unwind(AssertUnwindSafe(move || {
         INSTANCES.with(|i| i.borrow_mut().remove(&config.id));
         drop(config);
@@ -551,7 +607,7 @@ fn instance(config: &Arc<Config>) -> Option<Rc<dyn Factory>> {
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
     envoy: ConfigEnvoyPtr,
     config: *const c_void,
-    _event_id: u64,
+    event_id: u64,
 ) {
     if config.is_null() {
         return;
@@ -559,6 +615,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: Envoy passes the pointer config_new returned, alive until config_destroy.
         let config = unsafe { &*config.cast::<Config>() };
+        if event_id == EVENT_TICK {
+            if let Some(factory) = thread_instance(config.id) {
+                // Calls it makes go to the outbox and come back here as event 0.
+                with_context(Context::root(config, envoy), || factory.on_tick());
+            }
+            return;
+        }
         let calls = config
             .outbox
             .lock()
@@ -703,16 +766,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: *const c_v
     }
     // SAFETY: the pointer came from Box::into_raw in filter_new and is released once, here.
     let stream = unsafe { Box::from_raw(stream.cast_mut().cast::<Stream>()) };
-    let _ = catch_unwind(AssertUnwindSafe(move || {
-        // Envoy does not report an upstream filter's stream complete: the root work of
-        // llm_provider (Vertex AI token refreshes) runs as its attempts end.
-        let tick = stream.config.upstream && stream.factory.has_tick();
-        let (config, factory) = (Arc::clone(&stream.config), Rc::clone(&stream.factory));
-        drop(stream);
-        if tick {
-            with_context(Context::worker_root(&config), || factory.on_tick());
-        }
-    }));
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(stream)));
 }
 
 /// Runs one callback of a stream's filter with this backend installed; then, with the filter no

@@ -30,15 +30,18 @@ pub struct ProviderFilter {
     origins: RefCell<AttemptOrigins>,
     /// Vertex AI providers' access tokens, refreshed in the background (root context).
     tokens: Vec<TokenRefresh>,
+    /// This root context's token requests in flight: call token → index in `tokens`. (Call
+    /// tokens are numbered per Wasm VM, so they are never matched through shared data.)
+    token_calls: RefCell<HashMap<u32, usize>>,
     /// `llm_provider_token_unavailable_total{provider=...}`: attempts answered 503 for want of one.
     token_unavailable: HashMap<String, Counter>,
 }
 
-/// One provider's token refresh. Its state is in shared data, not here: every worker's root
-/// context ticks, and on the native module a call's answer reaches another instance than the one
-/// that made it. Under the token's key: `{key}` the token, `{key}.claim` the time before which no
-/// refresh starts (one in flight, or a pause after a failure), `{key}.call` the call in flight,
-/// `{key}.failures` failures in a row, `{key}.error` why the last one failed.
+/// One provider's token refresh. Its state is in shared data, for every worker's root context
+/// (each Wasm VM ticks): under the token's key, `{key}` the token, `{key}.claim` the time before
+/// which no refresh starts (one in flight, or a pause after a failure), `{key}.failures` failures
+/// in a row, `{key}.error` why the last one failed. A call's answer comes back to the root context
+/// that made it (on the native module, the main thread's instance, which ticks on a timer).
 struct TokenRefresh {
     source: TokenSource,
     refreshed: Option<Counter>,
@@ -61,7 +64,9 @@ fn shared_token(key: &str) -> Option<AccessToken> {
 
 /// Why there is no token, as the last failed refresh recorded it.
 fn shared_token_error(key: &str) -> Option<String> {
-    read_shared(&format!("{key}.error")).and_then(|bytes| String::from_utf8(bytes).ok())
+    read_shared(&format!("{key}.error"))
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .filter(|why| !why.is_empty())
 }
 
 /// A number kept as text in shared data (0 when absent).
@@ -90,10 +95,10 @@ fn claim_refresh(key: &str, now: u64) -> bool {
         return false;
     }
     let next = (now + REFRESH_CLAIM_SECS).to_string();
+    // (The key exists from configuration on, so the write is a compare-and-swap.)
     match llm_host::current().shared_set(&claim, next.as_bytes(), cas) {
         Ok(()) => true,
-        Err(SharedWriteError::CasMismatch) => false,
-        Err(SharedWriteError::Failed(_)) => true,
+        Err(SharedWriteError::CasMismatch | SharedWriteError::Failed(_)) => false,
     }
 }
 
@@ -145,6 +150,7 @@ impl Filter for ProviderFilter {
             .token_sources()
             .into_iter()
             .map(|source| {
+                llm_host::ensure_shared(&format!("{}.claim", source.shared_key), b"0");
                 let counter = |result: &str| {
                     Counter::define(&labeled_name(
                         "llm_provider_token_refreshes_total",
@@ -170,6 +176,7 @@ impl Filter for ProviderFilter {
             translated,
             origins: RefCell::new(AttemptOrigins::default()),
             tokens,
+            token_calls: RefCell::new(HashMap::new()),
             token_unavailable,
         })
     }
@@ -182,7 +189,7 @@ impl Filter for ProviderFilter {
 
     fn on_tick(&self) {
         let now = now_secs();
-        for refresh in &self.tokens {
+        for (index, refresh) in self.tokens.iter().enumerate() {
             let source = &refresh.source;
             if shared_token(&source.shared_key).is_some_and(|t| !t.refresh_due(now)) {
                 continue;
@@ -190,7 +197,13 @@ impl Filter for ProviderFilter {
             if !claim_refresh(&source.shared_key, now) {
                 continue;
             }
-            let body = source.account.token_request_body(now);
+            let body = match source.account.token_request_body(now) {
+                Ok(body) => body,
+                Err(why) => {
+                    self.token_failed(refresh, &why);
+                    continue;
+                }
+            };
             let call = HttpCall {
                 cluster: &source.cluster,
                 authority: &source.endpoint.authority,
@@ -202,7 +215,7 @@ impl Filter for ProviderFilter {
             };
             match llm_host::current().http_call(&call) {
                 Ok(token) => {
-                    set_shared_number(&format!("{}.call", source.shared_key), u64::from(token))
+                    self.token_calls.borrow_mut().insert(token, index);
                 }
                 Err(why) => self.token_failed(refresh, &format!("the token request failed: {why}")),
             }
@@ -210,15 +223,11 @@ impl Filter for ProviderFilter {
     }
 
     fn on_root_http_response(&self, token: u32, answer: Option<&HttpAnswer>) {
-        let Some(refresh) = self
-            .tokens
-            .iter()
-            .find(|r| shared_number(&format!("{}.call", r.source.shared_key)) == u64::from(token))
-        else {
+        let index = self.token_calls.borrow_mut().remove(&token);
+        let Some(refresh) = index.and_then(|i| self.tokens.get(i)) else {
             return;
         };
         let key = &refresh.source.shared_key;
-        set_shared_number(&format!("{key}.call"), 0);
         let now = now_secs();
         let result = match answer {
             Some(answer) => token_answer(answer.status, &answer.body, now),
@@ -235,6 +244,7 @@ impl Filter for ProviderFilter {
                     );
                 }
                 set_shared_number(&format!("{key}.claim"), 0);
+                llm_host::update_shared(&format!("{key}.error"), |_| Vec::new());
                 if let Some(counter) = &refresh.refreshed {
                     counter.increment(1);
                 }
@@ -383,11 +393,17 @@ impl ProviderAttempt {
         let mut bearer = None;
         if let Some(key) = self.filter.providers.token_key(&attempt) {
             let now = now_secs();
-            match shared_token(&key).filter(|t| t.valid(now)) {
+            let token = shared_token(&key);
+            match token.as_ref().filter(|t| t.valid(now)) {
                 Some(token) => bearer = Some(format!("Bearer {}", token.value.expose())),
                 None => {
-                    let why = shared_token_error(&key)
-                        .unwrap_or_else(|| "the first one is still being fetched".to_string());
+                    let why = shared_token_error(&key).unwrap_or_else(|| {
+                        if token.is_some() {
+                            "the last one expired and the next is being fetched".to_string()
+                        } else {
+                            "the first one is still being fetched".to_string()
+                        }
+                    });
                     if let Some(counter) = self
                         .filter
                         .token_unavailable

@@ -1103,6 +1103,30 @@ fn vertex_ai_serves_gemini_and_claude_with_background_tokens() {
         })
         .sum();
     assert!(refreshed >= 1.0, "no token refresh counted");
+    // Usage is counted under the Vertex AI provider, for both kinds of model.
+    for model in ["vertex-gemini", "vertex-claude"] {
+        let output = demo
+            .envoy
+            .prometheus_value(&format!(
+                r#"llm_output_tokens_total{{consumer="team-a",model="{model}",provider="vertex"}}"#
+            ))
+            .unwrap_or(0.0);
+        assert!(output > 0.0, "no output tokens counted for {model}");
+    }
+    // The Gemini bodies Vertex received are ones Google's own SDK types accept.
+    let bodies: Vec<Value> = sent
+        .iter()
+        .filter(|r| {
+            r["path"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("/publishers/google/")
+        })
+        .map(|r| r["json"].clone())
+        .collect();
+    assert!(bodies.len() >= 2, "{bodies:?}");
+    let checked = check_with_python("tests/sdk/gemini_request_schema.py", &Value::Array(bodies));
+    assert!(checked.starts_with("ok "), "{checked}");
     // The key and the tokens stay out of Envoy's log.
     let log = demo.envoy.log();
     assert!(!log.contains("BEGIN PRIVATE KEY") && !log.contains("ya29.mock-"));

@@ -821,7 +821,7 @@ impl Providers {
     /// The answer to a request without a body that this attempt would have to translate: a 400,
     /// rather than sending the provider something in another API (or, to Bedrock, unsigned).
     pub fn body_missing(&self, attempt: &Attempt) -> Option<LocalReply> {
-        self.translates(attempt).then(|| {
+        (self.translates(attempt) || self.counts_locally(attempt)).then(|| {
             error_reply(
                 attempt.api.flavor(),
                 ErrorKind::InvalidRequest,
@@ -1243,9 +1243,11 @@ impl Providers {
 
 /// Where a provider's token is shared between workers; another key file gets another entry.
 fn token_key(provider: &str, account: &ServiceAccount) -> String {
+    // '/' appears in none of the parts.
     format!(
-        "llm_provider.access_token.{provider}.{}",
-        account.client_email()
+        "llm_provider.access_token/{provider}/{}/{}",
+        account.client_email(),
+        account.key_id().replace('/', "_")
     )
 }
 
@@ -1918,10 +1920,10 @@ mod tests {
             Some("us-east5-aiplatform.googleapis.com")
         );
         assert!(headers.remove.contains(&"authorization"));
-        assert!(p
-            .token_key(&chat)
-            .unwrap()
-            .starts_with("llm_provider.access_token.vertex."));
+        assert_eq!(
+            p.token_key(&chat).unwrap(),
+            "llm_provider.access_token/vertex/gw@p.iam.gserviceaccount.com/kid1"
+        );
 
         // Claude models: Anthropic's API on rawPredict, the model in the path only.
         let plan = p

@@ -23,6 +23,8 @@ pub const REFRESH_MARGIN_SECS: u64 = 300;
 pub const MAX_RETRY_SECS: u64 = 60;
 /// A JWT assertion is valid this long (Google accepts at most an hour).
 const ASSERTION_SECS: u64 = 3600;
+/// The smallest RSA key accepted (Google's are 2048 bits).
+const MIN_KEY_BYTES: usize = 128;
 /// The most of a token endpoint's error text kept for logs and 503s.
 const MAX_ERROR_CHARS: usize = 200;
 
@@ -75,6 +77,10 @@ impl ServiceAccount {
         let pem = field("private_key").ok_or("has no `private_key`")?;
         let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem)
             .map_err(|_| "has a `private_key` that is not a PKCS#8 RSA key".to_string())?;
+        // Google issues 2048-bit keys; a tiny one could not even sign the JWT.
+        if rsa::traits::PublicKeyParts::size(&key) < MIN_KEY_BYTES {
+            return Err("has a `private_key` shorter than 1024 bits".into());
+        }
         let token_uri = field("token_uri").unwrap_or(DEFAULT_TOKEN_URI).to_string();
         endpoint(&token_uri)?;
         Ok(ServiceAccount {
@@ -99,7 +105,7 @@ impl ServiceAccount {
     }
 
     /// The JWT the token endpoint exchanges for an access token, issued at `now` (Unix seconds).
-    pub fn assertion(&self, now: u64) -> String {
+    pub fn assertion(&self, now: u64) -> Result<String, String> {
         let mut header = Map::new();
         header.insert("alg".into(), json!("RS256"));
         header.insert("typ".into(), json!("JWT"));
@@ -119,16 +125,25 @@ impl ServiceAccount {
             base64url(claims.to_string().as_bytes())
         );
         // PKCS#1 v1.5 signatures are deterministic; the message is the gateway's own claims.
-        let signature = self.key.sign(signed.as_bytes()).to_vec();
-        format!("{signed}.{}", base64url(&signature))
+        let signature = self
+            .key
+            .try_sign(signed.as_bytes())
+            .map_err(|_| "the service account's key could not sign the token request".to_string())?
+            .to_vec();
+        Ok(format!("{signed}.{}", base64url(&signature)))
     }
 
     /// The token request's form body (the JWT-bearer grant).
-    pub fn token_request_body(&self, now: u64) -> String {
-        format!(
+    pub fn token_request_body(&self, now: u64) -> Result<String, String> {
+        Ok(format!(
             "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={}",
-            self.assertion(now)
-        )
+            self.assertion(now)?
+        ))
+    }
+
+    /// The key's id (part of the shared token's key: another key is another token).
+    pub fn key_id(&self) -> &str {
+        self.key_id.as_deref().unwrap_or("")
     }
 }
 
@@ -364,7 +379,7 @@ mod tests {
     fn the_assertion_is_an_rs256_jwt_for_the_token_endpoint() {
         let (file, key) = key_file();
         let account = ServiceAccount::parse(&file).unwrap();
-        let jwt = account.assertion(1_000);
+        let jwt = account.assertion(1_000).unwrap();
         let parts: Vec<&str> = jwt.split('.').collect();
         assert_eq!(parts.len(), 3);
         assert_eq!(
@@ -385,7 +400,7 @@ mod tests {
         verifying
             .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
             .unwrap();
-        assert!(account.token_request_body(1_000).starts_with(
+        assert!(account.token_request_body(1_000).unwrap().starts_with(
             "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=ey"
         ));
         assert_eq!(
@@ -421,6 +436,12 @@ mod tests {
             assert!(!error.contains("BEGIN"), "{error}");
         }
         assert!(ServiceAccount::parse("not json").is_err());
+        // A key too small to sign the JWT is refused at load, not when the first token is due.
+        let small = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 512).unwrap();
+        let mut tiny = value.clone();
+        tiny["private_key"] = json!(small.to_pkcs8_pem(LineEnding::LF).unwrap().to_string());
+        let error = ServiceAccount::parse(&tiny.to_string()).unwrap_err();
+        assert!(error.contains("shorter than 1024 bits"), "{error}");
         value["token_uri"] = json!("http://127.0.0.1:9/oauth/token");
         let account = ServiceAccount::parse(&value.to_string()).unwrap();
         assert_eq!(account.token_endpoint().authority, "127.0.0.1:9");
