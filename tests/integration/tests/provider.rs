@@ -985,6 +985,23 @@ fn demo_with_vertex(vertex: &MockProvider, key: &str) -> Demo {
     })
 }
 
+/// `body` sent as a chat until `done` says so (at most 10 s): the answer that was.
+fn chat_until(
+    demo: &Demo,
+    body: &Value,
+    done: impl Fn(&integration::http::Response) -> bool,
+) -> integration::http::Response {
+    let mut response = demo.chat(&[], body);
+    for _ in 0..50 {
+        if done(&response) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        response = demo.chat(&[], body);
+    }
+    response
+}
+
 /// A mock serving Vertex AI with a key file of its own making; the file's text.
 fn vertex_mock(name: &str, extra: &[&str]) -> (MockProvider, String) {
     let path = std::env::temp_dir().join(format!(
@@ -1014,23 +1031,19 @@ fn vertex_ai_serves_gemini_and_claude_with_background_tokens() {
     require_envoy!();
     let (vertex, key) = vertex_mock("vertex", &[]);
     let demo = demo_with_vertex(&vertex, &key);
-    // The first token is fetched in the background (within a second; natively after the first
-    // request): until then, 503 saying so.
-    let mut response = demo.chat(
-        &[],
+    // The first token is fetched in the background (within a second): until then, 503 saying so.
+    let response = chat_until(
+        &demo,
         &json!({"model": "vertex-gemini", "messages": [{"role": "user", "content": "hello vertex"}]}),
+        |response| {
+            assert!(
+                response.status != 503 || response.body.contains("access token"),
+                "{}",
+                response.body
+            );
+            response.status != 503
+        },
     );
-    for _ in 0..50 {
-        if response.status != 503 {
-            break;
-        }
-        assert!(response.body.contains("access token"), "{}", response.body);
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        response = demo.chat(
-            &[],
-            &json!({"model": "vertex-gemini", "messages": [{"role": "user", "content": "hello vertex"}]}),
-        );
-    }
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(
         response.json()["choices"][0]["message"]["content"],
@@ -1142,20 +1155,11 @@ fn vertex_ai_token_failures_answer_503_with_the_reason() {
     drop(stale);
     let (vertex, _) = vertex_mock("vertex", &[]);
     let demo = demo_with_vertex(&vertex, &key);
-    let mut response = demo.chat(
-        &[],
+    let response = chat_until(
+        &demo,
         &json!({"model": "vertex-gemini", "messages": [{"role": "user", "content": "x"}]}),
+        |response| response.body.contains("invalid_grant"),
     );
-    for _ in 0..50 {
-        if response.body.contains("invalid_grant") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        response = demo.chat(
-            &[],
-            &json!({"model": "vertex-gemini", "messages": [{"role": "user", "content": "x"}]}),
-        );
-    }
     assert_eq!(response.status, 503, "{}", response.body);
     assert!(
         response

@@ -13,19 +13,14 @@
 use crate::anthropic::json_object;
 use crate::provider::Secret;
 use crate::wire::via_chat::{
-    assistant_calls, data_url, function_tools, max_tokens, push_turn, refuse_unexpressible, set,
-    stop_sequences, stream_flags, ChunkWriter,
+    self, assistant_calls, function_tools, max_tokens, push_turn, refuse_unexpressible, set,
+    stop_sequences, stream_flags, ChunkWriter, ContentRules, TranslatedRequest,
 };
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
 
-/// The translated request, and what the answer's translation needs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConverseRequest {
-    pub body: Vec<u8>,
-    pub stream: bool,
-    pub include_usage: bool,
-}
+/// The translated request (its body, stream flags).
+pub type ConverseRequest = TranslatedRequest;
 
 /// An AWS event-stream message may not be longer than this (AWS's own limit is 16 MiB): a prelude
 /// announcing more is refused rather than buffered.
@@ -288,61 +283,29 @@ pub fn chat_request_to_converse(body: &[u8], model: &str) -> Result<ConverseRequ
     })
 }
 
-/// Text blocks of a system or assistant content (a string, or text parts); blank text is left out
-/// (Converse refuses it).
+/// Converse refuses blank text.
+fn blank(text: &str) -> bool {
+    text.trim().is_empty()
+}
+
 fn text_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, String> {
-    Ok(match content {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(text)) if text.trim().is_empty() => Vec::new(),
-        Some(Value::String(text)) => vec![json!({ "text": text })],
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .filter(|text| !text.trim().is_empty())
-            .map(|text| json!({ "text": text }))
-            .collect(),
-        Some(_) => return Err(format!("`messages[{i}].content` must be a string or parts")),
-    })
+    via_chat::text_parts(content, i, blank)
 }
 
 /// A user content: text, and images with their bytes (Converse does not fetch links).
 fn user_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, String> {
-    let Some(Value::Array(items)) = content else {
-        return text_blocks(content, i);
+    let image = |mime: &str, data: &str, i: usize| {
+        let format = image_format(mime).ok_or(format!(
+            "`messages[{i}]`: image type `{mime}` is not supported on Bedrock providers (png, jpeg, gif, webp)"
+        ))?;
+        Ok(json!({"image": {"format": format, "source": {"bytes": data}}}))
     };
-    let mut blocks = Vec::new();
-    for item in items {
-        match item.get("type").and_then(Value::as_str) {
-            Some("text") => {
-                let text = item.get("text").and_then(Value::as_str).unwrap_or("");
-                if !text.trim().is_empty() {
-                    blocks.push(json!({ "text": text }));
-                }
-            }
-            Some("image_url") => {
-                let url = item
-                    .pointer("/image_url/url")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let Some((mime, data)) = data_url(url) else {
-                    return Err(format!(
-                        "`messages[{i}]`: Bedrock providers take images as data: URLs (base64), not links"
-                    ));
-                };
-                let format = image_format(mime).ok_or(format!(
-                    "`messages[{i}]`: image type `{mime}` is not supported on Bedrock providers (png, jpeg, gif, webp)"
-                ))?;
-                blocks.push(json!({"image": {"format": format, "source": {"bytes": data}}}));
-            }
-            Some(other) => {
-                return Err(format!(
-                    "`messages[{i}]`: content parts of type `{other}` are not supported on Bedrock providers"
-                ))
-            }
-            None => return Err(format!("`messages[{i}]`: a content part has no `type`")),
-        }
-    }
-    Ok(blocks)
+    let rules = ContentRules {
+        provider: "Bedrock",
+        blank,
+        image: &image,
+    };
+    via_chat::user_parts(content, i, &rules)
 }
 
 /// OpenAI's finish reason for a Converse stop reason.
@@ -528,10 +491,16 @@ impl ConverseToChatStream {
         if self.broken {
             return out;
         }
-        self.pending.extend_from_slice(chunk);
+        // Frames are read from the chunk itself; only an unfinished frame's bytes are kept.
+        let mut owned = std::mem::take(&mut self.pending);
+        let from_chunk = owned.is_empty();
+        if !from_chunk {
+            owned.extend_from_slice(chunk);
+        }
+        let bytes: &[u8] = if from_chunk { chunk } else { &owned };
         let mut offset = 0;
         loop {
-            let rest = self.pending.get(offset..).unwrap_or_default();
+            let rest = bytes.get(offset..).unwrap_or_default();
             let Some(prelude) = rest.get(..PRELUDE_BYTES) else {
                 break;
             };
@@ -561,7 +530,13 @@ impl ConverseToChatStream {
             offset += total;
         }
         // One drain per chunk keeps the work linear in the stream.
-        self.pending.drain(..offset.min(self.pending.len()));
+        let consumed = offset.min(bytes.len());
+        if from_chunk {
+            self.pending = chunk.get(consumed..).unwrap_or_default().to_vec();
+        } else {
+            owned.drain(..consumed);
+            self.pending = owned;
+        }
         out
     }
 

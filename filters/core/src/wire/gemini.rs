@@ -12,18 +12,13 @@
 use crate::anthropic::json_object;
 use crate::sse::SseParser;
 use crate::wire::via_chat::{
-    assistant_calls, data_url, function_tools, max_tokens, push_turn, refuse_unexpressible, set,
-    stop_sequences, stream_flags, ChunkWriter,
+    self, assistant_calls, function_tools, max_tokens, push_turn, refuse_unexpressible, set,
+    stop_sequences, stream_flags, ChunkWriter, ContentRules, TranslatedRequest,
 };
 use serde_json::{json, Map, Value};
 
-/// The translated request, and what the answer's translation needs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GeminiRequest {
-    pub body: Vec<u8>,
-    pub stream: bool,
-    pub include_usage: bool,
-}
+/// The translated request (its body, stream flags).
+pub type GeminiRequest = TranslatedRequest;
 
 /// The Gemini path of a request for `model` (`/v1beta` unless the provider's `base_path` says).
 pub fn path(base: &str, model: &str, stream: bool) -> String {
@@ -207,58 +202,26 @@ pub fn chat_request_to_gemini(body: &[u8]) -> Result<GeminiRequest, String> {
     })
 }
 
-/// Text parts of a system or assistant content (a string, or text parts).
+/// Gemini refuses empty text parts.
+fn blank(text: &str) -> bool {
+    text.is_empty()
+}
+
 fn text_parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, String> {
-    Ok(match content {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(text)) if text.is_empty() => Vec::new(),
-        Some(Value::String(text)) => vec![json!({ "text": text })],
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .filter(|text| !text.is_empty())
-            .map(|text| json!({ "text": text }))
-            .collect(),
-        Some(_) => return Err(format!("`messages[{i}].content` must be a string or parts")),
-    })
+    via_chat::text_parts(content, i, blank)
 }
 
 /// A user content: text, and images as inline data (Gemini does not fetch URLs).
 fn user_parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, String> {
-    let Some(Value::Array(items)) = content else {
-        return text_parts(content, i);
+    let image = |mime: &str, data: &str, _: usize| {
+        Ok(json!({"inlineData": {"mimeType": mime, "data": data}}))
     };
-    let mut parts = Vec::new();
-    for item in items {
-        match item.get("type").and_then(Value::as_str) {
-            Some("text") => {
-                // Gemini refuses empty text parts.
-                let text = item.get("text").and_then(Value::as_str).unwrap_or("");
-                if !text.is_empty() {
-                    parts.push(json!({ "text": text }));
-                }
-            }
-            Some("image_url") => {
-                let url = item
-                    .pointer("/image_url/url")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let Some((mime, data)) = data_url(url) else {
-                    return Err(format!(
-                        "`messages[{i}]`: Gemini providers take images as data: URLs (base64), not links"
-                    ));
-                };
-                parts.push(json!({"inlineData": {"mimeType": mime, "data": data}}));
-            }
-            Some(other) => {
-                return Err(format!(
-                    "`messages[{i}]`: content parts of type `{other}` are not supported on Gemini providers"
-                ))
-            }
-            None => return Err(format!("`messages[{i}]`: a content part has no `type`")),
-        }
-    }
-    Ok(parts)
+    let rules = ContentRules {
+        provider: "Gemini",
+        blank,
+        image: &image,
+    };
+    via_chat::user_parts(content, i, &rules)
 }
 
 /// OpenAI's finish reason for a Gemini one.

@@ -901,21 +901,21 @@ impl Providers {
                         .or_else(|| mapped.clone()),
                     _ => mapped.clone(),
                 };
+                if vertex_claude {
+                    // The model goes in the path; the body loses it (no mapping to write).
+                    let (sent, stream) =
+                        crate::vertex::messages_for_vertex(body).map_err(|m| invalid(&m))?;
+                    return Ok(BodyPlan {
+                        new_body: Some(sent),
+                        model,
+                        stream,
+                        ..BodyPlan::default()
+                    });
+                }
                 let new_body = match (to, fields.model_span) {
                     (Some(to), Some(span)) => replace_model(body, span, &to),
                     _ => None,
                 };
-                if vertex_claude {
-                    let sent = new_body.as_deref().unwrap_or(body);
-                    return Ok(BodyPlan {
-                        new_body: Some(
-                            crate::vertex::messages_for_vertex(sent).map_err(|m| invalid(&m))?,
-                        ),
-                        model,
-                        stream: crate::vertex::messages_stream(body),
-                        ..BodyPlan::default()
-                    });
-                }
                 return Ok(BodyPlan {
                     new_body,
                     model,
@@ -1018,7 +1018,9 @@ impl Providers {
             }
         };
         let new_body = if vertex_claude {
-            crate::vertex::messages_for_vertex(&new_body).map_err(|m| invalid(&m))?
+            crate::vertex::messages_for_vertex(&new_body)
+                .map_err(|m| invalid(&m))?
+                .0
         } else {
             new_body
         };

@@ -300,20 +300,14 @@ pub fn path(project: &str, location: &str, model: &str, stream: bool) -> String 
 }
 
 /// A Messages request as Claude on Vertex AI takes it: the model in the path, not the body, and
-/// Vertex's `anthropic_version` in the body.
-pub fn messages_for_vertex(body: &[u8]) -> Result<Vec<u8>, String> {
+/// Vertex's `anthropic_version` in the body. Also whether it streams (Vertex picks
+/// `streamRawPredict` for it), read in the same parse.
+pub fn messages_for_vertex(body: &[u8]) -> Result<(Vec<u8>, bool), String> {
     let mut request = crate::anthropic::json_object(body)?;
+    let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
     request.remove("model");
     request.insert("anthropic_version".into(), json!(ANTHROPIC_VERSION));
-    Ok(Value::Object(request).to_string().into_bytes())
-}
-
-/// Whether the Messages request streams (Vertex picks `streamRawPredict` for it).
-pub fn messages_stream(body: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("stream").and_then(Value::as_bool))
-        == Some(true)
+    Ok((Value::Object(request).to_string().into_bytes(), stream))
 }
 
 /// Project ids and locations as Google spells them (they go into paths).
@@ -512,15 +506,15 @@ mod tests {
         assert!(path("p", "l", "../x?y", false).contains("/models/..xy:"));
         assert_eq!(host("us-central1"), "us-central1-aiplatform.googleapis.com");
         assert_eq!(host("global"), "aiplatform.googleapis.com");
-        let body = messages_for_vertex(
+        let (body, stream) = messages_for_vertex(
             br#"{"model":"claude-sonnet-4-5","max_tokens":5,"stream":true,"messages":[]}"#,
         )
         .unwrap();
+        assert!(stream);
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body.get("model"), None);
         assert_eq!(body["anthropic_version"], ANTHROPIC_VERSION);
-        assert!(messages_stream(br#"{"stream":true}"#));
-        assert!(!messages_stream(br#"{"stream":"yes"}"#));
+        assert!(!messages_for_vertex(br#"{"stream":"yes"}"#).unwrap().1);
         assert!(plain_segment("my-project-1") && !plain_segment("a/b") && !plain_segment(""));
     }
 }

@@ -155,6 +155,84 @@ pub(crate) fn push_turn(turns: &mut Vec<Value>, role: &str, key: &str, parts: Ve
     }
 }
 
+/// A Chat request translated for such a provider, and what its answer's translation needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TranslatedRequest {
+    pub body: Vec<u8>,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+/// What a provider does with a user's content parts: which text it refuses (`blank`), and its
+/// image part for a data URL (`image(mime, base64 data)`).
+pub(crate) struct ContentRules<'a> {
+    pub provider: &'a str,
+    pub blank: fn(&str) -> bool,
+    pub image: &'a dyn Fn(&str, &str, usize) -> Result<Value, String>,
+}
+
+/// Text parts of a system or assistant content (a string, or text parts), blank ones left out.
+pub(crate) fn text_parts(
+    content: Option<&Value>,
+    i: usize,
+    blank: fn(&str) -> bool,
+) -> Result<Vec<Value>, String> {
+    Ok(match content {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(text)) if blank(text) => Vec::new(),
+        Some(Value::String(text)) => vec![json!({ "text": text })],
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .filter(|text| !blank(text))
+            .map(|text| json!({ "text": text }))
+            .collect(),
+        Some(_) => return Err(format!("`messages[{i}].content` must be a string or parts")),
+    })
+}
+
+/// A user content: text, and images from data URLs (these providers fetch no links).
+pub(crate) fn user_parts(
+    content: Option<&Value>,
+    i: usize,
+    rules: &ContentRules<'_>,
+) -> Result<Vec<Value>, String> {
+    let Some(Value::Array(items)) = content else {
+        return text_parts(content, i, rules.blank);
+    };
+    let provider = rules.provider;
+    let mut parts = Vec::new();
+    for item in items {
+        match item.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                let text = item.get("text").and_then(Value::as_str).unwrap_or("");
+                if !(rules.blank)(text) {
+                    parts.push(json!({ "text": text }));
+                }
+            }
+            Some("image_url") => {
+                let url = item
+                    .pointer("/image_url/url")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let Some((mime, data)) = data_url(url) else {
+                    return Err(format!(
+                        "`messages[{i}]`: {provider} providers take images as data: URLs (base64), not links"
+                    ));
+                };
+                parts.push((rules.image)(mime, data, i)?);
+            }
+            Some(other) => {
+                return Err(format!(
+                    "`messages[{i}]`: content parts of type `{other}` are not supported on {provider} providers"
+                ))
+            }
+            None => return Err(format!("`messages[{i}]`: a content part has no `type`")),
+        }
+    }
+    Ok(parts)
+}
+
 /// `(mime type, base64 data)` of a `data:` URL; None for a link.
 pub(crate) fn data_url(url: &str) -> Option<(&str, &str)> {
     url.strip_prefix("data:")
