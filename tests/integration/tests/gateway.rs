@@ -149,7 +149,7 @@ fn stream_with_hidden_usage_and_pii_is_rewritten_by_both() {
 #[test]
 fn a_panic_in_the_module_fails_closed() {
     require_envoy!();
-    let fault = "target/fault/wasm32-wasip1/release/llm_gateway.wasm";
+    let fault = "target/fault/wasm32-wasip1/wasm-fault/llm_gateway.wasm";
     assert!(
         repo_root().join(fault).exists(),
         "{fault} is missing: run `make build-fault`"

@@ -163,7 +163,7 @@ fn a_panicking_filter_follows_its_failure_policy() {
     if integration::native() {
         return a_panic_in_the_native_module_is_a_500_and_the_worker_goes_on();
     }
-    let fault = |name: &str| format!("target/fault/wasm32-wasip1/release/{name}.wasm");
+    let fault = |name: &str| format!("target/fault/wasm32-wasip1/wasm-fault/{name}.wasm");
     for name in ["llm_auth", "llm_usage"] {
         assert!(
             integration::repo_root().join(fault(name)).exists(),

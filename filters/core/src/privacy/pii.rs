@@ -923,18 +923,8 @@ impl Pii {
         }
         // About the size it was: growing from empty would copy a large body several times.
         let mut bytes = Vec::with_capacity(body.len() + body.len() / 8);
-        match serde_json::to_writer(&mut bytes, &request) {
-            Ok(()) => (Masked::Rewritten(bytes), findings),
-            Err(_) => {
-                let reply = error_reply(
-                    flavor,
-                    ErrorKind::Internal,
-                    "The request could not be masked.",
-                    ErrorDetail::default(),
-                );
-                (Masked::Refused(reply), findings)
-            }
-        }
+        crate::json_out::write_value(&mut bytes, &request);
+        (Masked::Rewritten(bytes), findings)
     }
 }
 
@@ -1102,9 +1092,7 @@ pub fn restore_json(body: &[u8], vault: &Vault) -> Option<Vec<u8>> {
         return None;
     }
     let mut value: Value = serde_json::from_slice(body).ok()?;
-    restore_all(&mut value, vault)
-        .then(|| serde_json::to_vec(&value).ok())
-        .flatten()
+    restore_all(&mut value, vault).then(|| crate::json_out::to_vec(&value))
 }
 
 /// The largest char boundary of `text` at or below `at`.
@@ -1201,8 +1189,7 @@ impl Pii {
         };
         let mut value: Value = serde_json::from_slice(body).ok()?;
         self.answer_walk(&mut value, vault, action, found, None)
-            .then(|| serde_json::to_vec(&value).ok())
-            .flatten()
+            .then(|| crate::json_out::to_vec(&value))
     }
 
     fn answer_walk(
