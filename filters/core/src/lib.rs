@@ -16,6 +16,8 @@ pub mod config;
 pub mod contract;
 pub mod filters;
 pub mod pattern;
+#[cfg(test)]
+mod test_rng;
 
 /// Wire formats and translation.
 pub mod wire {

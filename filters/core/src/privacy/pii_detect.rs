@@ -1372,19 +1372,10 @@ mod tests {
         }
     }
 
-    /// A small deterministic generator (no dependency, same corpus on every run and target).
-    struct Rng(u64);
+    use crate::test_rng::Rng;
 
+    /// Generators of the corpus's values.
     impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
         fn digits(&mut self, n: usize) -> String {
             (0..n)
                 .map(|_| char::from(b'0' + self.below(10) as u8))

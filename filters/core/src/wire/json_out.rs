@@ -133,19 +133,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// A small deterministic generator (xorshift): the same cases on every run and target.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::test_rng::Rng;
 
     /// Strings mixing every kind of character the escaping tells apart, at every alignment.
     fn random_string(rng: &mut Rng) -> String {
