@@ -994,6 +994,21 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Waits for the next window when fewer than `needed` are left in the current fixed `window` (aligned
+/// to the Unix epoch, as the rate-limit service's minutes and llm_usage's UTC days are): a test whose
+/// requests straddle a boundary would see a limit or budget refilled halfway.
+pub fn away_from_window_end(window: Duration, needed: Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    let window_ms = window.as_millis().max(1);
+    let into = Duration::from_millis(u64::try_from(now.as_millis() % window_ms).unwrap_or(0));
+    let left = window.saturating_sub(into);
+    if left < needed {
+        std::thread::sleep(left + Duration::from_millis(200));
+    }
+}
+
 /// `redis-server` from Debian's package (`make setup` installs it), or `REDIS_SERVER`.
 fn redis_server_binary() -> PathBuf {
     let path = std::env::var_os("REDIS_SERVER")

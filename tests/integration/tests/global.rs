@@ -62,26 +62,14 @@ fn start_with_usage(usage: Value) -> Replicas {
         "replica b's service port was not replaced"
     );
     let b = Envoy::start(&b_config, &EnvoyOptions::default());
-    start_of_a_fresh_window();
+    // The service counts in fixed windows aligned to the minute (Redis's clock, this machine's):
+    // requests straddling a boundary would see two windows' worth admitted.
+    integration::away_from_window_end(Duration::from_secs(60), Duration::from_secs(30));
     Replicas {
         a,
         b,
         services,
         redis,
-    }
-}
-
-/// The service counts in fixed windows aligned to the minute (Redis's clock, this machine's clock):
-/// a test whose requests straddle a boundary would see two windows' worth admitted. Starting with
-/// fewer than 30 s left in the window, wait for the next one; every test here takes far less.
-fn start_of_a_fresh_window() {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970");
-    let into_window = Duration::from_millis(u64::try_from(now.as_millis() % 60_000).unwrap());
-    let left = Duration::from_secs(60) - into_window;
-    if left < Duration::from_secs(30) {
-        std::thread::sleep(left + Duration::from_millis(200));
     }
 }
 

@@ -264,6 +264,8 @@ fn two_workers_charge_one_budget_exactly() {
             r#"{"prices":[{"model":"*","input":0,"output":1}],"limits":[{"consumer":"team-a","usd_per_day":0.00024}]}"#,
         )
     });
+    // A daily budget refills at 00:00 UTC.
+    integration::away_from_window_end(Duration::from_secs(86_400), Duration::from_secs(60));
     let url = demo.envoy.url("/v1/chat/completions");
     let mut body = ask("gpt-4o-mini", &"b".repeat(40));
     body["max_tokens"] = json!(10);
