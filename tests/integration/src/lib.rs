@@ -59,10 +59,22 @@ fn built_artifact(relative: &str) -> PathBuf {
     let path = repo_root().join(relative);
     assert!(
         path.exists(),
-        "{} is missing: run `make build` first",
+        "{} is missing: `make test` builds everything the tests use (the modules with `make build` \
+         and `make build-fault`, the debug mock and rate-limit service with `make test-host`)",
         path.display()
     );
     path
+}
+
+/// The binary named by `variable` (relative paths from the repository's root, where the Makefile
+/// runs), or else `default`: the debug build for the tests, the optimized one (`make build-mock`,
+/// `make build-ratelimit`) when the harness itself is built optimized, as the benchmarks are.
+fn service_binary(variable: &str, debug: &str, optimized: &str) -> PathBuf {
+    match std::env::var_os(variable) {
+        Some(path) => repo_root().join(path),
+        None if cfg!(debug_assertions) => built_artifact(debug),
+        None => built_artifact(optimized),
+    }
 }
 
 /// Spawns `command` so that it dies with the test process. `PR_SET_PDEATHSIG` fires when the
@@ -153,13 +165,15 @@ pub struct MockProvider {
 }
 
 impl MockProvider {
-    /// Starts `mock-provider --name NAME EXTRA...` on a free port: `LLM_MOCK_BIN`, or the one the
-    /// unit tests' build makes (`target/debug/mock-provider`; the benchmarks set the optimized one).
+    /// Starts `mock-provider --name NAME EXTRA...` on a free port: `LLM_MOCK_BIN`, or the debug one
+    /// the unit tests' build makes (`target/debug/mock-provider`), or for the benchmarks (an
+    /// optimized harness) the optimized one (`target/service/mock-provider`, `make build-mock`).
     pub fn start(name: &str, extra_args: &[&str]) -> MockProvider {
-        let binary = match std::env::var_os("LLM_MOCK_BIN") {
-            Some(path) => PathBuf::from(path),
-            None => built_artifact("target/debug/mock-provider"),
-        };
+        let binary = service_binary(
+            "LLM_MOCK_BIN",
+            "target/debug/mock-provider",
+            "target/service/mock-provider",
+        );
         let mut child = spawn(
             Command::new(binary)
                 .args(["--listen", "127.0.0.1:0", "--name", name])
@@ -1103,7 +1117,7 @@ pub fn run_sdk_script(script: &str, demo: &Demo, key: &str) -> String {
 }
 
 /// The bundled reference rate-limit service on a free port: the debug build that `make test`'s unit
-/// tests build anyway (`cargo build -p llm-ratelimit`), or `LLM_RATELIMIT_BIN`.
+/// tests build anyway, the optimized one for the benchmarks, or `LLM_RATELIMIT_BIN`.
 pub struct RateLimitService {
     pub address: String,
     process: Process,
@@ -1111,10 +1125,11 @@ pub struct RateLimitService {
 
 impl RateLimitService {
     pub fn start(redis: &Redis) -> RateLimitService {
-        let binary = match std::env::var_os("LLM_RATELIMIT_BIN") {
-            Some(path) => PathBuf::from(path),
-            None => built_artifact("target/debug/llm-ratelimit"),
-        };
+        let binary = service_binary(
+            "LLM_RATELIMIT_BIN",
+            "target/debug/llm-ratelimit",
+            "target/service/llm-ratelimit",
+        );
         let mut child = spawn(
             Command::new(binary)
                 .args(["--listen", "127.0.0.1:0", "--redis", &redis.url()])
