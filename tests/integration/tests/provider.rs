@@ -546,13 +546,7 @@ fn gemini_through_every_client_api() {
     assert_eq!(response.status, 400, "{}", response.body);
     assert_eq!(demo.gemini.requests().len(), before);
     // Usage is counted under the Gemini provider.
-    let output = demo
-        .envoy
-        .prometheus_value(
-            r#"llm_output_tokens_total{consumer="team-a",model="gemini-2.5-flash",provider="gemini"}"#,
-        )
-        .unwrap_or(0.0);
-    assert!(output > 0.0, "no output tokens counted for Gemini");
+    assert_output_tokens_counted(&demo, "gemini-2.5-flash", "gemini");
 
     // Every body Gemini received is one Google's own SDK types accept (they refuse unknown fields).
     let bodies: Vec<Value> = demo
@@ -748,13 +742,7 @@ fn bedrock_through_every_client_api() {
     assert_eq!(response.status, 400, "{}", response.body);
     assert_eq!(demo.bedrock.requests().len(), before);
     // Usage is counted under the Bedrock provider.
-    let output = demo
-        .envoy
-        .prometheus_value(&format!(
-            r#"llm_output_tokens_total{{consumer="team-a",model="{MODEL}",provider="bedrock"}}"#
-        ))
-        .unwrap_or(0.0);
-    assert!(output > 0.0, "no output tokens counted for Bedrock");
+    assert_output_tokens_counted(&demo, MODEL, "bedrock");
 
     // AWS's own SDK: every body and signature the gateway sent is one botocore accepts (its
     // service model refuses unknown fields; its SigV4 signer recomputes each signature), and
@@ -786,6 +774,20 @@ fn bedrock_through_every_client_api() {
 }
 
 /// A Messages client (Claude Code's shape) on `model` gets its echo back as a message.
+/// team-a's output tokens for `model` are counted under `provider`.
+fn assert_output_tokens_counted(demo: &Demo, model: &str, provider: &str) {
+    let output = demo
+        .envoy
+        .prometheus_value(&format!(
+            r#"llm_output_tokens_total{{consumer="team-a",model="{model}",provider="{provider}"}}"#
+        ))
+        .unwrap_or(0.0);
+    assert!(
+        output > 0.0,
+        "no output tokens counted for {model} on {provider}"
+    );
+}
+
 fn assert_messages_client_gets_its_answer(demo: &Demo, model: &str) {
     let response = post_json(
         &demo.envoy.url("/v1/messages"),
@@ -1118,13 +1120,7 @@ fn vertex_ai_serves_gemini_and_claude_with_background_tokens() {
     assert!(refreshed >= 1.0, "no token refresh counted");
     // Usage is counted under the Vertex AI provider, for both kinds of model.
     for model in ["vertex-gemini", "vertex-claude"] {
-        let output = demo
-            .envoy
-            .prometheus_value(&format!(
-                r#"llm_output_tokens_total{{consumer="team-a",model="{model}",provider="vertex"}}"#
-            ))
-            .unwrap_or(0.0);
-        assert!(output > 0.0, "no output tokens counted for {model}");
+        assert_output_tokens_counted(&demo, model, "vertex");
     }
     // The Gemini bodies Vertex received are ones Google's own SDK types accept.
     let bodies: Vec<Value> = sent

@@ -746,6 +746,17 @@ mod tests {
     }
 
     /// A POST whose whole raw answer (status line, headers, body) is returned, for streams.
+    /// The paths of the requests `mock` recorded, in order.
+    async fn recorded_paths(mock: SocketAddr) -> Vec<String> {
+        let (_, log) = send(mock, "GET", "/mock/requests", &[], "").await;
+        log["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["path"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     async fn send_raw(
         address: SocketAddr,
         path: &str,
@@ -798,13 +809,7 @@ mod tests {
         let azure = "/openai/deployments/d/moderations?api-version=2024-10-21";
         let (status, _) = send(mock, "POST", azure, &[key], input).await;
         assert_eq!(status, 404);
-        let (_, log) = send(mock, "GET", "/mock/requests", &[], "").await;
-        let paths: Vec<&str> = log["requests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["path"].as_str().unwrap())
-            .collect();
+        let paths = recorded_paths(mock).await;
         assert_eq!(paths.iter().filter(|p| **p == "/v1/moderations").count(), 4);
 
         let anthropic_only = start(&["--api", "anthropic"]).await;
@@ -966,13 +971,7 @@ mod tests {
         let (status, _) = send(mock, "POST", gemini, &[auth], request).await;
         assert_eq!(status, 401);
 
-        let (_, log) = send(mock, "GET", "/mock/requests", &[], "").await;
-        let paths: Vec<&str> = log["requests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["path"].as_str().unwrap())
-            .collect();
+        let paths = recorded_paths(mock).await;
         assert_eq!(paths.iter().filter(|p| **p == "/token").count(), 2);
         assert_eq!(paths.iter().filter(|p| **p == gemini).count(), 4);
         let (status, _) = send(mock, "POST", "/v1/chat/completions", &[], "{}").await;
