@@ -16,6 +16,7 @@ pub mod config;
 pub mod contract;
 pub mod filters;
 pub mod pattern;
+mod swar;
 #[cfg(test)]
 mod test_rng;
 

@@ -745,11 +745,10 @@ fn same_text(a: &str, b: &str) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let word = |chunk: &[u8]| u64::from_le_bytes(chunk.try_into().unwrap_or_default());
     let (mut left, mut right) = (a.chunks_exact(8), b.chunks_exact(8));
     left.by_ref()
         .zip(right.by_ref())
-        .all(|(x, y)| word(x) == word(y))
+        .all(|(x, y)| crate::swar::word(x) == crate::swar::word(y))
         && left.remainder() == right.remainder()
 }
 

@@ -2,29 +2,23 @@
 //! keeps only real ones. Patterns are ASCII-only on purpose: the regex crate is built without Unicode
 //! tables to keep the Wasm module small.
 
+use crate::swar;
 use std::fmt;
 use std::ops::Range;
 
 /// Whether `bytes` holds an ASCII digit, eight bytes per step: a byte-by-byte loop cost as much as
 /// a regex pass over long prose (the modules are built for size, so it is not vectorised).
 pub fn has_ascii_digit(bytes: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
     let mut words = bytes.chunks_exact(8);
-    let found = words.by_ref().any(|word| {
-        let Ok(word) = <[u8; 8]>::try_from(word) else {
-            return false;
-        };
-        // Digits become bytes 0..=9; a byte below 10 borrows into its top bit (exact for "any").
-        let x = u64::from_le_bytes(word) ^ (ONES * 0x30);
-        x.wrapping_sub(ONES * 10) & !x & (ONES * 0x80) != 0
-    });
+    let found = words
+        .by_ref()
+        .any(|chunk| swar::any_digit(swar::word(chunk)));
     found || words.remainder().iter().any(u8::is_ascii_digit)
 }
 
 /// Runs of ASCII digits in `text`, as byte ranges in order; runs fewer than [`RUN_GAP`] bytes apart
 /// are joined (fewer, slightly longer windows: each search has a fixed cost).
 fn digit_runs(text: &str) -> Vec<Range<usize>> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
     let bytes = text.as_bytes();
     let mut runs: Vec<Range<usize>> = Vec::new();
     let mut add = |at: usize| match runs.last_mut() {
@@ -32,14 +26,10 @@ fn digit_runs(text: &str) -> Vec<Range<usize>> {
         _ => runs.push(at..at + 1),
     };
     let mut words = bytes.chunks_exact(8);
-    for (n, word) in words.by_ref().enumerate() {
-        // Eight bytes without a digit are skipped in one step (see `has_ascii_digit`).
-        let Ok(word) = <[u8; 8]>::try_from(word) else {
-            continue;
-        };
-        let x = u64::from_le_bytes(word) ^ (ONES * 0x30);
-        if x.wrapping_sub(ONES * 10) & !x & (ONES * 0x80) != 0 {
-            for (i, b) in word.iter().enumerate() {
+    for (n, chunk) in words.by_ref().enumerate() {
+        // Eight bytes without a digit are skipped in one step.
+        if swar::any_digit(swar::word(chunk)) {
+            for (i, b) in chunk.iter().enumerate() {
                 if b.is_ascii_digit() {
                     add(n * 8 + i);
                 }

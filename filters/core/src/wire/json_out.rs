@@ -3,6 +3,7 @@
 //! to escape; a filter that rewrites a 200 KB prompt spent more on that than on scanning it (in Wasm,
 //! where serde_json has no faster path). Everything but strings is written by serde_json itself.
 
+use crate::swar;
 use serde_json::Value;
 
 /// Appends `value` as compact JSON to `out`, exactly as `serde_json::to_writer` would.
@@ -45,21 +46,9 @@ pub fn to_vec(value: &Value) -> Vec<u8> {
     out
 }
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// Non-zero when any of the eight bytes in `word` must be escaped: below 0x20, `"` or `\\`. (The
-/// classic bit tricks: a byte below n sets its high bit in `x - n` while its own high bit is clear.)
+/// Non-zero when one of the eight bytes in `word` must be escaped: below 0x20, `"` or `\`.
 fn escapes_in(word: u64) -> u64 {
-    let control = word.wrapping_sub(ONES * 0x20) & !word;
-    let quote = word ^ (ONES * u64::from(b'"'));
-    let backslash = word ^ (ONES * u64::from(b'\\'));
-    let zero_in = |x: u64| x.wrapping_sub(ONES) & !x;
-    (control | zero_in(quote) | zero_in(backslash)) & HIGHS
-}
-
-fn word(bytes: &[u8]) -> u64 {
-    u64::from_le_bytes(bytes.try_into().unwrap_or_default())
+    swar::any_below(word, 0x20) | swar::any_equal(word, b'"') | swar::any_equal(word, b'\\')
 }
 
 /// How many bytes `bytes` starts with that need no escape: sixteen at a time, then one by one.
@@ -68,7 +57,7 @@ fn plain_prefix(bytes: &[u8]) -> usize {
     let mut pairs = bytes.chunks_exact(16);
     for pair in &mut pairs {
         let (low, high) = pair.split_at(8);
-        if escapes_in(word(low)) | escapes_in(word(high)) != 0 {
+        if escapes_in(swar::word(low)) | escapes_in(swar::word(high)) != 0 {
             break;
         }
         plain += 16;
